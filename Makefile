@@ -1,0 +1,27 @@
+# `make demo` runs arpro on the embedded default; `make test` runs the tests.
+# Both create (once) and reuse a virtual environment in .venv with every built-in plugin.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+STAMP := $(VENV)/.arpro-installed
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt $(PLUGINS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]' $(addprefix -e ,$(dir $(PLUGINS)))
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/arpro repair --detector gaussian --out runs/demo --overwrite
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,202 @@
+"""The Python API: ``arpro.repair(x_bad, detector, repairer)`` and how models are obtained."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from arpro import checkpoint, plugins
+from arpro.engine import RepairSettings, guided_masked_diffusion, property_loss
+from arpro.errors import ArproError
+from arpro.protocols import Dataset, Decomposition, Detector, Model, Property, PropertyContext, Repairer
+from arpro.result import ARMS, ArmResult, RepairResult
+
+DEFAULT_PROPERTIES = ("p1", "p2", "p3", "p4")
+P2_TOLERANCE_PER_ELEMENT = 0.01  # default delta2 = 0.01 · |omega_bar| (input elements outside omega)
+P4_TOLERANCE_OF_TRAIN_STD = 0.1  # default delta4 = 0.1 · std of the detector's training scores
+
+
+def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, quantile: float = 0.9) -> Tensor:
+    """The anomalous-feature mask omega ``[B, *F]`` (float 0/1) of ``x_bad``.
+
+    - ``"train"`` (paper): ``alpha_i(x_bad) >= tau_i``, tau the training quantile per feature;
+    - ``"top"`` (reference code): alpha at or above the input's own ``quantile`` of alpha;
+    - a tensor: a mask given on the input ``[B, *X]`` or on the features ``[B, *F]``.
+    """
+    alpha = bad.alpha.detach()
+    if isinstance(mask, Tensor):
+        omega = detector.feature_mask(mask.to(alpha.dtype))
+        if omega.shape != alpha.shape:
+            raise ArproError(f"mask of shape {tuple(mask.shape[1:])} does not fit features {tuple(alpha.shape[1:])}")
+        return (omega > 0.5).to(alpha.dtype)
+    if mask == "train":
+        if not detector.is_calibrated:
+            raise ArproError(f"detector {detector.name!r} has no training thresholds; fit it first or use --mask top")
+        return (alpha >= detector.tau).to(alpha.dtype)
+    if mask == "top":
+        cut = torch.quantile(alpha.flatten(1).float(), quantile, dim=1).to(alpha.dtype)
+        return (alpha >= cut.view(-1, *[1] * (alpha.dim() - 1))).to(alpha.dtype)
+    raise ArproError(f"mask must be 'train', 'top' or a mask file, not {mask!r}")
+
+
+def check_input(x_bad: Tensor, repairer: Repairer) -> None:
+    """Refuse inputs a repair cannot be meaningful for, with a message that says why."""
+    if not torch.is_floating_point(x_bad):
+        raise ArproError(f"input must be floating point, got {x_bad.dtype}")
+    if not torch.isfinite(x_bad).all():
+        bad = (~torch.isfinite(x_bad)).flatten(1).any(1).nonzero().flatten().tolist()
+        raise ArproError(f"input contains NaN or Inf (samples {bad}); clean or drop them first")
+    expected = tuple(repairer.x_mean.shape)
+    if expected and tuple(x_bad.shape[1:]) != expected:
+        raise ArproError(f"input has shape {tuple(x_bad.shape[1:])} per sample, but the models expect {expected}")
+
+
+def repair(
+    x_bad: Tensor,
+    detector: Detector,
+    repairer: Repairer,
+    *,
+    properties: Sequence[str] = DEFAULT_PROPERTIES,
+    settings: RepairSettings | None = None,
+    mask: str | Tensor = "train",
+    mask_quantile: float = 0.9,
+    delta2: float | None = None,
+    delta4: float | None = None,
+    seed: int = 0,
+    arms: Sequence[str] = ARMS,
+    ids: list[str] | None = None,
+    progress: bool = True,
+) -> RepairResult:
+    """Repair ``x_bad`` ``[B, *X]``: the guided repair and its unguided baselines, judged by P1–P4.
+
+    ``properties`` names the properties that guide the repair; the report always includes
+    P1–P4 as well. Sample ``i`` draws its noise from ``seed + i`` in every arm.
+    """
+    settings = settings or RepairSettings()
+    settings.validate()
+    check_input(x_bad, repairer)
+    unknown_arms = set(arms) - set(ARMS)
+    if unknown_arms:
+        raise ArproError(f"unknown arm(s) {sorted(unknown_arms)}; choose from {', '.join(ARMS)}")
+    guiding = [plugins.get("property", name)() for name in properties]
+    reported = guiding + [plugins.get("property", n)() for n in DEFAULT_PROPERTIES if n not in properties]
+    for name in settings.weights:
+        if name not in properties:
+            raise ArproError(f"weight given for {name!r}, which is not a guiding property ({', '.join(properties)})")
+    detector.eval().requires_grad_(False)
+    repairer.eval().requires_grad_(False)
+
+    with torch.no_grad():
+        bad = detector.decompose(x_bad)
+    omega = compute_omega(detector, bad, mask, mask_quantile)
+    omega_input = detector.input_mask(omega, x_bad.shape).to(x_bad.dtype)
+    ctx = PropertyContext(x_bad, bad, omega, omega_input, *_tolerances(detector, omega_input, delta2, delta4))
+    messages = _mask_messages(omega, ids)
+
+    eta = settings.guidance_scale if settings.guidance_scale is not None else detector.guidance_scale
+    seeds = [seed + i for i in range(x_bad.shape[0])]
+    results: dict[str, ArmResult] = {}
+    for arm in [a for a in ARMS if a in arms]:
+        guided = arm == "guided"
+        started = time.perf_counter()
+        x_fix = guided_masked_diffusion(
+            x_bad,
+            omega_input,
+            repairer,
+            settings,
+            seeds,
+            loss=property_loss(detector, guiding, settings.weights, ctx) if guided else None,
+            eta=eta,
+            infill=arm != "baseline",
+            progress=progress,
+            label=f"{arm} repair",
+        )
+        seconds = time.perf_counter() - started
+        results[arm] = evaluate_repair(detector, reported, ctx, x_fix, seconds)
+
+    return RepairResult(
+        x_bad=x_bad,
+        omega=omega,
+        omega_input=omega_input,
+        score_bad=bad.score,
+        arms=results,
+        metric_names={p.name: p.metric_name for p in reported},
+        settings={
+            **settings.to_dict(),
+            "guidance_scale": eta,
+            "properties": list(properties),
+            "mask": mask if isinstance(mask, str) else "given",
+            "mask_quantile": mask_quantile,
+            "seed": seed,
+            "detector": detector.name,
+            "repairer": repairer.name,
+        },
+        ids=ids or [str(i) for i in range(x_bad.shape[0])],
+        messages=messages,
+    )
+
+
+def evaluate_repair(
+    detector: Detector, properties: Sequence[Property], ctx: PropertyContext, x_fix: Tensor, seconds: float
+) -> ArmResult:
+    """Every property's metric and verdict for ``x_fix``."""
+    with torch.no_grad():
+        fix = detector.decompose(x_fix)
+        metrics, holds = {}, {}
+        for p in properties:
+            value = p.metric(ctx, x_fix, fix)
+            metrics[p.metric_name] = value
+            holds[p.name] = p.holds(ctx, value)
+    return ArmResult(x_fix=x_fix, score=fix.score, metrics=metrics, holds=holds, seconds=seconds)
+
+
+def _tolerances(detector: Detector, omega_input: Tensor, delta2: float | None, delta4: float | None):
+    batch = omega_input.shape[0]
+    if delta2 is None:
+        d2 = P2_TOLERANCE_PER_ELEMENT * (1 - omega_input).flatten(1).sum(1)
+    else:
+        d2 = torch.full((batch,), float(delta2))
+    if delta4 is None:
+        spread = detector.train_scores.std().item() if detector.train_scores.numel() > 1 else 0.0
+        d4 = torch.full((batch,), P4_TOLERANCE_OF_TRAIN_STD * spread)
+    else:
+        d4 = torch.full((batch,), float(delta4))
+    return d2, d4
+
+
+def _mask_messages(omega: Tensor, ids: list[str] | None) -> list[str]:
+    messages = []
+    fractions = omega.flatten(1).mean(1)
+    for i, f in enumerate(fractions.tolist()):
+        name = ids[i] if ids else str(i)
+        if f == 0.0:
+            messages.append(
+                f"input {name}: omega is empty (no feature is flagged anomalous); with in-filling the "
+                "repair returns the input unchanged, and P3 cannot hold (M_omega = 0)"
+            )
+        elif f == 1.0:
+            messages.append(
+                f"input {name}: omega covers every feature; the whole input is regenerated, P2 holds "
+                "trivially (M_d = 0) and M_omega_bar compares beta alone"
+            )
+    return messages
+
+
+def obtain_model(
+    kind: str, name: str, dataset: Dataset, *, checkpoint_path: Path | None = None, seed: int = 0, progress: bool = True
+) -> Model:
+    """A fitted model: from ``checkpoint_path``, from the plugin's bundled checkpoint for
+    ``dataset``, or trained on ``dataset``'s normal training split now."""
+    cls = plugins.get(kind, name)
+    if checkpoint_path is not None:
+        return checkpoint.load(checkpoint_path, kind, name)
+    bundled = cls.bundled_checkpoint(dataset)
+    if bundled is not None:
+        return checkpoint.load(bundled, kind, name)
+    model = cls.for_dataset(dataset)
+    model.fit(dataset.train().x, seed=seed, progress=progress)
+    return model.eval()

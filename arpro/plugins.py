@@ -1,0 +1,140 @@
+"""Finding plugins and what they register.
+
+Default plugins (the properties P1–P4) are registered by the core; everything else is
+found through the ``arpro`` entry-point group, built-in plugins included. A plugin that
+fails to import is skipped with a warning naming it; two plugins claiming one name is an
+error naming both distributions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+
+import pluggy
+
+from arpro import __version__, hookspecs
+from arpro.errors import ArproError
+
+DEFAULT_PLUGINS = ("arpro.properties",)
+KINDS = {
+    "detector": "arpro_register_detectors",
+    "repairer": "arpro_register_repairers",
+    "property": "arpro_register_properties",
+    "dataset": "arpro_register_datasets",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered detector, repairer, property or dataset, and who provides it."""
+
+    kind: str
+    name: str
+    obj: type
+    distribution: str
+    version: str
+
+    @property
+    def description(self) -> str:
+        return self.obj.describe()
+
+    @property
+    def domain(self) -> str:
+        return getattr(self.obj, "domain", "")
+
+
+class Registry:
+    """Everything the installed plugins registered, by kind and name."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+
+    def add(self, entry: Entry) -> None:
+        existing = self.entries[entry.kind].get(entry.name)
+        if existing is not None:
+            raise ArproError(
+                f"{entry.kind} {entry.name!r} is registered twice: by {existing.distribution} "
+                f"and by {entry.distribution}; uninstall one of them"
+            )
+        self.entries[entry.kind][entry.name] = entry
+
+    def get(self, kind: str, name: str) -> type:
+        """The class registered as ``name``, or an error that suggests close names."""
+        known = self.entries[kind]
+        if name in known:
+            return known[name].obj
+        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        available = ", ".join(sorted(known)) or "none installed"
+        raise ArproError(f"unknown {kind} {name!r}{hint} (available: {available})")
+
+    def default(self, kind: str, domain: str) -> type:
+        """The ``is_default`` (or else the only) entry of ``kind`` for ``domain``."""
+        candidates = [e.obj for e in self.entries[kind].values() if e.domain == domain]
+        preferred = [c for c in candidates if getattr(c, "is_default", False) or getattr(c, "embedded", False)]
+        if preferred or len(candidates) == 1:
+            return (preferred or candidates)[0]
+        names = ", ".join(c.name for c in candidates) or "none installed"
+        raise ArproError(f"no default {kind} for domain {domain!r}; pass --{kind} (available: {names})")
+
+    def __iter__(self):
+        for kind in KINDS:
+            yield from self.entries[kind].values()
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@cache
+def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]]]:
+    """The plugin manager with default and entry-point plugins loaded, and each plugin's distribution."""
+    pm = pluggy.PluginManager("arpro")
+    pm.add_hookspecs(hookspecs)
+    origins: dict[str, tuple[str, str]] = {}
+    for module_name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name)
+        origins[module_name] = ("arpro", __version__)
+    for ep in entry_points(group="arpro"):
+        dist = ep.dist.name if ep.dist is not None else ep.name
+        try:
+            module = ep.load()
+        except Exception as error:  # a broken plugin must not take the others down
+            _warn(f"plugin {ep.name!r} from {dist} failed to load and is skipped: {error}")
+            continue
+        if pm.is_registered(module):
+            continue
+        pm.register(module, name=ep.name)
+        origins[ep.name] = (dist, ep.dist.version if ep.dist is not None else "unknown")
+    return pm, origins
+
+
+@cache
+def registry() -> Registry:
+    """All detectors, repairers, properties and datasets of the installed plugins."""
+    pm, origins = plugin_manager()
+    reg = Registry()
+    for kind, hook_name in KINDS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            distribution, dist_version = origins[impl.plugin_name]
+
+            def register(obj: type, kind: str = kind, distribution: str = distribution, v: str = dist_version) -> None:
+                reg.add(Entry(kind, obj.name, obj, distribution, v))
+
+            try:
+                impl.function(register=register)
+            except ArproError:
+                raise
+            except Exception as error:
+                _warn(f"plugin {impl.plugin_name!r} from {distribution} failed to register its {kind}s: {error}")
+    return reg
+
+
+def get(kind: str, name: str) -> type:
+    """Shorthand for ``registry().get(kind, name)``."""
+    return registry().get(kind, name)

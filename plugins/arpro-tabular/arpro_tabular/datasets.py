@@ -1,0 +1,168 @@
+"""Tables: any CSV, and scikit-learn's breast-cancer table as the embedded default.
+
+Rows are standardised with the mean and standard deviation of the normal training split
+only; repairs are written back in the table's own units.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import arpro
+from arpro import ArproError
+
+TEST_FRACTION_OF_NORMAL = 0.3
+SPLIT_SEED = 0
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """Read a CSV, turning every way it can fail into one clear message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArproError(f"CSV file {path} does not exist")
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except Exception as error:
+        raise ArproError(f"cannot read {path} as CSV: {error}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise ArproError(f"{path} has no data rows")
+    return frame
+
+
+def numeric_columns(frame: pd.DataFrame, columns: list[str], source: Path | str) -> np.ndarray:
+    """The given columns as a float array; names the first missing column, bad cell or empty cell."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ArproError(f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}")
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & frame[column].notna()
+        if bad.any():
+            row = int(bad.idxmax())
+            raise ArproError(
+                f"{source}: column {column!r} has a non-numeric value {frame[column][row]!r} in data row {row + 1}"
+            )
+        if values.isna().any():
+            row = int(values.isna().idxmax())
+            raise ArproError(f"{source}: column {column!r} is empty in data row {row + 1}")
+        if not np.isfinite(values.to_numpy()).all():
+            row = int((~np.isfinite(values.to_numpy())).argmax())
+            raise ArproError(f"{source}: column {column!r} is infinite in data row {row + 1}")
+    return frame[columns].apply(pd.to_numeric).to_numpy(dtype=np.float32)
+
+
+class TableDataset(arpro.Dataset):
+    """Shared logic: a frame of numeric feature columns with a 0/1 label per row."""
+
+    domain = "tabular"
+
+    def frame(self) -> tuple[pd.DataFrame, list[str], np.ndarray]:
+        """(the table, its feature columns, labels with 1 = anomalous)."""
+        raise NotImplementedError
+
+    @cached_property
+    def _splits(self) -> tuple[arpro.Split, arpro.Split, np.ndarray, np.ndarray, list[str]]:
+        frame, columns, labels = self.frame()
+        values = numeric_columns(frame, columns, self.source)
+        rng = np.random.default_rng(SPLIT_SEED)
+        normal = rng.permutation(np.flatnonzero(labels == 0))
+        n_test = int(round(TEST_FRACTION_OF_NORMAL * len(normal)))
+        train_idx = np.sort(normal[n_test:])
+        test_idx = np.sort(np.concatenate([normal[:n_test], np.flatnonzero(labels == 1)]))
+        if len(train_idx) < 2:
+            raise ArproError(f"{self.source}: need at least 2 normal rows to train on, found {len(train_idx)}")
+        mean = values[train_idx].mean(0)
+        std = values[train_idx].std(0)
+        std[std < 1e-8] = 1.0
+
+        def split(idx: np.ndarray) -> arpro.Split:
+            x = torch.from_numpy((values[idx] - mean) / std)
+            return arpro.Split(x, torch.from_numpy(labels[idx].astype(np.int64)), None, [f"row{i + 1}" for i in idx])
+
+        return split(train_idx), split(test_idx), mean, std, columns
+
+    @property
+    def source(self) -> str:
+        return str(self.root) if self.root else self.name
+
+    @property
+    def columns(self) -> list[str]:
+        return self._splits[4]
+
+    def train(self) -> arpro.Split:
+        return self._splits[0]
+
+    def test(self) -> arpro.Split:
+        return self._splits[1]
+
+    def standardise(self, values: np.ndarray) -> torch.Tensor:
+        _, _, mean, std, _ = self._splits
+        return torch.from_numpy(((values - mean) / std).astype(np.float32))
+
+    def to_table_units(self, x: torch.Tensor) -> np.ndarray:
+        _, _, mean, std, _ = self._splits
+        return x.detach().numpy() * std + mean
+
+    def read_input(self, path: Path) -> arpro.InputBatch:
+        frame = read_csv(path)
+        values = numeric_columns(frame, self.columns, path)
+        return arpro.InputBatch(self.standardise(values), [f"row{i + 1}" for i in range(len(frame))])
+
+    def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
+        from arpro_tabular.figure import plot_rows
+
+        records = []
+        for arm_name, x in [("input", result.x_bad)] + [(n, a.x_fix) for n, a in result.arms.items()]:
+            table = pd.DataFrame(self.to_table_units(x), columns=self.columns)
+            table.insert(0, "arm", arm_name)
+            table.insert(0, "id", result.ids)
+            records.append(table)
+        repaired = out_dir / "repaired.csv"
+        pd.concat(records).sort_values(["id", "arm"], kind="stable").to_csv(repaired, index=False)
+        omega = out_dir / "omega.csv"
+        mask = pd.DataFrame(result.omega.int().numpy(), columns=self.columns)
+        mask.insert(0, "id", result.ids)
+        mask.to_csv(omega, index=False)
+        figure = plot_rows(result, self.columns, out_dir / "repair.png")
+        return [repaired, omega, figure]
+
+
+class BreastCancer(TableDataset):
+    """scikit-learn's breast-cancer table: benign rows normal, malignant rows anomalous (embedded)."""
+
+    name = "breast-cancer"
+    embedded = True
+
+    def frame(self):
+        from sklearn.datasets import load_breast_cancer
+
+        data = load_breast_cancer(as_frame=True)
+        labels = (data.target.to_numpy() == 0).astype(np.int64)  # sklearn: 0 = malignant
+        return data.data, list(data.data.columns), labels
+
+
+class CsvTable(TableDataset):
+    """Any CSV: numeric feature columns and an optional 0/1 label column (--data-root FILE)."""
+
+    name = "csv"
+
+    def frame(self):
+        if self.root is None:
+            raise ArproError("dataset csv needs --data-root FILE.csv")
+        frame = read_csv(self.root)
+        label_column = self.options.get("label_column", "label")
+        if label_column in frame.columns:
+            labels = numeric_columns(frame, [label_column], self.root)[:, 0]
+            if not set(np.unique(labels)) <= {0.0, 1.0}:
+                raise ArproError(f"{self.root}: label column {label_column!r} must hold 0 (normal) or 1 (anomalous)")
+            labels = labels.astype(np.int64)
+        else:
+            labels = np.zeros(len(frame), dtype=np.int64)
+        columns = [c for c in frame.columns if c != label_column]
+        return frame, columns, labels

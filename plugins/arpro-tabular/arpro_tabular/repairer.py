@@ -1,0 +1,67 @@
+"""A DDPM for feature vectors: an MLP denoiser with diffusers' timestep embedding."""
+
+from __future__ import annotations
+
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import Tensor, nn
+
+import arpro
+from arpro.diffusion import train_denoiser
+from arpro_tabular.bundled import bundled
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, width))
+        self.time = nn.Linear(width, width)
+
+    def forward(self, h: Tensor, t_emb: Tensor) -> Tensor:
+        return h + self.net(h + self.time(t_emb))
+
+
+class MlpDDPM(arpro.Repairer):
+    """DDPM with a residual-MLP noise predictor for table rows."""
+
+    name = "mlp-ddpm"
+    domain = "tabular"
+    is_default = True
+
+    def __init__(
+        self,
+        input_shape: list[int],
+        width: int = 256,
+        depth: int = 3,
+        train_steps: int = 4000,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "linear",
+    ) -> None:
+        super().__init__(
+            input_shape=input_shape,
+            width=width,
+            depth=depth,
+            train_steps=train_steps,
+            num_train_timesteps=num_train_timesteps,
+            beta_schedule=beta_schedule,
+        )
+        (d,) = input_shape
+        self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(width, width)
+        self.inp = nn.Linear(d, width)
+        self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, d))
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        t_emb = self.time_embed(self.time_proj(t).to(x_t.dtype))
+        h = self.inp(x_t)
+        for block in self.blocks:
+            h = block(h, t_emb)
+        return self.out(h)
+
+    def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> None:
+        steps = options.get("steps", self.config["train_steps"])
+        train_denoiser(self, train, steps=steps, batch_size=128, lr=1e-3, seed=seed, progress=progress)
+
+    @classmethod
+    def bundled_checkpoint(cls, dataset):
+        return bundled(cls.name, dataset)

@@ -1,0 +1,179 @@
+"""The command line as a user meets it: the demo path, and one test per kind of bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_cli
+
+from arpro import checkpoint, plugins
+
+FAST = ["--steps", "20", "--count", "4", "--quiet"]
+
+
+def assert_clean_error(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def rows_csv(tmp_path_factory):
+    """Three malignant rows of the embedded table, as a user would hand them in."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer(as_frame=True)
+    path = tmp_path_factory.mktemp("input") / "rows.csv"
+    data.data[data.target == 0].head(3).to_csv(path, index=False)
+    return path
+
+
+def test_version():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip().startswith("arpro ")
+
+
+def test_list_plugins_json_names_distributions():
+    proc = run_cli("list-plugins", "--json")
+    entries = {(e["kind"], e["name"]): e for e in json.loads(proc.stdout)}
+    assert entries[("detector", "gaussian")]["distribution"] == "arpro-tabular"
+    assert entries[("property", "p1")]["distribution"] == "arpro"
+    assert all({"kind", "name", "distribution", "version", "description"} <= set(e) for e in entries.values())
+
+
+def test_repair_on_the_embedded_default(tmp_path):
+    out = tmp_path / "demo"
+    proc = run_cli("repair", "--detector", "gaussian", "--out", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["inputs"]) == 4
+    assert report["settings"]["repairer"] == "mlp-ddpm"
+    assert {"baseline", "infill", "guided"} <= set(report["inputs"][0])
+    repaired = pd.read_csv(out / "repaired.csv")
+    assert set(repaired["arm"]) == {"input", "baseline", "infill", "guided"}
+    assert (out / "repair.png").stat().st_size > 10_000
+    assert "P1 Ms" in proc.stdout and "guided" in proc.stdout
+
+
+def test_repair_of_a_user_csv_writes_table_units(tmp_path, rows_csv):
+    out = tmp_path / "user"
+    proc = run_cli("repair", "--detector", "gaussian", "--input", str(rows_csv), "--out", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    repaired = pd.read_csv(out / "repaired.csv")
+    original = pd.read_csv(rows_csv)
+    inputs = repaired[repaired["arm"] == "input"].drop(columns=["id", "arm"]).to_numpy()
+    assert np.allclose(inputs, original.to_numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_plugin_suggests_close_names(tmp_path):
+    proc = run_cli("repair", "--detector", "gausian", "--out", str(tmp_path / "o"))
+    assert_clean_error(proc, "unknown detector 'gausian'", "did you mean 'gaussian'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_input_with_missing_columns(tmp_path, rows_csv):
+    bad = tmp_path / "narrow.csv"
+    pd.read_csv(rows_csv).iloc[:, :10].to_csv(bad, index=False)
+    proc = run_cli("repair", "--detector", "gaussian", "--input", str(bad), "--out", str(tmp_path / "o"))
+    assert_clean_error(proc, "missing column", "worst")
+    assert not (tmp_path / "o").exists()
+
+
+def test_input_with_nan(tmp_path, rows_csv):
+    frame = pd.read_csv(rows_csv)
+    frame.iloc[1, 3] = np.nan
+    bad = tmp_path / "nan.csv"
+    frame.to_csv(bad, index=False)
+    proc = run_cli("repair", "--detector", "gaussian", "--input", str(bad), "--out", str(tmp_path / "o"))
+    assert_clean_error(proc, "empty in data row 2", repr(frame.columns[3]))
+
+
+def test_input_with_inf(tmp_path, rows_csv):
+    frame = pd.read_csv(rows_csv)
+    frame.iloc[0, 0] = np.inf
+    bad = tmp_path / "inf.csv"
+    frame.to_csv(bad, index=False)
+    proc = run_cli("repair", "--detector", "gaussian", "--input", str(bad), "--out", str(tmp_path / "o"))
+    assert_clean_error(proc, "infinite in data row 1")
+
+
+def test_input_with_non_numeric_cells(tmp_path, rows_csv):
+    frame = pd.read_csv(rows_csv).astype(object)
+    frame.iloc[2, 5] = "n/a?"
+    bad = tmp_path / "text.csv"
+    frame.to_csv(bad, index=False)
+    proc = run_cli("repair", "--detector", "gaussian", "--input", str(bad), "--out", str(tmp_path / "o"))
+    assert_clean_error(proc, "non-numeric value 'n/a?'", "data row 3")
+
+
+def test_training_csv_with_non_numeric_column(tmp_path):
+    bad = tmp_path / "train.csv"
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["x", "y", "z"], "label": [0, 0, 1]}).to_csv(bad, index=False)
+    proc = run_cli("train", "detector", "--detector", "gaussian", "--dataset", "csv", "--data-root", str(bad), "--out", str(tmp_path / "d.safetensors"))
+    assert_clean_error(proc, "column 'b'", "non-numeric")
+
+
+def test_checkpoint_of_another_detector(tmp_path, table):
+    path = tmp_path / "ae.safetensors"
+    model = plugins.get("detector", "autoencoder").for_dataset(table)
+    checkpoint.save(model, path)
+    proc = run_cli("repair", "--detector", "gaussian", "--detector-checkpoint", str(path), "--out", str(tmp_path / "o"))
+    assert_clean_error(proc, "checkpoint of detector 'autoencoder', not 'gaussian'")
+
+
+def test_truncated_checkpoint(tmp_path, gaussian):
+    path = tmp_path / "g.safetensors"
+    checkpoint.save(gaussian, path)
+    path.write_bytes(path.read_bytes()[:-40])
+    proc = run_cli("repair", "--detector", "gaussian", "--detector-checkpoint", str(path), "--out", str(tmp_path / "o"))
+    assert_clean_error(proc, "not a readable safetensors file")
+
+
+def test_output_directory_with_results_is_kept(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "report.json").write_text("precious")
+    proc = run_cli("repair", "--detector", "gaussian", "--out", str(out), *FAST)
+    assert_clean_error(proc, "already holds results", "--overwrite")
+    assert (out / "report.json").read_text() == "precious"
+    proc = run_cli("repair", "--detector", "gaussian", "--out", str(out), "--overwrite", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "report.json").read_text())["inputs"]
+
+
+def test_failed_repair_leaves_no_partial_output(tmp_path):
+    proc = run_cli("repair", "--detector", "gaussian", "--mask", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "o"), *FAST)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fill,expected", [(0.0, "omega is empty"), (1.0, "covers every feature")])
+def test_all_zero_and_all_one_masks(tmp_path, fill, expected):
+    mask = tmp_path / "mask.npy"
+    np.save(mask, np.full((30,), fill, dtype=np.float32))
+    out = tmp_path / "o"
+    proc = run_cli("repair", "--detector", "gaussian", "--mask", str(mask), "--out", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert expected in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    for record in report["inputs"]:
+        for arm in ("baseline", "infill", "guided"):
+            assert all(np.isfinite(v) for v in record[arm]["metrics"].values())
+
+
+def test_bad_weight_syntax(tmp_path):
+    proc = run_cli("repair", "--detector", "gaussian", "--weight", "p2:10", "--out", str(tmp_path / "o"))
+    assert_clean_error(proc, "--weight expects NAME=NUMBER")
+
+
+def test_train_and_reuse_a_checkpoint(tmp_path):
+    ckpt = tmp_path / "g.safetensors"
+    proc = run_cli("train", "detector", "--detector", "gaussian", "--out", str(ckpt))
+    assert proc.returncode == 0, proc.stderr
+    assert checkpoint.read_header(ckpt)["name"] == "gaussian"
+    proc = run_cli("repair", "--detector", "gaussian", "--detector-checkpoint", str(ckpt), "--out", str(tmp_path / "o"), *FAST)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,101 @@
+"""The repair loop (eqs. 4–7): in-filling, determinism, masks at the edges, guidance."""
+
+import pytest
+import torch
+
+import arpro
+from arpro import ArproError, RepairSettings
+
+FAST = dict(steps=20)
+
+
+def test_infilling_keeps_omega_bar_exactly(gaussian, tiny_repairer, anomalous_rows):
+    result = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=RepairSettings(**FAST), progress=False)
+    keep = result.omega_input == 0
+    assert keep.any() and (~keep).any()
+    for arm in ("infill", "guided"):
+        x_fix = result.arms[arm].x_fix
+        assert torch.equal(x_fix[keep], anomalous_rows[keep])
+        assert not torch.equal(x_fix[~keep], anomalous_rows[~keep])  # omega was regenerated
+    assert not torch.equal(result.arms["baseline"].x_fix[keep], anomalous_rows[keep])  # no in-filling
+
+
+@pytest.mark.parametrize("scheduler,start,guide_on", [("ddpm", "noise", "xt"), ("ddim", "sdedit", "x0")])
+def test_same_seed_is_bit_identical(gaussian, tiny_repairer, anomalous_rows, scheduler, start, guide_on):
+    settings = RepairSettings(scheduler=scheduler, start=start, guide_on=guide_on, **FAST)
+    a = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=settings, seed=3, progress=False)
+    b = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=settings, seed=3, progress=False)
+    c = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=settings, seed=4, progress=False)
+    for arm in arpro.ARMS:
+        assert torch.equal(a.arms[arm].x_fix, b.arms[arm].x_fix)
+    assert not torch.equal(a.arms["guided"].x_fix, c.arms["guided"].x_fix)
+
+
+def test_a_sample_does_not_depend_on_its_batch(gaussian, tiny_repairer, anomalous_rows):
+    settings = RepairSettings(**FAST)
+    batch = arpro.repair(anomalous_rows[:3], gaussian, tiny_repairer, settings=settings, seed=10, progress=False)
+    alone = arpro.repair(anomalous_rows[2:3], gaussian, tiny_repairer, settings=settings, seed=12, progress=False)
+    assert torch.allclose(batch.arms["guided"].x_fix[2], alone.arms["guided"].x_fix[0], atol=1e-5)
+
+
+def test_guidance_lowers_the_score_against_unguided_infilling(gaussian, tiny_repairer, table):
+    x = table.test().anomalous().x[:16]
+    result = arpro.repair(x, gaussian, tiny_repairer, settings=RepairSettings(**FAST), progress=False)
+    assert result.arms["guided"].metrics["Ms"].mean() < result.arms["infill"].metrics["Ms"].mean()
+    assert result.arms["guided"].metrics["Momega"].mean() < result.arms["infill"].metrics["Momega"].mean()
+
+
+def test_empty_mask_returns_the_input_without_nan(gaussian, tiny_repairer, anomalous_rows):
+    x = anomalous_rows[:2]
+    result = arpro.repair(x, gaussian, tiny_repairer, mask=torch.zeros_like(x), settings=RepairSettings(**FAST), progress=False)
+    for arm in ("infill", "guided"):
+        assert torch.equal(result.arms[arm].x_fix, x)
+        metrics = result.arms[arm].metrics
+        assert all(torch.isfinite(v).all() for v in metrics.values())
+        assert torch.equal(metrics["Momega"], torch.zeros(2))
+        assert not result.arms[arm].holds["p3"].any()
+    assert any("omega is empty" in m for m in result.messages)
+
+
+def test_full_mask_regenerates_everything_without_nan(gaussian, tiny_repairer, anomalous_rows):
+    x = anomalous_rows[:2]
+    result = arpro.repair(x, gaussian, tiny_repairer, mask=torch.ones_like(x), settings=RepairSettings(**FAST), progress=False)
+    guided = result.arms["guided"]
+    assert all(torch.isfinite(v).all() for v in guided.metrics.values())
+    assert torch.equal(guided.metrics["Md"], torch.zeros(2))
+    assert guided.holds["p2"].all()
+    assert any("covers every feature" in m for m in result.messages)
+
+
+def test_top_quantile_mask_flags_the_largest_alpha(gaussian, anomalous_rows):
+    bad = gaussian.decompose(anomalous_rows)
+    omega = arpro.compute_omega(gaussian, bad, "top", quantile=0.9)
+    assert torch.equal(omega.sum(1), torch.full((anomalous_rows.shape[0],), 3.0))  # 10% of 30 columns
+    top = bad.alpha.argmax(1)
+    assert torch.all(omega[torch.arange(len(top)), top] == 1)
+
+
+def test_train_mask_uses_the_detector_thresholds(gaussian, anomalous_rows):
+    bad = gaussian.decompose(anomalous_rows)
+    omega = arpro.compute_omega(gaussian, bad, "train")
+    assert torch.equal(omega, (bad.alpha >= gaussian.tau).float())
+
+
+def test_nan_input_is_refused(gaussian, tiny_repairer, anomalous_rows):
+    x = anomalous_rows[:2].clone()
+    x[1, 4] = float("nan")
+    with pytest.raises(ArproError, match="NaN or Inf"):
+        arpro.repair(x, gaussian, tiny_repairer, progress=False)
+
+
+def test_wrong_shape_input_is_refused(gaussian, tiny_repairer, anomalous_rows):
+    with pytest.raises(ArproError, match="shape"):
+        arpro.repair(anomalous_rows[:, :10], gaussian, tiny_repairer, progress=False)
+
+
+def test_result_serialises_every_arm(gaussian, tiny_repairer, anomalous_rows):
+    result = arpro.repair(anomalous_rows[:2], gaussian, tiny_repairer, settings=RepairSettings(**FAST), progress=False)
+    record = result.to_dict()["inputs"][0]
+    assert set(arpro.ARMS) <= set(record)
+    assert set(record["guided"]["metrics"]) == {"Ms", "Md", "Momega", "Momega_bar"}
+    assert set(record["guided"]["holds"]) == {"p1", "p2", "p3", "p4"}

@@ -1,0 +1,117 @@
+"""arpro evaluate: determinism, resuming after kill -9, and 2 processes agreeing with 1."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import run_cli
+
+from arpro.evaluate import conformal_threshold, summarize
+
+ARGS = ["evaluate", "--detector", "gaussian", "--limit", "12", "--chunk-size", "4", "--steps", "10", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "ref"
+    proc = run_cli(*ARGS, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_conformal_threshold_is_the_ceil_rank():
+    scores = torch.arange(1.0, 20.0)  # n = 19: rank ceil(20 * 0.95) = 19
+    assert conformal_threshold(scores) == 19.0
+    assert conformal_threshold(torch.arange(1.0, 11.0)) == float("inf")  # n = 10 is too few for 95%
+
+
+def test_outputs_and_tables(reference):
+    records = [json.loads(line) for line in (reference / "records.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(12))
+    for arm in ("baseline", "infill", "guided"):
+        assert set(records[0][arm]["metrics"]) == {"Ms", "Md", "Momega", "Momega_bar"}
+        assert "seconds" not in records[0][arm]
+    tables = (reference / "tables.md").read_text()
+    assert "Δ (guided vs baseline)" in tables and "TNR" in tables
+    summary = json.loads((reference / "summary.json").read_text())
+    assert summary["categories"]["breast-cancer"]["n"] == 12
+    assert (reference / "tables.csv").read_text().count("\n") == 4  # header + 3 arms
+
+
+def test_same_seed_same_jsonl(reference, tmp_path):
+    proc = run_cli(*ARGS, "--out", str(tmp_path / "again"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "again" / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+
+
+def test_resume_after_a_torn_write(reference, tmp_path):
+    out = tmp_path / "torn"
+    out.mkdir()
+    for name in ("settings.json",):
+        (out / name).write_text((reference / name).read_text())
+    lines = (reference / "records.jsonl").read_text().splitlines(keepends=True)
+    # two complete chunks, half of the third, and a line cut mid-write
+    (out / "records.jsonl").write_text("".join(lines[:10]) + lines[10][:25])
+    proc = run_cli(*ARGS, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+    assert (out / "tables.md").read_text().split("\n| category | baseline TNR")[0] == (
+        (reference / "tables.md").read_text().split("\n| category | baseline TNR")[0]
+    )
+
+
+def test_resume_after_kill_9(reference, tmp_path):
+    out = tmp_path / "killed"
+    slow = [*ARGS[:-3], "--steps", "200", "--chunk-size", "2", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "arpro.cli", *slow, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = out / "records.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = records.read_text().count("\n")
+    assert 2 <= done_before < 12, "the run was not interrupted halfway"
+    again = run_cli(*slow, "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(12))  # none missing, none twice
+    fresh = run_cli(*slow, "--out", str(tmp_path / "fresh"))
+    assert fresh.returncode == 0, fresh.stderr
+    assert records.read_bytes() == (tmp_path / "fresh" / "records.jsonl").read_bytes()
+
+
+def test_other_settings_on_the_same_directory_are_refused(reference):
+    proc = run_cli(*ARGS[:-3], "--steps", "11", "--quiet", "--out", str(reference))
+    assert proc.returncode == 2 and "holds a run with other settings" in proc.stderr
+
+
+def test_two_processes_give_the_same_tables(reference, tmp_path):
+    out = tmp_path / "ddp"
+    proc = run_cli(*ARGS, "--devices", "2", "--strategy", "ddp", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+    one = json.loads((reference / "summary.json").read_text())
+    two = json.loads((out / "summary.json").read_text())
+    for summary in (one, two):
+        for entry in summary["categories"].values():
+            for arm in summary["arms"]:
+                entry[arm].pop("median_seconds")
+    assert one == two
+    assert not list(out.glob("*.rank*.jsonl"))
+
+
+def test_summary_delta_is_median_percentage_improvement():
+    def record(category, base, guided):
+        arm = lambda v: {"metrics": {"Ms": v}, "holds": {"p1": True}, "all_hold": True, "non_anomalous": True}
+        return {"category": category, "index": 0, "baseline": arm(base), "infill": arm(base), "guided": arm(guided)}
+
+    records = [record("a", 10.0, 5.0), record("b", -4.0, -6.0), record("c", 2.0, 3.0)]
+    summary = summarize(records, [])
+    # improvements: +50%, +50%, -50% -> median +50%
+    assert summary["delta"]["Ms"] == pytest.approx(50.0)
