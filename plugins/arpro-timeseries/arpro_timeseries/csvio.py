@@ -1,0 +1,125 @@
+"""Reading time-series CSVs, turning every way one can be wrong into one clear line."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from arpro import ArproError
+
+TIME_NAMES = {"time", "timestamp", "datetime", "date_time", "date time"}
+LABEL_NAMES = {"label", "labels", "attack", "normal/attack", "anomaly", "is_anomaly"}
+
+
+def is_time_column(name: str) -> bool:
+    return str(name).strip().lower() in TIME_NAMES
+
+
+def is_label_column(name: str) -> bool:
+    n = str(name).replace(" ", "").lower()
+    return n in LABEL_NAMES or n.startswith("attack")
+
+
+def _head(path: Path, lines: int = 12) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    out = []
+    with opener(path, "rt", errors="replace") as f:
+        for _ in range(lines):
+            line = f.readline()
+            if not line:
+                break
+            out.append(line)
+    return out
+
+
+def read_csv(path: Path, delimiter: str | None = None, header_contains: str | None = None) -> pd.DataFrame:
+    """Read a CSV: find the header line (the first one containing ``header_contains``, if
+    given), sniff the delimiter among , ; and tab, strip stray spaces from column names and
+    drop unnamed empty columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArproError(f"CSV file {path} does not exist")
+    head = _head(path)
+    if not head:
+        raise ArproError(f"{path} is empty")
+    skip = 0
+    if header_contains is not None:
+        hits = [i for i, line in enumerate(head) if header_contains.lower() in line.lower()]
+        if not hits:
+            raise ArproError(f"{path}: no header line with a {header_contains!r} column in its first {len(head)} lines")
+        skip = hits[0]
+    if delimiter is None:
+        header = head[skip]
+        delimiter = max([",", ";", "\t"], key=header.count)
+    try:
+        frame = pd.read_csv(path, sep=delimiter, skiprows=skip, skipinitialspace=True, low_memory=False)
+    except Exception as error:
+        raise ArproError(f"cannot read {path} as CSV: {str(error).splitlines()[0]}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    unnamed = [c for c in frame.columns if c.startswith("Unnamed:") and frame[c].isna().all()]
+    frame = frame.drop(columns=unnamed)
+    if frame.empty:
+        raise ArproError(f"{path} has no data rows")
+    return frame
+
+
+def check_feature_columns(frame: pd.DataFrame, columns: list[str], ignore: set, path: Path, model: str) -> None:
+    """The file must hold exactly the model's feature columns (time and label columns aside)."""
+    present = [c for c in frame.columns if c not in ignore]
+    missing = [c for c in columns if c not in frame.columns]
+    extra = [c for c in present if c not in columns]
+    if len(present) != len(columns):
+        detail = []
+        if missing:
+            detail.append(f"missing {', '.join(map(repr, missing[:5]))}")
+        if extra:
+            detail.append(f"unexpected {', '.join(map(repr, extra[:5]))}")
+        raise ArproError(
+            f"{path}: {len(present)} feature columns, but the models of {model} were trained on {len(columns)}"
+            + (f" ({'; '.join(detail)})" if detail else "")
+        )
+    if missing:
+        raise ArproError(f"{path}: missing column {missing[0]!r}" + (f" (found {extra[0]!r} instead)" if extra else ""))
+
+
+def _runs(mask: np.ndarray) -> tuple[int, int]:
+    """First run of True in ``mask``: (first index, last index)."""
+    first = int(mask.argmax())
+    last = first
+    while last + 1 < len(mask) and mask[last + 1]:
+        last += 1
+    return first, last
+
+
+def numeric(frame: pd.DataFrame, columns: list[str], path: Path, fill_nan: str = "error") -> np.ndarray:
+    """The given columns as float32 ``[rows, len(columns)]``; names the first missing column,
+    non-numeric cell or run of empty cells (data rows counted from 1)."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ArproError(f"{path}: missing column {missing[0]!r}")
+    if fill_nan not in ("error", "ffill"):
+        raise ArproError(f"fill_nan must be 'error' or 'ffill', not {fill_nan!r}")
+    out = np.empty((len(frame), len(columns)), dtype=np.float32)
+    for j, column in enumerate(columns):
+        raw = frame[column]
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = (values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")).to_numpy()
+        if bad.any():
+            row = int(bad.argmax())
+            raise ArproError(f"{path}: column {column!r} has a non-numeric value {raw.iloc[row]!r} in data row {row + 1}")
+        array = values.to_numpy(dtype=np.float64)
+        empty = ~np.isfinite(array)
+        if empty.any():
+            if fill_nan == "ffill" and not empty.all():
+                array = pd.Series(array).replace([np.inf, -np.inf], np.nan).ffill().bfill().to_numpy()
+            else:
+                first, last = _runs(empty)
+                where = f"data row {first + 1}" if first == last else f"data rows {first + 1}-{last + 1} (a run of {last - first + 1})"
+                raise ArproError(
+                    f"{path}: column {column!r} is empty (NaN or infinite) in {where}; fill it, or pass fill_nan='ffill'"
+                )
+        out[:, j] = array
+    return out

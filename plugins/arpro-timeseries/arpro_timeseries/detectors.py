@@ -1,0 +1,223 @@
+"""GPT-2 and Llama-2 reconstruction detectors for windows ``[B, T, D]``.
+
+Both follow the "one fits all" recipe the paper uses (GPT-2 / Llama-2 backbones on time
+steps as tokens), as reconstruction models:
+
+1. per-window instance normalisation: ``z = (x − mean_t) / sqrt(var_t + eps)`` per feature;
+2. each time step ``z_t`` (``D`` features) goes through a linear bottleneck of
+   ``bottleneck < D`` units and up to the backbone width (the bottleneck stops the
+   network from learning the identity: it must rebuild the features from their
+   physical couplings and from the other time steps);
+3. the transformer backbone (``GPT2Model`` / ``LlamaModel`` built from a config; no hub);
+4. a linear reconstruction head back to ``D`` features, and de-normalisation.
+
+Decomposition (paper Example 2.2): ``alpha[t, d] = (x̂[t, d] − x[t, d])²`` and
+``beta = 0``, so ``s(x) = Σ_{t,d} alpha`` is exactly the window's total squared
+reconstruction error (the usual reconstruction score, as a sum rather than a mean).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+import arpro
+from arpro.progress import progress_bar
+from arpro_timeseries.bundled import bundled
+
+# Backbone sizes. "paper": GPT-2 first 6 layers of GPT-2 small; Llama-2 first 4 layers at
+# width 1024 (section 4 of the paper). "small": what trains on 2 CPU cores in minutes.
+PRESETS: dict[str, dict[str, dict[str, int]]] = {
+    "gpt2": {
+        "small": {"n_layer": 2, "hidden": 64, "n_head": 4, "intermediate": 128},
+        "paper": {"n_layer": 6, "hidden": 768, "n_head": 12, "intermediate": 3072},
+    },
+    "llama2": {
+        "small": {"n_layer": 2, "hidden": 64, "n_head": 4, "intermediate": 128},
+        "paper": {"n_layer": 4, "hidden": 1024, "n_head": 16, "intermediate": 2752},
+    },
+}
+
+
+class ReconstructionDetector(arpro.Detector):
+    """Shared logic of the transformer reconstruction detectors."""
+
+    domain = "timeseries"
+    family: ClassVar[str]
+    guidance_scale = 0.1  # measured with --eta-schedule constant (docs/timeseries.md)
+    smoke_fit_options: ClassVar[dict] = {"steps": 5}  # what the core's identity test passes to fit()
+
+    def __init__(
+        self,
+        input_shape: list[int],
+        preset: str = "small",
+        n_layer: int | None = None,
+        hidden: int | None = None,
+        n_head: int | None = None,
+        intermediate: int | None = None,
+        bottleneck: int | None = None,
+        eps: float = 1e-2,
+        train_steps: int = 3000,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        pretrained: str | None = None,
+    ) -> None:
+        if preset not in PRESETS[self.family]:
+            raise arpro.ArproError(f"{self.name}: unknown preset {preset!r} (choose {', '.join(PRESETS[self.family])})")
+        size = dict(PRESETS[self.family][preset])
+        for key, value in (("n_layer", n_layer), ("hidden", hidden), ("n_head", n_head), ("intermediate", intermediate)):
+            if value is not None:
+                size[key] = int(value)
+        t, d = (int(v) for v in input_shape)
+        bottleneck = int(bottleneck) if bottleneck is not None else max(2, d // 3)
+        super().__init__(
+            input_shape=[t, d], preset=preset, **size, bottleneck=bottleneck, eps=eps, train_steps=train_steps,
+            batch_size=batch_size, lr=lr, pretrained=pretrained,
+        )
+        self.squeeze = nn.Linear(d, bottleneck)
+        self.expand = nn.Linear(bottleneck, size["hidden"])
+        self.backbone = self.build_backbone(t, **size)
+        self.head = nn.Linear(size["hidden"], d)
+
+    def build_backbone(self, length: int, n_layer: int, hidden: int, n_head: int, intermediate: int) -> nn.Module:
+        raise NotImplementedError
+
+    def load_pretrained(self, path: Path) -> None:
+        """Copy the first ``n_layer`` layers of a local checkpoint into the backbone."""
+        raise NotImplementedError
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        mean = x.mean(1, keepdim=True)
+        std = (x.var(1, unbiased=False, keepdim=True) + self.config["eps"]).sqrt()
+        z = (x - mean) / std
+        h = self.expand(self.squeeze(z))
+        h = self.backbone(inputs_embeds=h, use_cache=False).last_hidden_state
+        return self.head(h) * std + mean
+
+    def reference_score(self, x: Tensor) -> Tensor:
+        """The window's total squared reconstruction error, computed with ``mse_loss``."""
+        return torch.nn.functional.mse_loss(self.reconstruct(x), x, reduction="none").sum((1, 2))
+
+    def decompose(self, x: Tensor) -> arpro.Decomposition:
+        alpha = (self.reconstruct(x) - x).pow(2)
+        return arpro.Decomposition(alpha=alpha, beta=x.new_zeros(x.shape[0]))
+
+    def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
+        """AdamW on the mean squared reconstruction error of normal windows, then calibrate.
+
+        Options: ``steps`` (default: config ``train_steps``), ``lr``, ``batch_size``.
+        """
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        if self.config["pretrained"]:
+            self.load_pretrained(Path(self.config["pretrained"]))
+        steps = int(options.get("steps", self.config["train_steps"]))
+        batch = int(options.get("batch_size", self.config["batch_size"]))
+        optimizer = torch.optim.AdamW(self.parameters(), lr=float(options.get("lr", self.config["lr"])), weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
+        self.train()
+        with progress_bar(f"training {self.name}", total=steps, enabled=progress) as advance:
+            for _ in range(steps):
+                idx = torch.randint(0, train.shape[0], (min(batch, train.shape[0]),), generator=generator)
+                x = train[idx]
+                loss = (self.reconstruct(x) - x).pow(2).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                advance(loss=f"{loss.item():.4f}")
+        self.eval()
+        with torch.no_grad():
+            self.calibrate(train)
+
+    @classmethod
+    def for_dataset(cls, dataset: arpro.Dataset, **overrides: Any) -> ReconstructionDetector:
+        """Sized for ``dataset``; a dataset option ``fit_steps`` shortens training (tests)."""
+        options = getattr(dataset, "options", {}) or {}
+        if "fit_steps" in options and "train_steps" not in overrides:
+            overrides["train_steps"] = int(options["fit_steps"])
+        return cls(input_shape=list(dataset.sample_shape()), **overrides)
+
+    @classmethod
+    def bundled_checkpoint(cls, dataset):
+        return bundled(cls.name, dataset)
+
+
+class GPT2Detector(ReconstructionDetector):
+    """GPT-2 backbone (transformers GPT2Model) reconstructing each window; score = squared error.
+
+    Presets: ``small`` (2 layers, width 64; the bundled checkpoint) and ``paper`` (the first
+    6 layers of GPT-2 small, width 768). ``pretrained``: a local GPT-2 folder whose first
+    ``n_layer`` blocks initialise the backbone (nothing is downloaded).
+    """
+
+    name = "gpt2"
+    family = "gpt2"
+    is_default = True
+
+    def build_backbone(self, length, n_layer, hidden, n_head, intermediate):
+        from transformers import GPT2Config, GPT2Model
+
+        config = GPT2Config(
+            n_positions=max(1024, length), n_embd=hidden, n_layer=n_layer, n_head=n_head, n_inner=intermediate,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, vocab_size=1, use_cache=False,
+            bos_token_id=None, eos_token_id=None,
+        )
+        model = GPT2Model(config)
+        return model
+
+    def load_pretrained(self, path: Path) -> None:
+        from transformers import GPT2Model
+
+        if not path.exists():
+            raise arpro.ArproError(f"{self.name}: pretrained weights {path} do not exist")
+        source = GPT2Model.from_pretrained(str(path)).state_dict()
+        keep = {k: v for k, v in source.items() if not k.startswith("wte") and _layer_ok(k, "h.", self.config["n_layer"])}
+        try:
+            self.backbone.load_state_dict(keep, strict=False)
+        except RuntimeError as error:
+            raise arpro.ArproError(f"{self.name}: {path} does not fit preset {self.config['preset']!r}: {error}") from None
+
+
+class Llama2Detector(ReconstructionDetector):
+    """Llama-2 backbone (transformers LlamaModel) reconstructing each window; score = squared error.
+
+    Presets: ``small`` (2 layers, width 64; the bundled checkpoint) and ``paper`` (4 layers,
+    width 1024, as in the paper). ``pretrained``: a local Llama folder whose first
+    ``n_layer`` layers initialise the backbone when the widths agree.
+    """
+
+    name = "llama2"
+    family = "llama2"
+
+    def build_backbone(self, length, n_layer, hidden, n_head, intermediate):
+        from transformers import LlamaConfig, LlamaModel
+
+        config = LlamaConfig(
+            vocab_size=1, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=n_layer,
+            num_attention_heads=n_head, num_key_value_heads=n_head, max_position_embeddings=max(2048, length),
+            attention_dropout=0.0, use_cache=False, bos_token_id=None, eos_token_id=None, pad_token_id=None,
+        )
+        model = LlamaModel(config)
+        return model
+
+    def load_pretrained(self, path: Path) -> None:
+        from transformers import LlamaModel
+
+        if not path.exists():
+            raise arpro.ArproError(f"{self.name}: pretrained weights {path} do not exist")
+        source = LlamaModel.from_pretrained(str(path)).state_dict()
+        keep = {k: v for k, v in source.items() if not k.startswith("embed") and _layer_ok(k, "layers.", self.config["n_layer"])}
+        try:
+            self.backbone.load_state_dict(keep, strict=False)
+        except RuntimeError as error:
+            raise arpro.ArproError(f"{self.name}: {path} does not fit preset {self.config['preset']!r}: {error}") from None
+
+
+def _layer_ok(key: str, prefix: str, n_layer: int) -> bool:
+    if not key.startswith(prefix):
+        return True
+    return int(key[len(prefix) :].split(".")[0]) < n_layer

@@ -1,0 +1,243 @@
+"""Time-series datasets: the simulated process, the published layouts, the CSV checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from arpro import ArproError, plugins
+
+SMALL = dict(train_steps=1200, validation_steps=300, test_steps=1500, window=32, stride=8, test_stride=16)
+
+
+def dataset(name: str, root=None, **options):
+    return plugins.get("dataset", name)(root=root, category=None, **options)
+
+
+@pytest.fixture(scope="module")
+def process():
+    return dataset("process", **SMALL)
+
+
+# -- the embedded process ---------------------------------------------------------------------
+
+
+def test_process_is_the_embedded_timeseries_default():
+    cls = plugins.registry().default("dataset", "timeseries")
+    assert cls.name == "process" and cls.embedded and cls.domain == "timeseries"
+
+
+def test_process_windows_labels_and_masks(process):
+    train, test = process.train(), process.test()
+    d = len(process.columns)
+    assert train.x.shape[1:] == (32, d) and test.x.shape[1:] == (32, d) and d >= 24
+    assert process.sample_shape() == (32, d)
+    assert int(train.labels.sum()) == 0  # windows with an attacked step never train
+    assert 0 < int(test.labels.sum()) < len(test)
+    assert test.masks.shape == test.x.shape
+    # a window is anomalous iff one of its steps is; masks are the step labels on every feature
+    assert torch.equal(test.masks.amax((1, 2)).long(), test.labels)
+    assert torch.equal(test.masks.amin(2), test.masks.amax(2))
+    anomalous = test.anomalous()
+    assert len(anomalous) == int(test.labels.sum()) and anomalous.masks.flatten(1).amax(1).min() == 1
+
+
+def test_process_is_deterministic_and_cached(process):
+    again = dataset("process", **SMALL)
+    assert torch.equal(again.test().x, process.test().x)
+    assert process.train() is process.train()  # tensors are cached
+    other = dataset("process", seed=1, **SMALL)
+    assert not torch.equal(other.test().x, process.test().x)
+
+
+def test_standardisation_uses_normal_training_rows_only(process):
+    x = process.train().x
+    # training windows overlap, so per-feature statistics are close to (0, 1) but not exact
+    assert x.mean((0, 1)).abs().max() < 0.25
+    rows = process._data["rows"]["train"]
+    assert np.allclose(process._data["mean"], rows.values.mean(0), atol=1e-3)
+    # the test split (with attacks) did not move the statistics
+    assert not np.allclose(process._data["mean"], rows.values.mean(0) * 0 + process._data["rows"]["test"].values.mean(0))
+
+
+def test_attacks_cover_all_kinds_and_match_labels():
+    ds = dataset("process")
+    attacks = ds.attacks()
+    assert {a["kind"] for a in attacks} == {"stuck", "spike", "drift", "actuator"}
+    labels = ds._data["rows"]["test"].labels
+    for a in attacks:
+        assert labels[a["start"] : a["stop"]].all()
+    assert labels.sum() == sum(a["stop"] - a["start"] for a in attacks)
+
+
+def test_stuck_sensor_really_sticks():
+    from arpro_timeseries.simulate import COLUMNS, simulate
+
+    values, labels, attacks = simulate(3000, seed=5, attacks=True)
+    stuck = next(a for a in attacks if a["kind"] == "stuck")
+    j = COLUMNS.index(stuck["target"])
+    span = values[stuck["start"] : stuck["stop"], j]
+    assert np.all(span == span[0])
+
+
+def test_window_and_stride_options():
+    ds = dataset("process", **{**SMALL, "window": 20, "stride": 10, "test_stride": 20})
+    assert ds.train().x.shape[1] == 20
+    # test windows every 20 rows, the last one aligned to the end of the series
+    assert len(ds.test()) == (1500 - 20) // 20 + 1 + (1 if (1500 - 20) % 20 else 0)
+
+
+# -- published layouts ------------------------------------------------------------------------
+
+
+def _signals(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)[:, None]
+    return np.sin(t / (5 + np.arange(d))) + 0.1 * rng.normal(size=(n, d))
+
+
+def write_swat(root: Path, n: int = 120) -> None:
+    names = ["FIT101", "LIT101", " MV101", "P101 ", "AIT201"]
+    for fname, seed, attack in [("SWaT_Dataset_Normal_v1.csv", 0, False), ("SWaT_Dataset_Attack_v0.csv", 1, True)]:
+        values = _signals(n, len(names), seed)
+        lines = [",".join([""] * (len(names) + 2)), ",".join([" Timestamp", *names, "Normal/Attack"])]
+        for i in range(n):
+            label = "Normal"
+            if attack and 50 <= i < 60:
+                label = "Attack" if i % 2 else "A ttack"
+            lines.append(",".join([f" 28/12/2015 10:00:{i:02d} AM", *(f"{v:.4f}" for v in values[i]), label]))
+        (root / fname).write_text("\n".join(lines) + "\n")
+
+
+def test_swat_layout(tmp_path):
+    write_swat(tmp_path)
+    ds = dataset("swat", tmp_path, window=10, stride=5, test_stride=10)
+    assert ds.columns == ["FIT101", "LIT101", "MV101", "P101", "AIT201"]  # stray spaces stripped
+    test = ds.test()
+    assert test.x.shape[1:] == (10, 5)
+    rows = ds._data["rows"]["test"]
+    assert rows.labels.sum() == 10 and rows.labels[50:60].all()  # "Attack" and "A ttack"
+    assert test.ids[0].startswith("test@28/12/2015")
+    assert len(ds.validation()) > 0
+
+
+def test_wadi_layout(tmp_path):
+    prefix = "\\\\WIN-25J4RO10SBF\\LOG_DATA\\SUTD_WADI\\LOG_DATA\\"
+    names = ["1_AIT_001_PV", "1_FIT_001_PV", "2_LT_001_PV"]
+    n = 120
+    values = _signals(n, 3, 0)
+    lines = ["junk metadata line"] * 4 + [",".join(["Row", "Date", "Time", *(prefix + c for c in names), prefix + "2_LS_001_AL"])]
+    lines += [",".join([str(i + 1), "9/25/2017", f"6:00:{i % 60:02d}.000 PM", *(f"{v:.4f}" for v in values[i]), ""]) for i in range(n)]
+    (tmp_path / "WADI_14days_new.csv").write_text("\n".join(lines) + "\n")
+    values = _signals(n, 3, 1)
+    lines = [",,,,", ",".join(["Row ", "Date ", "Time", *names, "2_LS_001_AL", '"Attack LABLE (1:No Attack, -1:Attack)"'])]
+    lines += [
+        ",".join([str(i + 1), "10/9/2017", "6:00:00.000 PM", *(f"{v:.4f}" for v in values[i]), "", "-1" if 70 <= i < 80 else "1"])
+        for i in range(n)
+    ]
+    (tmp_path / "WADI_attackdataLABLE.csv").write_text("\n".join(lines) + "\n")
+    ds = dataset("wadi", tmp_path, window=10)
+    assert ds.columns == names  # prefix stripped, the empty 2_LS_001_AL dropped
+    assert ds._data["rows"]["test"].labels[70:80].all() and ds._data["rows"]["test"].labels.sum() == 10
+    assert ds.test().x.shape[1:] == (10, 3)
+
+
+@pytest.mark.parametrize("version", ["20.07", "21.03"])
+def test_hai_layout(tmp_path, version):
+    sep = ";" if version == "20.07" else ","
+    names = ["P1_B2004", "P1_B2016", "P2_SIT01"]
+    n = 100
+    for fname, seed in [("train1.csv", 0), ("test1.csv", 1)]:
+        values = _signals(n, 3, seed)
+        lines = [sep.join(["time", *names, "attack", "attack_P1", "attack_P2", "attack_P3"])]
+        for i in range(n):
+            a = int(fname.startswith("test") and 40 <= i < 45)
+            lines.append(sep.join([f"2020-07-11 00:00:{i % 60:02d}", *(f"{v:.4f}" for v in values[i]), str(a), str(a), "0", "0"]))
+        (tmp_path / fname).write_text("\n".join(lines) + "\n")
+    ds = dataset("hai", tmp_path, window=10)
+    assert ds.columns == names
+    assert ds._data["rows"]["test"].labels.sum() == 5
+
+
+def test_ts_csv_options(tmp_path):
+    n = 200
+    values = _signals(n, 3, 0)
+    labels = np.zeros(n, dtype=int)
+    labels[150:160] = 1
+    lines = ["stamp;a;b;c;is_bad"] + [f"{i};{values[i, 0]:.4f};{values[i, 1]:.4f};{values[i, 2]:.4f};{labels[i]}" for i in range(n)]
+    path = tmp_path / "series.csv"
+    path.write_text("\n".join(lines) + "\n")
+    ds = dataset("ts-csv", path, delimiter=";", time_column="stamp", label_column="is_bad", window=16, stride=4)
+    assert ds.columns == ["a", "b", "c"]
+    assert int(ds.test().labels.sum()) > 0 and int(ds.train().labels.sum()) == 0
+    with pytest.raises(ArproError, match="missing column 'label'"):
+        dataset("ts-csv", path, delimiter=";", time_column="stamp", label_column="label").train()
+
+
+# -- user CSVs: one clear line per problem ----------------------------------------------------
+
+
+def write_input(path: Path, ds, rows: int | None = None, drop: str | None = None, extra: str | None = None, edit=None) -> Path:
+    rows = rows or ds.window
+    columns = [c for c in ds.columns if c != drop]
+    frame = {c: np.round(np.linspace(0, 1, rows) + j, 4).astype(object) for j, c in enumerate(columns)}
+    if extra:
+        frame[extra] = np.ones(rows)
+    if edit:
+        edit(frame)
+    lines = ["time," + ",".join(frame)] + [f"{i}," + ",".join(str(frame[c][i]) for c in frame) for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_read_input_windows_a_good_csv(tmp_path, process):
+    path = write_input(tmp_path / "x.csv", process, rows=70)
+    batch = process.read_input(path)
+    assert batch.x.shape == (3, 32, len(process.columns))  # 0-31, 32-63, and 38-69 aligned to the end
+    assert batch.meta["starts"] == [0, 32, 38] and batch.ids[0] == "rows1-32"
+    back = process.to_units(batch.x[0])
+    assert np.allclose(back[:, 0], np.round(np.linspace(0, 1, 70), 4)[:32], atol=1e-4)
+
+
+def test_missing_column_is_named(tmp_path, process):
+    def rename(frame):
+        frame["LIT101_typo"] = frame.pop("LIT101")
+
+    path = write_input(tmp_path / "x.csv", process, edit=rename)
+    with pytest.raises(ArproError, match=r"missing column 'LIT101'") as info:
+        process.read_input(path)
+    assert "\n" not in str(info.value)
+
+
+def test_non_numeric_cell_is_named(tmp_path, process):
+    def poison(frame):
+        frame["PIT201"][6] = "oops"
+
+    with pytest.raises(ArproError, match=r"column 'PIT201' has a non-numeric value 'oops' in data row 7$"):
+        process.read_input(write_input(tmp_path / "x.csv", process, edit=poison))
+
+
+def test_run_of_nan_is_named(tmp_path, process):
+    def gap(frame):
+        for i in range(10, 15):
+            frame["FIT101"][i] = ""
+
+    with pytest.raises(ArproError, match=r"column 'FIT101' is empty .* in data rows 11-15 \(a run of 5\)"):
+        process.read_input(write_input(tmp_path / "x.csv", process, edit=gap))
+    ds = dataset("process", fill_nan="ffill", **SMALL)
+    assert torch.isfinite(ds.read_input(write_input(tmp_path / "y.csv", ds, edit=gap)).x).all()
+
+
+def test_too_few_rows(tmp_path, process):
+    with pytest.raises(ArproError, match=r"10 data rows, fewer than one window of 32 rows"):
+        process.read_input(write_input(tmp_path / "x.csv", process, rows=10))
+
+
+def test_feature_count_differs_from_the_models(tmp_path, process):
+    with pytest.raises(ArproError, match=r"26 feature columns, but the models of process were trained on 27 \(missing 'AIT301'\)"):
+        process.read_input(write_input(tmp_path / "x.csv", process, drop="AIT301"))
+    with pytest.raises(ArproError, match=r"28 feature columns, .*unexpected 'spare'"):
+        process.read_input(write_input(tmp_path / "y.csv", process, extra="spare"))

@@ -1,0 +1,168 @@
+"""Time-series models: GPT-2 / Llama-2 detectors and the Diffusion-TS repairer, tiny and deterministic."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import arpro
+from arpro import checkpoint, plugins
+
+TINY = dict(train_steps=1200, validation_steps=300, test_steps=1500, window=32, stride=8, test_stride=16, fit_steps=40)
+
+
+@pytest.fixture(scope="module")
+def process():
+    return plugins.get("dataset", "process")(root=None, category=None, **TINY)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama2"])
+def detector(request, process):
+    torch.manual_seed(0)
+    model = plugins.get("detector", request.param).for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
+    model.fit(process.train().x, seed=0, progress=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_ts(process):
+    model = plugins.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1, decoder_layers=2)
+    return model
+
+
+def test_registered_in_the_timeseries_domain():
+    assert plugins.get("detector", "gpt2").domain == "timeseries"
+    assert plugins.get("detector", "llama2").domain == "timeseries"
+    repairer = plugins.get("repairer", "diffusion-ts")
+    assert repairer.is_default and repairer.prediction_type == "sample"
+    assert plugins.registry().default("repairer", "timeseries") is repairer
+
+
+def test_detector_identity_and_calibration(detector, process):
+    x = process.test().x[:6]
+    with torch.no_grad():
+        d = detector.decompose(x)
+        reference = detector.reference_score(x)
+    assert d.alpha.shape == x.shape and d.beta.shape == (6,)
+    assert torch.allclose(d.alpha.flatten(1).sum(1) + d.beta, reference, rtol=1e-5)
+    assert detector.tau.shape == x.shape[1:]  # one threshold per (time step, feature)
+    assert detector.train_scores.shape == (len(process.train()),)
+    assert detector.input_mask(d.alpha > 0, x.shape).shape == x.shape  # identity mapping
+
+
+def test_detector_fit_is_deterministic(detector, process):
+    again = type(detector).for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
+    again.fit(process.train().x, seed=0, progress=False)
+    x = process.test().x[:3]
+    with torch.no_grad():
+        assert torch.allclose(again.score(x), detector.score(x), rtol=1e-5, atol=1e-6)
+
+
+def test_detector_instance_normalisation_removes_the_window_level(detector, process):
+    """Per-window normalisation: x̂(x + b) = x̂(x) + b for a per-feature offset b, so alpha is unchanged."""
+    x = process.test().x[:2]
+    offset = torch.linspace(-2, 2, x.shape[2])
+    with torch.no_grad():
+        base = detector.decompose(x).alpha
+        moved = detector.decompose(x + offset).alpha
+    assert torch.allclose(moved, base, atol=1e-4 * (1 + base.abs().max()))
+
+
+def test_detector_training_lowers_reconstruction_error(process):
+    model = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
+    x = process.train().x[:64]
+    with torch.no_grad():
+        before = model.score(x).mean()
+    model.fit(process.train().x, seed=0, progress=False, steps=60)
+    with torch.no_grad():
+        after = model.score(x).mean()
+    assert after < 0.7 * before
+
+
+def test_detector_checkpoint_round_trip(detector, process, tmp_path):
+    path = checkpoint.save(detector, tmp_path / "det.safetensors")
+    loaded = checkpoint.load(path, "detector", detector.name)
+    x = process.test().x[:2]
+    with torch.no_grad():
+        assert torch.equal(loaded.score(x), detector.score(x))
+    assert loaded.config["preset"] == "small" and loaded.config["hidden"] == 32
+
+
+def test_paper_presets_have_the_papers_sizes():
+    gpt2 = plugins.get("detector", "gpt2")(input_shape=[100, 51], preset="paper")
+    llama = plugins.get("detector", "llama2")(input_shape=[100, 51], preset="paper")
+    assert len(gpt2.backbone.h) == 6 and gpt2.config["hidden"] == 768
+    assert len(llama.backbone.layers) == 4 and llama.config["hidden"] == 1024
+    with pytest.raises(arpro.ArproError, match="unknown preset 'huge'"):
+        plugins.get("detector", "gpt2")(input_shape=[32, 4], preset="huge")
+
+
+def test_diffusion_ts_output_is_trend_plus_seasonal_plus_residual(tiny_ts, process):
+    x = process.train().x[:4]
+    t = torch.tensor([10, 100, 300, 499])
+    with torch.no_grad():
+        parts = tiny_ts.decompose_output(x, t)
+        out = tiny_ts(x, t)
+    assert out.shape == x.shape
+    assert torch.allclose(parts["trend"] + parts["seasonal"] + parts["residual"], out, atol=1e-6)
+    # the residual carries no level: its time-mean is zero
+    assert parts["residual"].mean(1).abs().max() < 1e-5
+
+
+def test_trend_block_is_a_low_degree_polynomial():
+    from arpro_timeseries.repairer import TrendBlock
+
+    block = TrendBlock(length=40, width=8, features=3, degree=3)
+    trend = block(torch.randn(2, 40, 8))  # [B, T, D]
+    grid = torch.arange(1, 41, dtype=torch.float64) / 41
+    basis = torch.stack([grid, grid**2, grid**3], 1)  # no constant term: the level is separate
+    coef = torch.linalg.lstsq(basis, trend[0].double()).solution
+    assert torch.allclose(basis @ coef, trend[0].double(), atol=1e-5)
+
+
+def test_fourier_layer_keeps_the_strongest_frequencies():
+    from arpro_timeseries.repairer import FourierLayer
+
+    layer = FourierLayer(length=64, factor=1.0)
+    t = torch.arange(64, dtype=torch.float32)
+    signal = 2.0 * torch.sin(2 * math.pi * 5 * t / 64) + 0.5 * torch.cos(2 * math.pi * 12 * t / 64)
+    out = layer(signal[None, :, None])[0, :, 0]
+    assert layer.top_k == int(math.log(31))  # 3 of 31 frequencies
+    assert torch.allclose(out, signal, atol=1e-4)  # both sinusoids among the top k: rebuilt exactly
+    offset = layer((signal + 7.0)[None, :, None])[0, :, 0]
+    assert torch.allclose(offset, signal, atol=1e-4)  # the level (DC) is not seasonal
+
+
+def test_fourier_loss(tiny_ts, process):
+    x = process.train().x[:4]
+    assert tiny_ts.fourier_loss(x, x).item() == 0.0
+    assert tiny_ts.fourier_loss(x, x + 0.1 * torch.randn_like(x)).item() > 0
+    assert math.isclose(tiny_ts.config["fourier_weight"], math.sqrt(32) / 5)
+
+
+def test_diffusion_ts_training_lowers_the_loss_and_round_trips(process, tmp_path):
+    model = plugins.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1, decoder_layers=1)
+    losses = model.fit(process.train().x, seed=0, progress=False, steps=80, lr=3e-3)
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
+    assert model.x_mean.shape == process.sample_shape()
+    path = checkpoint.save(model, tmp_path / "ts.safetensors")
+    loaded = checkpoint.load(path, "repairer", "diffusion-ts")
+    x, t = process.train().x[:2], torch.tensor([50, 250])
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t), model(x, t))
+    scheduler = loaded.make_scheduler("ddim")
+    assert scheduler.config.prediction_type == "sample" and scheduler.config.num_train_timesteps == 500
+
+
+def test_conformal_threshold_and_metrics():
+    from arpro_timeseries.evaluation import auroc, conformal_threshold, detection_metrics
+
+    normal = torch.arange(1.0, 20.0)  # 19 held-out scores: rank ceil(20 * 0.95) = 19
+    assert conformal_threshold(normal, 0.05) == 19.0
+    assert conformal_threshold(normal[:5], 0.05) == math.inf
+    assert auroc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert auroc([0, 1], [0.5, 0.5]) == 0.5
+    m = detection_metrics(torch.tensor([0, 1, 1, 0]), torch.tensor([1.0, 5.0, 0.5, 6.0]), 2.0)
+    assert (m["precision"], m["recall"], m["f1"]) == (0.5, 0.5, 0.5)
