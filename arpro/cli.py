@@ -68,14 +68,19 @@ def list_plugins(as_json: Annotated[bool, typer.Option("--json", help="Print a J
     console.print(table)
 
 
-def _train(kind: str, name: str, dataset: str | None, data_root: Path | None, out: Path, seed: int, overwrite: bool) -> None:
+def _train(kind: str, name: str, dataset: str | None, data_root: Path | None, out: Path, seed: int, overwrite: bool,
+           options: list[str], model_options: list[str]) -> None:
     cls = plugins.get(kind, name)
-    data = load_dataset(dataset, data_root, domain=cls.domain)
+    data = load_dataset(dataset, data_root, domain=cls.domain, **parse_options(options, "--option"))
     if data.domain != cls.domain:
         raise ArproError(f"{kind} {name!r} works on {cls.domain} data, dataset {data.name!r} is {data.domain}")
     if out.exists() and not overwrite:
         raise ArproError(f"{out} already exists; pass --overwrite to replace it")
-    model = cls.for_dataset(data)
+    overrides = parse_options(model_options, "--model-option")
+    try:
+        model = cls.for_dataset(data, **overrides)
+    except TypeError as error:
+        raise ArproError(f"{kind} {name!r} does not take --model-option {', '.join(overrides)}: {error}") from None
     model.fit(data.train().x, seed=seed, progress=True)
     checkpoint.save(model, out)
     console.print(f"saved {kind} {name!r} trained on {data.name} to {out}")
@@ -85,6 +90,8 @@ DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="NAME or NA
 DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="Where the dataset lives (a folder or a file).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same result on CPU.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing results.")]
+OptionOpt = Annotated[Optional[list[str]], typer.Option("--option", help="Dataset option KEY=VALUE, e.g. image_size=256 (repeatable).")]
+ModelOptionOpt = Annotated[Optional[list[str]], typer.Option("--model-option", help="Model config KEY=VALUE, e.g. preset=paper (repeatable).")]
 
 
 @train_app.command("detector")
@@ -94,10 +101,12 @@ def train_detector(
     dataset: DatasetOpt = None,
     data_root: DataRootOpt = None,
     seed: SeedOpt = 0,
+    option: OptionOpt = None,
+    model_option: ModelOptionOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Fit a detector on normal samples, calibrate its thresholds tau, save a checkpoint."""
-    _train("detector", detector, dataset, data_root, out, seed, overwrite)
+    _train("detector", detector, dataset, data_root, out, seed, overwrite, option or [], model_option or [])
 
 
 @train_app.command("repairer")
@@ -107,10 +116,12 @@ def train_repairer(
     dataset: DatasetOpt = None,
     data_root: DataRootOpt = None,
     seed: SeedOpt = 0,
+    option: OptionOpt = None,
+    model_option: ModelOptionOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a diffusion repairer on normal samples and save a checkpoint."""
-    _train("repairer", repairer, dataset, data_root, out, seed, overwrite)
+    _train("repairer", repairer, dataset, data_root, out, seed, overwrite, option or [], model_option or [])
 
 
 class Scheduler(str, Enum):
@@ -158,6 +169,7 @@ def repair(
     input_path: Annotated[Optional[Path], typer.Option("--input", help="Input file; default: anomalous samples of the embedded dataset.")] = None,
     dataset: DatasetOpt = None,
     data_root: DataRootOpt = None,
+    option: OptionOpt = None,
     count: Annotated[int, typer.Option("--count", help="Anomalous samples to repair when no --input is given.")] = 8,
     properties: PropertiesOpt = None,
     weights: WeightsOpt = None,
@@ -186,17 +198,10 @@ def repair(
         input_path=input_path,
         dataset=dataset,
         data_root=data_root,
+        dataset_options=parse_options(option or [], "--option"),
         count=count,
         properties=properties or ["p1", "p2", "p3", "p4"],
-        weights=parse_weights(weights or []),
-        steps=steps,
-        scheduler=scheduler.value,
-        start=start.value,
-        t0=t0,
-        guide_on=guide_on.value,
-        guidance_scale=guidance_scale,
-        eta_schedule=eta_schedule.value,
-        grad_clip=grad_clip,
+        settings=settings_from(steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, weights),
         mask=mask,
         mask_quantile=mask_quantile,
         delta2=delta2,
@@ -226,6 +231,7 @@ def evaluate(
     dataset: DatasetOpt = None,
     data_root: DataRootOpt = None,
     categories: Annotated[Optional[list[str]], typer.Option("--category", help="Category (repeatable); default: all.")] = None,
+    option: OptionOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many anomalous inputs per category.")] = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Inputs repaired per batch (and per resume unit).")] = 16,
     properties: PropertiesOpt = None,
@@ -261,6 +267,7 @@ def evaluate(
         "repairer": repairer,
         "dataset": dataset,
         "data_root": str(data_root) if data_root else None,
+        "dataset_options": parse_options(option or [], "--option"),
         "categories": categories or [],
         "limit": limit,
         "chunk_size": chunk_size,
@@ -276,7 +283,7 @@ def evaluate(
     rank, world = fabric.global_rank, fabric.world_size
     jobs = ev.build_jobs(
         detector=detector, repairer=repairer, dataset=dataset, data_root=data_root, categories=categories or [],
-        settings=settings, properties=config["properties"], mask=mask, seed=seed, chunk_size=chunk_size, limit=limit,
+        dataset_options=config["dataset_options"], settings=settings, properties=config["properties"], mask=mask, seed=seed, chunk_size=chunk_size, limit=limit,
         detector_checkpoint=detector_checkpoint, repairer_checkpoint=repairer_checkpoint, progress=not quiet and rank == 0,
     )
     if rank == 0:
@@ -291,8 +298,82 @@ def evaluate(
     ev.merge_shards(out, world)
     summary = ev.summarize(ev.read_jsonl(out / ev.RECORDS), ev.read_jsonl(out / ev.TIMINGS))
     ev.write_tables(out, summary)
+    for job in jobs:
+        ev.write_gallery(job, out)
     print_summary(summary)
-    console.print(f"wrote records.jsonl, tables.md, tables.csv, summary.json to {out}")
+    console.print(f"wrote records.jsonl, tables.md, tables.csv, summary.json, gallery/ to {out}; `arpro report {out}` makes an HTML page")
+
+
+@app.command()
+def ablate(
+    out: Annotated[Path, typer.Option("--out", help="Output directory: ablation.json/csv and one plot per metric.")],
+    detector: Annotated[str, typer.Option("--detector", help="Detector name.")],
+    repairer: RepairerOpt = None,
+    dataset: DatasetOpt = None,
+    data_root: DataRootOpt = None,
+    category: Annotated[Optional[str], typer.Option("--category", help="Category to ablate on; default: the first.")] = None,
+    option: OptionOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="Anomalous inputs (the paper used 100).")] = 100,
+    grid: Annotated[str, typer.Option("--grid", help="Comma-separated values for each lambda and the scale multiplier.")] = "0.1,0.5,1,2,5,10",
+    properties: PropertiesOpt = None,
+    steps: StepsOpt = 50,
+    scheduler: SchedulerOpt = Scheduler.ddim,
+    start: StartOpt = Start.sdedit,
+    t0: T0Opt = 0.6,
+    guide_on: GuideOnOpt = GuideOn.xt,
+    guidance_scale: ScaleOpt = None,
+    eta_schedule: EtaScheduleOpt = EtaSchedule.sigma,
+    grad_clip: GradClipOpt = 1.0,
+    mask: Annotated[str, typer.Option("--mask", help="train (paper), top, or truth.")] = "train",
+    seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """RQ2 ablation: vary each lambda_k (others at 1.0) and the overall guidance scale; plot each metric."""
+    import csv
+
+    from arpro import ablation
+    from arpro import evaluate as ev
+
+    try:
+        values = [float(v) for v in grid.split(",") if v.strip()]
+    except ValueError:
+        raise ArproError(f"--grid expects comma-separated numbers, got {grid!r}") from None
+    if not values or min(values) <= 0:
+        raise ArproError("--grid values must be positive")
+    settings = settings_from(steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, [])
+    with staged_output(out, overwrite) as stage:
+        jobs = ev.build_jobs(
+            detector=detector, repairer=repairer, dataset=dataset, data_root=data_root,
+            categories=[category] if category else [], dataset_options=parse_options(option or [], "--option"), settings=settings,
+            properties=properties or ["p1", "p2", "p3", "p4"], mask=mask, seed=seed, chunk_size=limit, limit=limit,
+            progress=not quiet,
+        )
+        rows = ablation.ablate(jobs[0], values, progress=not quiet)
+        (stage / "ablation.json").write_text(json.dumps({"category": jobs[0].category, "settings": settings.to_dict(), "rows": rows}, indent=2) + "\n")
+        with (stage / "ablation.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        plots = ablation.plot_ablation(rows, stage)
+    table = Table("parameter", "value", "Ms", "Md", "Mω", "Mω̄", "all hold", title=f"ablation on {jobs[0].category} ({len(jobs[0].anomalous)} inputs, guided)")
+    for r in rows:
+        table.add_row(r["parameter"], f"{r['value']:g}", *[f"{r[m]:.4g}" for m in ev.METRICS], f"{r['all_hold']:.2f}")
+    console.print(table)
+    console.print(f"wrote ablation.json, ablation.csv, {', '.join(p.name for p in plots)} to {out}")
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="A directory written by arpro evaluate (and/or arpro ablate).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="HTML file; default RESULTS/report.html.")] = None,
+    ablation_dir: Annotated[Optional[Path], typer.Option("--ablation", help="An arpro ablate directory to include.")] = None,
+) -> None:
+    """Write one self-contained HTML page: tables, ablation plots, a gallery of repairs, settings, versions."""
+    from arpro.report import write_report
+
+    path = write_report(results, out or results / "report.html", ablation_dir)
+    console.print(f"wrote {path}")
 
 
 def launch_fabric(devices: int, strategy: str, num_nodes: int):
@@ -344,6 +425,20 @@ def settings_from(steps, scheduler, start, t0, guide_on, guidance_scale, eta_sch
     )
     settings.validate()
     return settings
+
+
+def parse_options(items: list[str], flag: str) -> dict:
+    """``["image_size=256", "preset=paper"]`` -> ``{"image_size": 256, "preset": "paper"}`` (JSON values where they parse)."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ArproError(f"{flag} expects KEY=VALUE; got {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
 
 
 def parse_weights(items: list[str]) -> dict[str, float]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import torch
 
 from arpro.api import repair
 from arpro.engine import RepairSettings
-from arpro.protocols import Detector, Repairer, Split
+from arpro.protocols import Dataset, Detector, InputBatch, Repairer, Split
 from arpro.result import ARMS
 
 METRICS = ("Ms", "Md", "Momega", "Momega_bar")
@@ -54,6 +55,7 @@ class Job:
     """One category's evaluation: anomalous inputs, held-out normal scores, models, settings."""
 
     category: str
+    dataset: Dataset
     anomalous: Split
     threshold: float
     detector: Detector
@@ -70,20 +72,13 @@ def chunks_of(job: Job) -> list[tuple[int, int]]:
     return [(start, min(start + job.chunk_size, n)) for start in range(0, n, job.chunk_size)]
 
 
-def run_chunk(job: Job, start: int, stop: int, progress: bool = False) -> tuple[list[dict], list[dict]]:
-    """Repair inputs ``start:stop`` of the job: one deterministic record per input, and its timings.
-
-    Wall-clock seconds are kept apart from the records so that the same seed and command
-    give byte-identical ``records.jsonl``.
-    """
+def repair_chunk(job: Job, start: int, stop: int, progress: bool = False):
+    """The :class:`RepairResult` of inputs ``start:stop`` of the job, seeded by their indices."""
     split = job.anomalous
-    x = split.x[start:stop]
-    mask = job.mask
-    if mask == "truth":
-        mask = split.masks[start:stop]
+    mask = split.masks[start:stop] if job.mask == "truth" else job.mask
     ids = split.ids[start:stop] if split.ids else [str(k) for k in range(start, stop)]
-    result = repair(
-        x,
+    return repair(
+        split.x[start:stop],
         job.detector,
         job.repairer,
         properties=job.properties,
@@ -93,6 +88,27 @@ def run_chunk(job: Job, start: int, stop: int, progress: bool = False) -> tuple[
         ids=ids,
         progress=progress,
     )
+
+
+GALLERY_SIZE = 4
+
+
+def write_gallery(job: Job, out_dir: Path) -> list[Path]:
+    """The domain's figures for the first few inputs of a category, in ``gallery/CATEGORY/``."""
+    folder = out_dir / "gallery" / job.category
+    folder.mkdir(parents=True, exist_ok=True)
+    stop = min(GALLERY_SIZE, len(job.anomalous))
+    result = repair_chunk(job, 0, stop)
+    return job.dataset.write_repairs(result, folder, InputBatch(result.x_bad, result.ids))
+
+
+def run_chunk(job: Job, start: int, stop: int, progress: bool = False) -> tuple[list[dict], list[dict]]:
+    """Repair inputs ``start:stop`` of the job: one deterministic record per input, and its timings.
+
+    Wall-clock seconds are kept apart from the records so that the same seed and command
+    give byte-identical ``records.jsonl``.
+    """
+    result = repair_chunk(job, start, stop, progress)
     records, timings = result.rows(), []
     for offset, record in enumerate(records):
         record["category"] = job.category
@@ -294,6 +310,7 @@ def build_jobs(
     dataset: str | None,
     data_root: Path | None,
     categories: list[str],
+    dataset_options: dict | None = None,
     settings: RepairSettings,
     properties: list[str],
     mask: str,
@@ -318,14 +335,15 @@ def build_jobs(
         registry.get("property", name)
     if mask not in ("train", "top", "truth"):
         raise ArproError(f"--mask for evaluate must be train, top or truth, not {mask!r}")
-    base = load_dataset(dataset, data_root, domain=domain)
+    dataset_options = dataset_options or {}
+    base = load_dataset(dataset, data_root, domain=domain, **dataset_options)
     wanted = categories or base.categories() or [""]
     if len(wanted) > 1 and (detector_checkpoint or repairer_checkpoint):
         raise ArproError("--detector-checkpoint/--repairer-checkpoint need a single --category")
     jobs = []
     for category in wanted:
         spec = f"{base.name}:{category}" if category else base.name
-        data = load_dataset(spec, data_root, domain=domain)
+        data = load_dataset(spec, data_root, domain=domain, **dataset_options)
         det = obtain_model("detector", detector_cls.name, data, checkpoint_path=detector_checkpoint, seed=seed, progress=progress)
         rep = obtain_model("repairer", repairer_cls.name, data, checkpoint_path=repairer_checkpoint, seed=seed, progress=progress)
         test = data.test()
@@ -344,11 +362,11 @@ def build_jobs(
                 None if anomalous.masks is None else anomalous.masks[:limit],
                 anomalous.ids[:limit],
             )
-        jobs.append(Job(category or base.name, anomalous, threshold, det, rep, settings, properties, mask, seed, chunk_size))
+        jobs.append(Job(category or base.name, data, anomalous, threshold, det, rep, settings, properties, mask, seed, chunk_size))
     return jobs
 
 
-RUN_FILES = ("settings.json", RECORDS, TIMINGS, "summary.json", "tables.md", "tables.csv")
+RUN_FILES = ("settings.json", RECORDS, TIMINGS, "summary.json", "tables.md", "tables.csv", "report.html")
 
 
 def check_run_dir(out: Path, config: dict, overwrite: bool) -> bool:
@@ -376,6 +394,7 @@ def start_run_dir(out: Path, config: dict, resume: bool) -> None:
         (out / name).unlink(missing_ok=True)
     for part in out.glob("*.rank*.jsonl"):
         part.unlink()
+    shutil.rmtree(out / "gallery", ignore_errors=True)
     write_atomic(out / "settings.json", json.dumps(config, indent=2) + "\n")
 
 

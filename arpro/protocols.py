@@ -75,9 +75,9 @@ class Model(nn.Module):
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
     @classmethod
-    def for_dataset(cls, dataset: Dataset) -> Model:
-        """A fresh, unfitted model sized for ``dataset``'s samples."""
-        return cls(input_shape=list(dataset.sample_shape()))
+    def for_dataset(cls, dataset: Dataset, **overrides: Any) -> Model:
+        """A fresh, unfitted model sized for ``dataset``'s samples; ``overrides`` change its config."""
+        return cls(**{"input_shape": list(dataset.sample_shape()), **overrides})
 
     @classmethod
     def bundled_checkpoint(cls, dataset: Dataset) -> Path | None:

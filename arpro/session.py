@@ -44,17 +44,10 @@ class RepairRequest:
     input_path: Path | None = None
     dataset: str | None = None
     data_root: Path | None = None
+    dataset_options: dict = field(default_factory=dict)
     count: int = 8
     properties: list[str] = field(default_factory=lambda: ["p1", "p2", "p3", "p4"])
-    weights: dict[str, float] = field(default_factory=dict)
-    steps: int = 50
-    scheduler: str = "ddim"
-    start: str = "sdedit"
-    t0: float = 0.6
-    guide_on: str = "xt"
-    guidance_scale: float | None = None
-    eta_schedule: str = "sigma"
-    grad_clip: float = 1.0
+    settings: RepairSettings = field(default_factory=RepairSettings)
     mask: str = "train"
     mask_quantile: float = 0.9
     delta2: float | None = None
@@ -63,19 +56,6 @@ class RepairRequest:
     repairer_checkpoint: Path | None = None
     seed: int = 0
     progress: bool = True
-
-    def settings(self) -> RepairSettings:
-        return RepairSettings(
-            scheduler=self.scheduler,
-            steps=self.steps,
-            start=self.start,
-            t0=self.t0,
-            guide_on=self.guide_on,
-            guidance_scale=self.guidance_scale,
-            eta_schedule=self.eta_schedule,
-            grad_clip=self.grad_clip,
-            weights=self.weights,
-        )
 
     def to_dict(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -108,9 +88,9 @@ def run_repair(request: RepairRequest) -> tuple[RepairResult, Dataset, InputBatc
         raise ArproError(f"--input {request.input_path} does not exist")
     if request.count < 1:
         raise ArproError("--count must be at least 1")
-    request.settings().validate()
+    request.settings.validate()
 
-    dataset = load_dataset(request.dataset, request.data_root, domain=domain)
+    dataset = load_dataset(request.dataset, request.data_root, domain=domain, **request.dataset_options)
     if dataset.domain != domain:
         raise ArproError(f"dataset {dataset.name!r} is {dataset.domain} data, detector {detector_cls.name!r} works on {domain}")
     if request.input_path is not None:
@@ -140,7 +120,7 @@ def run_repair(request: RepairRequest) -> tuple[RepairResult, Dataset, InputBatc
         detector,
         repairer,
         properties=request.properties,
-        settings=request.settings(),
+        settings=request.settings,
         mask=mask,
         mask_quantile=request.mask_quantile,
         delta2=request.delta2,

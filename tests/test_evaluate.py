@@ -67,7 +67,7 @@ def test_resume_after_a_torn_write(reference, tmp_path):
 
 def test_resume_after_kill_9(reference, tmp_path):
     out = tmp_path / "killed"
-    slow = [*ARGS[:-3], "--steps", "200", "--chunk-size", "2", "--quiet"]
+    slow = [*ARGS[:-3], "--steps", "100", "--chunk-size", "2", "--quiet"]
     proc = subprocess.Popen([sys.executable, "-m", "arpro.cli", *slow, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = out / "records.jsonl"
     deadline = time.time() + 300

@@ -1,0 +1,124 @@
+"""One self-contained HTML page from an evaluation (and ablation) directory.
+
+Everything is inlined — tables as HTML, figures as base64 PNG — so the file can be mailed
+or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from arpro import __version__
+from arpro.errors import ArproError
+from arpro.evaluate import METRICS, PROPERTY_OF
+
+NAMES = {"Ms": "Ms", "Md": "Md", "Momega": "Mω", "Momega_bar": "Mω̄"}
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}
+th{background:#f3f3f3} figure{display:inline-block;margin:0.5em}
+img{max-width:100%;border:1px solid #ddd} pre{background:#f7f7f7;padding:1em;overflow:auto}
+"""
+# Marks the page once every image has decoded, so a headless browser test can check it.
+SCRIPT = """
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  document.body.dataset.imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.images = imgs.length;
+});
+"""
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _versions() -> dict[str, str]:
+    from arpro import plugins
+
+    names = ["torch", "diffusers", "pluggy", "lightning", "anomalib", "transformers"]
+    names += sorted({e.distribution for e in plugins.registry()} - {"arpro"})
+    found = {"arpro": __version__}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def metrics_table(summary: dict) -> str:
+    arms = summary["arms"]
+    head = "".join(f"<th>{NAMES[m]} {a}</th>" for m in METRICS for a in arms)
+    rows = [f"<tr><th>category</th><th>n</th>{head}</tr>"]
+    for category, entry in summary["categories"].items():
+        cells = "".join(
+            f"<td>{entry[a][m]['mean']:.4g} ± {entry[a][m]['std']:.3g}</td>" if m in entry[a] else "<td>–</td>"
+            for m in METRICS for a in arms
+        )
+        rows.append(f"<tr><td>{html.escape(category)}</td><td>{entry['n']}</td>{cells}</tr>")
+    delta = "".join(
+        f"<td>{summary['delta'][m]:+.1f}%</td>" if a == "guided" and summary["delta"].get(m) is not None else "<td></td>"
+        for m in METRICS for a in arms
+    )
+    rows.append(f"<tr><td>Δ (median % improvement, guided vs baseline)</td><td></td>{delta}</tr>")
+    return '<table class="metrics">' + "".join(rows) + "</table>"
+
+
+def verdict_table(summary: dict) -> str:
+    arms = summary["arms"]
+    cols = [("TNR", "tnr", ".2f"), ("all P1–P4 hold", "all_hold", ".2f"), ("median s", "median_seconds", ".3f")]
+    head = "".join(f"<th>{label} {a}</th>" for label, _, _ in cols for a in arms)
+    holds = "".join(f"<th>{PROPERTY_OF[m].upper()} holds {a}</th>" for m in METRICS for a in arms)
+    rows = [f"<tr><th>category</th>{head}{holds}</tr>"]
+    for category, entry in summary["categories"].items():
+        cells = "".join(f"<td>{entry[a][key]:{fmt}}</td>" for _, key, fmt in cols for a in arms)
+        cells += "".join(f"<td>{entry[a][m]['holds']:.2f}</td>" if m in entry[a] else "<td>–</td>" for m in METRICS for a in arms)
+        rows.append(f"<tr><td>{html.escape(category)}</td>{cells}</tr>")
+    return '<table class="verdicts">' + "".join(rows) + "</table>"
+
+
+def write_report(results: Path, out: Path, ablation_dir: Path | None = None) -> Path:
+    """Write the HTML page for ``results`` to ``out`` (atomically) and return its path."""
+    results = Path(results)
+    if not results.is_dir():
+        raise ArproError(f"{results} is not a directory")
+    summary_path = results / "summary.json"
+    ablation_dir = ablation_dir or results
+    plots = sorted(ablation_dir.glob("ablation_*.png"))
+    if not summary_path.exists() and not plots:
+        raise ArproError(f"{results} holds neither an evaluation (summary.json) nor ablation plots")
+    parts = [f"<h1>arpro report: {html.escape(results.name)}</h1>"]
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        parts += ["<h2>Repair quality (paper Tables 1, 2, 6)</h2>",
+                  "<p>Mean ± std per category; lower is better. Baseline: SDEdit without in-filling; "
+                  "infill: unguided masked in-filling; guided: AR-Pro.</p>", metrics_table(summary),
+                  "<h2>Verdicts, TNR and runtime (paper Tables 3, 7)</h2>", verdict_table(summary)]
+    if plots:
+        parts += ["<h2>Ablation (paper Figure 7)</h2>"] + [_img(p, p.stem) for p in plots]
+    gallery = sorted((results / "gallery").glob("*/*.png"))
+    if gallery:
+        parts.append("<h2>Gallery of repairs</h2>")
+        for category in sorted({p.parent.name for p in gallery}):
+            parts.append(f"<h3>{html.escape(category)}</h3>")
+            parts += [_img(p, f"{category}: {p.stem}") for p in gallery if p.parent.name == category]
+    settings_path = results / "settings.json"
+    if settings_path.exists():
+        parts += ["<h2>Settings</h2>", f"<pre>{html.escape(settings_path.read_text())}</pre>"]
+    parts += ["<h2>Versions</h2>", f"<pre>{html.escape(json.dumps(_versions(), indent=2))}</pre>"]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>arpro report</title>"
+            f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>{''.join(parts)}</body></html>\n")
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,72 @@
+"""arpro ablate and arpro report: plots, and one self-contained HTML page checked in Chromium."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "eval"
+    proc = run_cli("evaluate", "--detector", "gaussian", "--limit", "6", "--chunk-size", "3", "--steps", "10", "--quiet", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def ablated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "ablate"
+    proc = run_cli("ablate", "--detector", "gaussian", "--limit", "4", "--grid", "0.5,2", "--steps", "10", "--quiet", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_ablation_varies_each_lambda_and_the_scale(ablated):
+    rows = json.loads((ablated / "ablation.json").read_text())["rows"]
+    assert {(r["parameter"], r["value"]) for r in rows} == {(p, v) for p in ("p1", "p2", "p3", "p4", "scale") for v in (0.5, 2.0)}
+    scale = {r["value"]: r["Ms"] for r in rows if r["parameter"] == "scale"}
+    assert scale[0.5] != scale[2.0]  # the guidance scale really changes the repair
+    for metric in ("Ms", "Md", "Momega", "Momega_bar"):
+        assert (ablated / f"ablation_{metric}.png").stat().st_size > 5_000
+
+
+def test_evaluate_writes_a_gallery(evaluated):
+    assert (evaluated / "gallery" / "breast-cancer" / "repair.png").exists()
+
+
+def test_report_is_self_contained(evaluated, ablated):
+    proc = run_cli("report", str(evaluated), "--ablation", str(ablated))
+    assert proc.returncode == 0, proc.stderr
+    page = (evaluated / "report.html").read_text()
+    assert page.count("<table") == 2
+    assert "breast-cancer" in page and "Δ (median % improvement" in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 5  # 4 ablation plots + 1 gallery figure
+    assert not re.search(r'src="(?!data:)', page)  # nothing loaded from outside the file
+
+
+def test_report_renders_in_headless_chromium(evaluated, ablated, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+        pytest.skip("chromium not installed")
+    assert run_cli("report", str(evaluated), "--ablation", str(ablated)).returncode == 0
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+         (evaluated / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    assert 'data-images="5"' in dom and 'data-images-loaded="5"' in dom
+    assert dom.count("<table") == 2 and "<td>breast-cancer</td>" in dom
+
+
+def test_report_on_a_directory_without_results(tmp_path):
+    proc = run_cli("report", str(tmp_path))
+    assert proc.returncode == 2 and "neither an evaluation" in proc.stderr
