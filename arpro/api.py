@@ -76,7 +76,7 @@ def repair(
     ``properties`` names the properties that guide the repair; the report always includes
     P1–P4 as well. Sample ``i`` draws its noise from ``seed + i`` in every arm.
     """
-    settings = settings or RepairSettings()
+    settings = settings or RepairSettings.for_detector(detector)
     settings.validate()
     check_input(x_bad, repairer)
     unknown_arms = set(arms) - set(ARMS)

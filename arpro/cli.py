@@ -146,14 +146,15 @@ class EtaSchedule(str, Enum):
 
 PropertiesOpt = Annotated[Optional[list[str]], typer.Option("--property", help="Guiding property (repeatable); default p1..p4.")]
 WeightsOpt = Annotated[Optional[list[str]], typer.Option("--weight", help="lambda of a property, e.g. p2=10 (repeatable).")]
-StepsOpt = Annotated[int, typer.Option("--steps", help="Denoising steps over the full schedule.")]
-SchedulerOpt = Annotated[Scheduler, typer.Option("--scheduler")]
-StartOpt = Annotated[Start, typer.Option("--start", help="noise: from x_T (paper); sdedit: from the prefilled input at t0.")]
-T0Opt = Annotated[float, typer.Option("--t0", help="SDEdit start level, a fraction of T.")]
-GuideOnOpt = Annotated[GuideOn, typer.Option("--guide-on", help="xt: gradient at x_t (paper); x0: at the denoised estimate.")]
+# Repair settings: an option left out takes the detector's repair_defaults, else RepairSettings' default.
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps over the full schedule [default: 50].")]
+SchedulerOpt = Annotated[Optional[Scheduler], typer.Option("--scheduler", help="[default: ddim]")]
+StartOpt = Annotated[Optional[Start], typer.Option("--start", help="noise: from x_T (paper); sdedit: from the prefilled input at t0 [default: sdedit].")]
+T0Opt = Annotated[Optional[float], typer.Option("--t0", help="SDEdit start level, a fraction of T [default: 0.6].")]
+GuideOnOpt = Annotated[Optional[GuideOn], typer.Option("--guide-on", help="xt: gradient at x_t (paper); x0: at the denoised estimate [default: xt].")]
 ScaleOpt = Annotated[Optional[float], typer.Option("--guidance-scale", help="Overall eta; default: the detector's.")]
-EtaScheduleOpt = Annotated[EtaSchedule, typer.Option("--eta-schedule")]
-GradClipOpt = Annotated[float, typer.Option("--grad-clip", help="Cap on each sample's gradient RMS; 0: raw gradient (paper).")]
+EtaScheduleOpt = Annotated[Optional[EtaSchedule], typer.Option("--eta-schedule", help="[default: sigma]")]
+GradClipOpt = Annotated[Optional[float], typer.Option("--grad-clip", help="Cap on each sample's gradient RMS; 0: raw gradient (paper) [default: 1.0].")]
 MaskOpt = Annotated[str, typer.Option("--mask", help="train (paper: alpha >= tau), top (input's top quantile), truth, or a .npy file.")]
 DetectorCkptOpt = Annotated[Optional[Path], typer.Option("--detector-checkpoint")]
 RepairerCkptOpt = Annotated[Optional[Path], typer.Option("--repairer-checkpoint")]
@@ -173,14 +174,14 @@ def repair(
     count: Annotated[int, typer.Option("--count", help="Anomalous samples to repair when no --input is given.")] = 8,
     properties: PropertiesOpt = None,
     weights: WeightsOpt = None,
-    steps: StepsOpt = 50,
-    scheduler: SchedulerOpt = Scheduler.ddim,
-    start: StartOpt = Start.sdedit,
-    t0: T0Opt = 0.6,
-    guide_on: GuideOnOpt = GuideOn.xt,
+    steps: StepsOpt = None,
+    scheduler: SchedulerOpt = None,
+    start: StartOpt = None,
+    t0: T0Opt = None,
+    guide_on: GuideOnOpt = None,
     guidance_scale: ScaleOpt = None,
-    eta_schedule: EtaScheduleOpt = EtaSchedule.sigma,
-    grad_clip: GradClipOpt = 1.0,
+    eta_schedule: EtaScheduleOpt = None,
+    grad_clip: GradClipOpt = None,
     mask: MaskOpt = "train",
     mask_quantile: Annotated[float, typer.Option("--mask-quantile", help="Quantile for --mask top.")] = 0.9,
     delta2: Annotated[Optional[float], typer.Option("--delta2", help="P2 tolerance on L2; default 0.01 per element of omega_bar.")] = None,
@@ -201,7 +202,7 @@ def repair(
         dataset_options=parse_options(option or [], "--option"),
         count=count,
         properties=properties or ["p1", "p2", "p3", "p4"],
-        settings=settings_from(steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, weights),
+        settings=settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, weights),
         mask=mask,
         mask_quantile=mask_quantile,
         delta2=delta2,
@@ -236,14 +237,14 @@ def evaluate(
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Inputs repaired per batch (and per resume unit).")] = 16,
     properties: PropertiesOpt = None,
     weights: WeightsOpt = None,
-    steps: StepsOpt = 50,
-    scheduler: SchedulerOpt = Scheduler.ddim,
-    start: StartOpt = Start.sdedit,
-    t0: T0Opt = 0.6,
-    guide_on: GuideOnOpt = GuideOn.xt,
+    steps: StepsOpt = None,
+    scheduler: SchedulerOpt = None,
+    start: StartOpt = None,
+    t0: T0Opt = None,
+    guide_on: GuideOnOpt = None,
     guidance_scale: ScaleOpt = None,
-    eta_schedule: EtaScheduleOpt = EtaSchedule.sigma,
-    grad_clip: GradClipOpt = 1.0,
+    eta_schedule: EtaScheduleOpt = None,
+    grad_clip: GradClipOpt = None,
     mask: Annotated[str, typer.Option("--mask", help="train (paper), top, or truth (ground-truth masks).")] = "train",
     detector_checkpoint: DetectorCkptOpt = None,
     repairer_checkpoint: RepairerCkptOpt = None,
@@ -258,7 +259,7 @@ def evaluate(
     from arpro import evaluate as ev
     from arpro.progress import progress_bar
 
-    settings = settings_from(steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, weights)
+    settings = settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, weights)
     if chunk_size < 1 or (limit is not None and limit < 1) or devices < 1 or num_nodes < 1:
         raise ArproError("--chunk-size, --limit, --devices and --num-nodes must be at least 1")
     config = {
@@ -316,14 +317,14 @@ def ablate(
     limit: Annotated[int, typer.Option("--limit", help="Anomalous inputs (the paper used 100).")] = 100,
     grid: Annotated[str, typer.Option("--grid", help="Comma-separated values for each lambda and the scale multiplier.")] = "0.1,0.5,1,2,5,10",
     properties: PropertiesOpt = None,
-    steps: StepsOpt = 50,
-    scheduler: SchedulerOpt = Scheduler.ddim,
-    start: StartOpt = Start.sdedit,
-    t0: T0Opt = 0.6,
-    guide_on: GuideOnOpt = GuideOn.xt,
+    steps: StepsOpt = None,
+    scheduler: SchedulerOpt = None,
+    start: StartOpt = None,
+    t0: T0Opt = None,
+    guide_on: GuideOnOpt = None,
     guidance_scale: ScaleOpt = None,
-    eta_schedule: EtaScheduleOpt = EtaSchedule.sigma,
-    grad_clip: GradClipOpt = 1.0,
+    eta_schedule: EtaScheduleOpt = None,
+    grad_clip: GradClipOpt = None,
     mask: Annotated[str, typer.Option("--mask", help="train (paper), top, or truth.")] = "train",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
@@ -341,7 +342,7 @@ def ablate(
         raise ArproError(f"--grid expects comma-separated numbers, got {grid!r}") from None
     if not values or min(values) <= 0:
         raise ArproError("--grid values must be positive")
-    settings = settings_from(steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, [])
+    settings = settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, [])
     with staged_output(out, overwrite) as stage:
         jobs = ev.build_jobs(
             detector=detector, repairer=repairer, dataset=dataset, data_root=data_root,
@@ -417,14 +418,14 @@ def print_summary(summary: dict) -> None:
     console.print(table)
 
 
-def settings_from(steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, weights) -> RepairSettings:
-    settings = RepairSettings(
-        scheduler=scheduler.value, steps=steps, start=start.value, t0=t0, guide_on=guide_on.value,
-        guidance_scale=guidance_scale, eta_schedule=eta_schedule.value, grad_clip=grad_clip,
-        weights=parse_weights(weights or []),
-    )
-    settings.validate()
-    return settings
+def settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, weights) -> RepairSettings:
+    """The options given, over the detector's ``repair_defaults``, over RepairSettings' defaults."""
+    given = dict(steps=steps, scheduler=scheduler, start=start, t0=t0, guide_on=guide_on,
+                 guidance_scale=guidance_scale, eta_schedule=eta_schedule, grad_clip=grad_clip)
+    given = {k: v.value if isinstance(v, Enum) else v for k, v in given.items() if v is not None}
+    if weights:
+        given["weights"] = parse_weights(weights)
+    return RepairSettings.for_detector(plugins.get("detector", detector), **given)
 
 
 def parse_options(items: list[str], flag: str) -> dict:

@@ -65,6 +65,16 @@ class RepairSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def for_detector(cls, detector: type[Detector] | Detector, **given) -> RepairSettings:
+        """Settings from ``given``, else the detector's ``repair_defaults``, else the defaults here."""
+        unknown = set(getattr(detector, "repair_defaults", {})) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ArproError(f"detector {detector.name!r} has unknown repair_defaults {sorted(unknown)}")
+        settings = cls(**{**getattr(detector, "repair_defaults", {}), **given})
+        settings.validate()
+        return settings
+
 
 def property_loss(
     detector: Detector, properties: Sequence[Property], weights: dict[str, float], ctx: PropertyContext

@@ -96,6 +96,9 @@ class Detector(Model):
 
     threshold_quantile: ClassVar[float] = 0.9
     guidance_scale: ClassVar[float] = 1.0  # suggested eta for this detector's score scale
+    # RepairSettings fields this detector repairs best with (e.g. {"eta_schedule": "constant"});
+    # the CLI uses them for options the user leaves out.
+    repair_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)

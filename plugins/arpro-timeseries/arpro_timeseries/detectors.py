@@ -48,6 +48,7 @@ class ReconstructionDetector(arpro.Detector):
     domain = "timeseries"
     family: ClassVar[str]
     guidance_scale = 0.1  # measured with --eta-schedule constant (docs/timeseries.md)
+    repair_defaults = {"eta_schedule": "constant", "steps": 100}  # the benchmark's settings
     smoke_fit_options: ClassVar[dict] = {"steps": 5}  # what the core's identity test passes to fit()
 
     def __init__(
