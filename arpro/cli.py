@@ -220,8 +220,9 @@ def repair(
     print_report(result)
     for message in result.messages:
         console.print(f"[yellow]note:[/yellow] {message}")
-    files = ", ".join(p.name for p in [out / "report.json", *written])
-    console.print(f"wrote {files} to {out}")
+    names = [p.name for p in [out / "report.json", *written]]
+    shown = ", ".join(names) if len(names) <= 6 else f"{', '.join(names[:2])}, {names[-1]} and {len(names) - 3} more"
+    console.print(f"wrote {shown} to {out}")
 
 
 @app.command()

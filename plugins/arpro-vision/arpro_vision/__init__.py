@@ -1,0 +1,26 @@
+"""arpro plugin for images: one anomaly score per pixel, a UNet DDPM repairer, image datasets."""
+
+import arpro
+
+from arpro_vision.datasets import IMAGE_DATASETS
+from arpro_vision.detectors import EfficientAdDetector, FastFlowDetector
+from arpro_vision.repairer import ImageDDPM
+from arpro_vision.textures import Textures
+
+
+@arpro.hookimpl
+def arpro_register_detectors(register):
+    register(FastFlowDetector)
+    register(EfficientAdDetector)
+
+
+@arpro.hookimpl
+def arpro_register_repairers(register):
+    register(ImageDDPM)
+
+
+@arpro.hookimpl
+def arpro_register_datasets(register):
+    register(Textures)
+    for dataset in IMAGE_DATASETS:
+        register(dataset)

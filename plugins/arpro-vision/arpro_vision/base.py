@@ -1,0 +1,66 @@
+"""What every image dataset shares: the model's image size, reading users' files, writing repairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import arpro
+from arpro import ArproError
+from arpro_vision.images import ImageInfo, read_image, safe_name, save_image, save_mask
+
+DEFAULT_IMAGE_SIZE = 64  # CPU default; 256 and 512 are options (--image-size / image_size=)
+
+
+def image_size_option(options: dict, default: int = DEFAULT_IMAGE_SIZE) -> int:
+    """The ``image_size`` dataset option, checked: a multiple of 16 between 16 and 1024."""
+    try:
+        size = int(options.get("image_size", default))
+    except (TypeError, ValueError):
+        raise ArproError(f"image_size must be an integer, not {options.get('image_size')!r}") from None
+    if size < 16 or size > 1024 or size % 16:
+        raise ArproError(f"image_size must be a multiple of 16 between 16 and 1024, not {size}")
+    return size
+
+
+class ImageDataset(arpro.Dataset):
+    """Base class of the image datasets: samples are ``[3, S, S]`` in [-1, 1], S = ``image_size``."""
+
+    domain = "image"
+
+    @property
+    def image_size(self) -> int:
+        return image_size_option(self.options)
+
+    def sample_shape(self) -> tuple[int, ...]:
+        return (3, self.image_size, self.image_size)
+
+    def read_input(self, path: Path) -> arpro.InputBatch:
+        """One PNG/JPEG of any size and mode, resized to the model's size."""
+        x, info = read_image(Path(path), self.image_size)
+        return arpro.InputBatch(x.unsqueeze(0), [Path(path).stem], {"images": [info]})
+
+    def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
+        """Per input: ``<id>_repair.png`` (guided, at the input's size and mode), each other arm's
+        repair, ``<id>_omega.png``; and ``repair.png``, the paper's Figure 4 layout for the batch."""
+        from arpro_vision.figure import figure4
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        infos: list[ImageInfo | None] = list((batch.meta or {}).get("images", []))
+        infos += [None] * (len(result) - len(infos))
+        ids = result.ids or [str(i) for i in range(len(result))]
+        last = list(result.arms)[-1] if result.arms else None
+        written: list[Path] = []
+        for i, identifier in enumerate(ids):
+            stem = safe_name(identifier)
+            info = infos[i]
+            for arm_name, arm in result.arms.items():
+                suffix = "repair" if arm_name == last else f"repair_{arm_name}"
+                written.append(save_image(arm.x_fix[i], out_dir / f"{stem}_{suffix}.png", info))
+            omega = result.omega[i]
+            if omega.dim() == 3:
+                omega = omega.amax(0)
+            written.append(save_mask(omega, out_dir / f"{stem}_omega.png", info.size if info else None))
+        written.append(figure4(result, out_dir / "repair.png"))
+        return written
+

@@ -1,0 +1,273 @@
+"""Published anomaly-detection image datasets, read from ``--data-root`` in their own layouts.
+
+The sample lists come from anomalib's own layout parsers (``make_mvtec_ad_dataset``,
+``make_mpdd_dataset``, ``make_btech_dataset``, ``make_kolektor_dataset``,
+``make_folder_dataset``); anomalib's data *modules* are not used, because they download a
+missing dataset and need lightning's trainer. Nothing is downloaded: a missing or empty
+folder is an ArproError that names the expected layout.
+
+Images are resized to ``image_size`` (bicubic, antialiased) and masks with area averaging
+(a pixel is anomalous when at least half of it was), giving ``Split.masks`` ``[N, H, W]``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+import arpro
+from arpro import ArproError
+from arpro_vision.base import ImageDataset
+from arpro_vision.images import open_image, resize_rgb, to_tensor
+
+
+def load_mask(path: str | None, size: int) -> np.ndarray:
+    if not path or (isinstance(path, float) and np.isnan(path)):
+        return np.zeros((size, size), np.float32)
+    try:
+        with Image.open(path) as image:
+            mask = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    except Exception as error:
+        raise ArproError(f"cannot read mask {path}: {str(error).splitlines()[0]}") from None
+    t = torch.from_numpy((mask > 0.5).astype(np.float32))[None, None]
+    t = torch.nn.functional.interpolate(t, size=(size, size), mode="area" if size < mask.shape[0] else "nearest")
+    return (t[0, 0].numpy() >= 0.5).astype(np.float32)
+
+
+class FolderLayoutDataset(ImageDataset):
+    """Shared logic: a sample table (image_path, mask_path, label_index, split) -> Splits."""
+
+    layout = ""  # how the files are expected to be arranged, for error messages
+    category_names: tuple[str, ...] = ()
+
+    def categories(self) -> list[str]:
+        if self.root is not None and Path(self.root).is_dir():
+            found = sorted(p.name for p in Path(self.root).iterdir() if p.is_dir() and not p.name.startswith("."))
+            if self.category_names:
+                found = [c for c in found if c in self.category_names] or found
+            return found
+        return list(self.category_names)
+
+    def folder(self) -> Path:
+        """``root/category`` (checked)."""
+        if self.root is None:
+            raise ArproError(f"dataset {self.name} needs --data-root DIR (layout: {self.layout})")
+        root = Path(self.root).expanduser()
+        if not root.is_dir():
+            raise ArproError(f"--data-root {root} is not a directory (dataset {self.name}, layout: {self.layout})")
+        if self.category is None:
+            raise ArproError(
+                f"dataset {self.name} needs a category: --dataset {self.name}:CATEGORY "
+                f"(found: {', '.join(self.categories()) or 'none'})"
+            )
+        path = root / self.category
+        if not path.is_dir():
+            raise ArproError(
+                f"{path} does not exist; categories under {root}: {', '.join(self.categories()) or 'none'}"
+            )
+        return path
+
+    def samples(self) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def _samples_checked(self) -> pd.DataFrame:
+        try:
+            samples = self.samples()
+        except ArproError:
+            raise
+        except Exception as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ArproError(f"cannot read dataset {self.name} from {self.root}: {message} (layout: {self.layout})") from None
+        if len(samples) == 0:
+            raise ArproError(f"dataset {self.name}: no images found under {self.root} (layout: {self.layout})")
+        return samples
+
+    def _load(self, rows: pd.DataFrame) -> arpro.Split:
+        size = self.image_size
+        xs, masks, ids = [], [], []
+        for row in rows.itertuples():
+            rgb, _ = open_image(Path(row.image_path))
+            xs.append(to_tensor(resize_rgb(rgb, (size, size))))
+            masks.append(load_mask(getattr(row, "mask_path", None), size))
+            path = Path(row.image_path)
+            ids.append(f"{path.parent.name}/{path.stem}")
+        labels = torch.tensor([int(v) for v in rows.label_index], dtype=torch.long)
+        x = torch.stack(xs) if xs else torch.zeros(0, 3, size, size)
+        m = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, size, size)
+        return arpro.Split(x, labels, m, ids)
+
+    @cached_property
+    def _splits(self) -> tuple[arpro.Split, arpro.Split]:
+        samples = self._samples_checked()
+        train = samples[(samples.split == "train") & (samples.label_index == 0)]
+        test = samples[samples.split == "test"]
+        if len(train) == 0:
+            raise ArproError(f"dataset {self.name}: no normal training images under {self.root} (layout: {self.layout})")
+        return self._load(train), self._load(test)
+
+    def train(self) -> arpro.Split:
+        split = self._splits[0]
+        return arpro.Split(split.x, split.labels, None, split.ids)
+
+    def test(self) -> arpro.Split:
+        return self._splits[1]
+
+
+def _split_value(samples: pd.DataFrame) -> pd.DataFrame:
+    samples = samples.copy()
+    samples["split"] = [getattr(s, "value", s) for s in samples.split]
+    samples["label_index"] = samples.label_index.astype(int)
+    return samples
+
+
+class MVTecAD(FolderLayoutDataset):
+    """MVTec AD, read from --data-root in its published layout (category/train/good, test/*, ground_truth/*)."""
+
+    name = "mvtec"
+    layout = "ROOT/CATEGORY/{train/good,test/DEFECT,ground_truth/DEFECT}/*.png"
+    category_names = (
+        "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
+        "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
+    )  # fmt: skip
+
+    def samples(self) -> pd.DataFrame:
+        from anomalib.data.datasets.image.mvtecad import make_mvtec_ad_dataset
+
+        return _split_value(make_mvtec_ad_dataset(self.folder()))
+
+
+class MPDD(FolderLayoutDataset):
+    """MPDD (metal parts), read from --data-root in its published MVTec-style layout."""
+
+    name = "mpdd"
+    layout = "ROOT/CATEGORY/{train/good,test/DEFECT,ground_truth/DEFECT}/*.png"
+    category_names = ("bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes")
+
+    def samples(self) -> pd.DataFrame:
+        from anomalib.data.datasets.image.mpdd import make_mpdd_dataset
+
+        return _split_value(make_mpdd_dataset(self.folder()))
+
+
+class BTech(FolderLayoutDataset):
+    """BTech AD, read from --data-root in its published layout (01/train/ok, test/{ok,ko}, ground_truth/ko)."""
+
+    name = "btech"
+    layout = "ROOT/{01,02,03}/{train/ok,test/ok,test/ko,ground_truth/ko}/*"
+    category_names = ("01", "02", "03")
+
+    def samples(self) -> pd.DataFrame:
+        from anomalib.data.datasets.image.btech import make_btech_dataset
+
+        return _split_value(make_btech_dataset(self.folder()))
+
+
+class VisA(FolderLayoutDataset):
+    """VisA, read from --data-root: anomalib's prepared split (visa_pytorch/CATEGORY, MVTec-style) or the
+    raw release (CATEGORY/Data/{Images,Masks} with split_csv/1cls.csv)."""
+
+    name = "visa"
+    layout = "ROOT/visa_pytorch/CATEGORY/{train/good,test/*,ground_truth/*} or ROOT/CATEGORY/Data + ROOT/split_csv/1cls.csv"
+    category_names = (
+        "candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
+        "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum",
+    )  # fmt: skip
+
+    def categories(self) -> list[str]:
+        if self.root is not None and (Path(self.root) / "visa_pytorch").is_dir():
+            return sorted(p.name for p in (Path(self.root) / "visa_pytorch").iterdir() if p.is_dir())
+        return super().categories()
+
+    def samples(self) -> pd.DataFrame:
+        from anomalib.data.datasets.image.mvtecad import make_mvtec_ad_dataset
+
+        if self.root is None or self.category is None:
+            self.folder()  # raises the right message
+        root = Path(self.root).expanduser()
+        prepared = root / "visa_pytorch" / self.category
+        if prepared.is_dir():
+            return _split_value(make_mvtec_ad_dataset(prepared, extensions=(".png", ".PNG", ".JPG", ".jpg")))
+        folder = self.folder()
+        if (folder / "train").is_dir():
+            return _split_value(make_mvtec_ad_dataset(folder, extensions=(".png", ".PNG", ".JPG", ".jpg")))
+        table = root / "split_csv" / "1cls.csv"
+        if not table.is_file():
+            raise ArproError(f"dataset visa: neither {prepared} nor {table} exists (layout: {self.layout})")
+        frame = pd.read_csv(table)
+        frame = frame[frame["object"] == self.category]
+        masks = frame["mask"].fillna("") if "mask" in frame else ""
+        return pd.DataFrame(
+            {
+                "image_path": [str(root / p) for p in frame["image"]],
+                "mask_path": [str(root / m) if m else "" for m in masks],
+                "label_index": (frame["label"] != "normal").astype(int).to_numpy(),
+                "split": frame["split"].to_numpy(),
+            }
+        )
+
+
+class Kolektor(FolderLayoutDataset):
+    """KolektorSDD, read from --data-root (kosNN/PartN.jpg + PartN_label.bmp); 80 % of good parts train."""
+
+    name = "kolektor"
+    layout = "ROOT/kosNN/PartN.jpg with PartN_label.bmp"
+
+    def categories(self) -> list[str]:
+        return []
+
+    def samples(self) -> pd.DataFrame:
+        from anomalib.data.datasets.image.kolektor import make_kolektor_dataset
+
+        if self.root is None or not Path(self.root).expanduser().is_dir():
+            raise ArproError(f"dataset kolektor needs --data-root DIR (layout: {self.layout})")
+        return _split_value(make_kolektor_dataset(Path(self.root).expanduser(), train_split_ratio=0.8))
+
+
+class Folder(FolderLayoutDataset):
+    """Any folder of images: --data-root DIR with normal/ (train), abnormal/, masks/ and optional normal_test/.
+
+    Options (sub-folder names under the root): ``normal_dir`` ("normal"), ``abnormal_dir``
+    ("abnormal"), ``mask_dir`` ("masks", optional), ``normal_test_dir`` (optional; without
+    it every fifth normal image, in name order, is held out for the test split).
+    """
+
+    name = "folder"
+    layout = "ROOT/{normal,abnormal,masks,normal_test}/*.{png,jpg}"
+
+    def categories(self) -> list[str]:
+        return []
+
+    def samples(self) -> pd.DataFrame:
+        from anomalib.data.datasets.image.folder import make_folder_dataset
+
+        if self.root is None or not Path(self.root).expanduser().is_dir():
+            raise ArproError(f"dataset folder needs --data-root DIR (layout: {self.layout})")
+        root = Path(self.root).expanduser()
+        opt = self.options
+
+        def sub(key: str, default: str | None) -> str | None:
+            name = opt.get(key, default)
+            return name if name is not None and (root / name).is_dir() else None
+
+        normal = sub("normal_dir", "normal")
+        if normal is None:
+            raise ArproError(f"dataset folder: {root / opt.get('normal_dir', 'normal')} does not exist (layout: {self.layout})")
+        abnormal, masks, normal_test = sub("abnormal_dir", "abnormal"), sub("mask_dir", "masks"), sub("normal_test_dir", None)
+        extensions = (".png", ".PNG", ".jpg", ".JPG", ".jpeg", ".JPEG", ".bmp")
+        samples = make_folder_dataset(
+            normal, root=root, abnormal_dir=abnormal, normal_test_dir=normal_test,
+            mask_dir=masks if abnormal else None, extensions=extensions,
+        )  # fmt: skip
+        samples = _split_value(samples).reset_index(drop=True)
+        if normal_test is None:  # hold out every fifth normal image for testing
+            normal_rows = samples.index[samples.label_index == 0]
+            samples.loc[normal_rows[4::5], "split"] = "test"
+        return samples
+
+
+IMAGE_DATASETS = (MVTecAD, VisA, MPDD, BTech, Kolektor, Folder)

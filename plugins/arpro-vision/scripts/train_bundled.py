@@ -1,0 +1,65 @@
+"""Train the bundled textures:brick 64x64 checkpoints (the same path as `arpro train`).
+
+    OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py ddpm --steps 4000 --chunk 250 --lr 2e-4
+    OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py fastflow
+    OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py efficientad
+
+Each model is built with ``cls.for_dataset(dataset)``, fitted with ``fit(dataset.train().x)``
+and written with ``arpro.checkpoint.save``. The DDPM is fitted in chunks of ``--chunk``
+steps (AdamW restarted per chunk, seed = chunk index) and saved after every chunk, so a
+usable checkpoint exists whenever the run is stopped; its config records the steps done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from arpro import checkpoint, plugins
+from arpro_vision.bundled import CHECKPOINTS
+
+torch.set_num_threads(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model", choices=["ddpm", "fastflow", "efficientad"])
+    parser.add_argument("--category", default="brick")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--chunk", type=int, default=250)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    dataset = plugins.get("dataset", "textures")(root=None, category=args.category)
+    train = dataset.train().x
+    out = args.out or CHECKPOINTS / f"{args.model}-textures-{args.category}-64.safetensors"
+    kind = "repairer" if args.model == "ddpm" else "detector"
+    cls = plugins.get(kind, args.model)
+    model = cls.for_dataset(dataset)
+    if args.lr is not None:
+        model.config["lr"] = args.lr
+    started = time.time()
+    if kind == "repairer":
+        total = args.steps or model.config["train_steps"]
+        done = 0
+        while done < total:
+            n = min(args.chunk, total - done)
+            model.fit(train, seed=done // args.chunk, progress=False, steps=n)
+            done += n
+            model.config["train_steps"] = done
+            checkpoint.save(model, out)
+            print(f"{time.strftime('%H:%M:%S')} ddpm {done}/{total} steps, {time.time() - started:.0f}s", flush=True)
+    else:
+        if args.steps is not None:
+            model.config["train_steps"] = args.steps
+        model.fit(train, seed=0, progress=False)
+        checkpoint.save(model, out)
+        print(f"{time.strftime('%H:%M:%S')} {args.model} done in {time.time() - started:.0f}s -> {out}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

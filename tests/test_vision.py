@@ -1,0 +1,294 @@
+"""The vision plugin: datasets, detectors' decompositions, the DDPM repairer, image I/O.
+
+Tiny models (16-32 px, a few training steps), CPU, deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import arpro
+from arpro import checkpoint, plugins
+
+pytest.importorskip("arpro_vision")
+
+TINY = dict(image_size=32, n_train=16, n_test_normal=4, n_test_anomalous=4, train_steps=2, batch_size=4)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+def textures(category="brick", **options):
+    return plugins.get("dataset", "textures")(root=None, category=category, **{**TINY, **options})
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    """Tiny fitted detectors and DDPM on 32 px brick patches."""
+    torch.set_num_threads(1)
+    data = textures(ddpm_block_out_channels=[16, 32], ddpm_norm_num_groups=8)
+    models = {}
+    for kind, name in [("detector", "fastflow"), ("detector", "efficientad"), ("repairer", "ddpm")]:
+        model = plugins.get(kind, name).for_dataset(data)
+        model.fit(data.train().x, seed=0, progress=False)
+        models[name] = model.eval()
+    return data, models
+
+
+def test_plugin_registers_image_domain():
+    reg = plugins.registry()
+    for kind, name in [("detector", "fastflow"), ("detector", "efficientad"), ("repairer", "ddpm")]:
+        assert reg.entries[kind][name].distribution == "arpro-vision"
+        assert reg.entries[kind][name].domain == "image"
+    assert reg.default("repairer", "image").name == "ddpm"
+    embedded = [e.obj for e in reg.entries["dataset"].values() if e.domain == "image" and e.obj.embedded]
+    assert [d.name for d in embedded] == ["textures"]
+    for name in ["mvtec", "visa", "mpdd", "btech", "kolektor", "folder"]:
+        assert reg.entries["dataset"][name].domain == "image"
+
+
+def test_textures_are_deterministic_with_exact_masks():
+    from arpro_vision.textures import add_defect
+
+    a, b = textures(), textures()
+    assert torch.equal(a.train().x, b.train().x) and torch.equal(a.test().x, b.test().x)
+    assert a.train().x.shape == (16, 3, 32, 32) and a.test().masks.shape == (8, 32, 32)
+    assert a.train().x.min() >= -1 and a.train().x.max() <= 1
+    test = a.test()
+    assert test.labels.tolist() == [0] * 4 + [1] * 4
+    assert test.masks[:4].sum() == 0 and (test.masks[4:].flatten(1).sum(1) > 0).all()
+    # another seed gives other defects; the default split has >= 20 anomalies
+    assert not torch.equal(textures(seed=1).test().x, test.x)
+    default = plugins.get("dataset", "textures")(root=None, category="gravel", image_size=16).test()
+    assert int(default.labels.sum()) >= 20 and int((default.labels == 0).sum()) >= 20
+    # the mask is exactly the set of changed pixels
+    rgb = np.full((32, 32, 3), 0.5, np.float32)
+    for kind in ["scratch", "hole", "stain", "paste"]:
+        other = np.zeros_like(rgb)
+        out, mask = add_defect(rgb, kind, np.random.default_rng(3), other)
+        assert np.array_equal(np.abs(out - rgb).max(-1) > 0, mask > 0), kind
+        assert mask.sum() > 0
+
+
+def test_textures_categories_and_errors():
+    data = textures()
+    assert data.categories() == ["brick", "grass", "gravel"]
+    with pytest.raises(arpro.ArproError, match="no category"):
+        textures(category="marble").train()
+    with pytest.raises(arpro.ArproError, match="multiple of 16"):
+        textures(image_size=30).sample_shape()
+
+
+@pytest.mark.parametrize("name", ["fastflow", "efficientad"])
+def test_decomposition_identity_and_gradient(tiny_models, name):
+    data, models = tiny_models
+    detector = models[name]
+    x = data.test().x
+    d = detector.decompose(x)
+    assert d.alpha.shape == (8, 32, 32) and d.beta.shape == (8,)
+    s = detector.reference_score(x)  # computed anomalib's way, independently of decompose
+    assert torch.allclose(d.alpha.flatten(1).sum(1) + d.beta, s, rtol=1e-5, atol=1e-5 * s.abs().max().item())
+    xg = x[:2].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(detector.score(xg).sum(), xg)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert detector.tau.shape == (32, 32) and detector.train_scores.shape == (16,)
+    omega = arpro.compute_omega(detector, d, "train")
+    assert detector.input_mask(omega, x.shape).shape == x.shape
+
+
+def test_fastflow_alpha_is_spread_flow_energy(tiny_models):
+    """Σ alpha = Σ_scales Σ_positions ½‖z‖², and beta = −Σ log|det J| + constants."""
+    data, models = tiny_models
+    ff = models["fastflow"]
+    x = data.test().x[:3]
+    with torch.no_grad():
+        energy, logdet, n = torch.zeros(3), torch.zeros(3), 0
+        for block, feature in zip(ff.model.fast_flow_blocks, ff._features(x)):
+            z, ljd = block(feature)
+            energy += 0.5 * z.pow(2).flatten(1).sum(1)
+            logdet += ljd
+            n += z[0].numel()
+        d = ff.decompose(x)
+    assert torch.allclose(d.alpha.flatten(1).sum(1), energy, rtol=1e-5)
+    assert torch.allclose(d.beta, -logdet + 0.5 * n * math.log(2 * math.pi), rtol=1e-5)
+    # each 16x16-pixel block of the coarsest scale carries equal shares: alpha is piecewise constant at 4 px
+    assert torch.equal(d.alpha[:, ::4, ::4].repeat_interleave(4, 1).repeat_interleave(4, 2), d.alpha)
+
+
+def test_efficientad_small_inputs_use_student_teacher_only():
+    det = plugins.get("detector", "efficientad")
+    small = det(input_shape=[3, 32, 32])
+    assert small.config["use_autoencoder"] is False and small.config["padding"] is True
+    assert not hasattr(small.model, "ae")
+    assert det(input_shape=[3, 64, 64]).config["padding"] is False
+    with pytest.raises(arpro.ArproError, match="at least 256"):
+        det(input_shape=[3, 64, 64], use_autoencoder=True)
+    full = det(input_shape=[3, 256, 256], teacher_out_channels=16).eval()
+    assert full.config["use_autoencoder"] is True
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    with torch.no_grad():
+        d = full.decompose(x)
+        reference = full.reference_score(x)  # anomalib's own forward: 0.5 ST + 0.5 student-AE map
+    assert d.alpha.shape == (1, 256, 256)
+    assert torch.allclose(d.score, reference, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fastflow", "efficientad"])
+def test_detector_checkpoint_roundtrip_without_random_backbone(tiny_models, tmp_path, name):
+    data, models = tiny_models
+    path = checkpoint.save(models[name], tmp_path / f"{name}.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    frozen = "feature_extractor" if name == "fastflow" else "model.teacher."
+    assert not any(frozen in k for k in keys)  # rebuilt from backbone_seed, not stored
+    loaded = checkpoint.load(path, "detector", name)
+    x = data.test().x
+    with torch.no_grad():
+        assert torch.allclose(loaded.score(x), models[name].score(x), rtol=1e-5)
+
+
+def test_fastflow_learns_to_flag_defects():
+    """A few dozen steps already rank defective patches above clean ones (stains and holes)."""
+    data = textures(n_train=32, n_test_normal=6, n_test_anomalous=6, train_steps=40)
+    det = plugins.get("detector", "fastflow").for_dataset(data)
+    det.fit(data.train().x, seed=0, progress=False)
+    test = data.test()
+    with torch.no_grad():
+        scores = det.score(test.x)
+    assert scores[test.labels == 1].median() > scores[test.labels == 0].median()
+
+
+def test_repair_keeps_outside_of_omega_and_writes_figure(tiny_models, tmp_path):
+    data, models = tiny_models
+    bad = data.test().anomalous()
+    settings = arpro.RepairSettings(steps=5)
+    result = arpro.repair(
+        bad.x[:2], models["fastflow"], models["ddpm"], settings=settings, mask=bad.masks[:2], ids=bad.ids[:2], progress=False
+    )
+    outside = result.omega_input == 0
+    for arm in ("infill", "guided"):
+        assert torch.equal(result.arms[arm].x_fix[outside], result.x_bad[outside])
+    assert not torch.equal(result.arms["guided"].x_fix, result.arms["infill"].x_fix)
+    files = data.write_repairs(result, tmp_path, arpro.InputBatch(bad.x[:2], bad.ids[:2], {}))
+    names = {p.name for p in files}
+    assert "repair.png" in names and "brick_test_scratch_000_repair.png" in names
+    assert "brick_test_scratch_000_omega.png" in names and "brick_test_scratch_000_repair_baseline.png" in names
+    with Image.open(tmp_path / "brick_test_scratch_000_repair.png") as image:
+        assert image.size == (32, 32) and image.mode == "RGB"
+    with Image.open(tmp_path / "repair.png") as image:
+        assert image.width > 400  # five columns
+
+
+@pytest.mark.parametrize("mode,suffix", [("L", ".png"), ("RGBA", ".png"), ("RGB", ".jpg"), ("P", ".png")])
+def test_read_input_any_mode_and_size_roundtrip(tiny_models, tmp_path, mode, suffix):
+    data, models = tiny_models
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (45, 70, 3), dtype=np.uint8))
+    image = rgb.convert(mode) if mode != "RGBA" else rgb.convert("RGBA")
+    if mode == "RGBA":
+        image.putalpha(Image.fromarray(np.full((45, 70), 128, np.uint8)))
+    path = tmp_path / f"user{suffix}"
+    image.save(path)
+    batch = data.read_input(path)
+    assert batch.x.shape == (1, 3, 32, 32) and batch.x.min() >= -1 and batch.x.max() <= 1
+    result = arpro.repair(
+        batch.x, models["efficientad"], models["ddpm"], settings=arpro.RepairSettings(steps=3), mask="top",
+        ids=batch.ids, progress=False, arms=["guided"],
+    )  # fmt: skip
+    out = tmp_path / "out"
+    data.write_repairs(result, out, batch)
+    with Image.open(out / "user_repair.png") as repaired:
+        assert repaired.size == (70, 45)
+        assert repaired.mode == {"L": "L", "RGBA": "RGBA", "RGB": "RGB", "P": "RGB"}[mode]
+        if mode == "RGBA":
+            assert np.asarray(repaired.getchannel("A")).max() == 128
+
+
+def test_bad_image_files_give_one_line_errors(tiny_models, tmp_path):
+    data, _ = tiny_models
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image\n")
+    with pytest.raises(arpro.ArproError, match="not an image") as info:
+        data.read_input(text)
+    assert "\n" not in str(info.value)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 100).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:60])
+    with pytest.raises(arpro.ArproError) as info:
+        data.read_input(truncated)
+    assert "\n" not in str(info.value) and "truncated.png" in str(info.value)
+    with pytest.raises(arpro.ArproError, match="does not exist"):
+        data.read_input(tmp_path / "missing.png")
+
+
+def test_mvtec_layout_from_a_fake_folder(tmp_path):
+    root = tmp_path / "mvtec"
+    rng = np.random.default_rng(0)
+    for sub, n in [("train/good", 3), ("test/good", 2), ("test/crack", 2)]:
+        (root / "widget" / sub).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / "widget" / sub / f"{i:03d}.png")
+    (root / "widget/ground_truth/crack").mkdir(parents=True)
+    for i in range(2):
+        mask = np.zeros((40, 48), np.uint8)
+        mask[:20] = 255  # top half
+        Image.fromarray(mask).save(root / "widget/ground_truth/crack" / f"{i:03d}_mask.png")
+    data = plugins.get("dataset", "mvtec")(root=root, category="widget", image_size=16)
+    assert data.categories() == ["widget"]
+    assert data.train().x.shape == (3, 3, 16, 16) and data.train().labels.sum() == 0
+    test = data.test()
+    assert sorted(test.labels.tolist()) == [0, 0, 1, 1]
+    bad = test.anomalous()
+    assert bad.masks.shape == (2, 16, 16) and torch.equal(bad.masks[0, :8], torch.ones(8, 16))
+    assert bad.masks[0, 8:].sum() == 0
+    with pytest.raises(arpro.ArproError, match="does not exist"):
+        plugins.get("dataset", "mvtec")(root=root, category="gadget").train()
+    with pytest.raises(arpro.ArproError, match="needs --data-root"):
+        plugins.get("dataset", "mvtec")(root=None, category="widget").train()
+
+
+def test_folder_dataset_holds_out_normals(tmp_path):
+    rng = np.random.default_rng(1)
+    for sub, n in [("normal", 10), ("abnormal", 2), ("masks", 2)]:
+        (tmp_path / sub).mkdir()
+        for i in range(n):
+            arr = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) if sub != "masks" else np.full((20, 20), 255, np.uint8)
+            Image.fromarray(arr).save(tmp_path / sub / f"{i:03d}.png")
+    data = plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16)
+    assert len(data.train()) == 8 and len(data.test()) == 4
+    assert data.test().anomalous().masks.sum() == 2 * 16 * 16
+
+
+def test_bundled_demo_path(tmp_path):
+    """The `arpro repair --detector fastflow|efficientad` path with no input: embedded default + bundled checkpoints."""
+    reg = plugins.registry()
+    dataset_cls = next(e.obj for e in reg.entries["dataset"].values() if e.domain == "image" and e.obj.embedded)
+    dataset = dataset_cls(root=None, category=None)
+    for name in ["fastflow", "efficientad", "ddpm"]:
+        kind = "repairer" if name == "ddpm" else "detector"
+        if plugins.get(kind, name).bundled_checkpoint(dataset) is None:
+            pytest.skip(f"no bundled checkpoint for {name}")
+    repairer = arpro.obtain_model("repairer", reg.default("repairer", "image").name, dataset, progress=False)
+    bad = dataset.test().anomalous()
+    for name in ["fastflow", "efficientad"]:
+        detector = arpro.obtain_model("detector", name, dataset, progress=False)
+        result = arpro.repair(
+            bad.x[:2], detector, repairer, settings=arpro.RepairSettings(steps=6), ids=bad.ids[:2], progress=False
+        )
+        assert set(result.arms) == {"baseline", "infill", "guided"}
+        files = dataset.write_repairs(result, tmp_path / name, arpro.InputBatch(bad.x[:2], bad.ids[:2], {}))
+        assert (tmp_path / name / "repair.png").is_file() and len(files) == 2 * 4 + 1
+        json.dumps(result.to_dict())
+        assert torch.isfinite(result.arms["guided"].score).all()
