@@ -18,3 +18,21 @@ def bundled(model_name: str, dataset) -> Path | None:
         return None  # a test or a different simulation asks for its own models
     path = CHECKPOINTS / f"{model_name}-process.safetensors"
     return path if path.is_file() else None
+
+
+class ShippedModel:
+    """Mixin for this plugin's models: sizing for a dataset and the bundled-checkpoint lookup.
+
+    A dataset option ``fit_steps`` (used by the tests) shortens training to that many steps.
+    """
+
+    @classmethod
+    def for_dataset(cls, dataset, **overrides):
+        options = getattr(dataset, "options", {}) or {}
+        if "fit_steps" in options:
+            overrides.setdefault("train_steps", int(options["fit_steps"]))
+        return super().for_dataset(dataset, **overrides)
+
+    @classmethod
+    def bundled_checkpoint(cls, dataset) -> Path | None:
+        return bundled(cls.name, dataset)

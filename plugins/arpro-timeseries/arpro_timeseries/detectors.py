@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 import arpro
 from arpro.progress import progress_bar
-from arpro_timeseries.bundled import bundled
+from arpro_timeseries.bundled import ShippedModel
 
 # Backbone sizes. "paper": GPT-2 first 6 layers of GPT-2 small; Llama-2 first 4 layers at
 # width 1024 (section 4 of the paper). "small": what trains on 2 CPU cores in minutes.
@@ -42,7 +42,7 @@ PRESETS: dict[str, dict[str, dict[str, int]]] = {
 }
 
 
-class ReconstructionDetector(arpro.Detector):
+class ReconstructionDetector(ShippedModel, arpro.Detector):
     """Shared logic of the transformer reconstruction detectors."""
 
     domain = "timeseries"
@@ -134,17 +134,6 @@ class ReconstructionDetector(arpro.Detector):
         with torch.no_grad():
             self.calibrate(train)
 
-    @classmethod
-    def for_dataset(cls, dataset: arpro.Dataset, **overrides: Any) -> ReconstructionDetector:
-        """Sized for ``dataset``; a dataset option ``fit_steps`` shortens training (tests)."""
-        options = getattr(dataset, "options", {}) or {}
-        if "fit_steps" in options and "train_steps" not in overrides:
-            overrides["train_steps"] = int(options["fit_steps"])
-        return cls(input_shape=list(dataset.sample_shape()), **overrides)
-
-    @classmethod
-    def bundled_checkpoint(cls, dataset):
-        return bundled(cls.name, dataset)
 
 
 class GPT2Detector(ReconstructionDetector):

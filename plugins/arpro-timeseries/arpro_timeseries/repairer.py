@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 import arpro
 from arpro.diffusion import train_denoiser
-from arpro_timeseries.bundled import bundled
+from arpro_timeseries.bundled import ShippedModel
 
 
 class AdaLayerNorm(nn.Module):
@@ -133,7 +133,7 @@ class DecoderBlock(nn.Module):
         return h - mean, self.level(mean), trend, season
 
 
-class DiffusionTS(arpro.Repairer):
+class DiffusionTS(ShippedModel, arpro.Repairer):
     """Diffusion-TS (Yuan & Qiao, ICLR 2024): interpretable trend + seasonal + residual x0-predicting denoiser."""
 
     name = "diffusion-ts"
@@ -226,14 +226,3 @@ class DiffusionTS(arpro.Repairer):
             extra_loss=self.fourier_loss,
         )
 
-    @classmethod
-    def for_dataset(cls, dataset: arpro.Dataset, **overrides: Any) -> DiffusionTS:
-        """Sized for ``dataset``; a dataset option ``fit_steps`` shortens training (tests)."""
-        options = getattr(dataset, "options", {}) or {}
-        if "fit_steps" in options and "train_steps" not in overrides:
-            overrides["train_steps"] = int(options["fit_steps"])
-        return cls(input_shape=list(dataset.sample_shape()), **overrides)
-
-    @classmethod
-    def bundled_checkpoint(cls, dataset):
-        return bundled(cls.name, dataset)
