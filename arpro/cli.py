@@ -17,6 +17,7 @@ from arpro.engine import RepairSettings
 from arpro.errors import ArproError
 from arpro.outputs import staged_output
 from arpro.session import RepairRequest, load_dataset, run_repair
+from arpro.training import launch_fabric, use_fabric
 
 console = Console()
 app = typer.Typer(
@@ -69,8 +70,10 @@ def list_plugins(as_json: Annotated[bool, typer.Option("--json", help="Print a J
 
 
 def _train(kind: str, name: str, dataset: str | None, data_root: Path | None, out: Path, seed: int, overwrite: bool,
-           options: list[str], model_options: list[str]) -> None:
+           options: list[str], model_options: list[str], devices: int, strategy: str, num_nodes: int) -> None:
     cls = plugins.get(kind, name)
+    if devices < 1 or num_nodes < 1:
+        raise ArproError("--devices and --num-nodes must be at least 1")
     data = load_dataset(dataset, data_root, domain=cls.domain, **parse_options(options, "--option"))
     if data.domain != cls.domain:
         raise ArproError(f"{kind} {name!r} works on {cls.domain} data, dataset {data.name!r} is {data.domain}")
@@ -81,7 +84,15 @@ def _train(kind: str, name: str, dataset: str | None, data_root: Path | None, ou
         model = cls.for_dataset(data, **overrides)
     except TypeError as error:
         raise ArproError(f"{kind} {name!r} does not take --model-option {', '.join(overrides)}: {error}") from None
-    model.fit(data.train().x, seed=seed, progress=True)
+    if devices * num_nodes == 1:  # the plain single-process loop, exactly as the bundled checkpoints were trained
+        model.fit(data.train().x, seed=seed, progress=True)
+    else:  # every rank trains (DDP keeps them equal); rank 0 writes the checkpoint
+        fabric = launch_fabric(devices, strategy, num_nodes)
+        with use_fabric(fabric):
+            model.fit(data.train().x, seed=seed, progress=True)
+        fabric.barrier()
+        if fabric.global_rank != 0:
+            return
     checkpoint.save(model, out)
     console.print(f"saved {kind} {name!r} trained on {data.name} to {out}")
 
@@ -92,6 +103,9 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, sa
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing results.")]
 OptionOpt = Annotated[Optional[list[str]], typer.Option("--option", help="Dataset option KEY=VALUE, e.g. image_size=256 (repeatable).")]
 ModelOptionOpt = Annotated[Optional[list[str]], typer.Option("--model-option", help="Model config KEY=VALUE, e.g. preset=paper (repeatable).")]
+DevicesOpt = Annotated[int, typer.Option("--devices", help="Processes on this node (Lightning Fabric).")]
+StrategyOpt = Annotated[str, typer.Option("--strategy", help="Fabric strategy when --devices > 1, e.g. ddp.")]
+NumNodesOpt = Annotated[int, typer.Option("--num-nodes", help="Nodes, for Lightning's multi-node launch.")]
 
 
 @train_app.command("detector")
@@ -103,10 +117,14 @@ def train_detector(
     seed: SeedOpt = 0,
     option: OptionOpt = None,
     model_option: ModelOptionOpt = None,
+    devices: DevicesOpt = 1,
+    strategy: StrategyOpt = "ddp",
+    num_nodes: NumNodesOpt = 1,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Fit a detector on normal samples, calibrate its thresholds tau, save a checkpoint."""
-    _train("detector", detector, dataset, data_root, out, seed, overwrite, option or [], model_option or [])
+    _train("detector", detector, dataset, data_root, out, seed, overwrite, option or [], model_option or [],
+           devices, strategy, num_nodes)
 
 
 @train_app.command("repairer")
@@ -118,10 +136,14 @@ def train_repairer(
     seed: SeedOpt = 0,
     option: OptionOpt = None,
     model_option: ModelOptionOpt = None,
+    devices: DevicesOpt = 1,
+    strategy: StrategyOpt = "ddp",
+    num_nodes: NumNodesOpt = 1,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a diffusion repairer on normal samples and save a checkpoint."""
-    _train("repairer", repairer, dataset, data_root, out, seed, overwrite, option or [], model_option or [])
+    _train("repairer", repairer, dataset, data_root, out, seed, overwrite, option or [], model_option or [],
+           devices, strategy, num_nodes)
 
 
 class Scheduler(str, Enum):
@@ -250,9 +272,9 @@ def evaluate(
     detector_checkpoint: DetectorCkptOpt = None,
     repairer_checkpoint: RepairerCkptOpt = None,
     seed: SeedOpt = 0,
-    devices: Annotated[int, typer.Option("--devices", help="Processes on this node (Lightning Fabric).")] = 1,
-    strategy: Annotated[str, typer.Option("--strategy", help="Fabric strategy when --devices > 1, e.g. ddp.")] = "ddp",
-    num_nodes: Annotated[int, typer.Option("--num-nodes", help="Nodes, for Lightning's multi-node launch.")] = 1,
+    devices: DevicesOpt = 1,
+    strategy: StrategyOpt = "ddp",
+    num_nodes: NumNodesOpt = 1,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -376,22 +398,6 @@ def report(
 
     path = write_report(results, out or results / "report.html", ablation_dir)
     console.print(f"wrote {path}")
-
-
-def launch_fabric(devices: int, strategy: str, num_nodes: int):
-    """Lightning Fabric on CPU: one process, or ``devices`` x ``num_nodes`` ranks that share the work."""
-    import os
-
-    import torch
-    from lightning.fabric import Fabric
-
-    if devices * num_nodes == 1:
-        fabric = Fabric(accelerator="cpu", devices=1)
-    else:
-        fabric = Fabric(accelerator="cpu", devices=devices, num_nodes=num_nodes, strategy=strategy)
-    fabric.launch()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
-    return fabric
 
 
 def print_summary(summary: dict) -> None:

@@ -5,12 +5,18 @@ Schedulers are diffusers' own; arpro never re-implements a noise schedule.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor
 
 from arpro.errors import ArproError
-from arpro.progress import progress_bar
+from arpro.training import fit_loop, fit_options
+
+if TYPE_CHECKING:
+    from arpro.protocols import Repairer
 
 SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 
@@ -31,46 +37,36 @@ def make_scheduler(kind: str, *, num_train_timesteps: int, beta_schedule: str, p
 
 
 def train_denoiser(
-    model,
+    model: Repairer,
     train: Tensor,
     *,
-    steps: int,
-    batch_size: int = 64,
-    lr: float = 1e-4,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     seed: int = 0,
     progress: bool = True,
-    extra_loss=None,
+    extra_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> list[float]:
     """Train a repairer's network on normal samples with the standard DDPM objective.
 
     The target is the noise (``prediction_type="epsilon"``) or ``x0`` (``"sample"``);
     ``extra_loss(x0, prediction)`` adds a model-specific term (e.g. Diffusion-TS's
-    Fourier loss). AdamW, as in the paper. Returns the loss per step.
+    Fourier loss). ``steps``, ``batch_size`` and ``lr`` default to the model's config
+    (``train_steps``, ``batch_size``, ``lr``; else batch 64, lr 1e-4). AdamW, as in the
+    paper, through :func:`arpro.training.fit_loop`. Returns the loss per step.
     """
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    given = {k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr).items() if v is not None}
     scheduler = model.make_scheduler("ddpm")
-    alphas_cumprod = scheduler.alphas_cumprod
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    timesteps = len(scheduler.alphas_cumprod)
     model.x_mean = train.mean(0)
-    model.train()
-    losses: list[float] = []
-    with progress_bar(f"training {model.name}", total=steps, enabled=progress) as advance:
-        for _ in range(steps):
-            idx = torch.randint(0, train.shape[0], (min(batch_size, train.shape[0]),), generator=generator)
-            x0 = train[idx]
-            t = torch.randint(0, len(alphas_cumprod), (x0.shape[0],), generator=generator)
-            noise = torch.randn(x0.shape, generator=generator)
-            x_t = scheduler.add_noise(x0, noise, t)
-            prediction = model(x_t, t)
-            target = noise if model.prediction_type == "epsilon" else x0
-            loss = torch.nn.functional.mse_loss(prediction, target)
-            if extra_loss is not None:
-                loss = loss + extra_loss(x0, prediction)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            advance(loss=f"{loss.item():.4f}")
-    model.eval()
-    return losses
+
+    def loss_fn(x0: Tensor, generator: torch.Generator) -> Tensor:
+        t = torch.randint(0, timesteps, (x0.shape[0],), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        prediction = model(scheduler.add_noise(x0, noise, t), t)
+        target = noise if model.prediction_type == "epsilon" else x0
+        loss = torch.nn.functional.mse_loss(prediction, target)
+        return loss if extra_loss is None else loss + extra_loss(x0, prediction)
+
+    options = fit_options(model, given, batch_size=64, lr=1e-4)
+    return fit_loop(model, loss_fn, train, seed=seed, progress=progress, **options)

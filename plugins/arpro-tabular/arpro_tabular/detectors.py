@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 import arpro
-from arpro.progress import progress_bar
+from arpro.training import fit_loop
 from arpro_tabular.bundled import bundled
 
 
@@ -69,20 +69,12 @@ class AutoencoderDetector(arpro.Detector):
         return self.decoder(self.encoder(x))
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> None:
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.AdamW(self.parameters(), lr=1e-3, weight_decay=1e-4)
-        epochs = options.get("epochs", self.config["epochs"])
-        self.train()
-        with progress_bar("training autoencoder", total=epochs, enabled=progress) as advance:
-            for _ in range(epochs):
-                for idx in torch.randperm(train.shape[0], generator=generator).split(64):
-                    loss = (self.reconstruct(train[idx]) - train[idx]).pow(2).mean()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                advance(loss=f"{loss.item():.4f}")
-        self.eval()
+        """Epochs of shuffled batches of 64 (AdamW, lr 1e-3); ``options``: ``epochs``."""
+        fit_loop(
+            self, lambda x, generator: (self.reconstruct(x) - x).pow(2).mean(), train,
+            steps=int(options.get("epochs", self.config["epochs"])), batch_size=64, lr=1e-3, weight_decay=1e-4,
+            epochs=True, seed=seed, progress=progress, description="training autoencoder",
+        )
         self.calibrate(train)
 
     def decompose(self, x: Tensor) -> arpro.Decomposition:

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 import arpro
 from arpro.diffusion import train_denoiser
+from arpro.training import fit_options
 from arpro_tabular.bundled import bundled
 
 
@@ -33,6 +34,8 @@ class MlpDDPM(arpro.Repairer):
         width: int = 256,
         depth: int = 3,
         train_steps: int = 4000,
+        batch_size: int = 128,
+        lr: float = 1e-3,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "linear",
     ) -> None:
@@ -41,6 +44,8 @@ class MlpDDPM(arpro.Repairer):
             width=width,
             depth=depth,
             train_steps=train_steps,
+            batch_size=batch_size,
+            lr=lr,
             num_train_timesteps=num_train_timesteps,
             beta_schedule=beta_schedule,
         )
@@ -58,9 +63,9 @@ class MlpDDPM(arpro.Repairer):
             h = block(h, t_emb)
         return self.out(h)
 
-    def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> None:
-        steps = options.get("steps", self.config["train_steps"])
-        train_denoiser(self, train, steps=steps, batch_size=128, lr=1e-3, seed=seed, progress=progress)
+    def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> list[float]:
+        """``options``: ``steps``, ``batch_size``, ``lr`` override the config for this call."""
+        return train_denoiser(self, train, seed=seed, progress=progress, **fit_options(self, options))
 
     @classmethod
     def bundled_checkpoint(cls, dataset):

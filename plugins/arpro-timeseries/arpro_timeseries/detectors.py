@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 import arpro
-from arpro.progress import progress_bar
+from arpro.training import fit_loop, fit_options
 from arpro_timeseries.bundled import ShippedModel
 
 # Backbone sizes. "paper": GPT-2 first 6 layers of GPT-2 small; Llama-2 first 4 layers at
@@ -111,26 +111,13 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
 
         Options: ``steps`` (default: config ``train_steps``), ``lr``, ``batch_size``.
         """
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # load_pretrained builds a model; fit_loop seeds again for training
         if self.config["pretrained"]:
             self.load_pretrained(Path(self.config["pretrained"]))
-        steps = int(options.get("steps", self.config["train_steps"]))
-        batch = int(options.get("batch_size", self.config["batch_size"]))
-        optimizer = torch.optim.AdamW(self.parameters(), lr=float(options.get("lr", self.config["lr"])), weight_decay=1e-4)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
-        self.train()
-        with progress_bar(f"training {self.name}", total=steps, enabled=progress) as advance:
-            for _ in range(steps):
-                idx = torch.randint(0, train.shape[0], (min(batch, train.shape[0]),), generator=generator)
-                x = train[idx]
-                loss = (self.reconstruct(x) - x).pow(2).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                advance(loss=f"{loss.item():.4f}")
-        self.eval()
+        fit_loop(
+            self, lambda x, generator: (self.reconstruct(x) - x).pow(2).mean(), train, seed=seed, progress=progress,
+            weight_decay=1e-4, cosine=True, **fit_options(self, options),
+        )
         with torch.no_grad():
             self.calibrate(train)
 

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 import arpro
 from arpro.diffusion import train_denoiser
+from arpro.training import fit_options
 from arpro_timeseries.bundled import ShippedModel
 
 
@@ -214,15 +215,6 @@ class DiffusionTS(ShippedModel, arpro.Repairer):
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> list[float]:
         """The core's denoiser loop (x0 target) plus the Fourier term. Options: ``steps``, ``lr``, ``batch_size``."""
-        torch.manual_seed(seed)
         return train_denoiser(
-            self,
-            train,
-            steps=int(options.get("steps", self.config["train_steps"])),
-            batch_size=int(options.get("batch_size", self.config["batch_size"])),
-            lr=float(options.get("lr", self.config["lr"])),
-            seed=seed,
-            progress=progress,
-            extra_loss=self.fourier_loss,
+            self, train, seed=seed, progress=progress, extra_loss=self.fourier_loss, **fit_options(self, options)
         )
-

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 import arpro
 from arpro import ArproError
-from arpro.progress import progress_bar
+from arpro.training import fit_loop, fit_options
 from arpro_vision.bundled import bundled
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -108,11 +108,6 @@ def image_hw(input_shape: list[int]) -> tuple[int, int]:
     if len(input_shape) != 3 or input_shape[0] != 3:
         raise ArproError(f"image detectors need [3, H, W] inputs, got {list(input_shape)}")
     return int(input_shape[1]), int(input_shape[2])
-
-
-def _sample_batches(train: Tensor, steps: int, batch_size: int, generator: torch.Generator):
-    for _ in range(steps):
-        yield train[torch.randint(0, train.shape[0], (min(batch_size, train.shape[0]),), generator=generator)]
 
 
 class FastFlowDetector(FrozenModulesMixin, arpro.Detector):
@@ -223,24 +218,14 @@ class FastFlowDetector(FrozenModulesMixin, arpro.Detector):
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> None:
         """``options``: ``steps``, ``lr``, ``batch_size`` override the config for this call."""
-        steps = int(options.get("steps", self.config["train_steps"]))
-        batch_size = int(options.get("batch_size", self.config["batch_size"]))
-        lr = float(options.get("lr", self.config["lr"]))
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
         trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=lr)
-        self.train()
-        with progress_bar("training fastflow", total=steps, enabled=progress) as advance:
-            for batch in _sample_batches(train, steps, batch_size, generator):
-                d = self.decompose(batch)
-                loss = d.score.mean() / d.alpha[0].numel()  # NLL per pixel
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                advance(loss=f"{loss.item():.3f}")
-        self.eval()
+        fit_loop(self, self._nll_per_pixel, train, parameters=trainable, seed=seed, progress=progress,
+                 description="training fastflow", **fit_options(self, options))
         self.calibrate(train)
+
+    def _nll_per_pixel(self, batch: Tensor, generator: torch.Generator) -> Tensor:
+        d = self.decompose(batch)
+        return d.score.mean() / d.alpha[0].numel()
 
     @classmethod
     def for_dataset(cls, dataset: arpro.Dataset, **overrides) -> FastFlowDetector:
@@ -422,41 +407,33 @@ class EfficientAdDetector(FrozenModulesMixin, arpro.Detector):
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> None:
         """``options``: ``steps``, ``lr``, ``batch_size`` override the config for this call."""
-        steps = int(options.get("steps", self.config["train_steps"]))
-        batch_size = int(options.get("batch_size", self.config["batch_size"]))
-        lr = float(options.get("lr", self.config["lr"]))
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
         self._teacher_statistics(train)
         trainable = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("model.teacher.")]
         trainable = [p for p in trainable if not any(p is q for q in self.model.mean_std.values())]
         trainable = [p for p in trainable if not any(p is q for q in self.model.quantiles.values())]
-        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-5)
-        c = self.config["teacher_out_channels"]
-        self.train()
-        with progress_bar("training efficientad", total=steps, enabled=progress) as advance:
-            for batch in _sample_batches(train, steps, batch_size, generator):
-                x01 = (batch + 1) / 2
-                with torch.no_grad():
-                    teacher = self._teacher(x01)
-                student = self.model.student(x01)
-                distance = (teacher - student[:, :c]).pow(2)
-                hard = torch.quantile(distance.flatten()[: 2**24], 0.999)
-                loss = distance[distance >= hard].mean()  # anomalib's hard-feature loss
-                if self.config["use_autoencoder"]:
-                    aug = self.model.choose_random_aug_image(x01)
-                    ae = self.model.ae(aug, x01.shape[-2:])
-                    with torch.no_grad():
-                        teacher_aug = self._teacher(aug)
-                    student_aug = self.model.student(aug)[:, c:]
-                    loss = loss + (teacher_aug - ae).pow(2).mean() + (ae - student_aug).pow(2).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                advance(loss=f"{loss.item():.4f}")
-        self.eval()
+        fit_loop(self, self._loss, train, parameters=trainable, weight_decay=1e-5, seed=seed, progress=progress,
+                 description="training efficientad", **fit_options(self, options))
         self._map_quantiles(train)
         self.calibrate(train)
+
+    def _loss(self, batch: Tensor, generator: torch.Generator) -> Tensor:
+        """anomalib's hard-feature student loss, plus the autoencoder terms when that branch is on."""
+        c = self.config["teacher_out_channels"]
+        x01 = (batch + 1) / 2
+        with torch.no_grad():
+            teacher = self._teacher(x01)
+        student = self.model.student(x01)
+        distance = (teacher - student[:, :c]).pow(2)
+        hard = torch.quantile(distance.flatten()[: 2**24], 0.999)
+        loss = distance[distance >= hard].mean()
+        if self.config["use_autoencoder"]:
+            aug = self.model.choose_random_aug_image(x01)
+            ae = self.model.ae(aug, x01.shape[-2:])
+            with torch.no_grad():
+                teacher_aug = self._teacher(aug)
+            student_aug = self.model.student(aug)[:, c:]
+            loss = loss + (teacher_aug - ae).pow(2).mean() + (ae - student_aug).pow(2).mean()
+        return loss
 
     @classmethod
     def for_dataset(cls, dataset: arpro.Dataset, **overrides) -> EfficientAdDetector:

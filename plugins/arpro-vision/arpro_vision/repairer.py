@@ -6,6 +6,7 @@ from torch import Tensor
 
 import arpro
 from arpro.diffusion import train_denoiser
+from arpro.training import fit_options
 from arpro_vision.bundled import bundled
 
 
@@ -72,17 +73,9 @@ class ImageDDPM(arpro.Repairer):
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         return self.unet(x_t, t).sample
 
-    def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> None:
+    def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> list[float]:
         """``options``: ``steps``, ``lr``, ``batch_size`` override the config for this call."""
-        train_denoiser(
-            self,
-            train,
-            steps=int(options.get("steps", self.config["train_steps"])),
-            batch_size=int(options.get("batch_size", self.config["batch_size"])),
-            lr=float(options.get("lr", self.config["lr"])),
-            seed=seed,
-            progress=progress,
-        )
+        return train_denoiser(self, train, seed=seed, progress=progress, **fit_options(self, options))
 
     @classmethod
     def for_dataset(cls, dataset: arpro.Dataset, **overrides) -> ImageDDPM:

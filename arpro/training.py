@@ -1,0 +1,182 @@
+"""The one training loop every plugin's ``fit`` uses, run on Lightning Fabric.
+
+By default the loop runs on a single-process CPU Fabric. ``arpro train --devices N
+--strategy ddp`` (and Lightning's multi-node launch) sets a multi-process Fabric with
+:func:`use_fabric`; the same loop then trains data-parallel: every rank draws its own
+batches, DDP averages the gradients, and the ranks' weights stay equal.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from arpro.errors import ArproError
+from arpro.progress import progress_bar
+
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
+
+LossFn = Callable[[Tensor, torch.Generator], Tensor]
+_current: ContextVar[Fabric | None] = ContextVar("arpro_fabric", default=None)
+RANK_SEED_STRIDE = 2**32
+
+
+def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1) -> Fabric:
+    """Lightning Fabric on CPU: one process, or ``devices`` x ``num_nodes`` ranks that share the work.
+
+    ``"ddp"`` becomes ``DDPStrategy(find_unused_parameters=True)``, since plugin models hold
+    parameters a loss may not touch (GPT-2's token embedding, EfficientAD's statistics).
+    """
+    from lightning.fabric import Fabric
+    from lightning.fabric.strategies import DDPStrategy
+
+    try:
+        if devices * num_nodes == 1:
+            fabric = Fabric(accelerator="cpu", devices=1)
+        else:
+            chosen = DDPStrategy(find_unused_parameters=True) if strategy == "ddp" else strategy
+            fabric = Fabric(accelerator="cpu", devices=devices, num_nodes=num_nodes, strategy=chosen)
+    except (ValueError, RuntimeError) as error:
+        raise ArproError(f"cannot start Lightning Fabric with --strategy {strategy!r}: {error}") from None
+    fabric.launch()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
+    return fabric
+
+
+@contextmanager
+def use_fabric(fabric: Fabric) -> Iterator[Fabric]:
+    """Make ``fabric`` the one :func:`fit_loop` trains on inside the ``with`` block."""
+    token = _current.set(fabric)
+    try:
+        yield fabric
+    finally:
+        _current.reset(token)
+
+
+def current_fabric() -> Fabric:
+    """The Fabric set by :func:`use_fabric`, else a fresh single-process CPU Fabric."""
+    fabric = _current.get()
+    if fabric is None:
+        from lightning.fabric import Fabric
+
+        fabric = Fabric(accelerator="cpu", devices=1)
+    return fabric
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed rank ``rank`` trains with: ``seed + rank * 2**32``.
+
+    Rank 0 uses exactly ``seed``, so one process reproduces single-process training; for
+    seeds below ``2**32`` no two (seed, rank) pairs share a random stream.
+    """
+    return seed + rank * RANK_SEED_STRIDE
+
+
+def _label(model: nn.Module) -> str:
+    return getattr(model, "name", type(model).__name__)
+
+
+class _LossModule(nn.Module):
+    """Owns ``model`` and computes ``loss_fn`` in its forward, so DDP sees the loss's graph."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Tensor, generator: torch.Generator) -> Tensor:
+        return self.loss_fn(batch, generator)
+
+
+def _rounds(n: int, *, steps: int, batch_size: int, epochs: bool, generator: torch.Generator,
+            seed: int, rank: int, world: int) -> Iterator[list[Tensor]]:
+    """Index batches, one list per progress tick (a step, or an epoch), drawn lazily so that
+    batch draws and ``loss_fn``'s draws interleave in a fixed order."""
+    if not epochs:
+        for _ in range(steps):
+            yield [torch.randint(0, n, (min(batch_size, n),), generator=generator)]
+        return
+    shuffle = torch.Generator().manual_seed(seed)  # the same permutation on every rank
+    usable = n - n % world  # equal shards, so every rank takes the same number of steps
+    for _ in range(steps):
+        yield list(torch.randperm(n, generator=shuffle)[:usable][rank::world].split(batch_size))
+
+
+def fit_loop(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train: Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+    weight_decay: float = 0.01,
+    cosine: bool = False,
+    parameters: Iterable[nn.Parameter] | None = None,
+    epochs: bool = False,
+    progress: bool = True,
+    description: str | None = None,
+) -> list[float]:
+    """Train ``model`` with AdamW on ``loss_fn(batch, generator)``; return each step's loss (this rank's).
+
+    Each of ``steps`` steps draws ``batch_size`` samples of ``train`` with replacement; with
+    ``epochs=True``, ``steps`` counts epochs, each a fresh shuffle in batches of ``batch_size``
+    (the last one smaller), split across ranks. ``batch_size`` is per process (Lightning's
+    convention). ``generator`` is the rank's generator, seeded with :func:`rank_seed`, which
+    also seeds torch's global RNG. ``weight_decay`` defaults to AdamW's own; ``cosine`` anneals
+    the learning rate to 0 over all steps; ``parameters`` (default: all of ``model``'s) are the
+    ones the optimizer updates.
+    """
+    if train.shape[0] == 0 or steps < 0 or batch_size < 1:
+        raise ArproError(f"cannot train {_label(model)} on {train.shape[0]} samples, {steps} steps, batches of {batch_size}")
+    fabric = current_fabric()
+    rank, world = fabric.global_rank, fabric.world_size
+    own_seed = rank_seed(seed, rank)
+    torch.manual_seed(own_seed)
+    generator = torch.Generator().manual_seed(own_seed)
+    trained = model.parameters() if parameters is None else parameters
+    optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=weight_decay)
+    per_round = math.ceil((train.shape[0] // world) / batch_size) if epochs else 1
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps * per_round)) if cosine else None
+    module, optimizer = fabric.setup(_LossModule(model, loss_fn), optimizer)
+    rounds = _rounds(train.shape[0], steps=steps, batch_size=batch_size, epochs=epochs, generator=generator,
+                     seed=seed, rank=rank, world=world)
+    losses: list[float] = []
+    model.train()
+    description = description or f"training {_label(model)}"
+    with progress_bar(description, total=steps, enabled=progress and rank == 0) as advance:
+        for batches in rounds:
+            for idx in batches:
+                loss = module(train[idx], generator)
+                optimizer.zero_grad(set_to_none=True)
+                fabric.backward(loss)
+                optimizer.step()
+                if schedule is not None:
+                    schedule.step()
+                losses.append(loss.item())
+            advance(**({"loss": f"{losses[-1]:.4f}"} if losses else {}))
+    model.eval()
+    return losses
+
+
+def fit_options(model: nn.Module, options: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """``steps``, ``batch_size`` and ``lr`` for one ``fit`` call: the call's options, else the
+    model's config (``train_steps``, ``batch_size``, ``lr``), else ``defaults``."""
+    config = getattr(model, "config", {})
+    keys = {"steps": ("train_steps", int), "batch_size": ("batch_size", int), "lr": ("lr", float)}
+    resolved = {}
+    for key, (config_key, kind) in keys.items():
+        value = options.get(key, config.get(config_key, defaults.get(key)))
+        if value is None:
+            raise ArproError(f"{_label(model)}: no {key} given and no {config_key} in its config")
+        resolved[key] = kind(value)
+    return resolved
