@@ -255,7 +255,7 @@ def summarize(records: list[dict], timings: list[dict]) -> dict:
 
 
 def markdown_tables(summary: dict) -> str:
-    """Tables 1/2 (metrics, mean ± std), 3 (TNR) and 7 (median seconds) in the paper's layout."""
+    """Tables 1/2 (metrics, mean ± std, then a row of medians), 3 (TNR) and 7 (median seconds) in the paper's layout."""
     arms = summary["arms"]
     names = {"Ms": "Ms", "Md": "Md", "Momega": "Mω", "Momega_bar": "Mω̄"}
     head = "| category | n | " + " | ".join(f"{names[m]} {a}" for m in METRICS for a in arms) + " |"
@@ -267,6 +267,8 @@ def markdown_tables(summary: dict) -> str:
                 s = entry[arm].get(metric)
                 cells.append(f"{s['mean']:.4g} ± {s['std']:.3g}" if s else "–")
         lines.append(f"| {category} | {entry['n']} | " + " | ".join(cells) + " |")
+        medians = [f"{entry[a][m]['median']:.4g}" if m in entry[a] else "–" for m in METRICS for a in arms]
+        lines.append("| median | | " + " | ".join(medians) + " |")
     delta = summary["delta"]
     delta_cells = []
     for metric in METRICS:
@@ -297,7 +299,8 @@ def csv_rows(summary: dict) -> list[dict]:
             for metric in METRICS:
                 s = entry[arm].get(metric)
                 if s:
-                    row[f"{metric}_mean"], row[f"{metric}_std"], row[f"{metric}_holds"] = s["mean"], s["std"], s["holds"]
+                    row[f"{metric}_mean"], row[f"{metric}_std"], row[f"{metric}_median"] = s["mean"], s["std"], s["median"]
+                    row[f"{metric}_holds"] = s["holds"]
             row.update(tnr=entry[arm]["tnr"], all_hold=entry[arm]["all_hold"], median_seconds=entry[arm]["median_seconds"])
             rows.append(row)
     return rows
@@ -347,9 +350,10 @@ def build_jobs(
         det = obtain_model("detector", detector_cls.name, data, checkpoint_path=detector_checkpoint, seed=seed, progress=progress)
         rep = obtain_model("repairer", repairer_cls.name, data, checkpoint_path=repairer_checkpoint, seed=seed, progress=progress)
         test = data.test()
-        normal = test.x[test.labels == 0]
+        held_out = data.validation()
+        normal = held_out.x if held_out is not None else test.x[test.labels == 0]
         if len(normal) == 0:
-            raise ArproError(f"dataset {spec!r} has no normal test samples to calibrate the TNR threshold on")
+            raise ArproError(f"dataset {spec!r} has no held-out normal samples to calibrate the TNR threshold on")
         with torch.no_grad():
             threshold = conformal_threshold(torch.cat([det.score(b) for b in normal.split(64)]))
         anomalous = test.anomalous()

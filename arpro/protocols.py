@@ -307,6 +307,14 @@ class Dataset(ABC):
     def test(self) -> Split:
         """Test samples with labels and, where known, masks."""
 
+    def validation(self) -> Split | None:
+        """Held-out normal samples, never trained on (``None``: the dataset has none).
+
+        ``arpro evaluate`` calibrates its conformal TNR threshold on these when given,
+        else on the normal samples of the test split.
+        """
+        return None
+
     def categories(self) -> list[str]:
         """Categories this dataset has (``[]`` when it has none)."""
         return []

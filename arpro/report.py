@@ -65,6 +65,10 @@ def metrics_table(summary: dict) -> str:
             for m in METRICS for a in arms
         )
         rows.append(f"<tr><td>{html.escape(category)}</td><td>{entry['n']}</td>{cells}</tr>")
+        medians = "".join(
+            f"<td>{entry[a][m]['median']:.4g}</td>" if m in entry[a] else "<td>–</td>" for m in METRICS for a in arms
+        )
+        rows.append(f"<tr><td>median</td><td></td>{medians}</tr>")
     delta = "".join(
         f"<td>{summary['delta'][m]:+.1f}%</td>" if a == "guided" and summary["delta"].get(m) is not None else "<td></td>"
         for m in METRICS for a in arms

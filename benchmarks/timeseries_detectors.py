@@ -15,7 +15,8 @@ import torch
 
 import arpro
 from arpro import plugins
-from arpro_timeseries.evaluation import conformal_threshold, detection_metrics, scores
+from arpro.evaluate import conformal_threshold
+from arpro_timeseries.evaluation import detection_metrics, scores
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name in args.detector or ["gpt2", "llama2"]:
         detector = arpro.obtain_model("detector", name, dataset, progress=False)
-        threshold = conformal_threshold(scores(detector, dataset.validation().x), args.alpha)
+        threshold = conformal_threshold(scores(detector, dataset.validation().x), 1 - args.alpha)
         m = detection_metrics(test.labels, scores(detector, test.x), threshold)
         print(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['auroc']:.3f} | {threshold:.2f} |")
 

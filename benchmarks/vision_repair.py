@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ import torch
 
 import arpro
 from arpro import checkpoint, plugins
+from arpro.evaluate import conformal_threshold
 
 sys.path.insert(0, str(Path(__file__).parent))
 from vision_detectors import cached_model  # noqa: E402
@@ -50,12 +50,6 @@ def repairer_for(dataset, model_dir: Path):
     if bundled is None:
         raise SystemExit("no DDPM checkpoint: train one first (see docs/vision.md)")
     return checkpoint.load(bundled, "repairer", "ddpm"), "bundled brick ddpm"
-
-
-def conformal_threshold(scores: torch.Tensor, confidence: float = 0.95) -> float:
-    n = len(scores)
-    k = min(n, math.ceil((n + 1) * confidence))
-    return float(scores.sort().values[k - 1])
 
 
 def main() -> None:

@@ -41,6 +41,12 @@ def test_outputs_and_tables(reference):
     summary = json.loads((reference / "summary.json").read_text())
     assert summary["categories"]["breast-cancer"]["n"] == 12
     assert (reference / "tables.csv").read_text().count("\n") == 4  # header + 3 arms
+    guided_ms = sorted(r["guided"]["metrics"]["Ms"] for r in records)
+    median = (guided_ms[5] + guided_ms[6]) / 2
+    assert summary["categories"]["breast-cancer"]["guided"]["Ms"]["median"] == pytest.approx(median)
+    median_row = next(line for line in tables.splitlines() if line.startswith("| median |"))
+    cells = [c.strip() for c in median_row.strip("|").split("|")]
+    assert cells[4] == f"{median:.4g}"  # Ms guided, after the row label, n, baseline and infill
 
 
 def test_same_seed_same_jsonl(reference, tmp_path):

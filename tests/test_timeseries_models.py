@@ -156,12 +156,9 @@ def test_diffusion_ts_training_lowers_the_loss_and_round_trips(process, tmp_path
     assert scheduler.config.prediction_type == "sample" and scheduler.config.num_train_timesteps == 500
 
 
-def test_conformal_threshold_and_metrics():
-    from arpro_timeseries.evaluation import auroc, conformal_threshold, detection_metrics
+def test_detection_metrics():
+    from arpro_timeseries.evaluation import auroc, detection_metrics
 
-    normal = torch.arange(1.0, 20.0)  # 19 held-out scores: rank ceil(20 * 0.95) = 19
-    assert conformal_threshold(normal, 0.05) == 19.0
-    assert conformal_threshold(normal[:5], 0.05) == math.inf
     assert auroc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
     assert auroc([0, 1], [0.5, 0.5]) == 0.5
     m = detection_metrics(torch.tensor([0, 1, 1, 0]), torch.tensor([1.0, 5.0, 0.5, 6.0]), 2.0)

@@ -1,12 +1,13 @@
-"""Helpers the time-series benchmarks share: scores in batches, conformal thresholds, detection metrics."""
+"""Helpers the time-series benchmarks share: scores in batches and detection metrics.
+
+Conformal thresholds are the core's (:func:`arpro.evaluate.conformal_threshold`)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 from torch import Tensor
+from torchmetrics.functional.classification import binary_auroc
 
 
 def scores(detector, x: Tensor, batch_size: int = 128) -> Tensor:
@@ -18,34 +19,12 @@ def scores(detector, x: Tensor, batch_size: int = 128) -> Tensor:
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def conformal_threshold(normal_scores: Tensor, alpha: float = 0.05) -> float:
-    """Split-conformal threshold at confidence ``1 − alpha`` from held-out normal scores:
-    the ``ceil((n + 1)(1 − alpha))``-th smallest score (``inf`` when that exceeds ``n``).
-    A new normal window scores below it with probability at least ``1 − alpha``."""
-    values = np.sort(normal_scores.detach().cpu().numpy().ravel())
-    rank = math.ceil((len(values) + 1) * (1 - alpha))
-    return float("inf") if rank > len(values) else float(values[rank - 1])
-
-
-def auroc(labels: np.ndarray, values: np.ndarray) -> float:
-    """Area under the ROC curve (probability a random anomalous window outscores a normal one; ties count half)."""
-    labels = np.asarray(labels).astype(bool)
-    pos, neg = np.asarray(values)[labels], np.asarray(values)[~labels]
-    if len(pos) == 0 or len(neg) == 0:
+def auroc(labels, values) -> float:
+    """Area under the ROC curve: the probability that a random anomalous window outscores a normal one (ties half)."""
+    target = torch.as_tensor(np.asarray(labels)).long()
+    if target.min() == target.max():
         return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    allv = np.concatenate([pos, neg])[order]
-    ranks_sorted = np.arange(1, len(order) + 1, dtype=float)
-    i = 0
-    while i < len(allv):  # average ranks over ties
-        j = i
-        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
-            j += 1
-        ranks_sorted[i : j + 1] = (i + j + 2) / 2
-        i = j + 1
-    ranks[order] = ranks_sorted
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float(binary_auroc(torch.as_tensor(np.asarray(values), dtype=torch.float64), target))
 
 
 def detection_metrics(labels: Tensor, values: Tensor, threshold: float) -> dict[str, float]:
