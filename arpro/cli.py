@@ -177,6 +177,7 @@ GuideOnOpt = Annotated[Optional[GuideOn], typer.Option("--guide-on", help="xt: g
 ScaleOpt = Annotated[Optional[float], typer.Option("--guidance-scale", help="Overall eta; default: the detector's.")]
 EtaScheduleOpt = Annotated[Optional[EtaSchedule], typer.Option("--eta-schedule", help="[default: sigma]")]
 GradClipOpt = Annotated[Optional[float], typer.Option("--grad-clip", help="Cap on each sample's gradient RMS; 0: raw gradient (paper) [default: 1.0].")]
+InfillStopOpt = Annotated[Optional[float], typer.Option("--infill-stop", help="In-fill only while t >= this fraction of T; later steps regenerate the whole input [default: 0, the paper].")]
 MaskOpt = Annotated[str, typer.Option("--mask", help="train (paper: alpha >= tau), top (input's top quantile), truth, or a .npy file.")]
 DetectorCkptOpt = Annotated[Optional[Path], typer.Option("--detector-checkpoint")]
 RepairerCkptOpt = Annotated[Optional[Path], typer.Option("--repairer-checkpoint")]
@@ -204,6 +205,7 @@ def repair(
     guidance_scale: ScaleOpt = None,
     eta_schedule: EtaScheduleOpt = None,
     grad_clip: GradClipOpt = None,
+    infill_stop: InfillStopOpt = None,
     mask: MaskOpt = "train",
     mask_quantile: Annotated[float, typer.Option("--mask-quantile", help="Quantile for --mask top.")] = 0.9,
     delta2: Annotated[Optional[float], typer.Option("--delta2", help="P2 tolerance on L2; default 0.01 per element of omega_bar.")] = None,
@@ -224,7 +226,7 @@ def repair(
         dataset_options=parse_options(option or [], "--option"),
         count=count,
         properties=properties or ["p1", "p2", "p3", "p4"],
-        settings=settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, weights),
+        settings=settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, infill_stop, weights),
         mask=mask,
         mask_quantile=mask_quantile,
         delta2=delta2,
@@ -268,6 +270,7 @@ def evaluate(
     guidance_scale: ScaleOpt = None,
     eta_schedule: EtaScheduleOpt = None,
     grad_clip: GradClipOpt = None,
+    infill_stop: InfillStopOpt = None,
     mask: Annotated[str, typer.Option("--mask", help="train (paper), top, or truth (ground-truth masks).")] = "train",
     detector_checkpoint: DetectorCkptOpt = None,
     repairer_checkpoint: RepairerCkptOpt = None,
@@ -282,7 +285,7 @@ def evaluate(
     from arpro import evaluate as ev
     from arpro.progress import progress_bar
 
-    settings = settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, weights)
+    settings = settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, infill_stop, weights)
     if chunk_size < 1 or (limit is not None and limit < 1) or devices < 1 or num_nodes < 1:
         raise ArproError("--chunk-size, --limit, --devices and --num-nodes must be at least 1")
     config = {
@@ -348,6 +351,7 @@ def ablate(
     guidance_scale: ScaleOpt = None,
     eta_schedule: EtaScheduleOpt = None,
     grad_clip: GradClipOpt = None,
+    infill_stop: InfillStopOpt = None,
     mask: Annotated[str, typer.Option("--mask", help="train (paper), top, or truth.")] = "train",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
@@ -365,7 +369,7 @@ def ablate(
         raise ArproError(f"--grid expects comma-separated numbers, got {grid!r}") from None
     if not values or min(values) <= 0:
         raise ArproError("--grid values must be positive")
-    settings = settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, [])
+    settings = settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, infill_stop, [])
     with staged_output(out, overwrite) as stage:
         jobs = ev.build_jobs(
             detector=detector, repairer=repairer, dataset=dataset, data_root=data_root,
@@ -425,10 +429,11 @@ def print_summary(summary: dict) -> None:
     console.print(table)
 
 
-def settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, weights) -> RepairSettings:
+def settings_from(detector, steps, scheduler, start, t0, guide_on, guidance_scale, eta_schedule, grad_clip, infill_stop, weights) -> RepairSettings:
     """The options given, over the detector's ``repair_defaults``, over RepairSettings' defaults."""
     given = dict(steps=steps, scheduler=scheduler, start=start, t0=t0, guide_on=guide_on,
-                 guidance_scale=guidance_scale, eta_schedule=eta_schedule, grad_clip=grad_clip)
+                 guidance_scale=guidance_scale, eta_schedule=eta_schedule, grad_clip=grad_clip,
+                 infill_stop=infill_stop)
     given = {k: v.value if isinstance(v, Enum) else v for k, v in given.items() if v is not None}
     if weights:
         given["weights"] = parse_weights(weights)

@@ -12,6 +12,9 @@ L is taken at ``x_t`` (the paper, ``guide_on="xt"``) or at the scheduler's denoi
 estimate ``x̂0`` (``guide_on="x0"``); either way it costs one detector forward and
 backward per step and never back-propagates through the denoiser. At the last step
 ``x_bad,0 = x_bad``, so with in-filling the repair equals ``x_bad`` exactly on omega_bar.
+``infill_stop > 0`` (not in the paper) ends (5)–(6) once t < infill_stop·T: the last, nearly
+clean steps then denoise the whole input, so omega_bar may move a little (M_d > 0) to agree
+with the repaired omega, and P2's gradient on omega_bar takes effect.
 Optionally each sample's gradient is capped in RMS (``grad_clip``) so a step can't diverge.
 The baselines are this same loop with ``lambda = 0`` (no guidance) and/or without (6).
 """
@@ -44,6 +47,7 @@ class RepairSettings:
     guidance_scale: float | None = None  # overall eta; None: the detector's suggested scale
     eta_schedule: str = "sigma"  # "sigma": eta_t = scale·sqrt(1 − a_t) (grows with t); "constant"
     grad_clip: float = 1.0  # cap each sample's gradient at this RMS per element; 0: raw gradient (paper)
+    infill_stop: float = 0.0  # in-fill only while t >= infill_stop·T; 0: to the last step (paper)
     weights: dict[str, float] = field(default_factory=dict)  # lambda_k per property; default 1.0
 
     def validate(self) -> None:
@@ -61,6 +65,10 @@ class RepairSettings:
             raise ArproError("--grad-clip must be >= 0")
         if not 0.0 < self.t0 <= 1.0:
             raise ArproError("--t0 must be in (0, 1]")
+        if not 0.0 <= self.infill_stop < 1.0:
+            raise ArproError("--infill-stop must be in [0, 1)")
+        if self.start == "sdedit" and self.infill_stop >= self.t0:
+            raise ArproError(f"--infill-stop {self.infill_stop} must be below --t0 {self.t0}, or nothing is in-filled")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +139,7 @@ def guided_masked_diffusion(
     infill_noise = [torch.Generator().manual_seed(int(s) + 1_000_003) for s in seeds]
     alphas_cumprod = scheduler.alphas_cumprod
     omega_bar = 1 - omega_input
+    infill_from = settings.infill_stop * scheduler.config.num_train_timesteps
 
     eps = _per_sample_noise(x_bad.shape, chain)
     if settings.start == "noise":
@@ -149,7 +158,7 @@ def guided_masked_diffusion(
                 at = x_t if settings.guide_on == "xt" else step.pred_original_sample
                 eta_t = eta * (math.sqrt(1 - alphas_cumprod[t].item()) if settings.eta_schedule == "sigma" else 1.0)
                 x_hat = x_hat - eta_t * _gradient(loss, at, settings.grad_clip)  # (4), guidance term
-            if infill:
+            if infill and t >= infill_from:
                 if i + 1 < len(timesteps):  # (5) at the next step's noise level
                     x_bad_t = scheduler.add_noise(x_bad, _per_sample_noise(x_bad.shape, infill_noise), timesteps[i + 1 : i + 2])
                 else:

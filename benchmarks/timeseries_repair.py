@@ -3,8 +3,10 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_repair.py --detector gpt2 --n 32
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_repair.py --detector llama2 --n 32
 
-Defaults: DDIM 100 steps (the 60 below t0 run), SDEdit start t0 = 0.6, gradient at x_t (the CLI's default), a constant
-eta at the detector's guidance scale (0.1), gradient RMS capped at 1.0, mask "train".
+Settings: the detector's (its ``guidance_scale`` and ``repair_defaults``: DDIM 50 steps, SDEdit
+start t0 = 0.6, constant eta 0.03, gradient at x0, in-filling stopped below t = 0.05·T,
+gradient RMS capped at 1.0, mask "train"); every flag below overrides one of them.
+``--dataset-seed 1`` runs on another simulated plant run (the split the defaults were chosen on).
 
 Takes ``--n`` anomalous test windows of ``process`` (evenly spaced over all of them), the
 bundled checkpoints (or ``--detector-ckpt`` / ``--repairer-ckpt``), and runs
@@ -26,7 +28,8 @@ import torch
 
 import arpro
 from arpro import checkpoint, plugins
-from arpro_timeseries.evaluation import conformal_threshold, scores
+from arpro.evaluate import conformal_threshold
+from arpro_timeseries.evaluation import scores
 
 METRICS = [("Ms", "Ms"), ("Md", "Md"), ("Momega", "Mω"), ("Momega_bar", "Mω̄")]
 
@@ -43,12 +46,14 @@ def main() -> None:
     parser.add_argument("--repairer-ckpt", type=Path)
     parser.add_argument("--n", type=int, default=32, help="anomalous windows to repair")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--t0", type=float, default=0.6)
-    parser.add_argument("--scale", type=float, default=None, help="guidance scale (default: the detector's)")
-    parser.add_argument("--guide-on", default=arpro.RepairSettings.guide_on, help="xt (paper, the CLI's default) or x0")
-    parser.add_argument("--grad-clip", type=float, default=arpro.RepairSettings.grad_clip)
-    parser.add_argument("--eta-schedule", default="constant", help="constant (measured best here) or sigma (the CLI's default)")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--t0", type=float)
+    parser.add_argument("--scale", type=float, help="guidance scale (default: the detector's)")
+    parser.add_argument("--guide-on", help="xt (paper) or x0")
+    parser.add_argument("--grad-clip", type=float)
+    parser.add_argument("--eta-schedule", help="constant or sigma")
+    parser.add_argument("--infill-stop", type=float, help="stop in-filling below this fraction of T (0: the paper)")
+    parser.add_argument("--dataset-seed", type=int, default=0, help="seed of the simulated process (0: the embedded default)")
     parser.add_argument("--mask", default="train")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -56,17 +61,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    dataset = plugins.get("dataset", "process")()
-    detector = arpro.obtain_model("detector", args.detector, dataset, checkpoint_path=args.detector_ckpt, progress=False)
-    repairer = arpro.obtain_model("repairer", "diffusion-ts", dataset, checkpoint_path=args.repairer_ckpt, progress=False)
+    dataset = plugins.get("dataset", "process")(seed=args.dataset_seed)
+    trained_on = plugins.get("dataset", "process")()  # the bundled models are those of the default plant run
+    detector = arpro.obtain_model("detector", args.detector, trained_on, checkpoint_path=args.detector_ckpt, progress=False)
+    repairer = arpro.obtain_model("repairer", "diffusion-ts", trained_on, checkpoint_path=args.repairer_ckpt, progress=False)
     anomalous = dataset.test().anomalous()
     pick = torch.linspace(0, len(anomalous) - 1, min(args.n, len(anomalous))).round().long().unique()
     x_bad, ids = anomalous.x[pick].contiguous(), [anomalous.ids[i] for i in pick.tolist()]
-    threshold = conformal_threshold(scores(detector, dataset.validation().x), alpha=0.05)
-    settings = arpro.RepairSettings(
-        steps=args.steps, t0=args.t0, guidance_scale=args.scale, guide_on=args.guide_on, grad_clip=args.grad_clip,
-        eta_schedule=args.eta_schedule,
-    )
+    threshold = conformal_threshold(scores(detector, dataset.validation().x), 0.95)
+    given = dict(steps=args.steps, t0=args.t0, guidance_scale=args.scale, guide_on=args.guide_on,
+                 grad_clip=args.grad_clip, eta_schedule=args.eta_schedule, infill_stop=args.infill_stop)
+    settings = arpro.RepairSettings.for_detector(detector, **{k: v for k, v in given.items() if v is not None})
 
     per_arm: dict[str, dict[str, list]] = {}
     started = time.perf_counter()
@@ -88,9 +93,9 @@ def main() -> None:
         t = torch.tensor(values, dtype=torch.float64)
         return t.mean().item(), t.std().item(), t.median().item()
 
-    print(f"detector {args.detector}, repairer diffusion-ts, dataset process: {n} anomalous windows, "
-          f"DDIM {args.steps} steps, t0 {args.t0}, guidance scale {settings.guidance_scale or detector.guidance_scale}, "
-          f"eta schedule {args.eta_schedule}, guide on {args.guide_on}, grad clip {args.grad_clip}, mask {args.mask}; conformal 95% threshold {threshold:.2f}; {total:.0f} s in all")
+    print(f"detector {args.detector}, repairer diffusion-ts, dataset process(seed={args.dataset_seed}): {n} anomalous "
+          f"windows, settings {settings.to_dict()}, guidance scale {settings.guidance_scale or detector.guidance_scale}, "
+          f"mask {args.mask}, seed {args.seed}; conformal 95% threshold {threshold:.2f}; {total:.0f} s in all")
     arms = list(per_arm)
     header = "| Model | Dataset | " + " | ".join(f"{label} {arm}" for _, label in METRICS for arm in arms) + " |"
     print(header)

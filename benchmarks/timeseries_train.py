@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_train.py gpt2
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_train.py llama2
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_train.py diffusion-ts
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_train.py diffusion-ts --resume CKPT --steps 6000 --chunk 1000 --lr 5e-4 --seed 100
 
 is equivalent to
 
@@ -33,17 +34,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--chunk", type=int, default=0, help="save a checkpoint every CHUNK steps (0: only at the end)")
+    parser.add_argument("--resume", type=Path, default=None, help="continue training this checkpoint instead of a fresh model")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's lr)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kind = "repairer" if args.model == "diffusion-ts" else "detector"
     dataset = plugins.get("dataset", "process")()
-    model = plugins.get(kind, args.model).for_dataset(dataset)
+    if args.resume:
+        model = checkpoint.load(args.resume, kind, args.model)
+    else:
+        model = plugins.get(kind, args.model).for_dataset(dataset)
+    options = {} if args.lr is None else {"lr": args.lr}
     steps = args.steps or model.config["train_steps"]
     out = args.out or CHECKPOINTS / f"{args.model}-process.safetensors"
     started = time.perf_counter()
     chunk = args.chunk or steps
     for i, done in enumerate(range(0, steps, chunk)):  # chunks restart the optimizer; seeds differ per chunk
-        model.fit(dataset.train().x, seed=args.seed + i, progress=False, steps=min(chunk, steps - done))
+        model.fit(dataset.train().x, seed=args.seed + i, progress=False, steps=min(chunk, steps - done), **options)
         checkpoint.save(model, out)
         print(f"{args.model}: {done + min(chunk, steps - done)} steps, {time.perf_counter() - started:.0f} s", flush=True)
     print(f"{args.model}: trained in {time.perf_counter() - started:.0f} s, saved {out} ({out.stat().st_size / 1e6:.2f} MB)")

@@ -20,6 +20,26 @@ def test_infilling_keeps_omega_bar_exactly(gaussian, tiny_repairer, anomalous_ro
     assert not torch.equal(result.arms["baseline"].x_fix[keep], anomalous_rows[keep])  # no in-filling
 
 
+def test_infill_stop_frees_only_the_last_steps(gaussian, tiny_repairer, anomalous_rows):
+    strict = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=RepairSettings(**FAST), progress=False)
+    freed = arpro.repair(
+        anomalous_rows, gaussian, tiny_repairer, settings=RepairSettings(infill_stop=0.1, **FAST), progress=False
+    )
+    keep = strict.omega_input == 0
+    for arm in ("infill", "guided"):
+        moved = (freed.arms[arm].x_fix - anomalous_rows)[keep].abs()
+        assert moved.max() > 0  # omega_bar is denoised in the freed steps ...
+        baseline_moved = (strict.arms["baseline"].x_fix - anomalous_rows)[keep].abs()
+        assert moved.mean() < 0.5 * baseline_moved.mean()  # ... but stays far closer than without in-filling
+    assert torch.equal(freed.arms["baseline"].x_fix, strict.arms["baseline"].x_fix)  # the baseline never in-fills
+
+
+@pytest.mark.parametrize("stop,t0", [(0.6, 0.6), (-0.1, 0.6), (1.0, 1.0)])
+def test_infill_stop_out_of_range_is_refused(stop, t0):
+    with pytest.raises(ArproError, match="infill-stop"):
+        RepairSettings(infill_stop=stop, t0=t0).validate()
+
+
 @pytest.mark.parametrize("scheduler,start,guide_on", [("ddpm", "noise", "xt"), ("ddim", "sdedit", "x0")])
 def test_same_seed_is_bit_identical(gaussian, tiny_repairer, anomalous_rows, scheduler, start, guide_on):
     settings = RepairSettings(scheduler=scheduler, start=start, guide_on=guide_on, **FAST)

@@ -47,8 +47,8 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
 
     domain = "timeseries"
     family: ClassVar[str]
-    guidance_scale = 0.1  # measured with --eta-schedule constant (docs/timeseries.md)
-    repair_defaults = {"eta_schedule": "constant", "steps": 100}  # the benchmark's settings
+    guidance_scale = 0.03  # with the repair_defaults below, chosen on process(seed=1) (docs/timeseries.md)
+    repair_defaults = {"eta_schedule": "constant", "guide_on": "x0", "infill_stop": 0.05}
     smoke_fit_options: ClassVar[dict] = {"steps": 5}  # what the core's identity test passes to fit()
 
     def __init__(
