@@ -137,6 +137,17 @@ def main() -> None:
         for m in ("Ms", "Momega", "Momega_bar")
     }
     print(f"\nguided median beats every other arm: {wins}; guided TNR {summary['arms']['guided']['tnr']:.2f}")
+    print("\nPaired, window by window (same windows, same seeds): the fraction of windows where guided is lower,")
+    print("and the median of (guided − arm)")
+    print("| metric | " + " | ".join(f"guided < {a} | median(guided − {a})" for a in arms if a != "guided") + " |")
+    print("|---|" + "---|---|" * (len(arms) - 1))
+    for m, label in METRICS:
+        guided = torch.tensor(per_arm["guided"][m], dtype=torch.float64)
+        cells = []
+        for a in (a for a in arms if a != "guided"):
+            other = torch.tensor(per_arm[a][m], dtype=torch.float64)
+            cells += [f"{(guided < other).double().mean().item():.2f}", f"{(guided - other).median().item():+.3f}"]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "per_arm": per_arm, "ids": ids}, indent=1))
 
