@@ -1,4 +1,5 @@
-"""Checkpoints shipped with this plugin: textures:brick at 64x64, trained by the commands in docs/vision.md."""
+"""Checkpoints shipped with this plugin (textures:brick at 64x64, trained by the commands in
+docs/vision.md), and how the plugin's models are sized from a dataset."""
 
 from __future__ import annotations
 
@@ -19,3 +20,30 @@ def bundled(model_name: str, dataset) -> Path | None:
         return None
     path = CHECKPOINTS / f"{model_name}-textures-brick-64.safetensors"
     return path if path.is_file() else None
+
+
+GENERIC_MODEL_OPTIONS = ("train_steps", "batch_size", "lr")
+
+
+def model_options(dataset, prefix: str) -> dict:
+    """Constructor overrides from dataset options: ``train_steps``, ``batch_size`` and ``lr``
+    apply to every model; ``<prefix>NAME`` (e.g. ``fastflow_flow_steps``) to one model."""
+    options = getattr(dataset, "options", {}) or {}
+    out = {k: options[k] for k in GENERIC_MODEL_OPTIONS if k in options}
+    out.update({k[len(prefix) :]: v for k, v in options.items() if k.startswith(prefix)})
+    return out
+
+
+class ShippedModel:
+    """Mixin for this plugin's models: sized for a dataset's images, with ``<name>_*`` dataset
+    options (e.g. ``fastflow_flow_steps``, ``ddpm_block_out_channels``) overriding the defaults,
+    and the bundled-checkpoint lookup."""
+
+    @classmethod
+    def for_dataset(cls, dataset, **overrides):
+        options = {**model_options(dataset, f"{cls.name}_"), **overrides}
+        return cls(input_shape=list(dataset.sample_shape()), **options)
+
+    @classmethod
+    def bundled_checkpoint(cls, dataset) -> Path | None:
+        return bundled(cls.name, dataset)

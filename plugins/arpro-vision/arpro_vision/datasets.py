@@ -53,13 +53,18 @@ class FolderLayoutDataset(ImageDataset):
             return found
         return list(self.category_names)
 
-    def folder(self) -> Path:
-        """``root/category`` (checked)."""
+    def root_dir(self) -> Path:
+        """``--data-root`` (checked: given, and a directory)."""
         if self.root is None:
             raise ArproError(f"dataset {self.name} needs --data-root DIR (layout: {self.layout})")
         root = Path(self.root).expanduser()
         if not root.is_dir():
             raise ArproError(f"--data-root {root} is not a directory (dataset {self.name}, layout: {self.layout})")
+        return root
+
+    def folder(self) -> Path:
+        """``root/category`` (checked)."""
+        root = self.root_dir()
         if self.category is None:
             raise ArproError(
                 f"dataset {self.name} needs a category: --dataset {self.name}:CATEGORY "
@@ -186,9 +191,9 @@ class VisA(FolderLayoutDataset):
     def samples(self) -> pd.DataFrame:
         from anomalib.data.datasets.image.mvtecad import make_mvtec_ad_dataset
 
-        if self.root is None or self.category is None:
+        if self.category is None:
             self.folder()  # raises the right message
-        root = Path(self.root).expanduser()
+        root = self.root_dir()
         prepared = root / "visa_pytorch" / self.category
         if prepared.is_dir():
             return _split_value(make_mvtec_ad_dataset(prepared, extensions=(".png", ".PNG", ".JPG", ".jpg")))
@@ -223,9 +228,7 @@ class Kolektor(FolderLayoutDataset):
     def samples(self) -> pd.DataFrame:
         from anomalib.data.datasets.image.kolektor import make_kolektor_dataset
 
-        if self.root is None or not Path(self.root).expanduser().is_dir():
-            raise ArproError(f"dataset kolektor needs --data-root DIR (layout: {self.layout})")
-        return _split_value(make_kolektor_dataset(Path(self.root).expanduser(), train_split_ratio=0.8))
+        return _split_value(make_kolektor_dataset(self.root_dir(), train_split_ratio=0.8))
 
 
 class Folder(FolderLayoutDataset):
@@ -245,9 +248,7 @@ class Folder(FolderLayoutDataset):
     def samples(self) -> pd.DataFrame:
         from anomalib.data.datasets.image.folder import make_folder_dataset
 
-        if self.root is None or not Path(self.root).expanduser().is_dir():
-            raise ArproError(f"dataset folder needs --data-root DIR (layout: {self.layout})")
-        root = Path(self.root).expanduser()
+        root = self.root_dir()
         opt = self.options
 
         def sub(key: str, default: str | None) -> str | None:

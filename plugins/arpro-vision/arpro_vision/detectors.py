@@ -24,7 +24,7 @@ from torch import Tensor, nn
 import arpro
 from arpro import ArproError
 from arpro.training import fit_loop, fit_options
-from arpro_vision.bundled import bundled
+from arpro_vision.bundled import ShippedModel
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -92,25 +92,13 @@ def seeded(seed: int):
     return torch.random.fork_rng(devices=[])
 
 
-GENERIC_MODEL_OPTIONS = ("train_steps", "batch_size", "lr")
-
-
-def model_options(dataset, prefix: str) -> dict:
-    """Constructor overrides from dataset options: ``train_steps``, ``batch_size`` and ``lr``
-    apply to every model; ``<prefix>NAME`` (e.g. ``fastflow_flow_steps``) to one model."""
-    options = getattr(dataset, "options", {}) or {}
-    out = {k: options[k] for k in GENERIC_MODEL_OPTIONS if k in options}
-    out.update({k[len(prefix) :]: v for k, v in options.items() if k.startswith(prefix)})
-    return out
-
-
 def image_hw(input_shape: list[int]) -> tuple[int, int]:
     if len(input_shape) != 3 or input_shape[0] != 3:
         raise ArproError(f"image detectors need [3, H, W] inputs, got {list(input_shape)}")
     return int(input_shape[1]), int(input_shape[2])
 
 
-class FastFlowDetector(FrozenModulesMixin, arpro.Detector):
+class FastFlowDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
     """FastFlow (anomalib's FastflowModel): feature negative log-likelihood, one score per pixel.
 
     ``s(x) = -log p(features(x))`` in nats, summed over the three resnet18 scales:
@@ -227,18 +215,8 @@ class FastFlowDetector(FrozenModulesMixin, arpro.Detector):
         d = self.decompose(batch)
         return d.score.mean() / d.alpha[0].numel()
 
-    @classmethod
-    def for_dataset(cls, dataset: arpro.Dataset, **overrides) -> FastFlowDetector:
-        """Sized for ``dataset``; ``fastflow_*`` dataset options (e.g. ``fastflow_flow_steps``) override."""
-        options = {**model_options(dataset, "fastflow_"), **overrides}
-        return cls(input_shape=list(dataset.sample_shape()), **options)
 
-    @classmethod
-    def bundled_checkpoint(cls, dataset):
-        return bundled(cls.name, dataset)
-
-
-class EfficientAdDetector(FrozenModulesMixin, arpro.Detector):
+class EfficientAdDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
     """EfficientAD (anomalib's EfficientAdModel): the per-pixel anomaly map, score = its sum.
 
     ``alpha`` is anomalib's normalised anomaly map at input resolution (student–teacher
@@ -434,13 +412,3 @@ class EfficientAdDetector(FrozenModulesMixin, arpro.Detector):
             student_aug = self.model.student(aug)[:, c:]
             loss = loss + (teacher_aug - ae).pow(2).mean() + (ae - student_aug).pow(2).mean()
         return loss
-
-    @classmethod
-    def for_dataset(cls, dataset: arpro.Dataset, **overrides) -> EfficientAdDetector:
-        """Sized for ``dataset``; ``efficientad_*`` dataset options override."""
-        options = {**model_options(dataset, "efficientad_"), **overrides}
-        return cls(input_shape=list(dataset.sample_shape()), **options)
-
-    @classmethod
-    def bundled_checkpoint(cls, dataset):
-        return bundled(cls.name, dataset)

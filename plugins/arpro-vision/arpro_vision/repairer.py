@@ -7,10 +7,10 @@ from torch import Tensor
 import arpro
 from arpro.diffusion import train_denoiser
 from arpro.training import fit_options
-from arpro_vision.bundled import bundled
+from arpro_vision.bundled import ShippedModel
 
 
-class ImageDDPM(arpro.Repairer):
+class ImageDDPM(ShippedModel, arpro.Repairer):
     """DDPM with a diffusers UNet2DModel noise predictor for [3, S, S] images in [-1, 1].
 
     Trained with ``arpro.diffusion.train_denoiser`` (the standard epsilon objective, AdamW,
@@ -76,16 +76,3 @@ class ImageDDPM(arpro.Repairer):
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> list[float]:
         """``options``: ``steps``, ``lr``, ``batch_size`` override the config for this call."""
         return train_denoiser(self, train, seed=seed, progress=progress, **fit_options(self, options))
-
-    @classmethod
-    def for_dataset(cls, dataset: arpro.Dataset, **overrides) -> ImageDDPM:
-        """Sized for ``dataset``; dataset options ``train_steps``/``batch_size``/``lr`` and ``ddpm_*``
-        (e.g. ``ddpm_block_out_channels``) override the defaults."""
-        from arpro_vision.detectors import model_options
-
-        options = {**model_options(dataset, "ddpm_"), **overrides}
-        return cls(input_shape=list(dataset.sample_shape()), **options)
-
-    @classmethod
-    def bundled_checkpoint(cls, dataset):
-        return bundled(cls.name, dataset)
