@@ -1,45 +1,47 @@
 """arpro: explain anomalies by repairing them (AR-Pro, NeurIPS 2024).
 
     >>> import arpro
-    >>> result = arpro.repair(x_bad, detector, repairer)   # doctest: +SKIP
-    >>> result.arms["guided"].metrics["Ms"]                 # doctest: +SKIP
+    >>> run = arpro.resolve(arpro.RunSpec(detector="gaussian"))       # doctest: +SKIP
+    >>> result = run.repair(run.dataset.test().anomalous().x[:8])      # doctest: +SKIP
+    >>> result.arms["guided"].metrics["Ms"]                            # doctest: +SKIP
+
+The names below are the public API, for users and plugins alike. They are imported on
+first use, so ``import arpro`` (and ``arpro --version``) stays cheap.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from arpro.api import compute_omega, obtain_model, repair  # noqa: E402
-from arpro.engine import RepairSettings  # noqa: E402
-from arpro.errors import ArproError  # noqa: E402
-from arpro.hookspecs import hookimpl  # noqa: E402
-from arpro.protocols import (  # noqa: E402
-    Dataset,
-    Decomposition,
-    Detector,
-    InputBatch,
-    Property,
-    PropertyContext,
-    Repairer,
-    Split,
-)
-from arpro.result import ARMS, ArmResult, RepairResult  # noqa: E402
+import importlib
 
-__all__ = [
-    "ARMS",
-    "ArmResult",
-    "ArproError",
-    "Dataset",
-    "Decomposition",
-    "Detector",
-    "InputBatch",
-    "Property",
-    "PropertyContext",
-    "RepairResult",
-    "RepairSettings",
-    "Repairer",
-    "Split",
-    "__version__",
-    "compute_omega",
-    "hookimpl",
-    "obtain_model",
-    "repair",
-]
+from arpro._version import __version__
+
+_MODULES = {
+    "arpro.result": ("ARMS", "ArmResult", "RepairResult"),
+    "arpro.errors": ("ArproError",),
+    "arpro.hookspecs": ("hookimpl",),
+    "arpro.plugins": ("get", "get_default"),
+    "arpro.protocols": ("Decomposition", "Property", "PropertyContext", "Dataset", "Split", "InputBatch"),
+    "arpro.models": ("Model", "Detector", "Repairer"),
+    "arpro.settings": ("RepairSettings",),
+    "arpro.spec": ("RunSpec", "Run", "resolve", "load_dataset"),
+    "arpro.checkpoint": ("obtain_model",),
+    "arpro.api": ("repair", "compute_omega"),
+    "arpro.training": ("fit_loop", "fit_options", "train_denoiser"),
+    "arpro.schedulers": ("make_scheduler",),
+    "arpro.summary": ("conformal_threshold",),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'arpro' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,67 +1,79 @@
-"""RQ2: how the weights lambda_1..lambda_4 and the overall guidance scale change the metrics.
+"""RQ2: how the weights lambda_k of the run's properties and the overall guidance scale change the metrics.
 
-Each lambda_k is varied over a grid with the others at 1.0 (paper, section 4.2); the overall
-scale (lambda_phi, appendix F) is varied as a multiple of the detector's default. Only the
-guided arm is run; every point repairs the same inputs from the same seeds.
+Each lambda_k is varied over a grid with the others at their run's value (1.0 unless given;
+paper, section 4.2); the overall scale (lambda_phi, appendix F) is varied as a multiple of
+the run's scale. Only the guided arm is run; every point repairs the same inputs from the
+same seeds.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
+from arpro.api import reported_properties
+from arpro.errors import ArproError
+from arpro.outputs import staged_output
+from arpro.progress import progress_bar
+from arpro.protocols import Split
+from arpro.spec import Run, RunSpec
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from arpro.api import repair  # noqa: E402
-from arpro.evaluate import METRICS, Job  # noqa: E402
-from arpro.progress import progress_bar  # noqa: E402
-
-LABELS = {"p1": "λ1", "p2": "λ2", "p3": "λ3", "p4": "λ4", "scale": "λφ (× default scale)"}
-TITLES = {"Ms": "Ms", "Md": "Md", "Momega": "Mω", "Momega_bar": "Mω̄"}
+SCALE = "scale"
 
 
-def ablate(job: Job, grid: list[float], progress: bool = True) -> list[dict]:
-    """One row per (parameter, value): the mean of each metric over the job's inputs."""
-    base_scale = job.settings.guidance_scale if job.settings.guidance_scale is not None else job.detector.guidance_scale
-    points = [(p, v) for p in ("p1", "p2", "p3", "p4") for v in grid] + [("scale", v) for v in grid]
-    split = job.anomalous
-    mask = split.masks if job.mask == "truth" else job.mask
+def ablate(run: Run, inputs: Split, grid: list[float], progress: bool = True) -> list[dict]:
+    """One row per (parameter, value): the mean of each metric over ``inputs`` and the all-hold rate."""
+    settings = run.spec.settings
+    base_scale = settings.guidance_scale if settings.guidance_scale is not None else run.detector.guidance_scale
+    points = [(p, v) for p in run.spec.properties for v in grid] + [(SCALE, v) for v in grid]
     rows = []
     with progress_bar("ablation", total=len(points), enabled=progress) as advance:
         for parameter, value in points:
-            if parameter == "scale":
-                settings = replace(job.settings, guidance_scale=base_scale * value)
+            if parameter == SCALE:
+                varied = replace(settings, guidance_scale=base_scale * value)
             else:
-                settings = replace(job.settings, guidance_scale=base_scale, weights={**job.settings.weights, parameter: value})
-            result = repair(split.x, job.detector, job.repairer, properties=job.properties, settings=settings,
-                            mask=mask, seed=job.seed, arms=("guided",), ids=split.ids, progress=False)
+                varied = replace(settings, guidance_scale=base_scale, weights={**settings.weights, parameter: value})
+            result = run.repair(inputs.x, truth=inputs.masks, ids=inputs.ids, settings=varied, arms=("guided",),
+                                progress=False)
             guided = result.arms["guided"]
             row = {"parameter": parameter, "value": value}
-            row.update({m: statistics.fmean(guided.metrics[m].tolist()) for m in METRICS})
+            row.update({m: statistics.fmean(v.tolist()) for m, v in guided.metrics.items()})
             row["all_hold"] = guided.all_hold.float().mean().item()
             rows.append(row)
             advance()
     return rows
 
 
-def plot_ablation(rows: list[dict], out_dir: Path) -> list[Path]:
-    """One figure per metric, a line per parameter, in the style of the paper's Figure 7."""
-    paths = []
-    for metric in METRICS:
+def label(parameter: str) -> str:
+    return "λφ (× the run's scale)" if parameter == SCALE else f"λ {parameter}"
+
+
+def write_ablation(rows: list[dict], metrics: dict[str, str], out_dir: Path, record: dict) -> list[Path]:
+    """``ablation.json`` (``record`` and the rows), ``ablation.csv`` and one plot per metric
+    (``metrics``: metric name -> label) in the style of the paper's Figure 7; returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out_dir / "ablation.json").write_text(json.dumps({**record, "rows": rows}, indent=2) + "\n")
+    with (out_dir / "ablation.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    paths = [out_dir / "ablation.json", out_dir / "ablation.csv"]
+    for metric, metric_label in metrics.items():
         fig, ax = plt.subplots(figsize=(4.2, 3.2))
-        for parameter, label in LABELS.items():
-            points = [(r["value"], r[metric]) for r in rows if r["parameter"] == parameter]
-            if points:
-                xs, ys = zip(*points)
-                ax.plot(xs, ys, "o-", label=label, ms=3)
+        for parameter in dict.fromkeys(r["parameter"] for r in rows):
+            xs, ys = zip(*[(r["value"], r[metric]) for r in rows if r["parameter"] == parameter])
+            ax.plot(xs, ys, "o-", label=label(parameter), ms=3)
         ax.set_xscale("log")
-        ax.set_xlabel("value (others at 1.0)")
-        ax.set_ylabel(f"mean {TITLES[metric]}")
-        ax.set_title(TITLES[metric])
+        ax.set_xlabel("value (others at the run's)")
+        ax.set_ylabel(f"mean {metric_label}")
+        ax.set_title(metric_label)
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"ablation_{metric}.png"
@@ -69,3 +81,19 @@ def plot_ablation(rows: list[dict], out_dir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def run(spec: RunSpec, out: Path, *, category: str | None = None, limit: int = 100, grid: list[float],
+        overwrite: bool = False, progress: bool = True) -> tuple[list[dict], dict[str, str], str, list[Path]]:
+    """``arpro ablate``: the rows, the metric labels, a title and the files written to ``out``."""
+    from arpro.evaluate import build_jobs
+
+    if limit < 1:
+        raise ArproError("--limit must be at least 1")
+    with staged_output(out, overwrite) as stage:
+        job = build_jobs(spec, [category] if category else [], limit, limit, progress=progress)[0]
+        rows = ablate(job.run, job.anomalous, grid, progress=progress)
+        labels = {p.metric_name: p.label() for p in reported_properties(spec.properties)}
+        record = {"category": job.category, "spec": spec.to_dict()}
+        written = [out / p.name for p in write_ablation(rows, labels, stage, record)]
+    return rows, labels, f"ablation on {job.category} ({len(job.anomalous)} inputs, guided)", written

@@ -1,21 +1,22 @@
-"""The Python API: ``arpro.repair(x_bad, detector, repairer)`` and how models are obtained."""
+"""``arpro.repair(x_bad, detector, repairer)``: omega, the property context, the three arms, the verdicts."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from arpro import checkpoint, plugins
-from arpro.engine import RepairSettings, guided_masked_diffusion, property_loss
+from arpro import plugins
+from arpro.engine import guided_masked_diffusion, property_loss
 from arpro.errors import ArproError
-from arpro.protocols import Dataset, Decomposition, Detector, Model, Property, PropertyContext, Repairer
+from arpro.models import Detector, Repairer
+from arpro.properties import DEFAULT_PROPERTIES
+from arpro.protocols import Decomposition, Property, PropertyContext
 from arpro.result import ARMS, ArmResult, RepairResult
+from arpro.settings import RepairSettings
 
-DEFAULT_PROPERTIES = ("p1", "p2", "p3", "p4")
 P2_TOLERANCE_PER_ELEMENT = 0.01  # default delta2 = 0.01 · |omega_bar| (input elements outside omega)
 P4_TOLERANCE_OF_TRAIN_STD = 0.1  # default delta4 = 0.1 · std of the detector's training scores
 
@@ -40,7 +41,7 @@ def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, qu
     if mask == "top":
         cut = torch.quantile(alpha.flatten(1).float(), quantile, dim=1).to(alpha.dtype)
         return (alpha >= cut.view(-1, *[1] * (alpha.dim() - 1))).to(alpha.dtype)
-    raise ArproError(f"mask must be 'train', 'top' or a mask file, not {mask!r}")
+    raise ArproError(f"mask must be 'train', 'top' or a mask tensor, not {mask!r}")
 
 
 def check_input(x_bad: Tensor, repairer: Repairer) -> None:
@@ -55,6 +56,12 @@ def check_input(x_bad: Tensor, repairer: Repairer) -> None:
         raise ArproError(f"input has shape {tuple(x_bad.shape[1:])} per sample, but the models expect {expected}")
 
 
+def reported_properties(guiding: Sequence[str]) -> list[Property]:
+    """The guiding properties, then those of P1–P4 not among them: what every result reports."""
+    names = list(guiding) + [n for n in DEFAULT_PROPERTIES if n not in guiding]
+    return [plugins.get("property", name)() for name in names]
+
+
 def repair(
     x_bad: Tensor,
     detector: Detector,
@@ -62,10 +69,7 @@ def repair(
     *,
     properties: Sequence[str] = DEFAULT_PROPERTIES,
     settings: RepairSettings | None = None,
-    mask: str | Tensor = "train",
-    mask_quantile: float = 0.9,
-    delta2: float | None = None,
-    delta4: float | None = None,
+    mask: str | Tensor | None = None,
     seed: int = 0,
     arms: Sequence[str] = ARMS,
     ids: list[str] | None = None,
@@ -73,17 +77,17 @@ def repair(
 ) -> RepairResult:
     """Repair ``x_bad`` ``[B, *X]``: the guided repair and its unguided baselines, judged by P1–P4.
 
-    ``properties`` names the properties that guide the repair; the report always includes
-    P1–P4 as well. Sample ``i`` draws its noise from ``seed + i`` in every arm.
+    ``properties`` names the properties that guide the repair; the result always reports
+    P1–P4 as well. ``mask`` ("train", "top", or a tensor on the input or the features) replaces ``settings.mask``.
+    Sample ``i`` draws its noise from ``seed + i`` in every arm.
     """
     settings = settings or RepairSettings.for_detector(detector)
-    settings.validate()
     check_input(x_bad, repairer)
     unknown_arms = set(arms) - set(ARMS)
     if unknown_arms:
         raise ArproError(f"unknown arm(s) {sorted(unknown_arms)}; choose from {', '.join(ARMS)}")
-    guiding = [plugins.get("property", name)() for name in properties]
-    reported = guiding + [plugins.get("property", n)() for n in DEFAULT_PROPERTIES if n not in properties]
+    reported = reported_properties(properties)
+    guiding = reported[: len(properties)]
     for name in settings.weights:
         if name not in properties:
             raise ArproError(f"weight given for {name!r}, which is not a guiding property ({', '.join(properties)})")
@@ -92,9 +96,10 @@ def repair(
 
     with torch.no_grad():
         bad = detector.decompose(x_bad)
-    omega = compute_omega(detector, bad, mask, mask_quantile)
+    omega = compute_omega(detector, bad, settings.mask if mask is None else mask, settings.mask_quantile)
     omega_input = detector.input_mask(omega, x_bad.shape).to(x_bad.dtype)
-    ctx = PropertyContext(x_bad, bad, omega, omega_input, *_tolerances(detector, omega_input, delta2, delta4))
+    tolerances = _tolerances(detector, omega_input, settings.delta2, settings.delta4)
+    ctx = PropertyContext(x_bad, bad, omega, omega_input, *tolerances)
     messages = _mask_messages(omega, ids)
 
     eta = settings.guidance_scale if settings.guidance_scale is not None else detector.guidance_scale
@@ -129,8 +134,6 @@ def repair(
             **settings.to_dict(),
             "guidance_scale": eta,
             "properties": list(properties),
-            "mask": mask if isinstance(mask, str) else "given",
-            "mask_quantile": mask_quantile,
             "seed": seed,
             "detector": detector.name,
             "repairer": repairer.name,
@@ -168,35 +171,14 @@ def _tolerances(detector: Detector, omega_input: Tensor, delta2: float | None, d
     return d2, d4
 
 
+MASK_MESSAGES = {
+    0.0: "omega is empty (no feature is flagged anomalous); with in-filling the repair returns the input "
+         "unchanged, and P3 cannot hold (M_omega = 0)",
+    1.0: "omega covers every feature; the whole input is regenerated, P2 holds trivially (M_d = 0) and "
+         "M_omega_bar compares beta alone",
+}
+
+
 def _mask_messages(omega: Tensor, ids: list[str] | None) -> list[str]:
-    messages = []
-    fractions = omega.flatten(1).mean(1)
-    for i, f in enumerate(fractions.tolist()):
-        name = ids[i] if ids else str(i)
-        if f == 0.0:
-            messages.append(
-                f"input {name}: omega is empty (no feature is flagged anomalous); with in-filling the "
-                "repair returns the input unchanged, and P3 cannot hold (M_omega = 0)"
-            )
-        elif f == 1.0:
-            messages.append(
-                f"input {name}: omega covers every feature; the whole input is regenerated, P2 holds "
-                "trivially (M_d = 0) and M_omega_bar compares beta alone"
-            )
-    return messages
-
-
-def obtain_model(
-    kind: str, name: str, dataset: Dataset, *, checkpoint_path: Path | None = None, seed: int = 0, progress: bool = True
-) -> Model:
-    """A fitted model: from ``checkpoint_path``, from the plugin's bundled checkpoint for
-    ``dataset``, or trained on ``dataset``'s normal training split now."""
-    cls = plugins.get(kind, name)
-    if checkpoint_path is not None:
-        return checkpoint.load(checkpoint_path, kind, name)
-    bundled = cls.bundled_checkpoint(dataset)
-    if bundled is not None:
-        return checkpoint.load(bundled, kind, name)
-    model = cls.for_dataset(dataset)
-    model.fit(dataset.train().x, seed=seed, progress=progress)
-    return model.eval()
+    fractions = omega.flatten(1).mean(1).tolist()
+    return [f"input {ids[i] if ids else i}: {MASK_MESSAGES[f]}" for i, f in enumerate(fractions) if f in MASK_MESSAGES]

@@ -1,4 +1,4 @@
-"""Saving and loading fitted detectors and repairers.
+"""Saving, loading and obtaining fitted detectors and repairers.
 
 A checkpoint is one ``.safetensors`` file: the model's tensors, plus a JSON header entry
 ``arpro`` holding ``{"kind", "name", "config"}``. Loading rebuilds ``cls(**config)`` from
@@ -11,13 +11,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from arpro import plugins
 from arpro.errors import ArproError
-from arpro.protocols import Detector, Model
+from arpro.models import Detector, Model
+
+if TYPE_CHECKING:
+    from arpro.protocols import Dataset
 
 
 def save(model: Model, path: Path) -> Path:
@@ -53,7 +57,14 @@ def read_header(path: Path) -> dict:
         raise ArproError(f"checkpoint {path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
     if "arpro" not in metadata:
         raise ArproError(f"{path} is a safetensors file but not an arpro checkpoint (no 'arpro' header)")
-    return json.loads(metadata["arpro"])
+    try:
+        header = json.loads(metadata["arpro"])
+    except json.JSONDecodeError:
+        header = None
+    if not (isinstance(header, dict) and isinstance(header.get("kind"), str) and isinstance(header.get("name"), str)
+            and isinstance(header.get("config"), dict)):
+        raise ArproError(f"{path} has a malformed arpro header (expected kind, name and a config mapping)")
+    return header
 
 
 def load(path: Path, kind: str, name: str | None = None) -> Model:
@@ -65,6 +76,10 @@ def load(path: Path, kind: str, name: str | None = None) -> Model:
     if name is not None and header["name"] != name:
         raise ArproError(f"{path} is a checkpoint of {kind} {header['name']!r}, not {name!r}")
     cls = plugins.get(kind, header["name"])
+    accepted = cls.config_parameters()
+    unknown = sorted(set(header["config"]) - set(accepted)) if accepted is not None else []
+    if unknown:
+        raise ArproError(f"{path}: {kind} {header['name']!r} has no config key(s) {', '.join(unknown)}")
     model = cls(**header["config"])
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -72,4 +87,20 @@ def load(path: Path, kind: str, name: str | None = None) -> Model:
         model.load_state_dict(tensors, assign=True)
     except Exception as error:
         raise ArproError(f"checkpoint {path} does not fit {kind} {header['name']!r}: {error}") from None
+    return model.eval()
+
+
+def obtain_model(
+    kind: str, name: str, dataset: Dataset, *, checkpoint_path: Path | None = None, seed: int = 0, progress: bool = True
+) -> Model:
+    """A fitted model: from ``checkpoint_path``, from the plugin's bundled checkpoint for
+    ``dataset``, or trained on ``dataset``'s normal training split now."""
+    cls = plugins.get(kind, name)
+    if checkpoint_path is not None:
+        return load(checkpoint_path, kind, name)
+    bundled = cls.bundled_checkpoint(dataset)
+    if bundled is not None:
+        return load(bundled, kind, name)
+    model = cls.for_dataset(dataset)
+    model.fit(dataset.train().x, seed=seed, progress=progress)
     return model.eval()

@@ -23,65 +23,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
 
 from arpro.errors import ArproError
+from arpro.models import Detector, Repairer
 from arpro.progress import progress_bar
-from arpro.protocols import Detector, Property, PropertyContext, Repairer
+from arpro.protocols import Property, PropertyContext
+from arpro.settings import RepairSettings
 
 Loss = Callable[[Tensor], Tensor]  # x -> per-sample L(x), [B]
-
-
-@dataclass
-class RepairSettings:
-    """How the repair loop runs. Defaults are the fast, measured choice; see docs/concepts.md."""
-
-    scheduler: str = "ddim"  # "ddpm" (paper) or "ddim"
-    steps: int = 50  # denoising steps over the full schedule [0, T)
-    start: str = "sdedit"  # "noise": x_T ~ N(0, I) (paper); "sdedit": prefilled input noised to t0
-    t0: float = 0.6  # SDEdit start level as a fraction of T (reference code: 600 of 1000)
-    guide_on: str = "xt"  # "xt": ∇L at x_t (paper); "x0": ∇L at the denoised estimate
-    guidance_scale: float | None = None  # overall eta; None: the detector's suggested scale
-    eta_schedule: str = "sigma"  # "sigma": eta_t = scale·sqrt(1 − a_t) (grows with t); "constant"
-    grad_clip: float = 1.0  # cap each sample's gradient at this RMS per element; 0: raw gradient (paper)
-    infill_stop: float = 0.0  # in-fill only while t >= infill_stop·T; 0: to the last step (paper)
-    weights: dict[str, float] = field(default_factory=dict)  # lambda_k per property; default 1.0
-
-    def validate(self) -> None:
-        if self.scheduler not in ("ddpm", "ddim"):
-            raise ArproError(f"--scheduler must be ddpm or ddim, not {self.scheduler!r}")
-        if self.start not in ("noise", "sdedit"):
-            raise ArproError(f"--start must be noise or sdedit, not {self.start!r}")
-        if self.guide_on not in ("xt", "x0"):
-            raise ArproError(f"--guide-on must be xt or x0, not {self.guide_on!r}")
-        if self.eta_schedule not in ("sigma", "constant"):
-            raise ArproError(f"--eta-schedule must be sigma or constant, not {self.eta_schedule!r}")
-        if self.steps < 1:
-            raise ArproError("--steps must be at least 1")
-        if self.grad_clip < 0:
-            raise ArproError("--grad-clip must be >= 0")
-        if not 0.0 < self.t0 <= 1.0:
-            raise ArproError("--t0 must be in (0, 1]")
-        if not 0.0 <= self.infill_stop < 1.0:
-            raise ArproError("--infill-stop must be in [0, 1)")
-        if self.start == "sdedit" and self.infill_stop >= self.t0:
-            raise ArproError(f"--infill-stop {self.infill_stop} must be below --t0 {self.t0}, or nothing is in-filled")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def for_detector(cls, detector: type[Detector] | Detector, **given) -> RepairSettings:
-        """Settings from ``given``, else the detector's ``repair_defaults``, else the defaults here."""
-        unknown = set(getattr(detector, "repair_defaults", {})) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ArproError(f"detector {detector.name!r} has unknown repair_defaults {sorted(unknown)}")
-        settings = cls(**{**getattr(detector, "repair_defaults", {}), **given})
-        settings.validate()
-        return settings
 
 
 def property_loss(

@@ -12,14 +12,6 @@ from pathlib import Path
 from arpro.errors import ArproError
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a file, or a non-empty directory unless ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise ArproError(f"--out {out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ArproError(f"{out} already holds results; pass --overwrite to replace them")
-
-
 @contextmanager
 def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a staging directory; on success move its files into ``out``, on failure discard it.
@@ -28,7 +20,10 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     replaces results and never deletes anything else a user keeps there.
     """
     out = Path(out)
-    check_output_dir(out, overwrite)
+    if out.exists() and not out.is_dir():
+        raise ArproError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ArproError(f"{out} already holds results; pass --overwrite to replace them")
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
@@ -44,3 +39,10 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
             os.replace(item, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

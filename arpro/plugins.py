@@ -1,9 +1,7 @@
-"""Finding plugins and what they register.
+"""Finding plugins and what they register; the rules are stated in :mod:`arpro.hookspecs`.
 
 Default plugins (the properties P1–P4) are registered by the core; everything else is
-found through the ``arpro`` entry-point group, built-in plugins included. A plugin that
-fails to import is skipped with a warning naming it; two plugins claiming one name is an
-error naming both distributions.
+found through the ``arpro`` entry-point group, built-in plugins included.
 """
 
 from __future__ import annotations
@@ -17,7 +15,8 @@ from importlib.metadata import entry_points
 
 import pluggy
 
-from arpro import __version__, hookspecs
+from arpro import hookspecs
+from arpro._version import __version__
 from arpro.errors import ArproError
 
 DEFAULT_PLUGINS = ("arpro.properties",)
@@ -41,7 +40,8 @@ class Entry:
 
     @property
     def description(self) -> str:
-        return self.obj.describe()
+        """The first line of the class docstring."""
+        return (self.obj.__doc__ or "").strip().splitlines()[0] if self.obj.__doc__ else ""
 
     @property
     def domain(self) -> str:
@@ -136,5 +136,14 @@ def registry() -> Registry:
 
 
 def get(kind: str, name: str) -> type:
-    """Shorthand for ``registry().get(kind, name)``."""
+    """The detector, repairer, property or dataset class registered as ``name``.
+
+    ``arpro.get("detector", "fastflow")``; an unknown name raises :class:`ArproError`
+    with the close matches and everything available.
+    """
     return registry().get(kind, name)
+
+
+def get_default(kind: str, domain: str) -> type:
+    """The ``kind`` a run of ``domain`` uses when none is named (see :mod:`arpro.hookspecs`)."""
+    return registry().default(kind, domain)

@@ -14,6 +14,8 @@ from torch import Tensor
 from arpro.hookspecs import hookimpl
 from arpro.protocols import Decomposition, Property, PropertyContext
 
+DEFAULT_PROPERTIES = ("p1", "p2", "p3", "p4")  # guide every repair unless a run names others
+
 
 class OverallImprovement(Property):
     """P1 overall improvement: s(x_fix) < s(x_bad)."""
@@ -53,6 +55,7 @@ class LocalizedImprovement(Property):
 
     name = "p3"
     metric_name = "Momega"
+    metric_label = "Mω"
 
     def loss(self, ctx: PropertyContext, x_fix: Tensor, fix: Decomposition | None) -> Tensor:
         return torch.relu(self.metric(ctx, x_fix, fix))
@@ -69,6 +72,7 @@ class NonDegradation(Property):
 
     name = "p4"
     metric_name = "Momega_bar"
+    metric_label = "Mω̄"
 
     def loss(self, ctx: PropertyContext, x_fix: Tensor, fix: Decomposition | None) -> Tensor:
         return torch.relu(self.metric(ctx, x_fix, fix) - ctx.delta4)

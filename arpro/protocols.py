@@ -1,14 +1,10 @@
-"""The four things a plugin can provide: detectors, repairers, properties, datasets.
+"""What a decomposition, a property and a dataset are (detectors and repairers: ``arpro.models``).
 
-Shapes, used throughout arpro:
-
-- an input batch ``x`` is ``[B, *X]`` (a table row: ``[B, D]``; a window: ``[B, T, D]``;
-  an image: ``[B, C, H, W]``);
-- a detector's feature scores ``alpha`` are ``[B, *F]`` and its regulariser ``beta`` is
-  ``[B]``, with ``s(x) = alpha.flatten(1).sum(1) + beta`` exactly (paper Def. 2.1).
-  ``F`` may differ from ``X``: an image detector scores one value per pixel, ``F = [H, W]``,
-  while ``X = [C, H, W]``; :meth:`Detector.input_mask` says how a feature mask covers the
-  input.
+Shapes, used throughout arpro: an input batch ``x`` is ``[B, *X]`` (a row ``[B, D]``, a window
+``[B, T, D]``, an image ``[B, C, H, W]``); a detector's feature scores ``alpha`` are ``[B, *F]``
+and its regulariser ``beta`` ``[B]``, with ``s(x) = alpha.flatten(1).sum(1) + beta`` exactly
+(paper Def. 2.1). ``F`` may differ from ``X`` (one score per pixel: ``F = [H, W]``);
+:meth:`Detector.input_mask` says how a feature mask covers the input.
 """
 
 from __future__ import annotations
@@ -18,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 if TYPE_CHECKING:
     from arpro.result import RepairResult
@@ -40,173 +35,6 @@ class Decomposition:
     def region_score(self, z: Tensor) -> Tensor:
         """``s_z(x) = beta(x) + sum_{i: z_i = 1} alpha_i(x)``, ``[B]``; ``z`` is ``[B, *F]``."""
         return self.beta + (self.alpha * z).flatten(1).sum(1)
-
-
-class Model(nn.Module):
-    """What detectors and repairers share: a name, a domain, a config, and ``fit``.
-
-    A model is rebuilt from ``cls(**config)`` and its ``state_dict``; that is all a
-    checkpoint holds, so loading one never unpickles code.
-    """
-
-    name: ClassVar[str]
-    domain: ClassVar[str]  # "tabular", "image", "timeseries", or a plugin's own
-    is_default: ClassVar[bool] = False  # the domain's default choice when none is given
-
-    def __init__(self, **config: Any) -> None:
-        super().__init__()
-        self.config: dict[str, Any] = dict(config)
-
-    @abstractmethod
-    def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
-        """Train on normal samples ``train`` (``[N, *X]``)."""
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # Buffers that fit() sets (tau, train_scores, x_mean) start empty; take the saved shape.
-        for name, buffer in self._buffers.items():
-            key = prefix + name
-            if buffer is not None and buffer.numel() == 0 and key in state_dict:
-                self._buffers[name] = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    @classmethod
-    def describe(cls) -> str:
-        """The first line of the class docstring."""
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-
-    @classmethod
-    def for_dataset(cls, dataset: Dataset, **overrides: Any) -> Model:
-        """A fresh, unfitted model sized for ``dataset``'s samples; ``overrides`` change its config."""
-        return cls(**{"input_shape": list(dataset.sample_shape()), **overrides})
-
-    @classmethod
-    def bundled_checkpoint(cls, dataset: Dataset) -> Path | None:
-        """A checkpoint shipped with the plugin for ``dataset`` (its embedded default), if any."""
-        return None
-
-
-class Detector(Model):
-    """An anomaly detector with a linear decomposition ``s(x) = sum(alpha(x)) + beta(x)``.
-
-    Subclasses implement :meth:`decompose` and :meth:`fit`; ``fit`` must end by calling
-    :meth:`calibrate` on the normal training data so that the feature thresholds ``tau``
-    (paper: the per-feature 90% quantile of training feature scores) and the training
-    score statistics are stored with the model.
-    """
-
-    threshold_quantile: ClassVar[float] = 0.9
-    guidance_scale: ClassVar[float] = 1.0  # suggested eta for this detector's score scale
-    # RepairSettings fields this detector repairs best with (e.g. {"eta_schedule": "constant"});
-    # the CLI uses them for options the user leaves out.
-    repair_defaults: ClassVar[dict[str, Any]] = {}
-
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        self.register_buffer("tau", torch.zeros(0))  # [*F], set by calibrate()
-        self.register_buffer("train_scores", torch.zeros(0))  # [N], set by calibrate()
-
-    @abstractmethod
-    def decompose(self, x: Tensor) -> Decomposition:
-        """Feature scores ``alpha`` ``[B, *F]`` and regulariser ``beta`` ``[B]`` of ``x``."""
-
-    def score(self, x: Tensor) -> Tensor:
-        """The anomaly score ``s(x)``, ``[B]``."""
-        return self.decompose(x).score
-
-    def reference_score(self, x: Tensor) -> Tensor | None:
-        """The score computed the model's own way, independently of :meth:`decompose`.
-
-        The identity test checks ``reference_score == sum(alpha) + beta``; return ``None``
-        only when no independent computation exists.
-        """
-        return None
-
-    def input_mask(self, omega: Tensor, input_shape: torch.Size) -> Tensor:
-        """Map a feature mask ``[B, *F]`` onto the input ``[B, *X]``.
-
-        Default: identity when ``F == X``; broadcast over the leading channel axis when
-        ``X = [C, *F]`` (one score per pixel covers all channels of that pixel).
-        """
-        feature_shape, x_shape = tuple(omega.shape[1:]), tuple(input_shape[1:])
-        if feature_shape == x_shape:
-            return omega
-        if x_shape[1:] == feature_shape:
-            return omega.unsqueeze(1).expand(-1, x_shape[0], *feature_shape)
-        raise NotImplementedError(
-            f"{self.name}: cannot map features {feature_shape} onto input {x_shape}; "
-            "override Detector.input_mask"
-        )
-
-    def feature_mask(self, input_mask: Tensor) -> Tensor:
-        """Map a mask given on the input ``[B, *X]`` (e.g. ground truth) onto features ``[B, *F]``.
-
-        Default: identity when shapes agree, else a feature is anomalous if any input
-        element it covers is (the inverse of :meth:`input_mask`).
-        """
-        feature_shape = tuple(self.tau.shape)
-        if tuple(input_mask.shape[1:]) == feature_shape:
-            return input_mask
-        if tuple(input_mask.shape[2:]) == feature_shape:
-            return input_mask.amax(dim=1)
-        raise NotImplementedError(f"{self.name}: override Detector.feature_mask")
-
-    @torch.no_grad()
-    def calibrate(self, train: Tensor, batch_size: int = 64) -> None:
-        """Store ``tau`` (per-feature ``threshold_quantile`` of training alpha) and training scores."""
-        was_training = self.training
-        self.eval()
-        alphas, scores = [], []
-        for batch in train.split(batch_size):
-            d = self.decompose(batch)
-            alphas.append(d.alpha.float())
-            scores.append(d.score.float())
-        alpha = torch.cat(alphas)
-        self.tau = torch.quantile(alpha.flatten(1), self.threshold_quantile, dim=0).reshape(alpha.shape[1:])
-        self.train_scores = torch.cat(scores)
-        self.train(was_training)
-
-    @property
-    def is_calibrated(self) -> bool:
-        return self.train_scores.numel() > 0
-
-
-class Repairer(Model):
-    """A diffusion model trained on normal samples, driven step by step by the engine.
-
-    The engine owns the loop (eqs. 4–7); the repairer gives it the network output for
-    one step and the diffusers scheduler that turns that output into ``x_{t-1}``.
-    ``prediction_type`` follows diffusers: ``"epsilon"`` (the noise) or ``"sample"``
-    (``x0`` directly, as Diffusion-TS does).
-    """
-
-    prediction_type: ClassVar[str] = "epsilon"
-
-    def __init__(self, *, num_train_timesteps: int = 1000, beta_schedule: str = "linear", **config: Any) -> None:
-        super().__init__(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, **config)
-        self.register_buffer("x_mean", torch.zeros(0))  # [*X] mean normal sample, set by fit
-
-    @abstractmethod
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """Network output for noisy ``x_t`` ``[B, *X]`` at integer timesteps ``t`` ``[B]``."""
-
-    def make_scheduler(self, kind: str = "ddpm"):
-        """A fresh diffusers scheduler (``"ddpm"`` or ``"ddim"``) matching this model's training."""
-        from arpro.diffusion import make_scheduler
-
-        return make_scheduler(
-            kind,
-            num_train_timesteps=self.config["num_train_timesteps"],
-            beta_schedule=self.config["beta_schedule"],
-            prediction_type=self.prediction_type,
-        )
-
-    def prefill(self, x_bad: Tensor, omega_input: Tensor) -> Tensor:
-        """The input with its masked region replaced by the mean normal sample there.
-
-        This is the reference code's SDEdit start ("pre-filled by its mean colour"),
-        generalised to any domain: the mean is taken over the normal training data.
-        """
-        return torch.where(omega_input.bool(), self.x_mean.expand_as(x_bad), x_bad)
 
 
 @dataclass
@@ -231,7 +59,8 @@ class Property(ABC):
     """A formal property of a repair: a differentiable loss, a metric and a holds-check."""
 
     name: ClassVar[str]
-    metric_name: ClassVar[str]
+    metric_name: ClassVar[str]  # the key of its metric in results (ASCII, e.g. "Momega")
+    metric_label: ClassVar[str] = ""  # how tables show the metric (e.g. "Mω"); default: metric_name
     needs_detector: ClassVar[bool] = True  # False: loss() ignores `fix` (saves a detector pass)
 
     @abstractmethod
@@ -247,8 +76,8 @@ class Property(ABC):
         """Per-sample bool ``[B]``: does the repair satisfy the property?"""
 
     @classmethod
-    def describe(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+    def label(cls) -> str:
+        return cls.metric_label or cls.metric_name
 
 
 @dataclass
@@ -329,7 +158,3 @@ class Dataset(ABC):
     def write_repairs(self, result: RepairResult, out_dir: Path, batch: InputBatch) -> list[Path]:
         """Write the repairs (and any figures) in the user's space; return the files written."""
         return []
-
-    @classmethod
-    def describe(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

@@ -9,31 +9,23 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from arpro import __version__
+from arpro import plugins
+from arpro._version import __version__
 from arpro.errors import ArproError
-from arpro.evaluate import METRICS, PROPERTY_OF
+from arpro.outputs import write_atomic
+from arpro.summary import paper_tables
 
-NAMES = {"Ms": "Ms", "Md": "Md", "Momega": "Mω", "Momega_bar": "Mω̄"}
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th:first-child,td:first-child{text-align:left}
-th{background:#f3f3f3} figure{display:inline-block;margin:0.5em}
-img{max-width:100%;border:1px solid #ddd} pre{background:#f7f7f7;padding:1em;overflow:auto}
-"""
+STYLE = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222} table{border-collapse:"
+         "collapse;margin:1em 0;font-size:13px} th,td{border:1px solid #ccc;padding:4px 8px;text-align:right} "
+         "th:first-child,td:first-child{text-align:left} th{background:#f3f3f3} figure{display:inline-block;margin:0.5em}"
+         " img{max-width:100%;border:1px solid #ddd} pre{background:#f7f7f7;padding:1em;overflow:auto}")
 # Marks the page once every image has decoded, so a headless browser test can check it.
-SCRIPT = """
-window.addEventListener('load', () => {
-  const imgs = Array.from(document.images);
-  document.body.dataset.imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
-  document.body.dataset.images = imgs.length;
-});
-"""
+SCRIPT = ("window.addEventListener('load', () => { const imgs = Array.from(document.images); document.body.dataset."
+          "imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length; document.body.dataset.images = "
+          "imgs.length; });")
 
 
 def _img(path: Path, caption: str) -> str:
@@ -42,8 +34,6 @@ def _img(path: Path, caption: str) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from arpro import plugins
-
     names = ["torch", "diffusers", "pluggy", "lightning", "anomalib", "transformers"]
     names += sorted({e.distribution for e in plugins.registry()} - {"arpro"})
     found = {"arpro": __version__}
@@ -55,39 +45,14 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def metrics_table(summary: dict) -> str:
-    arms = summary["arms"]
-    head = "".join(f"<th>{NAMES[m]} {a}</th>" for m in METRICS for a in arms)
-    rows = [f"<tr><th>category</th><th>n</th>{head}</tr>"]
-    for category, entry in summary["categories"].items():
-        cells = "".join(
-            f"<td>{entry[a][m]['mean']:.4g} ± {entry[a][m]['std']:.3g}</td>" if m in entry[a] else "<td>–</td>"
-            for m in METRICS for a in arms
-        )
-        rows.append(f"<tr><td>{html.escape(category)}</td><td>{entry['n']}</td>{cells}</tr>")
-        medians = "".join(
-            f"<td>{entry[a][m]['median']:.4g}</td>" if m in entry[a] else "<td>–</td>" for m in METRICS for a in arms
-        )
-        rows.append(f"<tr><td>median</td><td></td>{medians}</tr>")
-    delta = "".join(
-        f"<td>{summary['delta'][m]:+.1f}%</td>" if a == "guided" and summary["delta"].get(m) is not None else "<td></td>"
-        for m in METRICS for a in arms
-    )
-    rows.append(f"<tr><td>Δ (median % improvement, guided vs baseline)</td><td></td>{delta}</tr>")
-    return '<table class="metrics">' + "".join(rows) + "</table>"
-
-
-def verdict_table(summary: dict) -> str:
-    arms = summary["arms"]
-    cols = [("TNR", "tnr", ".2f"), ("all P1–P4 hold", "all_hold", ".2f"), ("median s", "median_seconds", ".3f")]
-    head = "".join(f"<th>{label} {a}</th>" for label, _, _ in cols for a in arms)
-    holds = "".join(f"<th>{PROPERTY_OF[m].upper()} holds {a}</th>" for m in METRICS for a in arms)
-    rows = [f"<tr><th>category</th>{head}{holds}</tr>"]
-    for category, entry in summary["categories"].items():
-        cells = "".join(f"<td>{entry[a][key]:{fmt}}</td>" for _, key, fmt in cols for a in arms)
-        cells += "".join(f"<td>{entry[a][m]['holds']:.2f}</td>" if m in entry[a] else "<td>–</td>" for m in METRICS for a in arms)
-        rows.append(f"<tr><td>{html.escape(category)}</td>{cells}</tr>")
-    return '<table class="verdicts">' + "".join(rows) + "</table>"
+def html_tables(summary: dict) -> list[str]:
+    """:func:`arpro.summary.paper_tables` as HTML tables."""
+    tables = []
+    for head, rows in paper_tables(summary):
+        cells = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+        cells += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+        tables.append("<table>" + "".join(cells) + "</table>")
+    return tables
 
 
 def write_report(results: Path, out: Path, ablation_dir: Path | None = None) -> Path:
@@ -103,10 +68,13 @@ def write_report(results: Path, out: Path, ablation_dir: Path | None = None) -> 
     parts = [f"<h1>arpro report: {html.escape(results.name)}</h1>"]
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
+        if "properties" not in summary:
+            raise ArproError(f"{summary_path} was written by an older arpro; rerun `arpro evaluate` on it")
+        metrics, verdicts = html_tables(summary)
         parts += ["<h2>Repair quality (paper Tables 1, 2, 6)</h2>",
                   "<p>Mean ± std per category; lower is better. Baseline: SDEdit without in-filling; "
-                  "infill: unguided masked in-filling; guided: AR-Pro.</p>", metrics_table(summary),
-                  "<h2>Verdicts, TNR and runtime (paper Tables 3, 7)</h2>", verdict_table(summary)]
+                  "infill: unguided masked in-filling; guided: AR-Pro.</p>", metrics,
+                  "<h2>Verdicts, TNR and runtime (paper Tables 3, 7)</h2>", verdicts]
     if plots:
         parts += ["<h2>Ablation (paper Figure 7)</h2>"] + [_img(p, p.stem) for p in plots]
     gallery = sorted((results / "gallery").glob("*/*.png"))
@@ -121,8 +89,5 @@ def write_report(results: Path, out: Path, ablation_dir: Path | None = None) -> 
     parts += ["<h2>Versions</h2>", f"<pre>{html.escape(json.dumps(_versions(), indent=2))}</pre>"]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>arpro report</title>"
             f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>{''.join(parts)}</body></html>\n")
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, out)
-    return out
+    write_atomic(Path(out), page)
+    return Path(out)

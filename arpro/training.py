@@ -1,10 +1,6 @@
-"""The one training loop every plugin's ``fit`` uses, run on Lightning Fabric.
-
-By default the loop runs on a single-process CPU Fabric. ``arpro train --devices N
---strategy ddp`` (and Lightning's multi-node launch) sets a multi-process Fabric with
-:func:`use_fabric`; the same loop then trains data-parallel: every rank draws its own
-batches, DDP averages the gradients, and the ranks' weights stay equal.
-"""
+"""The one training loop every ``fit`` uses, on Lightning Fabric (one CPU process by default;
+under :func:`use_fabric` with several, data-parallel: each rank draws its own batches, DDP
+averages the gradients), and the denoiser objective every repairer trains with."""
 
 from __future__ import annotations
 
@@ -13,6 +9,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,6 +20,8 @@ from arpro.progress import progress_bar
 
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
+
+    from arpro.models import Model, Repairer
 
 LossFn = Callable[[Tensor, torch.Generator], Tensor]
 _current: ContextVar[Fabric | None] = ContextVar("arpro_fabric", default=None)
@@ -47,7 +46,8 @@ def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1) -
     except (ValueError, RuntimeError) as error:
         raise ArproError(f"cannot start Lightning Fabric with --strategy {strategy!r}: {error}") from None
     fabric.launch()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
+    if devices > 1:  # share this node's cores among its ranks; one process keeps the user's threads
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
     return fabric
 
 
@@ -63,12 +63,7 @@ def use_fabric(fabric: Fabric) -> Iterator[Fabric]:
 
 def current_fabric() -> Fabric:
     """The Fabric set by :func:`use_fabric`, else a fresh single-process CPU Fabric."""
-    fabric = _current.get()
-    if fabric is None:
-        from lightning.fabric import Fabric
-
-        fabric = Fabric(accelerator="cpu", devices=1)
-    return fabric
+    return _current.get() or launch_fabric()
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -180,3 +175,75 @@ def fit_options(model: nn.Module, options: dict[str, Any], **defaults: Any) -> d
             raise ArproError(f"{_label(model)}: no {key} given and no {config_key} in its config")
         resolved[key] = kind(value)
     return resolved
+
+
+def train_denoiser(
+    model: Repairer,
+    train: Tensor,
+    *,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    extra_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> list[float]:
+    """Train a repairer's network on normal samples with the standard DDPM objective.
+
+    The target is the noise (``prediction_type="epsilon"``) or ``x0`` (``"sample"``);
+    ``extra_loss(x0, prediction)`` adds a model-specific term (e.g. Diffusion-TS's
+    Fourier loss). ``steps``, ``batch_size`` and ``lr`` default to the model's config
+    (``train_steps``, ``batch_size``, ``lr``; else batch 64, lr 1e-4). AdamW, as in the
+    paper, through :func:`arpro.training.fit_loop`. Returns the loss per step.
+    """
+    given = {k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr).items() if v is not None}
+    scheduler = model.make_scheduler("ddpm")
+    timesteps = len(scheduler.alphas_cumprod)
+    model.x_mean = train.mean(0)
+
+    def loss_fn(x0: Tensor, generator: torch.Generator) -> Tensor:
+        t = torch.randint(0, timesteps, (x0.shape[0],), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        prediction = model(scheduler.add_noise(x0, noise, t), t)
+        target = noise if model.prediction_type == "epsilon" else x0
+        loss = torch.nn.functional.mse_loss(prediction, target)
+        return loss if extra_loss is None else loss + extra_loss(x0, prediction)
+
+    options = fit_options(model, given, batch_size=64, lr=1e-4)
+    return fit_loop(model, loss_fn, train, seed=seed, progress=progress, **options)
+
+
+def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, model_options: dict[str, Any] | None = None,
+                   devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, seed: int = 0, dataset: str | None = None,
+                   data_root: Path | None = None, dataset_options: dict[str, Any] | None = None) -> Model | None:
+    """``arpro train``: fit a fresh ``kind`` ``name`` on the dataset's normal samples and save it to ``out``.
+
+    With ``devices * num_nodes > 1`` every rank trains (DDP keeps them equal) and rank 0
+    writes the checkpoint and returns the model; the other ranks return ``None``.
+    """
+    from arpro import plugins
+    from arpro.checkpoint import save
+    from arpro.spec import load_dataset
+
+    cls = plugins.get(kind, name)
+    if devices < 1 or num_nodes < 1:
+        raise ArproError("--devices and --num-nodes must be at least 1")
+    data = load_dataset(dataset, data_root, domain=cls.domain, **(dataset_options or {}))
+    if out.exists() and not overwrite:
+        raise ArproError(f"{out} already exists; pass --overwrite to replace it")
+    overrides = model_options or {}
+    try:
+        model = cls.for_dataset(data, **overrides)
+    except TypeError as error:
+        raise ArproError(f"{kind} {name!r} does not take --model-option {', '.join(overrides)}: {error}") from None
+    if devices * num_nodes == 1:  # the plain single-process loop, exactly as the bundled checkpoints were trained
+        model.fit(data.train().x, seed=seed, progress=True)
+    else:
+        fabric = launch_fabric(devices, strategy, num_nodes)
+        with use_fabric(fabric):
+            model.fit(data.train().x, seed=seed, progress=True)
+        fabric.barrier()
+        if fabric.global_rank != 0:
+            return None
+    save(model, out)
+    return model

@@ -15,7 +15,7 @@ import torch
 
 import arpro
 from arpro import plugins
-from arpro.evaluate import conformal_threshold
+from arpro import conformal_threshold
 from arpro_timeseries.evaluation import detection_metrics, scores
 
 

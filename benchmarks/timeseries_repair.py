@@ -28,7 +28,7 @@ import torch
 
 import arpro
 from arpro import checkpoint, plugins
-from arpro.evaluate import conformal_threshold
+from arpro import conformal_threshold
 from arpro_timeseries.evaluation import scores
 
 METRICS = [("Ms", "Ms"), ("Md", "Md"), ("Momega", "Mω"), ("Momega_bar", "Mω̄")]

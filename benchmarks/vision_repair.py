@@ -32,7 +32,7 @@ import torch
 
 import arpro
 from arpro import checkpoint, plugins
-from arpro.evaluate import conformal_threshold
+from arpro import conformal_threshold
 
 sys.path.insert(0, str(Path(__file__).parent))
 from vision_detectors import cached_model  # noqa: E402

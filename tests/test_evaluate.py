@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import run_cli
 
-from arpro.evaluate import conformal_threshold, summarize
+from arpro.summary import conformal_threshold, summarize
 
 ARGS = ["evaluate", "--detector", "gaussian", "--limit", "12", "--chunk-size", "4", "--steps", "10", "--quiet"]
 
@@ -37,7 +37,7 @@ def test_outputs_and_tables(reference):
         assert set(records[0][arm]["metrics"]) == {"Ms", "Md", "Momega", "Momega_bar"}
         assert "seconds" not in records[0][arm]
     tables = (reference / "tables.md").read_text()
-    assert "Δ (guided vs baseline)" in tables and "TNR" in tables
+    assert "Δ (median % improvement, guided vs baseline)" in tables and "TNR" in tables
     summary = json.loads((reference / "summary.json").read_text())
     assert summary["categories"]["breast-cancer"]["n"] == 12
     assert (reference / "tables.csv").read_text().count("\n") == 4  # header + 3 arms
@@ -118,6 +118,6 @@ def test_summary_delta_is_median_percentage_improvement():
         return {"category": category, "index": 0, "baseline": arm(base), "infill": arm(base), "guided": arm(guided)}
 
     records = [record("a", 10.0, 5.0), record("b", -4.0, -6.0), record("c", 2.0, 3.0)]
-    summary = summarize(records, [])
+    summary = summarize(records, [], [{"name": "p1", "metric": "Ms", "label": "Ms"}])
     # improvements: +50%, +50%, -50% -> median +50%
     assert summary["delta"]["Ms"] == pytest.approx(50.0)

@@ -20,7 +20,7 @@ class MeanAbsoluteDeviation(arpro.Detector):
     guidance_scale = 0.5
 
     def __init__(self, input_shape: list[int]) -> None:
-        super().__init__(input_shape=input_shape)
+        super().__init__()
         self.register_buffer("center", torch.zeros(input_shape))
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> None:

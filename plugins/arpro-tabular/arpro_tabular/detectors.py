@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 import arpro
-from arpro.training import fit_loop
 from arpro_tabular.bundled import bundled
 
 
@@ -26,7 +25,7 @@ class GaussianDetector(arpro.Detector):
     guidance_scale = 0.5
 
     def __init__(self, input_shape: list[int], min_std: float = 1e-3) -> None:
-        super().__init__(input_shape=input_shape, min_std=min_std)
+        super().__init__()
         self.register_buffer("mu", torch.zeros(input_shape))
         self.register_buffer("sigma", torch.ones(input_shape))
 
@@ -60,7 +59,7 @@ class AutoencoderDetector(arpro.Detector):
     guidance_scale = 4.0
 
     def __init__(self, input_shape: list[int], hidden: int = 64, bottleneck: int = 8, epochs: int = 300) -> None:
-        super().__init__(input_shape=input_shape, hidden=hidden, bottleneck=bottleneck, epochs=epochs)
+        super().__init__()
         (d,) = input_shape
         self.encoder = nn.Sequential(nn.Linear(d, hidden), nn.SiLU(), nn.Linear(hidden, bottleneck))
         self.decoder = nn.Sequential(nn.Linear(bottleneck, hidden), nn.SiLU(), nn.Linear(hidden, d))
@@ -70,7 +69,7 @@ class AutoencoderDetector(arpro.Detector):
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> None:
         """Epochs of shuffled batches of 64 (AdamW, lr 1e-3); ``options``: ``epochs``."""
-        fit_loop(
+        arpro.fit_loop(
             self, lambda x, generator: (self.reconstruct(x) - x).pow(2).mean(), train,
             steps=int(options.get("epochs", self.config["epochs"])), batch_size=64, lr=1e-3, weight_decay=1e-4,
             epochs=True, seed=seed, progress=progress, description="training autoencoder",

@@ -6,8 +6,6 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
 import arpro
-from arpro.diffusion import train_denoiser
-from arpro.training import fit_options
 from arpro_tabular.bundled import bundled
 
 
@@ -28,27 +26,9 @@ class MlpDDPM(arpro.Repairer):
     domain = "tabular"
     is_default = True
 
-    def __init__(
-        self,
-        input_shape: list[int],
-        width: int = 256,
-        depth: int = 3,
-        train_steps: int = 4000,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        num_train_timesteps: int = 1000,
-        beta_schedule: str = "linear",
-    ) -> None:
-        super().__init__(
-            input_shape=input_shape,
-            width=width,
-            depth=depth,
-            train_steps=train_steps,
-            batch_size=batch_size,
-            lr=lr,
-            num_train_timesteps=num_train_timesteps,
-            beta_schedule=beta_schedule,
-        )
+    def __init__(self, input_shape: list[int], width: int = 256, depth: int = 3, train_steps: int = 4000, batch_size:
+                 int = 128, lr: float = 1e-3, num_train_timesteps: int = 1000, beta_schedule: str = "linear") -> None:
+        super().__init__()
         (d,) = input_shape
         self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(width, width)
@@ -65,7 +45,7 @@ class MlpDDPM(arpro.Repairer):
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> list[float]:
         """``options``: ``steps``, ``batch_size``, ``lr`` override the config for this call."""
-        return train_denoiser(self, train, seed=seed, progress=progress, **fit_options(self, options))
+        return arpro.train_denoiser(self, train, seed=seed, progress=progress, **arpro.fit_options(self, options))
 
     @classmethod
     def bundled_checkpoint(cls, dataset):

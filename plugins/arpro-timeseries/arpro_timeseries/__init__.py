@@ -2,8 +2,9 @@
 
 import arpro
 
-from arpro_timeseries.datasets import HAI, WADI, Process, SWaT, TimeSeriesCsv
 from arpro_timeseries.detectors import GPT2Detector, Llama2Detector
+from arpro_timeseries.layouts import HAI, WADI, SWaT, TimeSeriesCsv
+from arpro_timeseries.process import Process
 from arpro_timeseries.repairer import DiffusionTS
 
 

@@ -25,7 +25,6 @@ import torch
 from torch import Tensor, nn
 
 import arpro
-from arpro.training import fit_loop, fit_options
 from arpro_timeseries.bundled import ShippedModel
 
 # Backbone sizes. "paper": GPT-2 first 6 layers of GPT-2 small; Llama-2 first 4 layers at
@@ -47,25 +46,16 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
 
     domain = "timeseries"
     family: ClassVar[str]
+    embedding_key: ClassVar[str]
+    layer_key: ClassVar[str]
     guidance_scale = 0.03  # with the repair_defaults below, chosen on process(seed=1) (docs/timeseries.md)
     repair_defaults = {"eta_schedule": "constant", "guide_on": "x0", "infill_stop": 0.05}
     smoke_fit_options: ClassVar[dict] = {"steps": 5}  # what the core's identity test passes to fit()
 
-    def __init__(
-        self,
-        input_shape: list[int],
-        preset: str = "small",
-        n_layer: int | None = None,
-        hidden: int | None = None,
-        n_head: int | None = None,
-        intermediate: int | None = None,
-        bottleneck: int | None = None,
-        eps: float = 1e-2,
-        train_steps: int = 3000,
-        batch_size: int = 64,
-        lr: float = 1e-3,
-        pretrained: str | None = None,
-    ) -> None:
+    def __init__(self, input_shape: list[int], preset: str = "small", n_layer: int | None = None,
+                 hidden: int | None = None, n_head: int | None = None, intermediate: int | None = None,
+                 bottleneck: int | None = None, eps: float = 1e-2, train_steps: int = 3000, batch_size: int = 64,
+                 lr: float = 1e-3, pretrained: str | None = None) -> None:
         if preset not in PRESETS[self.family]:
             raise arpro.ArproError(f"{self.name}: unknown preset {preset!r} (choose {', '.join(PRESETS[self.family])})")
         size = dict(PRESETS[self.family][preset])
@@ -74,10 +64,8 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
                 size[key] = int(value)
         t, d = (int(v) for v in input_shape)
         bottleneck = int(bottleneck) if bottleneck is not None else max(2, d // 3)
-        super().__init__(
-            input_shape=[t, d], preset=preset, **size, bottleneck=bottleneck, eps=eps, train_steps=train_steps,
-            batch_size=batch_size, lr=lr, pretrained=pretrained,
-        )
+        super().__init__()
+        self.config.update(input_shape=[t, d], **size, bottleneck=bottleneck)  # the resolved preset
         self.squeeze = nn.Linear(d, bottleneck)
         self.expand = nn.Linear(bottleneck, size["hidden"])
         self.backbone = self.build_backbone(t, **size)
@@ -87,8 +75,17 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
         raise NotImplementedError
 
     def load_pretrained(self, path: Path) -> None:
-        """Copy the first ``n_layer`` layers of a local checkpoint into the backbone."""
-        raise NotImplementedError
+        """Copy the first ``n_layer`` layers of a local transformers checkpoint into the backbone
+        (the token embedding, which the windows never use, is left out)."""
+        if not path.exists():
+            raise arpro.ArproError(f"{self.name}: pretrained weights {path} do not exist")
+        source = type(self.backbone).from_pretrained(str(path)).state_dict()
+        n_layer = self.config["n_layer"]
+        keep = {k: v for k, v in source.items() if not k.startswith(self.embedding_key) and _layer_ok(k, self.layer_key, n_layer)}
+        try:
+            self.backbone.load_state_dict(keep, strict=False)
+        except RuntimeError as error:
+            raise arpro.ArproError(f"{self.name}: {path} does not fit preset {self.config['preset']!r}: {error}") from None
 
     def reconstruct(self, x: Tensor) -> Tensor:
         mean = x.mean(1, keepdim=True)
@@ -114,13 +111,12 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
         torch.manual_seed(seed)  # load_pretrained builds a model; fit_loop seeds again for training
         if self.config["pretrained"]:
             self.load_pretrained(Path(self.config["pretrained"]))
-        fit_loop(
+        arpro.fit_loop(
             self, lambda x, generator: (self.reconstruct(x) - x).pow(2).mean(), train, seed=seed, progress=progress,
-            weight_decay=1e-4, cosine=True, **fit_options(self, options),
+            weight_decay=1e-4, cosine=True, **arpro.fit_options(self, options),
         )
         with torch.no_grad():
             self.calibrate(train)
-
 
 
 class GPT2Detector(ReconstructionDetector):
@@ -133,6 +129,7 @@ class GPT2Detector(ReconstructionDetector):
 
     name = "gpt2"
     family = "gpt2"
+    embedding_key, layer_key = "wte", "h."  # state-dict prefixes of the token embedding and of the layers
     is_default = True
 
     def build_backbone(self, length, n_layer, hidden, n_head, intermediate):
@@ -146,18 +143,6 @@ class GPT2Detector(ReconstructionDetector):
         model = GPT2Model(config)
         return model
 
-    def load_pretrained(self, path: Path) -> None:
-        from transformers import GPT2Model
-
-        if not path.exists():
-            raise arpro.ArproError(f"{self.name}: pretrained weights {path} do not exist")
-        source = GPT2Model.from_pretrained(str(path)).state_dict()
-        keep = {k: v for k, v in source.items() if not k.startswith("wte") and _layer_ok(k, "h.", self.config["n_layer"])}
-        try:
-            self.backbone.load_state_dict(keep, strict=False)
-        except RuntimeError as error:
-            raise arpro.ArproError(f"{self.name}: {path} does not fit preset {self.config['preset']!r}: {error}") from None
-
 
 class Llama2Detector(ReconstructionDetector):
     """Llama-2 backbone (transformers LlamaModel) reconstructing each window; score = squared error.
@@ -169,6 +154,7 @@ class Llama2Detector(ReconstructionDetector):
 
     name = "llama2"
     family = "llama2"
+    embedding_key, layer_key = "embed", "layers."
 
     def build_backbone(self, length, n_layer, hidden, n_head, intermediate):
         from transformers import LlamaConfig, LlamaModel
@@ -180,18 +166,6 @@ class Llama2Detector(ReconstructionDetector):
         )
         model = LlamaModel(config)
         return model
-
-    def load_pretrained(self, path: Path) -> None:
-        from transformers import LlamaModel
-
-        if not path.exists():
-            raise arpro.ArproError(f"{self.name}: pretrained weights {path} do not exist")
-        source = LlamaModel.from_pretrained(str(path)).state_dict()
-        keep = {k: v for k, v in source.items() if not k.startswith("embed") and _layer_ok(k, "layers.", self.config["n_layer"])}
-        try:
-            self.backbone.load_state_dict(keep, strict=False)
-        except RuntimeError as error:
-            raise arpro.ArproError(f"{self.name}: {path} does not fit preset {self.config['preset']!r}: {error}") from None
 
 
 def _layer_ok(key: str, prefix: str, n_layer: int) -> bool:

@@ -1,6 +1,6 @@
 """Helpers the time-series benchmarks share: scores in batches and detection metrics.
 
-Conformal thresholds are the core's (:func:`arpro.evaluate.conformal_threshold`)."""
+Conformal thresholds are the core's (:func:`arpro.conformal_threshold`)."""
 
 from __future__ import annotations
 

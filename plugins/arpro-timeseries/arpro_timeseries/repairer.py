@@ -35,8 +35,6 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
 import arpro
-from arpro.diffusion import train_denoiser
-from arpro.training import fit_options
 from arpro_timeseries.bundled import ShippedModel
 
 
@@ -142,31 +140,14 @@ class DiffusionTS(ShippedModel, arpro.Repairer):
     is_default = True
     prediction_type = "sample"
 
-    def __init__(
-        self,
-        input_shape: list[int],
-        width: int = 64,
-        heads: int = 4,
-        encoder_layers: int = 1,
-        decoder_layers: int = 2,
-        mlp_ratio: int = 2,
-        trend_degree: int = 3,
-        fourier_factor: float = 1.0,
-        fourier_weight: float | None = None,
-        train_steps: int = 2500,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        num_train_timesteps: int = 500,
-        beta_schedule: str = "squaredcos_cap_v2",
-    ) -> None:
+    def __init__(self, input_shape: list[int], width: int = 64, heads: int = 4, encoder_layers: int = 1,
+                 decoder_layers: int = 2, mlp_ratio: int = 2, trend_degree: int = 3, fourier_factor: float = 1.0,
+                 fourier_weight: float | None = None, train_steps: int = 2500, batch_size: int = 32, lr: float = 1e-3,
+                 num_train_timesteps: int = 500, beta_schedule: str = "squaredcos_cap_v2") -> None:
         t, d = (int(v) for v in input_shape)
         fourier_weight = math.sqrt(t) / 5 if fourier_weight is None else float(fourier_weight)
-        super().__init__(
-            input_shape=[t, d], width=width, heads=heads, encoder_layers=encoder_layers, decoder_layers=decoder_layers,
-            mlp_ratio=mlp_ratio, trend_degree=trend_degree, fourier_factor=fourier_factor, fourier_weight=fourier_weight,
-            train_steps=train_steps, batch_size=batch_size, lr=lr, num_train_timesteps=num_train_timesteps,
-            beta_schedule=beta_schedule,
-        )
+        super().__init__()
+        self.config.update(input_shape=[t, d], fourier_weight=fourier_weight)  # the resolved default
         self.embed = nn.Conv1d(d, width, kernel_size=3, padding=1)
         self.pos_enc = nn.Parameter(torch.randn(1, t, width) * 0.02)
         self.pos_dec = nn.Parameter(torch.randn(1, t, width) * 0.02)
@@ -215,6 +196,6 @@ class DiffusionTS(ShippedModel, arpro.Repairer):
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> list[float]:
         """The core's denoiser loop (x0 target) plus the Fourier term. Options: ``steps``, ``lr``, ``batch_size``."""
-        return train_denoiser(
-            self, train, seed=seed, progress=progress, extra_loss=self.fourier_loss, **fit_options(self, options)
+        return arpro.train_denoiser(
+            self, train, seed=seed, progress=progress, extra_loss=self.fourier_loss, **arpro.fit_options(self, options)
         )

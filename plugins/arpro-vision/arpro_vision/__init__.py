@@ -3,7 +3,8 @@
 import arpro
 
 from arpro_vision.datasets import IMAGE_DATASETS
-from arpro_vision.detectors import EfficientAdDetector, FastFlowDetector
+from arpro_vision.efficient_ad import EfficientAdDetector
+from arpro_vision.fastflow import FastFlowDetector
 from arpro_vision.repairer import ImageDDPM
 from arpro_vision.textures import Textures
 

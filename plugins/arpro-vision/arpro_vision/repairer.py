@@ -5,15 +5,13 @@ from __future__ import annotations
 from torch import Tensor
 
 import arpro
-from arpro.diffusion import train_denoiser
-from arpro.training import fit_options
 from arpro_vision.bundled import ShippedModel
 
 
 class ImageDDPM(ShippedModel, arpro.Repairer):
     """DDPM with a diffusers UNet2DModel noise predictor for [3, S, S] images in [-1, 1].
 
-    Trained with ``arpro.diffusion.train_denoiser`` (the standard epsilon objective, AdamW,
+    Trained with ``arpro.train_denoiser`` (the standard epsilon objective, AdamW,
     ``lr`` 1e-4 by default as in the paper; 2e-4 trains faster on a small CPU budget).
     DDPM or DDIM sampling comes from the core's ``make_scheduler``. The default network
     (block channels 32/64/64/128, one ResNet layer per block, no attention) has 3.0 M
@@ -24,31 +22,11 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
     domain = "image"
     is_default = True
 
-    def __init__(
-        self,
-        input_shape: list[int],
-        block_out_channels: list[int] = (32, 64, 64, 128),
-        layers_per_block: int = 1,
-        norm_num_groups: int = 8,
-        attention: bool = False,
-        train_steps: int = 3000,
-        batch_size: int = 16,
-        lr: float = 1e-4,
-        num_train_timesteps: int = 1000,
-        beta_schedule: str = "linear",
-    ) -> None:
-        super().__init__(
-            input_shape=list(input_shape),
-            block_out_channels=list(block_out_channels),
-            layers_per_block=layers_per_block,
-            norm_num_groups=norm_num_groups,
-            attention=attention,
-            train_steps=train_steps,
-            batch_size=batch_size,
-            lr=lr,
-            num_train_timesteps=num_train_timesteps,
-            beta_schedule=beta_schedule,
-        )
+    def __init__(self, input_shape: list[int], block_out_channels: list[int] = (32, 64, 64, 128),
+                 layers_per_block: int = 1, norm_num_groups: int = 8, attention: bool = False,
+                 train_steps: int = 3000, batch_size: int = 16, lr: float = 1e-4, num_train_timesteps: int = 1000,
+                 beta_schedule: str = "linear") -> None:
+        super().__init__()
         from diffusers import UNet2DModel
 
         channels, height, width = input_shape
@@ -75,4 +53,4 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> list[float]:
         """``options``: ``steps``, ``lr``, ``batch_size`` override the config for this call."""
-        return train_denoiser(self, train, seed=seed, progress=progress, **fit_options(self, options))
+        return arpro.train_denoiser(self, train, seed=seed, progress=progress, **arpro.fit_options(self, options))

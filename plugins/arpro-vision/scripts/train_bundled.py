@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from arpro import checkpoint, plugins
+import arpro
+from arpro import checkpoint
 from arpro_vision.bundled import CHECKPOINTS
 
 torch.set_num_threads(1)
@@ -34,11 +35,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    dataset = plugins.get("dataset", "textures")(root=None, category=args.category)
+    dataset = arpro.get("dataset", "textures")(root=None, category=args.category)
     train = dataset.train().x
     out = args.out or CHECKPOINTS / f"{args.model}-textures-{args.category}-64.safetensors"
     kind = "repairer" if args.model == "ddpm" else "detector"
-    cls = plugins.get(kind, args.model)
+    cls = arpro.get(kind, args.model)
     model = cls.for_dataset(dataset)
     if args.lr is not None:
         model.config["lr"] = args.lr

@@ -1,0 +1,46 @@
+"""What the command line prints: rich tables of repairs, evaluations and ablations."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from arpro.result import RepairResult
+from arpro.summary import paper_tables
+
+console = Console()
+
+
+def print_report(result: RepairResult, labels: dict[str, str]) -> None:
+    """Each property per arm: the mean metric and how often the property holds.
+
+    ``labels``: property name -> how to show its metric (e.g. ``"P3 Mω"``).
+    """
+    table = Table(title=f"{len(result)} input(s): mean metric (fraction where the property holds)")
+    table.add_column("property")
+    for arm in result.arms:
+        table.add_column(arm, justify="right")
+    for prop, metric in result.metric_names.items():
+        cells = [f"{arm.metrics[metric].mean().item():.4g} ({arm.holds[prop].float().mean().item():.2f})"
+                 for arm in result.arms.values()]
+        table.add_row(labels[prop], *cells)
+    table.add_row("all hold", *[f"{a.all_hold.float().mean().item():.2f}" for a in result.arms.values()])
+    table.add_row("seconds", *[f"{a.seconds:.1f}" for a in result.arms.values()])
+    console.print(table)
+
+
+def print_summary(summary: dict) -> None:
+    """The paper's tables, as written to tables.md (:func:`arpro.summary.paper_tables`)."""
+    for (head, rows), title in zip(paper_tables(summary), ("mean ± std; lower is better", "verdicts, TNR, seconds")):
+        table = Table(*head, title=title)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def print_ablation(rows: list[dict], labels: dict[str, str], title: str) -> None:
+    """One row per (parameter, value): the mean of each metric (``labels``: metric -> label)."""
+    table = Table("parameter", "value", *labels.values(), "all hold", title=title)
+    for r in rows:
+        table.add_row(r["parameter"], f"{r['value']:g}", *[f"{r[m]:.4g}" for m in labels], f"{r['all_hold']:.2f}")
+    console.print(table)

@@ -1,0 +1,212 @@
+"""Detectors and repairers: the two kinds of model a plugin provides.
+
+A model records its config from its own ``__init__`` signature (in the manner of
+diffusers' ``register_to_config``): ``cls(**model.config)`` rebuilds it, and a checkpoint
+holds nothing but that config and the ``state_dict``, so loading one never unpickles code.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from abc import abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from arpro.protocols import Decomposition
+from arpro.schedulers import make_scheduler
+
+if TYPE_CHECKING:
+    from arpro.protocols import Dataset
+
+
+def _recording_config(init):
+    """Wrap ``init`` so the outermost call stores its bound arguments, defaults included, as ``self.config``."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def recorded(self, *args: Any, **kwargs: Any) -> None:
+        if "config" not in self.__dict__:  # the outermost __init__ records; super() calls do not
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            config = {k: v for k, v in list(bound.arguments.items())[1:] if signature.parameters[k].kind not in variadic}
+            object.__setattr__(self, "config", {**config, **bound.kwargs})  # bound.kwargs: **config arguments too
+        init(self, *args, **kwargs)
+
+    recorded.records_config = True
+    return recorded
+
+
+class Model(nn.Module):
+    """What detectors and repairers share: a name, a domain, a config, and ``fit``.
+
+    Write ``__init__`` with the model's config as keyword arguments and call
+    ``super().__init__()`` with none: ``self.config`` is filled from the signature.
+    """
+
+    name: ClassVar[str]
+    domain: ClassVar[str]  # "tabular", "image", "timeseries", or a plugin's own
+    is_default: ClassVar[bool] = False  # the domain's default choice when none is given
+    config: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "records_config", False):
+            cls.__init__ = _recording_config(init)
+
+    @classmethod
+    def config_parameters(cls) -> dict[str, inspect.Parameter] | None:
+        """The config keys ``cls`` accepts, by name; ``None`` when it takes any (``**config``)."""
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return None
+        return {p.name: p for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+
+    @abstractmethod
+    def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
+        """Train on normal samples ``train`` (``[N, *X]``)."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Buffers that fit() sets (tau, train_scores, x_mean) start empty; take the saved shape.
+        for name, buffer in self._buffers.items():
+            key = prefix + name
+            if buffer is not None and buffer.numel() == 0 and key in state_dict:
+                self._buffers[name] = torch.empty_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @classmethod
+    def for_dataset(cls, dataset: Dataset, **overrides: Any) -> Model:
+        """A fresh, unfitted model sized for ``dataset``'s samples; ``overrides`` change its config."""
+        return cls(**{"input_shape": list(dataset.sample_shape()), **overrides})
+
+    @classmethod
+    def bundled_checkpoint(cls, dataset: Dataset) -> Path | None:
+        """A checkpoint shipped with the plugin for ``dataset`` (its embedded default), if any."""
+        return None
+
+
+class Detector(Model):
+    """An anomaly detector with a linear decomposition ``s(x) = sum(alpha(x)) + beta(x)``.
+
+    Subclasses implement :meth:`decompose` and :meth:`fit`; ``fit`` must end by calling
+    :meth:`calibrate` on the normal training data so that the feature thresholds ``tau``
+    (paper: the per-feature 90% quantile of training feature scores) and the training
+    score statistics are stored with the model.
+    """
+
+    threshold_quantile: ClassVar[float] = 0.9
+    guidance_scale: ClassVar[float] = 1.0  # suggested eta for this detector's score scale
+    # RepairSettings fields this detector repairs best with (e.g. {"eta_schedule": "constant"});
+    # a run uses them for the settings the user leaves out.
+    repair_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("tau", torch.zeros(0))  # [*F], set by calibrate()
+        self.register_buffer("train_scores", torch.zeros(0))  # [N], set by calibrate()
+
+    @abstractmethod
+    def decompose(self, x: Tensor) -> Decomposition:
+        """Feature scores ``alpha`` ``[B, *F]`` and regulariser ``beta`` ``[B]`` of ``x``."""
+
+    def score(self, x: Tensor) -> Tensor:
+        """The anomaly score ``s(x)``, ``[B]``."""
+        return self.decompose(x).score
+
+    def reference_score(self, x: Tensor) -> Tensor | None:
+        """The score computed the model's own way, independently of :meth:`decompose`.
+
+        The identity test checks ``reference_score == sum(alpha) + beta``; return ``None``
+        only when no independent computation exists.
+        """
+        return None
+
+    def input_mask(self, omega: Tensor, input_shape: torch.Size) -> Tensor:
+        """Map a feature mask ``[B, *F]`` onto the input ``[B, *X]``.
+
+        Default: identity when ``F == X``; broadcast over the leading channel axis when
+        ``X = [C, *F]`` (one score per pixel covers all channels of that pixel).
+        """
+        feature_shape, x_shape = tuple(omega.shape[1:]), tuple(input_shape[1:])
+        if feature_shape == x_shape:
+            return omega
+        if x_shape[1:] == feature_shape:
+            return omega.unsqueeze(1).expand(-1, x_shape[0], *feature_shape)
+        raise NotImplementedError(
+            f"{self.name}: cannot map features {feature_shape} onto input {x_shape}; override Detector.input_mask"
+        )
+
+    def feature_mask(self, input_mask: Tensor) -> Tensor:
+        """Map a mask given on the input ``[B, *X]`` (e.g. ground truth) onto features ``[B, *F]``.
+
+        Default: identity when shapes agree, else a feature is anomalous if any input
+        element it covers is (the inverse of :meth:`input_mask`).
+        """
+        feature_shape = tuple(self.tau.shape)
+        if tuple(input_mask.shape[1:]) == feature_shape:
+            return input_mask
+        if tuple(input_mask.shape[2:]) == feature_shape:
+            return input_mask.amax(dim=1)
+        raise NotImplementedError(f"{self.name}: override Detector.feature_mask")
+
+    @torch.no_grad()
+    def calibrate(self, train: Tensor, batch_size: int = 64) -> None:
+        """Store ``tau`` (per-feature ``threshold_quantile`` of training alpha) and training scores."""
+        was_training = self.training
+        self.eval()
+        alphas, scores = [], []
+        for batch in train.split(batch_size):
+            d = self.decompose(batch)
+            alphas.append(d.alpha.float())
+            scores.append(d.score.float())
+        alpha = torch.cat(alphas)
+        self.tau = torch.quantile(alpha.flatten(1), self.threshold_quantile, dim=0).reshape(alpha.shape[1:])
+        self.train_scores = torch.cat(scores)
+        self.train(was_training)
+
+    @property
+    def is_calibrated(self) -> bool:
+        return self.train_scores.numel() > 0
+
+
+class Repairer(Model):
+    """A diffusion model trained on normal samples, driven step by step by the engine.
+
+    The engine owns the loop (eqs. 4–7); the repairer gives it the network output for
+    one step and the diffusers scheduler that turns that output into ``x_{t-1}``.
+    ``prediction_type`` follows diffusers: ``"epsilon"`` (the noise) or ``"sample"``
+    (``x0`` directly, as Diffusion-TS does). The noise schedule is read from the config
+    keys ``num_train_timesteps`` and ``beta_schedule`` (default 1000, ``"linear"``).
+    """
+
+    prediction_type: ClassVar[str] = "epsilon"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("x_mean", torch.zeros(0))  # [*X] mean normal sample, set by fit
+
+    @abstractmethod
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """Network output for noisy ``x_t`` ``[B, *X]`` at integer timesteps ``t`` ``[B]``."""
+
+    def make_scheduler(self, kind: str = "ddpm"):
+        """A fresh diffusers scheduler (``"ddpm"`` or ``"ddim"``) matching this model's training."""
+        return make_scheduler(
+            kind,
+            num_train_timesteps=self.config.get("num_train_timesteps", 1000),
+            beta_schedule=self.config.get("beta_schedule", "linear"),
+            prediction_type=self.prediction_type,
+        )
+
+    def prefill(self, x_bad: Tensor, omega_input: Tensor) -> Tensor:
+        """The input with its masked region replaced by the mean normal sample there.
+
+        This is the reference code's SDEdit start ("pre-filled by its mean colour"),
+        generalised to any domain: the mean is taken over the normal training data.
+        """
+        return torch.where(omega_input.bool(), self.x_mean.expand_as(x_bad), x_bad)

@@ -1,0 +1,30 @@
+"""diffusers' DDPM and DDIM schedulers, set up the way every arpro repairer trains.
+
+arpro never re-implements a noise schedule. Each scheduler is imported from its own module,
+not diffusers' package root, which would import much of diffusers.
+"""
+
+from __future__ import annotations
+
+from arpro.errors import ArproError
+
+SCHEDULERS = ("ddpm", "ddim")
+
+
+def make_scheduler(kind: str, *, num_train_timesteps: int, beta_schedule: str, prediction_type: str):
+    """A diffusers scheduler of ``kind`` ("ddpm" or "ddim") with the given training schedule."""
+    options = dict(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule=beta_schedule,
+        prediction_type=prediction_type,
+        clip_sample=False,
+    )
+    if kind == "ddpm":
+        from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+
+        return DDPMScheduler(**options)
+    if kind == "ddim":
+        from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+
+        return DDIMScheduler(**options, set_alpha_to_one=True)
+    raise ArproError(f"unknown scheduler {kind!r}; choose one of: {', '.join(SCHEDULERS)}")

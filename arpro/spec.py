@@ -1,0 +1,175 @@
+"""One description of a run, and the one way to turn it into a dataset and fitted models.
+
+``repair``, ``evaluate``, ``ablate`` and the Python API all start from a :class:`RunSpec`;
+:func:`resolve` checks it and returns a :class:`Run` that repairs inputs with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from arpro import plugins
+from arpro._version import __version__
+from arpro.api import repair
+from arpro.checkpoint import obtain_model
+from arpro.errors import ArproError
+from arpro.models import Detector, Repairer
+from arpro.outputs import staged_output
+from arpro.properties import DEFAULT_PROPERTIES
+from arpro.protocols import Dataset, InputBatch
+from arpro.result import ARMS, RepairResult
+from arpro.settings import RepairSettings
+
+
+@dataclass
+class RunSpec:
+    """Everything that decides a run's results.
+
+    ``settings`` may be given as a mapping of the settings to change: the rest then come
+    from the detector's ``repair_defaults``, else :class:`RepairSettings`' defaults.
+    Names are checked when the spec is made, before any data or model is loaded.
+    """
+
+    detector: str
+    repairer: str | None = None  # default: the domain's
+    dataset: str | None = None  # NAME[:CATEGORY]; default: the domain's embedded dataset
+    data_root: Path | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    detector_checkpoint: Path | None = None  # default: the bundled one, else train now
+    repairer_checkpoint: Path | None = None
+    properties: Sequence[str] = DEFAULT_PROPERTIES  # the guiding properties; P1–P4 are always reported
+    settings: RepairSettings | dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        detector_cls = plugins.get("detector", self.detector)
+        domain = detector_cls.domain
+        repairer_cls = plugins.get("repairer", self.repairer) if self.repairer else plugins.get_default("repairer", domain)
+        if repairer_cls.domain != domain:
+            raise ArproError(f"repairer {repairer_cls.name!r} works on {repairer_cls.domain} data, "
+                             f"detector {self.detector!r} on {domain}")
+        self.repairer = repairer_cls.name
+        self.properties = tuple(self.properties)
+        for name in self.properties:
+            plugins.get("property", name)
+        for path in (self.data_root, self.detector_checkpoint, self.repairer_checkpoint):
+            if path is not None and not Path(path).exists():
+                raise ArproError(f"{path} does not exist")
+        if not isinstance(self.settings, RepairSettings):
+            self.settings = RepairSettings.for_detector(detector_cls, **self.settings)
+
+    @property
+    def domain(self) -> str:
+        return plugins.get("detector", self.detector).domain
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: what ``settings.json`` and ``report.json`` record of the run."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(properties=list(self.properties), settings=self.settings.to_dict())
+        return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
+
+
+def load_dataset(spec: str | None, data_root: Path | None, *, domain: str, **options: Any) -> Dataset:
+    """``NAME[:CATEGORY]`` (or the domain's embedded dataset) on ``data_root``, checked against ``domain``."""
+    if spec is None:
+        cls, category = plugins.get_default("dataset", domain), None
+    else:
+        name, _, category = spec.partition(":")
+        cls = plugins.get("dataset", name)
+    if cls.domain != domain:
+        raise ArproError(f"dataset {cls.name!r} is {cls.domain} data, but the models work on {domain} data")
+    if data_root is not None and not Path(data_root).exists():
+        raise ArproError(f"--data-root {data_root} does not exist")
+    dataset = cls(root=data_root, category=category or None, **options)
+    known = dataset.categories() if category else []
+    if known and category not in known:
+        raise ArproError(f"dataset {cls.name!r} has no category {category!r} (has: {', '.join(known)})")
+    return dataset
+
+
+def read_mask(path: Path, shape: torch.Size) -> Tensor:
+    """A user's mask from a ``.npy`` file (never unpickled), with or without the batch axis."""
+    if path.suffix != ".npy" or not path.is_file():
+        raise ArproError(f"--mask must be train, top, truth or an existing .npy file, not {str(path)!r}")
+    try:
+        mask = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
+    except Exception as error:
+        raise ArproError(f"cannot read mask {path}: {error}") from None
+    if mask.dim() < len(shape):
+        mask = mask.unsqueeze(0).expand(shape[0], *mask.shape)
+    return mask
+
+
+@dataclass
+class Run:
+    """A resolved :class:`RunSpec`: the dataset and the fitted detector and repairer."""
+
+    spec: RunSpec
+    dataset: Dataset
+    detector: Detector
+    repairer: Repairer
+
+    def inputs(self, input_path: Path | None = None, count: int = 8) -> tuple[InputBatch, Tensor | None]:
+        """A user's input file, else the first ``count`` anomalous test samples; and their
+        ground-truth masks where the dataset has them."""
+        if input_path is not None:
+            if not Path(input_path).exists():
+                raise ArproError(f"--input {input_path} does not exist")
+            return self.dataset.read_input(Path(input_path)), None
+        if count < 1:
+            raise ArproError("--count must be at least 1")
+        anomalous = self.dataset.test().anomalous()
+        if len(anomalous) == 0:
+            raise ArproError(f"dataset {self.dataset.name!r} has no anomalous test samples; pass --input")
+        n = min(count, len(anomalous))
+        truth = None if anomalous.masks is None else anomalous.masks[:n]
+        return InputBatch(anomalous.x[:n], anomalous.ids[:n] or [str(i) for i in range(n)]), truth
+
+    def repair(self, x_bad: Tensor, *, truth: Tensor | None = None, ids: list[str] | None = None,
+               settings: RepairSettings | None = None, seed: int | None = None, arms: Sequence[str] = ARMS,
+               progress: bool = True) -> RepairResult:
+        """Repair ``x_bad`` with the run's properties and settings (or ``settings``); sample ``i``
+        draws its noise from ``seed + i`` (default: the spec's seed)."""
+        settings = settings or self.spec.settings
+        mask = None
+        if settings.mask == "truth":
+            if truth is None:
+                raise ArproError("--mask truth needs ground-truth masks: the test samples of a dataset that has them")
+            mask = truth
+        elif settings.mask not in ("train", "top"):
+            mask = read_mask(Path(settings.mask), x_bad.shape)
+        return repair(x_bad, self.detector, self.repairer, properties=self.spec.properties, settings=settings,
+                      mask=mask, seed=self.spec.seed if seed is None else seed, arms=arms, ids=ids, progress=progress)
+
+
+def resolve(spec: RunSpec, *, progress: bool = True) -> Run:
+    """Load the spec's dataset and obtain its models: from checkpoints, bundled ones, or trained now."""
+    dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
+    models = {}
+    for kind, name, path in (("detector", spec.detector, spec.detector_checkpoint),
+                             ("repairer", spec.repairer, spec.repairer_checkpoint)):
+        models[kind] = obtain_model(kind, name, dataset, checkpoint_path=path, seed=spec.seed, progress=progress)
+    return Run(spec, dataset, models["detector"], models["repairer"])
+
+
+def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, count: int = 8, overwrite: bool = False,
+                progress: bool = True) -> tuple[RepairResult, list[Path]]:
+    """``arpro repair``: resolve ``spec``, repair its inputs, and write ``report.json`` and the
+    domain's files into ``out``, all at once at the end; returns the result and the files."""
+    with staged_output(out, overwrite) as stage:
+        run = resolve(spec, progress=progress)
+        batch, truth = run.inputs(input_path, count)
+        result = run.repair(batch.x, truth=truth, ids=batch.ids, progress=progress)
+        report = {"arpro_version": __version__, "spec": spec.to_dict(), "input": str(input_path) if input_path else None,
+                  "count": count, **result.to_dict()}
+        (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        written = [out / "report.json", *[out / p.name for p in run.dataset.write_repairs(result, stage, batch)]]
+    return result, written

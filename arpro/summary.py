@@ -1,0 +1,146 @@
+"""Statistics over evaluation records, and the paper's tables (1–3, 7) as Markdown and CSV.
+
+The metrics and verdicts shown are those of the properties in the run, named as their
+plugins name them; nothing here lists P1–P4.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from pathlib import Path
+
+import torch
+
+from arpro.outputs import write_atomic
+from arpro.result import ARMS
+
+
+def conformal_threshold(normal_scores: torch.Tensor, confidence: float = 0.95) -> float:
+    """Split-conformal threshold: the ceil((n + 1)·confidence)-th smallest held-out normal score.
+
+    A new normal input scores at or below it with probability >= ``confidence``; a repair
+    scoring below it is counted as non-anomalous (TNR, Table 3).
+    """
+    scores = normal_scores.flatten().sort().values
+    n = scores.numel()
+    rank = math.ceil((n + 1) * confidence)
+    if rank > n:
+        return math.inf
+    return float(scores[rank - 1])
+
+
+def summarize(records: list[dict], timings: list[dict], properties: list[dict]) -> dict:
+    """Per category: mean ± std and median of each metric per arm, how often each property
+    holds, TNR, all-hold rate, median seconds; and Delta, the median over categories of the
+    percentage improvement of guided over the baseline.
+
+    ``properties``: ``{"name", "metric", "label"}`` of each property reported in the run.
+    """
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for t in timings:
+        for arm in ARMS:
+            if arm in t:
+                seconds.setdefault((t["category"], arm), []).append(t[arm])
+    categories: dict[str, list[dict]] = {}
+    for record in records:
+        categories.setdefault(record["category"], []).append(record)
+    arms = [a for a in ARMS if records and a in records[0]]
+    table = {}
+    for category, rows in categories.items():
+        entry = {"n": len(rows)}
+        for arm in arms:
+            stats = {}
+            for prop in properties:
+                values = [r[arm]["metrics"][prop["metric"]] for r in rows if prop["metric"] in r[arm]["metrics"]]
+                if values:
+                    stats[prop["metric"]] = {
+                        "mean": statistics.fmean(values),
+                        "std": statistics.pstdev(values),
+                        "median": statistics.median(values),
+                        "holds": statistics.fmean(r[arm]["holds"][prop["name"]] for r in rows),
+                    }
+            stats["all_hold"] = statistics.fmean(r[arm]["all_hold"] for r in rows)
+            stats["tnr"] = statistics.fmean(r[arm]["non_anomalous"] for r in rows)
+            stats["median_seconds"] = statistics.median(seconds.get((category, arm), [math.nan]))
+            entry[arm] = stats
+        table[category] = entry
+    delta = {}
+    for metric in [p["metric"] for p in properties]:
+        gains = []
+        for entry in table.values():
+            if metric not in entry.get("baseline", {}) or metric not in entry.get("guided", {}):
+                continue
+            base, guided = entry["baseline"][metric]["mean"], entry["guided"][metric]["mean"]
+            if base != 0:
+                gains.append(100.0 * (base - guided) / abs(base))
+        delta[metric] = statistics.median(gains) if gains else None
+    return {"categories": table, "delta": delta, "arms": arms, "properties": properties}
+
+
+def all_hold_label(summary: dict) -> str:
+    """What the all-hold column covers, e.g. ``all hold (P1 P2 P3 P4)``."""
+    return f"all hold ({' '.join(p['name'].upper() for p in summary['properties'])})"
+
+
+def paper_tables(summary: dict) -> list[tuple[list[str], list[list[str]]]]:
+    """Header and rows of cells of Tables 1/2 (each metric's mean ± std per category, a row of
+    medians, then Δ) and 3/7 (TNR, all-hold rate, median seconds, each property's hold rate)."""
+    arms, props = summary["arms"], summary["properties"]
+    metrics = [p["metric"] for p in props]
+    head = ["category", "n", *[f"{p['label']} {a}" for p in props for a in arms]]
+    rows = []
+    for category, entry in summary["categories"].items():
+        rows.append([category, str(entry["n"]), *[f"{entry[a][m]['mean']:.4g} ± {entry[a][m]['std']:.3g}"
+                                                  if m in entry[a] else "–" for m in metrics for a in arms]])
+        rows.append(["median", "", *[f"{entry[a][m]['median']:.4g}" if m in entry[a] else "–" for m in metrics for a in arms]])
+    delta = summary["delta"]
+    rows.append(["Δ (median % improvement, guided vs baseline)", "",
+                 *[f"{delta[m]:+.1f}%" if a == "guided" and delta.get(m) is not None else "" for m in metrics for a in arms]])
+    columns = [("TNR", "tnr", ".2f"), (all_hold_label(summary), "all_hold", ".2f"), ("median s", "median_seconds", ".3f")]
+    verdict_head = ["category", *[f"{a} {label}" for label, _, _ in columns for a in arms],
+                    *[f"{p['name'].upper()} holds {a}" for p in props for a in arms]]
+    verdicts = [[category, *[f"{entry[a][key]:{fmt}}" for _, key, fmt in columns for a in arms],
+                 *[f"{entry[a][m]['holds']:.2f}" if m in entry[a] else "–" for m in metrics for a in arms]]
+                for category, entry in summary["categories"].items()]
+    return [(head, rows), (verdict_head, verdicts)]
+
+
+def markdown_tables(summary: dict) -> str:
+    """:func:`paper_tables` as Markdown."""
+    blocks = []
+    for head, rows in paper_tables(summary):
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        blocks.append("\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]))
+    return "\n\n".join(blocks) + "\n"
+
+
+def csv_rows(summary: dict) -> list[dict]:
+    """One flat row per (category, arm) for the CSV table."""
+    rows = []
+    for category, entry in summary["categories"].items():
+        for arm in summary["arms"]:
+            row = {"category": category, "arm": arm, "n": entry["n"]}
+            for metric in [p["metric"] for p in summary["properties"]]:
+                s = entry[arm].get(metric)
+                if s:
+                    row[f"{metric}_mean"], row[f"{metric}_std"], row[f"{metric}_median"] = s["mean"], s["std"], s["median"]
+                    row[f"{metric}_holds"] = s["holds"]
+            row.update(tnr=entry[arm]["tnr"], all_hold=entry[arm]["all_hold"], median_seconds=entry[arm]["median_seconds"])
+            rows.append(row)
+    return rows
+
+
+def write_tables(out: Path, summary: dict) -> None:
+    """summary.json, tables.md and tables.csv, each written whole or not at all."""
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(out / "tables.md", markdown_tables(summary))
+    rows = csv_rows(summary)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(out / "tables.csv", buffer.getvalue())

@@ -1,0 +1,218 @@
+"""The windowing base of the time-series datasets: rows -> windows ``[N, T, D]`` of standardised readings.
+
+Every dataset reduces to three row tables (:class:`Rows`: train, validation, test) of
+numeric feature columns with a 0/1 label per row. From them :class:`TimeSeriesDataset`:
+
+- fits the standardisation (mean, std per feature) on the normal training rows only;
+- cuts windows of ``window`` rows with ``stride`` (train, validation) and
+  ``test_stride`` (test); a training window containing any anomalous row is dropped;
+- marks a window anomalous if any of its rows is; ``Split.masks`` holds the per-row labels
+  broadcast over the features, ``[N, T, D]``;
+- the validation split (held-out normal windows) is what conformal thresholds use;
+- reads user CSVs (``read_input``) and writes repairs (``write_repairs``).
+
+Options (``--dataset NAME`` with ``cls(root, category, **options)``): ``window``,
+``stride``, ``test_stride``, ``downsample`` (average every k rows; label = max),
+``fill_nan`` (``"error"``, the default, or ``"ffill"``), and per loader (the public
+CSV layouts in :mod:`arpro_timeseries.layouts`, the simulated process in
+:mod:`arpro_timeseries.process`).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import arpro
+from arpro import ArproError
+from arpro_timeseries import csvio
+
+
+class Rows:
+    """A table of feature rows with labels and time stamps (before standardisation)."""
+
+    def __init__(self, values: np.ndarray, labels: np.ndarray, times: list[str] | None = None) -> None:
+        self.values = values.astype(np.float32)
+        self.labels = labels.astype(np.int64)
+        self.times = times if times is not None else [str(i) for i in range(len(values))]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def slice(self, start: int, stop: int | None = None) -> Rows:
+        return Rows(self.values[start:stop], self.labels[start:stop], self.times[start:stop])
+
+    def downsample(self, k: int) -> Rows:
+        if k <= 1:
+            return self
+        n = len(self) // k * k
+        values = self.values[:n].reshape(-1, k, self.values.shape[1]).mean(1)
+        labels = self.labels[:n].reshape(-1, k).max(1)
+        return Rows(values, labels, self.times[:n:k])
+
+
+def window_starts(n: int, window: int, stride: int) -> list[int]:
+    """Start rows of windows of ``window`` rows every ``stride`` rows; the last one ends at row ``n``."""
+    if n < window:
+        return []
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    return starts
+
+
+class TimeSeriesDataset(arpro.Dataset):
+    """Shared logic: rows -> standardised windows, labels carried per time step."""
+
+    domain = "timeseries"
+    default_window = 100
+
+    def __init__(self, root: Path | None = None, category: str | None = None, **options: Any) -> None:
+        super().__init__(root=Path(root) if root is not None else None, category=category, **options)
+        self.window = int(options.get("window", self.default_window))
+        self.stride = int(options.get("stride", max(1, self.window // 4)))
+        self.test_stride = int(options.get("test_stride", self.window))
+        self.downsample = int(options.get("downsample", 1))
+        if self.window < 2 or self.stride < 1 or self.test_stride < 1:
+            raise ArproError(f"dataset {self.name}: window must be >= 2 and strides >= 1")
+
+    # -- what a loader provides --------------------------------------------------------------
+    def load(self) -> tuple[list[str], Rows, Rows, Rows]:
+        """(feature columns, train rows, validation rows, test rows), in the file's units."""
+        raise NotImplementedError
+
+    # -- derived ----------------------------------------------------------------------------
+    @cached_property
+    def _data(self) -> dict[str, Any]:
+        columns, train, val, test = self.load()
+        train, val, test = (r.downsample(self.downsample) for r in (train, val, test))
+        normal = train.values[train.labels == 0]
+        if len(normal) < self.window:
+            raise ArproError(
+                f"{self.source}: {len(normal)} normal training rows, fewer than one window of {self.window}"
+            )
+        mean = normal.mean(0)
+        std = normal.std(0)
+        std[std < 1e-6] = 1.0  # constant in normal operation: keep the units
+        return {"columns": columns, "mean": mean, "std": std, "rows": {"train": train, "validation": val, "test": test}}
+
+    @property
+    def source(self) -> str:
+        return str(self.root) if self.root else self.name
+
+    @property
+    def columns(self) -> list[str]:
+        return self._data["columns"]
+
+    def standardise(self, values: np.ndarray) -> np.ndarray:
+        return ((values - self._data["mean"]) / self._data["std"]).astype(np.float32)
+
+    def to_units(self, x: torch.Tensor) -> np.ndarray:
+        """Windows ``[..., D]`` in the model's space back to the file's units."""
+        return x.detach().cpu().numpy() * self._data["std"] + self._data["mean"]
+
+    def _split(self, name: str, stride: int, drop_anomalous: bool) -> arpro.Split:
+        rows: Rows = self._data["rows"][name]
+        d = len(self.columns)
+        starts = window_starts(len(rows), self.window, stride)
+        values = torch.from_numpy(self.standardise(rows.values))
+        labels = torch.from_numpy(rows.labels)
+        if starts:
+            idx = torch.tensor(starts)[:, None] + torch.arange(self.window)[None, :]
+            step_labels = labels[idx]  # [N, T]
+            if drop_anomalous:
+                keep = step_labels.amax(1) == 0
+                idx, step_labels = idx[keep], step_labels[keep]
+                starts = [s for s, k in zip(starts, keep.tolist()) if k]
+            x = values[idx]  # [N, T, D]
+        else:
+            x = torch.zeros(0, self.window, d)
+            step_labels = torch.zeros(0, self.window, dtype=torch.long)
+        masks = step_labels[:, :, None].to(torch.float32).expand(-1, -1, d)
+        ids = [f"{name}@{rows.times[s]}" for s in starts]
+        return arpro.Split(x, step_labels.amax(1) if len(starts) else torch.zeros(0, dtype=torch.long), masks, ids)
+
+    @cached_property
+    def _train(self) -> arpro.Split:
+        return self._split("train", self.stride, drop_anomalous=True)
+
+    @cached_property
+    def _validation(self) -> arpro.Split:
+        return self._split("validation", self.stride, drop_anomalous=True)
+
+    @cached_property
+    def _test(self) -> arpro.Split:
+        return self._split("test", self.test_stride, drop_anomalous=False)
+
+    def train(self) -> arpro.Split:
+        return self._train
+
+    def validation(self) -> arpro.Split:
+        """Held-out normal windows (for conformal thresholds)."""
+        return self._validation
+
+    def test(self) -> arpro.Split:
+        return self._test
+
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.window, len(self.columns))
+
+    # -- user files ---------------------------------------------------------------------------
+    def read_input(self, path: Path) -> arpro.InputBatch:
+        """A CSV with this dataset's feature columns (a time column and a label column may be
+        present) -> non-overlapping windows, the last one aligned to the file's end."""
+        path = Path(path)
+        frame = csvio.read_csv(path, delimiter=self.options.get("delimiter"))
+        ignore = {c for c in frame.columns if csvio.is_time_column(c) or csvio.is_label_column(c)}
+        ignore |= {self.options.get("time_column"), self.options.get("label_column")} - {None}
+        csvio.check_feature_columns(frame, self.columns, ignore, path, self.name)
+        values = csvio.numeric(frame, self.columns, path, fill_nan=self.options.get("fill_nan", "error"))
+        if len(values) < self.window:
+            raise ArproError(
+                f"{path}: {len(values)} data rows, fewer than one window of {self.window} rows that the models expect"
+            )
+        starts = window_starts(len(values), self.window, self.window)
+        x = torch.from_numpy(self.standardise(values))
+        idx = torch.tensor(starts)[:, None] + torch.arange(self.window)[None, :]
+        time_column = next((c for c in frame.columns if csvio.is_time_column(c)), None)
+        times = frame[time_column].astype(str).tolist() if time_column else [str(i + 1) for i in range(len(frame))]
+        return arpro.InputBatch(
+            x[idx], [f"rows{s + 1}-{s + self.window}" for s in starts], {"path": str(path), "starts": starts, "times": times}
+        )
+
+    def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
+        from arpro_timeseries.figure import plot_repairs
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        starts = batch.meta.get("starts")
+        times = batch.meta.get("times")
+        frames = []
+        arms = [("input", result.x_bad)] + [(n, a.x_fix) for n, a in result.arms.items()]
+        for i, sample_id in enumerate(result.ids):
+            for arm_name, x in arms:
+                table = pd.DataFrame(self.to_units(x[i]), columns=self.columns)
+                steps = range(self.window)
+                if starts is not None and times is not None:
+                    table.insert(0, "time", [times[starts[i] + s] for s in steps])
+                table.insert(0, "step", list(steps))
+                table.insert(0, "arm", arm_name)
+                table.insert(0, "id", sample_id)
+                frames.append(table)
+        repaired = out_dir / "repaired.csv"
+        pd.concat(frames).to_csv(repaired, index=False, float_format="%.6g")
+        omega_frames = []
+        for i, sample_id in enumerate(result.ids):
+            mask = pd.DataFrame(result.omega_input[i].int().numpy(), columns=self.columns)
+            mask.insert(0, "step", list(range(self.window)))
+            mask.insert(0, "id", sample_id)
+            omega_frames.append(mask)
+        omega = out_dir / "omega.csv"
+        pd.concat(omega_frames).to_csv(omega, index=False)
+        figures = plot_repairs(result, self.columns, out_dir, to_units=self.to_units)
+        return [repaired, omega, *figures]

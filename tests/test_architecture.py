@@ -1,0 +1,145 @@
+"""The core's shape: imports form a DAG, settings are declared once, models record their config."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+import arpro
+from arpro import ArproError, checkpoint, plugins
+from arpro.cli import app
+from arpro.settings import RepairSettings, option_name
+
+CORE = Path(arpro.__file__).parent
+
+
+def core_imports() -> dict[str, set[str]]:
+    """Every ``arpro.*`` module each core module imports, at any depth of its code."""
+    modules = {p.stem: p for p in CORE.glob("*.py") if p.stem != "__init__"}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "arpro":
+                parts = node.module.split(".")
+                if len(parts) == 1:  # from arpro import x: a submodule, or the package root itself
+                    targets |= {a.name if a.name in modules else "arpro" for a in node.names}
+                else:
+                    targets.add(parts[1])
+            elif isinstance(node, ast.Import):
+                targets |= {a.name.split(".")[1] if "." in a.name else "arpro" for a in node.names
+                            if a.name.split(".")[0] == "arpro"}
+        graph[name] = targets
+    return graph
+
+
+def test_core_imports_form_a_dag_with_nothing_importing_the_package_root():
+    graph = core_imports()
+    upward = {m for m, targets in graph.items() if "arpro" in targets}
+    assert not upward, f"these modules import the arpro package root: {upward}"
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        if state.get(module) == "done":
+            return
+        assert state.get(module) != "open", f"import cycle: {' -> '.join(path + [module])}"
+        state[module] = "open"
+        for target in graph.get(module, ()):
+            visit(target, path + [module])
+        state[module] = "done"
+
+    for module in graph:
+        visit(module, [])
+
+
+def test_version_is_a_leaf_and_init_needs_no_noqa():
+    assert core_imports()["_version"] == set()
+    assert "noqa" not in (CORE / "__init__.py").read_text()
+
+
+def test_core_size():
+    lengths = {p.name: len(p.read_text().splitlines()) for p in CORE.glob("*.py")}
+    assert max(lengths.values()) <= 300, lengths
+    assert sum(lengths.values()) <= 2800
+
+
+def test_public_api_exports_resolve():
+    for name in arpro.__all__:
+        assert getattr(arpro, name) is not None
+    assert arpro.get("detector", "gaussian").name == "gaussian"
+    assert arpro.train_denoiser.__module__ == "arpro.training"
+
+
+@pytest.mark.parametrize("command", ["repair", "evaluate", "ablate"])
+def test_every_setting_and_spec_field_is_an_option(command):
+    """One declaration per setting: each RepairSettings field is an option of every command that repairs."""
+    result = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    flags = [f.metadata.get("flag", option_name(f.name)) for f in fields(RepairSettings)]
+    flags += ["--detector", "--repairer", "--dataset", "--data-root", "--option", "--detector-checkpoint",
+              "--repairer-checkpoint", "--property", "--seed"]
+    missing = [flag for flag in flags if flag not in result.output]
+    assert not missing, f"{command} --help lacks {missing}"
+
+
+def test_settings_are_checked_when_made():
+    with pytest.raises(ArproError, match="--steps must be at least 1"):
+        RepairSettings(steps=0)
+    with pytest.raises(ArproError, match="--scheduler must be ddpm or ddim"):
+        RepairSettings(scheduler="euler")
+    with pytest.raises(ArproError, match="--guidance-scale must be a finite number"):
+        RepairSettings(guidance_scale=float("nan"))
+
+
+def test_run_spec_applies_detector_defaults_and_checks_names():
+    spec = arpro.RunSpec(detector="gpt2", settings={"steps": 7})
+    assert spec.settings.steps == 7 and spec.settings.eta_schedule == "constant"  # gpt2's repair_defaults
+    assert spec.repairer == "diffusion-ts"
+    assert spec.to_dict()["settings"]["steps"] == 7
+    with pytest.raises(ArproError, match="works on image data"):
+        arpro.RunSpec(detector="gaussian", repairer="ddpm")
+    with pytest.raises(ArproError, match="unknown property"):
+        arpro.RunSpec(detector="gaussian", properties=["p9"])
+
+
+def test_config_is_recorded_from_the_init_signature():
+    detector = plugins.get("detector", "autoencoder")(input_shape=[4], hidden=8)
+    assert detector.config == {"input_shape": [4], "hidden": 8, "bottleneck": 8, "epochs": 300}
+    rebuilt = type(detector)(**detector.config)
+    assert rebuilt.config == detector.config
+
+
+def test_checkpoint_with_an_unknown_config_key_is_refused(tmp_path, gaussian):
+    path = checkpoint.save(gaussian, tmp_path / "g.safetensors")
+    header = {"kind": "detector", "name": "gaussian", "config": {**gaussian.config, "bogus": 1}}
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in gaussian.state_dict().items()}, path,
+              metadata={"arpro": __import__("json").dumps(header)})
+    with pytest.raises(ArproError, match="no config key"):
+        checkpoint.load(path, "detector")
+
+
+def bundled_checkpoints() -> list[Path]:
+    roots = [Path(inspect.getfile(plugins.get("detector", n))).parent for n in ("gaussian", "fastflow", "gpt2")]
+    return sorted(p for root in roots for p in (root / "checkpoints").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("path", bundled_checkpoints(), ids=lambda p: p.name)
+def test_bundled_checkpoints_load_bit_identically(path):
+    header = checkpoint.read_header(path)
+    model = checkpoint.load(path, header["kind"])
+    state = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        assert set(f.keys()) == set(state)
+        for key in f.keys():
+            assert torch.equal(f.get_tensor(key), state[key]), key
+    for key, value in header["config"].items():  # the header's config is what the model records
+        assert model.config[key] == value or list(model.config[key]) == value, key
