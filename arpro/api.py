@@ -108,36 +108,17 @@ def repair(
     for arm in [a for a in ARMS if a in arms]:
         guided = arm == "guided"
         started = time.perf_counter()
-        x_fix = guided_masked_diffusion(
-            x_bad,
-            omega_input,
-            repairer,
-            settings,
-            seeds,
-            loss=property_loss(detector, guiding, settings.weights, ctx) if guided else None,
-            eta=eta,
-            infill=arm != "baseline",
-            progress=progress,
-            label=f"{arm} repair",
-        )
+        loss = property_loss(detector, guiding, settings.weights, ctx) if guided else None
+        x_fix = guided_masked_diffusion(x_bad, omega_input, repairer, settings, seeds, loss=loss, eta=eta,
+                                        infill=arm != "baseline", progress=progress, label=f"{arm} repair")
         seconds = time.perf_counter() - started
         results[arm] = evaluate_repair(detector, reported, ctx, x_fix, seconds)
 
+    used = {**settings.to_dict(), "guidance_scale": eta, "properties": list(properties), "seed": seed,
+            "detector": detector.name, "repairer": repairer.name}
     return RepairResult(
-        x_bad=x_bad,
-        omega=omega,
-        omega_input=omega_input,
-        score_bad=bad.score,
-        arms=results,
-        metric_names={p.name: p.metric_name for p in reported},
-        settings={
-            **settings.to_dict(),
-            "guidance_scale": eta,
-            "properties": list(properties),
-            "seed": seed,
-            "detector": detector.name,
-            "repairer": repairer.name,
-        },
+        x_bad=x_bad, omega=omega, omega_input=omega_input, score_bad=bad.score, arms=results,
+        metric_names={p.name: p.metric_name for p in reported}, settings=used,
         ids=ids or [str(i) for i in range(x_bad.shape[0])],
         messages=messages,
     )

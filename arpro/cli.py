@@ -256,16 +256,26 @@ train_app.command("repairer")(train_command("repairer"))
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point: a user error, usage errors included, is one ``error:`` line on stderr, exit status 2."""
     try:
         plugins.plugin_manager()[0].hook.arpro_register_commands(cli=app)
-        app()
+        code = app(standalone_mode=False)
     except ArproError as error:
-        print("error: " + " ".join(str(error).split()), file=sys.stderr)
-        sys.exit(2)
+        code = _fail(str(error))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
+    except Exception as error:  # typer's (click's) usage errors carry format_message and exit_code
+        if not hasattr(error, "format_message"):
+            raise
+        ctx, message = getattr(error, "ctx", None), error.format_message()  # no message: help was printed
+        code = _fail(message + (f" (see `{ctx.command_path} --help`)" if ctx else "")) if message else error.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> int:
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

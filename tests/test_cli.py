@@ -1,6 +1,7 @@
 """The command line as a user meets it: the demo path, and one test per kind of bad input."""
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -177,3 +178,22 @@ def test_train_and_reuse_a_checkpoint(tmp_path):
     assert checkpoint.read_header(ckpt)["name"] == "gaussian"
     proc = run_cli("repair", "--detector", "gaussian", "--detector-checkpoint", str(ckpt), "--out", str(tmp_path / "o"), *FAST)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["repair", "--detector", "gaussian", "--out", "x", "--steps", "abc"], "Invalid value for '--steps'"),
+    (["repair", "--detector", "gaussian", "--out", "x", "--scheduler", "foo"], "Invalid value for '--scheduler'"),
+    (["repair", "--detector", "gaussian"], "Missing option '--out'"),
+    (["frobnicate"], "No such command"),
+])
+def test_usage_errors_are_one_error_line(args, expected, monkeypatch, capsys, tmp_path):
+    from arpro import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["arpro", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and expected in err and "--help" in err
+    assert not any(tmp_path.iterdir())
