@@ -60,9 +60,9 @@ class RunSpec:
         self.properties = tuple(self.properties)
         for name in self.properties:
             plugins.get("property", name)
-        for path in (self.data_root, self.detector_checkpoint, self.repairer_checkpoint):
-            if path is not None and not Path(path).exists():
-                raise ArproError(f"{path} does not exist")
+        for flag in ("data_root", "detector_checkpoint", "repairer_checkpoint"):
+            if getattr(self, flag) is not None and not Path(getattr(self, flag)).exists():
+                raise ArproError(f"--{flag.replace('_', '-')} {getattr(self, flag)} does not exist")
         if not isinstance(self.settings, RepairSettings):
             self.settings = RepairSettings.for_detector(detector_cls, **self.settings)
 
