@@ -101,7 +101,8 @@ def with_run_options(command):
     """
     from arpro.spec import RunSpec
 
-    own = list(inspect.signature(command, eval_str=True).parameters.values())[4:]  # after spec, out, overwrite, quiet
+    given_by_wrapper = {"spec", *(p.name for p in OUTPUT_PARAMS)}
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name not in given_by_wrapper]
     taken = [p.name for p in RUN_PARAMS + SETTING_PARAMS]
 
     @functools.wraps(command)
