@@ -56,6 +56,12 @@ def check_input(x_bad: Tensor, repairer: Repairer) -> None:
         raise ArproError(f"input has shape {tuple(x_bad.shape[1:])} per sample, but the models expect {expected}")
 
 
+def check_steps(steps: int, train_timesteps: int) -> None:
+    """The reverse process cannot take more steps than the repairer was trained with."""
+    if steps > train_timesteps:
+        raise ArproError(f"--steps {steps} is more than the repairer's {train_timesteps} training timesteps")
+
+
 def reported_properties(guiding: Sequence[str]) -> list[Property]:
     """The guiding properties, then those of P1–P4 not among them: what every result reports."""
     names = list(guiding) + [n for n in DEFAULT_PROPERTIES if n not in guiding]
@@ -83,6 +89,7 @@ def repair(
     """
     settings = settings or RepairSettings.for_detector(detector)
     check_input(x_bad, repairer)
+    check_steps(settings.steps, repairer.train_timesteps)
     unknown_arms = set(arms) - set(ARMS)
     if unknown_arms:
         raise ArproError(f"unknown arm(s) {sorted(unknown_arms)}; choose from {', '.join(ARMS)}")
@@ -96,6 +103,9 @@ def repair(
 
     with torch.no_grad():
         bad = detector.decompose(x_bad)
+    if isinstance(mask, Tensor) and tuple(mask.shape) not in (tuple(x_bad.shape), tuple(bad.alpha.shape)):
+        raise ArproError(f"mask of shape {tuple(mask.shape)} fits neither the inputs {tuple(x_bad.shape)} "
+                         f"nor their features {tuple(bad.alpha.shape)}")
     omega = compute_omega(detector, bad, settings.mask if mask is None else mask, settings.mask_quantile)
     omega_input = detector.input_mask(omega, x_bad.shape).to(x_bad.dtype)
     tolerances = _tolerances(detector, omega_input, settings.delta2, settings.delta4)
@@ -128,14 +138,15 @@ def evaluate_repair(
     detector: Detector, properties: Sequence[Property], ctx: PropertyContext, x_fix: Tensor, seconds: float
 ) -> ArmResult:
     """Every property's metric and verdict for ``x_fix``."""
+    failed = ~x_fix.flatten(1).isfinite().all(1)
     with torch.no_grad():
         fix = detector.decompose(x_fix)
         metrics, holds = {}, {}
         for p in properties:
             value = p.metric(ctx, x_fix, fix)
             metrics[p.metric_name] = value
-            holds[p.name] = p.holds(ctx, value)
-    return ArmResult(x_fix=x_fix, score=fix.score, metrics=metrics, holds=holds, seconds=seconds)
+            holds[p.name] = p.holds(ctx, value) & ~failed
+    return ArmResult(x_fix=x_fix, score=fix.score, metrics=metrics, holds=holds, seconds=seconds, failed=failed)
 
 
 def _tolerances(detector: Detector, omega_input: Tensor, delta2: float | None, delta4: float | None):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,29 +18,24 @@ from safetensors.torch import save_file
 from arpro import plugins
 from arpro.errors import ArproError
 from arpro.models import Detector, Model
+from arpro.outputs import staging
 
 if TYPE_CHECKING:
     from arpro.protocols import Dataset
 
 
 def save(model: Model, path: Path) -> Path:
-    """Write ``model`` to ``path`` atomically (a temporary file renamed into place)."""
+    """Write ``model`` to ``path`` atomically (a staging file renamed into place)."""
     path = Path(path)
     kind = "detector" if isinstance(model, Detector) else "repairer"
     header = {"kind": kind, "name": model.name, "config": model.config}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"arpro": json.dumps(header)})
+    with staging(path, directory=False) as tmp:
+        save_file(tensors, str(tmp), metadata={"arpro": json.dumps(header)})
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -76,10 +70,7 @@ def load(path: Path, kind: str, name: str | None = None) -> Model:
     if name is not None and header["name"] != name:
         raise ArproError(f"{path} is a checkpoint of {kind} {header['name']!r}, not {name!r}")
     cls = plugins.get(kind, header["name"])
-    accepted = cls.config_parameters()
-    unknown = sorted(set(header["config"]) - set(accepted)) if accepted is not None else []
-    if unknown:
-        raise ArproError(f"{path}: {kind} {header['name']!r} has no config key(s) {', '.join(unknown)}")
+    cls.check_config(header["config"], str(path))
     model = cls(**header["config"])
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -87,6 +78,9 @@ def load(path: Path, kind: str, name: str | None = None) -> Model:
         model.load_state_dict(tensors, assign=True)
     except Exception as error:
         raise ArproError(f"checkpoint {path} does not fit {kind} {header['name']!r}: {error}") from None
+    broken = next((k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()), None)
+    if broken is not None:
+        raise ArproError(f"checkpoint {path} holds values that are not finite (NaN or Inf) in {broken!r}")
     return model.eval()
 
 

@@ -21,7 +21,8 @@ import typer
 from arpro import plugins
 from arpro._version import __version__
 from arpro.errors import ArproError
-from arpro.settings import RepairSettings, option_name, parse_options, parse_weights
+from arpro.result import ARMS
+from arpro.settings import MAX_SEED, RepairSettings, option_name, parse_options, parse_weights
 
 app = typer.Typer(
     name="arpro",
@@ -60,7 +61,7 @@ DATASET_PARAMS = [
     _option("option", Optional[list[str]], "Dataset option KEY=VALUE, e.g. image_size=256 (repeatable)."),
 ]
 SEED_PARAM = inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=0, annotation=Annotated[
-    int, typer.Option("--seed", help="Random seed; same seed, same result on CPU.")])
+    int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed, 0 to 2^32 - 1; same seed, same result on CPU.")])
 RUN_PARAMS = [
     inspect.Parameter("detector", inspect.Parameter.KEYWORD_ONLY,
                       annotation=Annotated[str, typer.Option("--detector", help="Detector name (see list-plugins).")]),
@@ -136,14 +137,16 @@ Limit = Annotated[Optional[int], typer.Option("--limit", help="At most this many
 ChunkSize = Annotated[int, typer.Option("--chunk-size", help="Inputs repaired per batch (and per resume unit).")]
 Category = Annotated[Optional[str], typer.Option("--category", help="Category to ablate on; default: the first.")]
 AblateLimit = Annotated[int, typer.Option("--limit", help="Anomalous inputs (the paper used 100).")]
+KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Exit 0 even when repairs end non-finite (NaN or Inf).")]
 Grid = Annotated[str, typer.Option("--grid", help="Comma-separated values for each lambda and the scale multiplier.")]
 
 
 @app.command()
 @with_run_options
-def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile = None, count: Count = 8) -> None:
+def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile = None, count: Count = 8,
+           keep_going: KeepGoing = False) -> None:
     """Repair anomalous inputs: baseline, unguided in-filling and guided repair, judged by P1–P4."""
-    from arpro.display import console, print_report
+    from arpro.display import check_failures, console, print_report
     from arpro.spec import repair_into
 
     result, written = repair_into(out, spec, input_path=input_path, count=count, overwrite=overwrite, progress=not quiet)
@@ -153,15 +156,17 @@ def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile 
     names = [p.name for p in written]
     shown = ", ".join(names) if len(names) <= 6 else f"{', '.join(names[:2])}, {names[-1]} and {len(names) - 3} more"
     console.print(f"wrote {shown} to {out}")
+    check_failures(result.failures(), keep_going, str(out / "report.json"))
 
 
 @app.command()
 @with_run_options
 def evaluate(spec, out: Path, overwrite: bool, quiet: bool, categories: Categories = None, limit: Limit = None,
-             chunk_size: ChunkSize = 16, devices: Devices = 1, strategy: Strategy = "ddp", num_nodes: NumNodes = 1) -> None:
+             chunk_size: ChunkSize = 16, devices: Devices = 1, strategy: Strategy = "ddp", num_nodes: NumNodes = 1,
+             keep_going: KeepGoing = False) -> None:
     """Evaluate over a dataset: baseline vs in-filling vs guided, the paper's tables; resumable."""
     from arpro import evaluate as ev
-    from arpro.display import console, print_summary
+    from arpro.display import check_failures, console, print_summary
 
     summary = ev.run(spec, out, categories=categories or [], limit=limit, chunk_size=chunk_size, devices=devices,
                      strategy=strategy, num_nodes=num_nodes, overwrite=overwrite, progress=not quiet)
@@ -169,6 +174,9 @@ def evaluate(spec, out: Path, overwrite: bool, quiet: bool, categories: Categori
         print_summary(summary)
         console.print(f"wrote records.jsonl, tables.md, tables.csv, summary.json, gallery/ to {out}; "
                       f"`arpro report {out}` makes an HTML page")
+        failures = [f"{arm} repair of {r['category']}/{r['id']}" for r in ev.read_jsonl(out / ev.RECORDS)
+                    for arm in ARMS if r.get(arm, {}).get("failed")]
+        check_failures(failures, keep_going, str(out / ev.RECORDS))
 
 
 @app.command()
@@ -196,12 +204,13 @@ def report(
     results: Annotated[Path, typer.Argument(help="A directory written by arpro evaluate (and/or arpro ablate).")],
     out: Annotated[Optional[Path], typer.Option("--out", help="HTML file; default RESULTS/report.html.")] = None,
     ablation_dir: Annotated[Optional[Path], typer.Option("--ablation", help="An arpro ablate directory to include.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing HTML file.")] = False,
 ) -> None:
     """Write one self-contained HTML page: tables, ablation plots, a gallery of repairs, settings, versions."""
     from arpro.display import console
     from arpro.report import write_report
 
-    console.print(f"wrote {write_report(results, out or results / 'report.html', ablation_dir)}")
+    console.print(f"wrote {write_report(results, out or results / 'report.html', ablation_dir, overwrite)}")
 
 
 @app.command("list-plugins")
@@ -262,7 +271,7 @@ def main() -> None:
         plugins.plugin_manager()[0].hook.arpro_register_commands(cli=app)
         code = app(standalone_mode=False)
     except ArproError as error:
-        code = _fail(str(error))
+        code = _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
@@ -274,9 +283,10 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 2) -> int:
     print("error: " + " ".join(message.split()), file=sys.stderr)
-    return 2
+    return code
+
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
+from arpro.errors import RepairFailed
 from arpro.result import RepairResult
 from arpro.summary import paper_tables
 
@@ -44,3 +47,15 @@ def print_ablation(rows: list[dict], labels: dict[str, str], title: str) -> None
     for r in rows:
         table.add_row(r["parameter"], f"{r['value']:g}", *[f"{r[m]:.4g}" for m in labels], f"{r['all_hold']:.2f}")
     console.print(table)
+
+
+def check_failures(failures: list[str], keep_going: bool, where: str) -> None:
+    """Non-finite repairs end the command with exit status 1, unless ``--keep-going``."""
+    if not failures:
+        return
+    shown = ", ".join(failures[:3]) + (f" and {len(failures) - 3} more" if len(failures) > 3 else "")
+    message = (f"{len(failures)} repair(s) ended non-finite (NaN or Inf) and are marked failed in {where}: {shown}; "
+               "lower --guidance-scale or the --weight values, or check the models")
+    if not keep_going:
+        raise RepairFailed(message + " (--keep-going exits 0)")
+    print("warning: " + message, file=sys.stderr)

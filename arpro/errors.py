@@ -1,9 +1,17 @@
-"""The one exception type that means "the user gave us something we cannot use"."""
+"""The exceptions a command ends with: one line on stderr, and its exit status."""
 
 
 class ArproError(Exception):
-    """A problem with the user's input, options or files.
+    """A problem with the user's input, options or files (exit status 2).
 
     The CLI prints its message as a single line on stderr and exits non-zero, so
     the message must say what was wrong and, where possible, what to do instead.
     """
+
+    exit_code = 2
+
+
+class RepairFailed(ArproError):
+    """Repairs that ended non-finite (NaN or Inf): the results were written, marked failed (exit status 1)."""
+
+    exit_code = 1

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 from arpro._version import __version__
 from arpro.api import reported_properties
 from arpro.errors import ArproError
-from arpro.outputs import write_atomic
+from arpro.outputs import LOCK_FILE, exclusive, write_atomic
 from arpro.progress import progress_bar
 from arpro.protocols import InputBatch, Split
 from arpro.result import RepairResult
@@ -158,6 +159,9 @@ def evaluate(jobs: list[Job], out_dir: Path, *, advance: Callable[[], None] = la
     work = [(job, start, stop) for job in jobs for start, stop in job.chunks()][rank::world]
     done = load_complete_records(path, {(job.category, start): stop - start for job, start, stop in work})
     finished = {(r["category"], r["chunk"]) for r in done}
+    kept = {(r["category"], r["index"]) for r in done}  # timings of the records kept, once each
+    timings = {(t["category"], t["index"]): t for t in read_jsonl(timings_path) if (t["category"], t["index"]) in kept}
+    write_atomic(timings_path, "".join(json.dumps(t) + "\n" for t in timings.values()))
     for job, start, stop in work:
         if (job.category, start) not in finished:
             records, timings = run_chunk(job, start, stop)
@@ -186,7 +190,7 @@ def check_run_dir(out: Path, config: dict, overwrite: bool) -> bool:
     if out.exists() and not out.is_dir():
         raise ArproError(f"--out {out} is a file, not a directory")
     settings = out / "settings.json"
-    if overwrite or not out.exists() or not any(out.iterdir()):
+    if overwrite or not out.exists() or not any(p for p in out.iterdir() if p.name != LOCK_FILE):
         return False
     if not settings.exists():
         raise ArproError(f"{out} already holds other files; choose an empty directory or pass --overwrite")
@@ -228,18 +232,22 @@ def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | No
     rank, world = fabric.global_rank, fabric.world_size
     jobs = build_jobs(spec, list(categories), limit, chunk_size, progress=progress and rank == 0)
     if rank == 0:
-        start_run_dir(out, config, resume)
-    fabric.barrier()
-    total = sum(len(j.anomalous) for j in jobs)
-    with progress_bar("evaluating", total=total, enabled=progress and rank == 0) as advance:
-        evaluate(jobs, out, advance=advance, shard=(rank, world))
-    fabric.barrier()
-    if rank != 0:
-        return None
-    merge_shards(out, world)
-    properties = [{"name": p.name, "metric": p.metric_name, "label": p.label()} for p in reported_properties(spec.properties)]
-    summary = summarize(read_jsonl(out / RECORDS), read_jsonl(out / TIMINGS), properties)
-    write_tables(out, summary)
-    for job in jobs:
-        write_gallery(job, out)
-    return summary
+        out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out, "evaluate") if rank == 0 else nullcontext():
+        if rank == 0:
+            start_run_dir(out, config, resume)
+        fabric.barrier()
+        total = sum(len(j.anomalous) for j in jobs)
+        with progress_bar("evaluating", total=total, enabled=progress and rank == 0) as advance:
+            evaluate(jobs, out, advance=advance, shard=(rank, world))
+        fabric.barrier()
+        if rank != 0:
+            return None
+        merge_shards(out, world)
+        properties = [{"name": p.name, "metric": p.metric_name, "label": p.label()}
+                      for p in reported_properties(spec.properties)]
+        summary = summarize(read_jsonl(out / RECORDS), read_jsonl(out / TIMINGS), properties)
+        write_tables(out, summary)
+        for job in jobs:
+            write_gallery(job, out)
+        return summary

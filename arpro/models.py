@@ -7,8 +7,12 @@ holds nothing but that config and the ``state_dict``, so loading one never unpic
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import inspect
+import math
+import types
+import typing
 from abc import abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -16,11 +20,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from arpro.errors import ArproError
 from arpro.protocols import Decomposition
 from arpro.schedulers import make_scheduler
 
 if TYPE_CHECKING:
     from arpro.protocols import Dataset
+
+MAX_INPUT_ELEMENTS = 2**28  # one sample of at most 1 GiB in float32
 
 
 def _recording_config(init):
@@ -39,6 +46,28 @@ def _recording_config(init):
 
     recorded.records_config = True
     return recorded
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Does a JSON-like ``value`` fit the type annotation ``hint``? (ints pass for floats)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is Any or hint is None or hint is type(None):
+        return hint is Any or value is None
+    if origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value) if args else True
+    if origin is typing.Literal:
+        return value in args
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint) if isinstance(origin or hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 class Model(nn.Module):
@@ -66,6 +95,26 @@ class Model(nn.Module):
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
             return None
         return {p.name: p for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any], source: str) -> None:
+        """Refuse, naming ``source``, config keys ``cls`` does not take, values of the wrong type,
+        and an ``input_shape`` too large to allocate: before anything is built."""
+        accepted = cls.config_parameters()
+        unknown = sorted(set(config) - set(accepted)) if accepted is not None else []
+        if unknown:
+            raise ArproError(f"{source}: {cls.name!r} has no config key(s) {', '.join(unknown)}")
+        try:
+            hints = typing.get_type_hints(inspect.unwrap(cls.__init__))
+        except Exception:  # an annotation that does not evaluate: nothing to check types against
+            hints = {}
+        for key, value in config.items():
+            if key in hints and not _fits(value, hints[key]):
+                raise ArproError(f"{source}: {key}={value!r} is not a {_type_name(hints[key])}")
+        shape = config.get("input_shape")
+        if isinstance(shape, list) and (any(d < 1 for d in shape) or math.prod(shape) > MAX_INPUT_ELEMENTS):
+            raise ArproError(f"{source}: input_shape {shape} is not a sample size arpro can hold "
+                             f"(1 to {MAX_INPUT_ELEMENTS} elements)")
 
     @abstractmethod
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
@@ -194,11 +243,21 @@ class Repairer(Model):
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         """Network output for noisy ``x_t`` ``[B, *X]`` at integer timesteps ``t`` ``[B]``."""
 
+    @classmethod
+    def default_train_timesteps(cls) -> int:
+        """T of a model built with the default config: what a repairer trained now will have."""
+        parameter = (cls.config_parameters() or {}).get("num_train_timesteps")
+        return parameter.default if parameter is not None and isinstance(parameter.default, int) else 1000
+
+    @property
+    def train_timesteps(self) -> int:
+        return self.config.get("num_train_timesteps", 1000)
+
     def make_scheduler(self, kind: str = "ddpm"):
         """A fresh diffusers scheduler (``"ddpm"`` or ``"ddim"``) matching this model's training."""
         return make_scheduler(
             kind,
-            num_train_timesteps=self.config.get("num_train_timesteps", 1000),
+            num_train_timesteps=self.train_timesteps,
             beta_schedule=self.config.get("beta_schedule", "linear"),
             prediction_type=self.prediction_type,
         )

@@ -1,15 +1,83 @@
-"""Writing results without ever leaving half of them behind."""
+"""Writing results whole or not at all, and leaving nothing behind.
+
+Everything is written first to a staging path beside its target, ``.NAME.partial-XXXX``,
+that the writing process holds an exclusive ``flock`` on, then moved into place. A run
+killed with SIGKILL leaves its staging behind, unlocked; the next write of the same target
+removes every unlocked leftover, so only a live run's staging is ever kept. Missing parent
+folders are created, with a note on stderr.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from arpro.errors import ArproError
+
+PARTIAL = ".partial-"
+
+
+def _try_lock(path: Path, wait: bool = False) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive lock, or None if another process holds it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def clear_stale_staging(target: Path) -> None:
+    """Remove the staging of ``target`` left by killed runs (no process holds its lock)."""
+    for leftover in Path(target).parent.glob(f".{glob.escape(Path(target).name)}{PARTIAL}*"):
+        try:
+            fd = _try_lock(leftover)
+        except OSError:
+            continue
+        if fd is None:
+            continue  # a live run is writing it
+        try:
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def staging(target: Path, *, directory: bool) -> Iterator[Path]:
+    """A locked staging folder or file beside ``target``; it is removed afterwards unless the
+    caller moved it (or its contents) into place."""
+    target = Path(target).absolute()
+    try:
+        if not target.parent.is_dir():
+            target.parent.mkdir(parents=True)
+            print(f"note: created folder {target.parent}", file=sys.stderr)
+        clear_stale_staging(target)
+        prefix = f".{target.name}{PARTIAL}"
+        if directory:
+            path = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+            os.close(fd)
+            path = Path(name)
+        lock = _try_lock(path, wait=True)
+    except OSError as error:
+        raise ArproError(f"cannot write to {target}: {error.strerror or error}") from None
+    try:
+        yield path
+    finally:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        os.close(lock)
 
 
 @contextmanager
@@ -22,12 +90,9 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ArproError(f"--out {out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(p for p in out.iterdir() if p.name != LOCK_FILE) and not overwrite:
         raise ArproError(f"{out} already holds results; pass --overwrite to replace them")
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    try:
+    with staging(out, directory=True) as stage:
         yield stage
         out.mkdir(exist_ok=True)
         for item in sorted(stage.iterdir()):
@@ -37,12 +102,34 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
             if target.is_dir():
                 shutil.rmtree(target)
             os.replace(item, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` whole or not at all (a staging file renamed into place)."""
+    with staging(path, directory=False) as tmp:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+LOCK_FILE = ".arpro.lock"
+
+
+@contextmanager
+def exclusive(folder: Path, command: str) -> Iterator[None]:
+    """Hold ``folder``'s lock (``.arpro.lock`` in it, naming the holder's process) while one
+    run writes there; a second run gets an error naming that process."""
+    lock_path = Path(folder) / LOCK_FILE
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ArproError(f"{folder} is being written by another arpro {command} (process {holder}); "
+                         "wait for it to finish or choose another --out") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

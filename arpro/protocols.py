@@ -122,6 +122,7 @@ class Dataset(ABC):
     name: ClassVar[str]
     domain: ClassVar[str]
     embedded: ClassVar[bool] = False  # True: needs no data on disk; the domain's default
+    accepted_options: ClassVar[tuple[str, ...] | None] = None  # --option names (fnmatch patterns); None: any
 
     def __init__(self, root: Path | None = None, category: str | None = None, **options: Any) -> None:
         self.root = root

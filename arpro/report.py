@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -55,29 +56,46 @@ def html_tables(summary: dict) -> list[str]:
     return tables
 
 
-def write_report(results: Path, out: Path, ablation_dir: Path | None = None) -> Path:
+def _own_images(pattern: str, folder: Path) -> list[Path]:
+    """``folder``'s images matching ``pattern``, without any that link out of it (never embedded)."""
+    root, found = folder.resolve(), []
+    for path in sorted(folder.glob(pattern)):
+        if path.is_symlink() or not path.resolve().is_relative_to(root):
+            print(f"warning: {path} links outside {folder}; not embedded", file=sys.stderr)
+        else:
+            found.append(path)
+    return found
+
+
+def write_report(results: Path, out: Path, ablation_dir: Path | None = None, overwrite: bool = False) -> Path:
     """Write the HTML page for ``results`` to ``out`` (atomically) and return its path."""
     results = Path(results)
     if not results.is_dir():
         raise ArproError(f"{results} is not a directory")
+    if Path(out).exists() and not overwrite:
+        raise ArproError(f"{out} already exists; pass --overwrite to replace it")
     summary_path = results / "summary.json"
     ablation_dir = ablation_dir or results
-    plots = sorted(ablation_dir.glob("ablation_*.png"))
+    plots = _own_images("ablation_*.png", ablation_dir)
     if not summary_path.exists() and not plots:
         raise ArproError(f"{results} holds neither an evaluation (summary.json) nor ablation plots")
     parts = [f"<h1>arpro report: {html.escape(results.name)}</h1>"]
     if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if "properties" not in summary:
-            raise ArproError(f"{summary_path} was written by an older arpro; rerun `arpro evaluate` on it")
-        metrics, verdicts = html_tables(summary)
+        try:
+            summary = json.loads(summary_path.read_text())
+            if isinstance(summary, dict) and "properties" not in summary:
+                raise ArproError(f"{summary_path} was written by an older arpro; rerun `arpro evaluate` on it")
+            metrics, verdicts = html_tables(summary)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            raise ArproError(f"{summary_path} is malformed (not a summary arpro evaluate wrote); "
+                             "rerun `arpro evaluate` on the folder") from None
         parts += ["<h2>Repair quality (paper Tables 1, 2, 6)</h2>",
                   "<p>Mean ± std per category; lower is better. Baseline: SDEdit without in-filling; "
                   "infill: unguided masked in-filling; guided: AR-Pro.</p>", metrics,
                   "<h2>Verdicts, TNR and runtime (paper Tables 3, 7)</h2>", verdicts]
     if plots:
         parts += ["<h2>Ablation (paper Figure 7)</h2>"] + [_img(p, p.stem) for p in plots]
-    gallery = sorted((results / "gallery").glob("*/*.png"))
+    gallery = _own_images("gallery/*/*.png", results)
     if gallery:
         parts.append("<h2>Gallery of repairs</h2>")
         for category in sorted({p.parent.name for p in gallery}):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +20,9 @@ class ArmResult:
     x_fix: Tensor  # [B, *X]
     score: Tensor  # [B] s(x_fix)
     metrics: dict[str, Tensor]  # metric name (Ms, Md, ...) -> [B]
-    holds: dict[str, Tensor]  # property name (p1, ...) -> [B] bool
+    holds: dict[str, Tensor]  # property name (p1, ...) -> [B] bool; never true for a failed repair
     seconds: float  # wall time for the whole batch
+    failed: Tensor  # [B] bool: the repair is not finite (NaN or Inf), so it is no repair at all
 
     @property
     def all_hold(self) -> Tensor:
@@ -65,13 +67,19 @@ class RepairResult:
             }
             for arm_name, arm in self.arms.items():
                 record[arm_name] = {
-                    "metrics": {m: float(v[i]) for m, v in arm.metrics.items()},
+                    "failed": bool(arm.failed[i]),
+                    "metrics": {m: float(v[i]) if math.isfinite(v[i]) else None for m, v in arm.metrics.items()},
                     "holds": {p: bool(v[i]) for p, v in arm.holds.items()},
                     "all_hold": bool(arm.all_hold[i]),
                     "seconds": arm.seconds / len(self),
                 }
             records.append(record)
         return records
+
+    def failures(self) -> list[str]:
+        """``"ARM repair of ID"`` for every repair that ended non-finite."""
+        return [f"{name} repair of {self.ids[i] if self.ids else i}"
+                for name, arm in self.arms.items() for i in arm.failed.nonzero().flatten().tolist()]
 
     def to_dict(self) -> dict[str, Any]:
         return {

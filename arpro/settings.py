@@ -22,6 +22,9 @@ def setting(default: Any, help: str, *, choices: tuple[str, ...] = (), check: Ca
     return field(default=default, metadata={"help": help, "choices": choices, "check": check, "rule": rule})
 
 
+MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED, the range NumPy and every framework accept
+
+
 def option_name(name: str) -> str:
     """The command-line flag of setting ``name``: ``guide_on`` -> ``--guide-on``."""
     return "--" + name.replace("_", "-")
@@ -39,7 +42,7 @@ class RepairSettings:
     t0: float = setting(0.6, "SDEdit start level, a fraction of T.", check=lambda v: 0.0 < v <= 1.0, rule="in (0, 1]")
     guide_on: str = setting("xt", "xt: the gradient at x_t (paper); x0: at the denoised estimate.", choices=("xt", "x0"))
     guidance_scale: float | None = setting(None, "Overall eta; default: the detector's suggested scale.",
-                                           check=math.isfinite, rule="a finite number")
+                                           check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")
     eta_schedule: str = setting("sigma", "sigma: eta_t = scale·sqrt(1 − ᾱ_t), growing with t; constant: eta_t = scale.",
                                 choices=("sigma", "constant"))
     grad_clip: float = setting(1.0, "Cap on each sample's gradient RMS per element; 0: the raw gradient (paper).",
@@ -76,12 +79,16 @@ class RepairSettings:
 
     @classmethod
     def for_detector(cls, detector: Any, **given: Any) -> RepairSettings:
-        """Settings from ``given``, else the detector's ``repair_defaults``, else the defaults here."""
+        """Settings from ``given``, else the detector's ``repair_defaults`` (and its ``guidance_scale``),
+        else the defaults here."""
         defaults = getattr(detector, "repair_defaults", {})
         unknown = set(defaults) - {f.name for f in fields(cls)}
         if unknown:
             raise ArproError(f"detector {detector.name!r} has unknown repair_defaults {sorted(unknown)}")
-        return cls(**{**defaults, **given})
+        settings = {**defaults, **given}
+        if settings.get("guidance_scale") is None:  # recorded as the value used, not as "the detector's"
+            settings["guidance_scale"] = getattr(detector, "guidance_scale", None)
+        return cls(**settings)
 
 
 def parse_options(items: list[str], flag: str) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,15 @@ from torch import Tensor
 
 from arpro import plugins
 from arpro._version import __version__
-from arpro.api import repair
-from arpro.checkpoint import obtain_model
+from arpro.api import check_steps, repair
+from arpro.checkpoint import obtain_model, read_header
 from arpro.errors import ArproError
 from arpro.models import Detector, Repairer
 from arpro.outputs import staged_output
 from arpro.properties import DEFAULT_PROPERTIES
 from arpro.protocols import Dataset, InputBatch
 from arpro.result import ARMS, RepairResult
-from arpro.settings import RepairSettings
+from arpro.settings import MAX_SEED, RepairSettings
 
 
 @dataclass
@@ -58,6 +59,8 @@ class RunSpec:
                              f"detector {self.detector!r} on {domain}")
         self.repairer = repairer_cls.name
         self.properties = tuple(self.properties)
+        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+            raise ArproError(f"--seed must be an integer from 0 to {MAX_SEED}, not {self.seed!r}")
         for name in self.properties:
             plugins.get("property", name)
         for flag in ("data_root", "detector_checkpoint", "repairer_checkpoint"):
@@ -88,10 +91,14 @@ def load_dataset(spec: str | None, data_root: Path | None, *, domain: str, **opt
         raise ArproError(f"dataset {cls.name!r} is {cls.domain} data, but the models work on {domain} data")
     if data_root is not None and not Path(data_root).exists():
         raise ArproError(f"--data-root {data_root} does not exist")
+    accepted = cls.accepted_options
+    unknown = [k for k in options if accepted is not None and not any(fnmatch(k, pattern) for pattern in accepted)]
+    if unknown:
+        raise ArproError(f"dataset {cls.name!r} has no option {unknown[0]!r} (options: {', '.join(accepted) or 'none'})")
     dataset = cls(root=data_root, category=category or None, **options)
-    known = dataset.categories() if category else []
-    if known and category not in known:
-        raise ArproError(f"dataset {cls.name!r} has no category {category!r} (has: {', '.join(known)})")
+    if category and category not in dataset.categories():
+        raise ArproError(f"dataset {cls.name!r} has no category {category!r} "
+                         f"(has: {', '.join(dataset.categories()) or 'no categories'})")
     return dataset
 
 
@@ -103,9 +110,26 @@ def read_mask(path: Path, shape: torch.Size) -> Tensor:
         mask = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
     except Exception as error:
         raise ArproError(f"cannot read mask {path}: {error}") from None
-    if mask.dim() < len(shape):
+    if mask.dim() == len(shape) - 1:
         mask = mask.unsqueeze(0).expand(shape[0], *mask.shape)
     return mask
+
+
+def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8) -> tuple[InputBatch, Tensor | None]:
+    """A user's input file, else the first ``count`` anomalous test samples; and their
+    ground-truth masks where the dataset has them."""
+    if input_path is not None:
+        if not Path(input_path).exists():
+            raise ArproError(f"--input {input_path} does not exist")
+        return dataset.read_input(Path(input_path)), None
+    if count < 1:
+        raise ArproError("--count must be at least 1")
+    anomalous = dataset.test().anomalous()
+    if len(anomalous) == 0:
+        raise ArproError(f"dataset {dataset.name!r} has no anomalous test samples; pass --input")
+    n = min(count, len(anomalous))
+    truth = None if anomalous.masks is None else anomalous.masks[:n]
+    return InputBatch(anomalous.x[:n], anomalous.ids[:n] or [str(i) for i in range(n)]), truth
 
 
 @dataclass
@@ -116,22 +140,6 @@ class Run:
     dataset: Dataset
     detector: Detector
     repairer: Repairer
-
-    def inputs(self, input_path: Path | None = None, count: int = 8) -> tuple[InputBatch, Tensor | None]:
-        """A user's input file, else the first ``count`` anomalous test samples; and their
-        ground-truth masks where the dataset has them."""
-        if input_path is not None:
-            if not Path(input_path).exists():
-                raise ArproError(f"--input {input_path} does not exist")
-            return self.dataset.read_input(Path(input_path)), None
-        if count < 1:
-            raise ArproError("--count must be at least 1")
-        anomalous = self.dataset.test().anomalous()
-        if len(anomalous) == 0:
-            raise ArproError(f"dataset {self.dataset.name!r} has no anomalous test samples; pass --input")
-        n = min(count, len(anomalous))
-        truth = None if anomalous.masks is None else anomalous.masks[:n]
-        return InputBatch(anomalous.x[:n], anomalous.ids[:n] or [str(i) for i in range(n)]), truth
 
     def repair(self, x_bad: Tensor, *, truth: Tensor | None = None, ids: list[str] | None = None,
                settings: RepairSettings | None = None, seed: int | None = None, arms: Sequence[str] = ARMS,
@@ -150,9 +158,14 @@ class Run:
                       mask=mask, seed=self.spec.seed if seed is None else seed, arms=arms, ids=ids, progress=progress)
 
 
-def resolve(spec: RunSpec, *, progress: bool = True) -> Run:
-    """Load the spec's dataset and obtain its models: from checkpoints, bundled ones, or trained now."""
-    dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
+def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = True) -> Run:
+    """Load the spec's dataset (unless given) and obtain its models: from checkpoints, bundled
+    ones, or trained now. ``--steps`` is checked against the repairer's schedule first."""
+    dataset = dataset or load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
+    repairer_cls = plugins.get("repairer", spec.repairer)
+    path = spec.repairer_checkpoint or repairer_cls.bundled_checkpoint(dataset)
+    config = read_header(path)["config"] if path else {}
+    check_steps(spec.settings.steps, config.get("num_train_timesteps", repairer_cls.default_train_timesteps()))
     models = {}
     for kind, name, path in (("detector", spec.detector, spec.detector_checkpoint),
                              ("repairer", spec.repairer, spec.repairer_checkpoint)):
@@ -165,8 +178,9 @@ def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, cou
     """``arpro repair``: resolve ``spec``, repair its inputs, and write ``report.json`` and the
     domain's files into ``out``, all at once at the end; returns the result and the files."""
     with staged_output(out, overwrite) as stage:
-        run = resolve(spec, progress=progress)
-        batch, truth = run.inputs(input_path, count)
+        dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
+        batch, truth = read_inputs(dataset, input_path, count)  # a bad input fails before any model loads
+        run = resolve(spec, dataset=dataset, progress=progress)
         result = run.repair(batch.x, truth=truth, ids=batch.ids, progress=progress)
         report = {"arpro_version": __version__, "spec": spec.to_dict(), "input": str(input_path) if input_path else None,
                   "count": count, **result.to_dict()}

@@ -55,7 +55,7 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
         for arm in arms:
             stats = {}
             for prop in properties:
-                values = [r[arm]["metrics"][prop["metric"]] for r in rows if prop["metric"] in r[arm]["metrics"]]
+                values = [v for r in rows if (v := r[arm]["metrics"].get(prop["metric"])) is not None]
                 if values:
                     stats[prop["metric"]] = {
                         "mean": statistics.fmean(values),
@@ -64,6 +64,7 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
                         "holds": statistics.fmean(r[arm]["holds"][prop["name"]] for r in rows),
                     }
             stats["all_hold"] = statistics.fmean(r[arm]["all_hold"] for r in rows)
+            stats["failed"] = sum(r[arm].get("failed", False) for r in rows)
             stats["tnr"] = statistics.fmean(r[arm]["non_anomalous"] for r in rows)
             stats["median_seconds"] = statistics.median(seconds.get((category, arm), [math.nan]))
             entry[arm] = stats

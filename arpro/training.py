@@ -223,15 +223,21 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
     """
     from arpro import plugins
     from arpro.checkpoint import save
+    from arpro.outputs import staging
     from arpro.spec import load_dataset
 
     cls = plugins.get(kind, name)
     if devices < 1 or num_nodes < 1:
         raise ArproError("--devices and --num-nodes must be at least 1")
     data = load_dataset(dataset, data_root, domain=cls.domain, **(dataset_options or {}))
+    if out.is_dir():
+        raise ArproError(f"--out {out} is a folder; give the checkpoint file to write, e.g. {out / (name + '.safetensors')}")
     if out.exists() and not overwrite:
         raise ArproError(f"{out} already exists; pass --overwrite to replace it")
+    with staging(out, directory=False):
+        pass  # an --out that cannot be written fails now, not after training
     overrides = model_options or {}
+    cls.check_config(overrides, "--model-option")
     try:
         model = cls.for_dataset(data, **overrides)
     except TypeError as error:

@@ -31,6 +31,8 @@ def test_conformal_threshold_is_the_ceil_rank():
 
 
 def test_outputs_and_tables(reference):
+    spec = json.loads((reference / "settings.json").read_text())
+    assert spec["settings"]["guidance_scale"] == 0.5  # the value used (gaussian's), not null
     records = [json.loads(line) for line in (reference / "records.jsonl").read_text().splitlines()]
     assert [r["index"] for r in records] == list(range(12))
     for arm in ("baseline", "infill", "guided"):
@@ -63,9 +65,14 @@ def test_resume_after_a_torn_write(reference, tmp_path):
     lines = (reference / "records.jsonl").read_text().splitlines(keepends=True)
     # two complete chunks, half of the third, and a line cut mid-write
     (out / "records.jsonl").write_text("".join(lines[:10]) + lines[10][:25])
+    # timings of every input, some twice: a kill between a chunk's timings and its records
+    timings = (reference / "timings.jsonl").read_text().splitlines(keepends=True)
+    (out / "timings.jsonl").write_text("".join(timings + timings[4:11]))
     proc = run_cli(*ARGS, "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert (out / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+    indices = [json.loads(line)["index"] for line in (out / "timings.jsonl").read_text().splitlines()]
+    assert sorted(indices) == list(range(12))  # recomputed with the records, never duplicated
     assert (out / "tables.md").read_text().split("\n| category | baseline TNR")[0] == (
         (reference / "tables.md").read_text().split("\n| category | baseline TNR")[0]
     )

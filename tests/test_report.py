@@ -1,5 +1,6 @@
 """arpro ablate and arpro report: plots, and one self-contained HTML page checked in Chromium."""
 
+import base64
 import json
 import os
 import re
@@ -40,7 +41,7 @@ def test_evaluate_writes_a_gallery(evaluated):
 
 
 def test_report_is_self_contained(evaluated, ablated):
-    proc = run_cli("report", str(evaluated), "--ablation", str(ablated))
+    proc = run_cli("report", str(evaluated), "--ablation", str(ablated), "--overwrite")
     assert proc.returncode == 0, proc.stderr
     page = (evaluated / "report.html").read_text()
     assert page.count("<table") == 2
@@ -55,7 +56,7 @@ def test_report_renders_in_headless_chromium(evaluated, ablated, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
         pytest.skip("chromium not installed")
-    assert run_cli("report", str(evaluated), "--ablation", str(ablated)).returncode == 0
+    assert run_cli("report", str(evaluated), "--ablation", str(ablated), "--overwrite").returncode == 0
     dom = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -70,3 +71,18 @@ def test_report_renders_in_headless_chromium(evaluated, ablated, tmp_path):
 def test_report_on_a_directory_without_results(tmp_path):
     proc = run_cli("report", str(tmp_path))
     assert proc.returncode == 2 and "neither an evaluation" in proc.stderr
+
+
+def test_report_never_embeds_a_link_out_of_the_run_folder(evaluated, tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG not the user's to publish")
+    link = evaluated / "gallery" / "breast-cancer" / "zz-link.png"
+    link.symlink_to(secret)
+    try:
+        proc = run_cli("report", str(evaluated), "--out", str(tmp_path / "page.html"))
+    finally:
+        link.unlink()
+    assert proc.returncode == 0, proc.stderr
+    assert "zz-link.png links outside" in proc.stderr
+    page = (tmp_path / "page.html").read_text()
+    assert base64.b64encode(secret.read_bytes()).decode() not in page and "zz-link" not in page

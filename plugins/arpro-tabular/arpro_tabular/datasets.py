@@ -6,6 +6,7 @@ only; repairs are written back in the table's own units.
 
 from __future__ import annotations
 
+import csv
 from functools import cached_property
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 import arpro
 from arpro import ArproError
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 TEST_FRACTION_OF_NORMAL = 0.3
 SPLIT_SEED = 0
 
@@ -29,6 +31,11 @@ def read_csv(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, skipinitialspace=True)
     except Exception as error:
         raise ArproError(f"cannot read {path} as CSV: {error}") from None
+    with path.open(newline="", errors="replace") as f:
+        names = [name.strip() for name in next(csv.reader(f), [])]
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise ArproError(f"{path}: column {repeated!r} appears more than once in the header; rename or drop the copies")
     frame.columns = [str(c).strip() for c in frame.columns]
     if frame.empty:
         raise ArproError(f"{path} has no data rows")
@@ -54,6 +61,10 @@ def numeric_columns(frame: pd.DataFrame, columns: list[str], source: Path | str)
         if not np.isfinite(values.to_numpy()).all():
             row = int((~np.isfinite(values.to_numpy())).argmax())
             raise ArproError(f"{source}: column {column!r} is infinite in data row {row + 1}")
+        if (values.abs() > FLOAT32_MAX).any():
+            row = int((values.abs() > FLOAT32_MAX).to_numpy().argmax())
+            raise ArproError(f"{source}: column {column!r} holds {values[row]:g} in data row {row + 1}, "
+                             f"beyond float32 (|x| <= {FLOAT32_MAX:.3g})")
     return frame[columns].apply(pd.to_numeric).to_numpy(dtype=np.float32)
 
 
@@ -61,6 +72,7 @@ class TableDataset(arpro.Dataset):
     """Shared logic: a frame of numeric feature columns with a 0/1 label per row."""
 
     domain = "tabular"
+    accepted_options: tuple[str, ...] = ()
 
     def frame(self) -> tuple[pd.DataFrame, list[str], np.ndarray]:
         """(the table, its feature columns, labels with 1 = anomalous)."""
@@ -151,6 +163,7 @@ class CsvTable(TableDataset):
     """Any CSV: numeric feature columns and an optional 0/1 label column (--data-root FILE)."""
 
     name = "csv"
+    accepted_options = ("label_column",)
 
     def frame(self):
         if self.root is None:

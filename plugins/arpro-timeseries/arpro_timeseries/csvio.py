@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 from arpro import ArproError
 
 TIME_NAMES = {"time", "timestamp", "datetime", "date_time", "date time"}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 LABEL_NAMES = {"label", "labels", "attack", "normal/attack", "anomaly", "is_anomaly"}
 
 
@@ -52,8 +54,11 @@ def read_csv(path: Path, delimiter: str | None = None, header_contains: str | No
             raise ArproError(f"{path}: no header line with a {header_contains!r} column in its first {len(head)} lines")
         skip = hits[0]
     if delimiter is None:
-        header = head[skip]
-        delimiter = max([",", ";", "\t"], key=header.count)
+        delimiter = max([",", ";", "\t"], key=head[skip].count)
+    names = [name.strip() for name in next(csv.reader([head[skip]], delimiter=delimiter), [])]
+    repeated = next((name for name in names if name and names.count(name) > 1), None)
+    if repeated is not None:
+        raise ArproError(f"{path}: column {repeated!r} appears more than once in the header; rename or drop the copies")
     try:
         frame = pd.read_csv(path, sep=delimiter, skiprows=skip, skipinitialspace=True, low_memory=False)
     except Exception as error:
@@ -111,6 +116,11 @@ def numeric(frame: pd.DataFrame, columns: list[str], path: Path, fill_nan: str =
             row = int(bad.argmax())
             raise ArproError(f"{path}: column {column!r} has a non-numeric value {raw.iloc[row]!r} in data row {row + 1}")
         array = values.to_numpy(dtype=np.float64)
+        huge = np.abs(np.nan_to_num(array, posinf=0.0, neginf=0.0)) > FLOAT32_MAX
+        if huge.any():
+            row = int(huge.argmax())
+            raise ArproError(f"{path}: column {column!r} holds {array[row]:g} in data row {row + 1}, "
+                             f"beyond float32 (|x| <= {FLOAT32_MAX:.3g})")
         empty = ~np.isfinite(array)
         if empty.any():
             if fill_nan == "ffill" and not empty.all():

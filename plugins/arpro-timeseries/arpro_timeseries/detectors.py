@@ -79,7 +79,14 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
         (the token embedding, which the windows never use, is left out)."""
         if not path.exists():
             raise arpro.ArproError(f"{self.name}: pretrained weights {path} do not exist")
-        source = type(self.backbone).from_pretrained(str(path)).state_dict()
+        if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+            raise arpro.ArproError(f"{self.name}: {path} has no model.safetensors; arpro reads pretrained weights "
+                                   "only as safetensors, never as a pickle (save them with save_pretrained)")
+        try:
+            source = type(self.backbone).from_pretrained(str(path), use_safetensors=True).state_dict()
+        except Exception as error:
+            raise arpro.ArproError(f"{self.name}: cannot load pretrained weights from {path}: "
+                                   f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
         n_layer = self.config["n_layer"]
         keep = {k: v for k, v in source.items() if not k.startswith(self.embedding_key) and _layer_ok(k, self.layer_key, n_layer)}
         try:

@@ -166,6 +166,7 @@ class TimeSeriesCsv(TimeSeriesDataset):
     """
 
     name = "ts-csv"
+    accepted_options = (*TimeSeriesDataset.accepted_options, "train_fraction")
 
     def _read(self, path: Path) -> tuple[list[str], Rows]:
         o = self.options

@@ -25,6 +25,7 @@ class Process(TimeSeriesDataset):
 
     name = "process"
     embedded = True
+    accepted_options = (*TimeSeriesDataset.accepted_options, "seed", "train_steps", "validation_steps", "test_steps")
     default_window = 64
 
     def __init__(self, root: Path | None = None, category: str | None = None, **options: Any) -> None:

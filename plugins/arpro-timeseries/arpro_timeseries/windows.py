@@ -71,6 +71,9 @@ class TimeSeriesDataset(arpro.Dataset):
 
     domain = "timeseries"
     default_window = 100
+    # fit_steps: train models for this many steps instead of their default (tests, quick looks)
+    accepted_options: tuple[str, ...] = ("window", "stride", "test_stride", "downsample", "fit_steps",
+                                         "delimiter", "time_column", "label_column", "fill_nan")
 
     def __init__(self, root: Path | None = None, category: str | None = None, **options: Any) -> None:
         super().__init__(root=Path(root) if root is not None else None, category=category, **options)

@@ -1,6 +1,11 @@
 """arpro plugin for images: one anomaly score per pixel, a UNet DDPM repairer, image datasets."""
 
+import warnings
+
 import arpro
+
+# anomalib and timm announce their own internal deprecations on import; a user can act on none of them.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"(anomalib|timm)\.")
 
 from arpro_vision.datasets import IMAGE_DATASETS
 from arpro_vision.efficient_ad import EfficientAdDetector

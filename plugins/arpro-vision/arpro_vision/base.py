@@ -6,7 +6,7 @@ from pathlib import Path
 
 import arpro
 from arpro import ArproError
-from arpro_vision.images import ImageInfo, read_image, safe_name, save_image, save_mask
+from arpro_vision.images import DEFAULT_MAX_PIXELS, ImageInfo, read_image, safe_name, save_image, save_mask
 
 DEFAULT_IMAGE_SIZE = 64  # CPU default; 256 and 512 are options (--image-size / image_size=)
 
@@ -26,17 +26,28 @@ class ImageDataset(arpro.Dataset):
     """Base class of the image datasets: samples are ``[3, S, S]`` in [-1, 1], S = ``image_size``."""
 
     domain = "image"
+    # training options of every model, and any one model's own as ``<model>_<key>``
+    accepted_options: tuple[str, ...] = ("image_size", "max_pixels", "train_steps", "batch_size", "lr",
+                                         "fastflow_*", "efficientad_*", "ddpm_*")
 
     @property
     def image_size(self) -> int:
         return image_size_option(self.options)
+
+    @property
+    def max_pixels(self) -> int:
+        """Images above this many pixels are refused before decoding (option ``max_pixels``)."""
+        value = self.options.get("max_pixels", DEFAULT_MAX_PIXELS)
+        if not isinstance(value, int) or value < 1:
+            raise ArproError(f"max_pixels must be a positive integer, not {value!r}")
+        return value
 
     def sample_shape(self) -> tuple[int, ...]:
         return (3, self.image_size, self.image_size)
 
     def read_input(self, path: Path) -> arpro.InputBatch:
         """One PNG/JPEG of any size and mode, resized to the model's size."""
-        x, info = read_image(Path(path), self.image_size)
+        x, info = read_image(Path(path), self.image_size, self.max_pixels)
         return arpro.InputBatch(x.unsqueeze(0), [Path(path).stem], {"images": [info]})
 
     def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:

@@ -96,7 +96,7 @@ class FolderLayoutDataset(ImageDataset):
         size = self.image_size
         xs, masks, ids = [], [], []
         for row in rows.itertuples():
-            rgb, _ = open_image(Path(row.image_path))
+            rgb, _ = open_image(Path(row.image_path), self.max_pixels)
             xs.append(to_tensor(resize_rgb(rgb, (size, size))))
             masks.append(load_mask(getattr(row, "mask_path", None), size))
             path = Path(row.image_path)
@@ -240,6 +240,7 @@ class Folder(FolderLayoutDataset):
     """
 
     name = "folder"
+    accepted_options = (*ImageDataset.accepted_options, "normal_dir", "abnormal_dir", "mask_dir", "normal_test_dir")
     layout = "ROOT/{normal,abnormal,masks,normal_test}/*.{png,jpg}"
 
     def categories(self) -> list[str]:

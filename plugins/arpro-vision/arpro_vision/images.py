@@ -17,6 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from arpro import ArproError
 
+DEFAULT_MAX_PIXELS = 40_000_000  # images above this are refused unless max_pixels is raised
+
 
 @dataclass
 class ImageInfo:
@@ -28,15 +30,24 @@ class ImageInfo:
     source: str
 
 
-def open_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
-    """Read ``path`` as an RGB uint8 array ``[h, w, 3]``; any failure is one ArproError line."""
+def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
+    """Read ``path`` as an RGB uint8 array ``[h, w, 3]``; any failure is one ArproError line.
+
+    The size is read from the header first: a small file can decode to a huge image, and
+    one above ``max_pixels`` is refused before it is decoded.
+    """
     path = Path(path)
     if not path.is_file():
         raise ArproError(f"image file {path} does not exist")
     try:
         with Image.open(path) as image:
+            if image.width * image.height > max_pixels:
+                raise ArproError(f"image {path} is {image.width}x{image.height} = {image.width * image.height:,} pixels, "
+                                 f"above the limit of {max_pixels:,}; raise it with --option max_pixels=N")
             image.load()
             image = image.copy()
+    except ArproError:
+        raise
     except UnidentifiedImageError:
         raise ArproError(f"{path} is not an image file PIL can read (expected PNG or JPEG)") from None
     except Exception as error:  # truncated or corrupt data
@@ -77,9 +88,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return values.permute(1, 2, 0).to(torch.uint8).numpy()
 
 
-def read_image(path: Path, image_size: int) -> tuple[torch.Tensor, ImageInfo]:
+def read_image(path: Path, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, ImageInfo]:
     """A user's image as a ``[3, S, S]`` tensor in [-1, 1], and how to write it back."""
-    rgb, info = open_image(path)
+    rgb, info = open_image(path, max_pixels)
     return to_tensor(resize_rgb(rgb, (image_size, image_size))), info
 
 

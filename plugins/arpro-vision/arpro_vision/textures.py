@@ -137,6 +137,7 @@ class Textures(ImageDataset):
 
     name = "textures"
     embedded = True
+    accepted_options = (*ImageDataset.accepted_options, "patch_size", "n_train", "n_test_normal", "n_test_anomalous", "seed")
 
     def categories(self) -> list[str]:
         return list(CATEGORIES)

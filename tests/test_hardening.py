@@ -1,0 +1,116 @@
+"""What a run does when things go wrong around it: non-finite repairs, two runs on one folder,
+a SIGKILL mid-write, and long work with stderr going to a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from arpro import outputs, progress
+
+DIVERGING = ["--guidance-scale", "1e38", "--grad-clip", "0", "--count", "3", "--steps", "10", "--quiet"]
+
+
+def leftovers(*folders: Path) -> list[Path]:
+    return [p for folder in folders for p in folder.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")]
+
+
+def run_in_process(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    from arpro import cli
+
+    monkeypatch.setattr(sys, "argv", ["arpro", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_non_finite_repairs_are_marked_failed_and_fail_the_run(tmp_path, monkeypatch, capsys):
+    code, err = run_in_process(["repair", "--detector", "gaussian", "--out", str(tmp_path / "r"), *DIVERGING],
+                               monkeypatch, capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("error: 3 repair(s) ended non-finite"), err
+    inputs = json.loads((tmp_path / "r" / "report.json").read_text())["inputs"]
+    assert all(i["guided"]["failed"] and not any(i["guided"]["holds"].values()) for i in inputs)
+    assert not any(i["infill"]["failed"] for i in inputs)
+
+    code, err = run_in_process(["repair", "--detector", "gaussian", "--out", str(tmp_path / "k"), *DIVERGING,
+                                "--keep-going"], monkeypatch, capsys)
+    assert code == 0 and err.startswith("warning: 3 repair(s) ended non-finite"), err
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    with outputs.exclusive(out, "evaluate"):  # as a running evaluate holds it
+        before = sorted(p.name for p in out.iterdir())
+        code, err = run_in_process(["evaluate", "--detector", "gaussian", "--limit", "4", "--steps", "5", "--quiet",
+                                    "--out", str(out)], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"being written by another arpro evaluate (process {os.getpid()})" in err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_two_evaluates_started_at_once_on_one_folder(tmp_path):
+    out = tmp_path / "shared"
+    args = [sys.executable, "-m", "arpro.cli", "evaluate", "--detector", "gaussian", "--limit", "96", "--chunk-size", "8",
+            "--steps", "60", "--quiet", "--out", str(out)]
+    procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert refused.count("\n") == 1 and "being written by another arpro evaluate" in refused
+    indices = [json.loads(line)["index"] for line in (out / "records.jsonl").read_text().splitlines()]
+    assert indices == list(range(96))
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_repair_killed_mid_run_leaves_nothing_after_the_next_run(tmp_path):
+    out = tmp_path / "runs" / "r"
+    args = ["repair", "--detector", "gaussian", "--count", "64", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "arpro.cli", *args, "--steps", "400"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, lambda: bool(leftovers(tmp_path / "runs")) if (tmp_path / "runs").exists() else False)
+    assert leftovers(tmp_path / "runs") and not out.exists()  # what a SIGKILL leaves: staging only
+    again = run_cli(*args, "--steps", "10")
+    assert again.returncode == 0, again.stderr
+    assert (out / "report.json").exists() and leftovers(tmp_path / "runs") == []
+
+
+def test_train_killed_mid_run_leaves_nothing_after_the_next_run(tmp_path):
+    out = tmp_path / "models" / "ae.safetensors"
+    out.parent.mkdir()
+    stale = out.parent / f".{out.name}.partial-killed.tmp"  # a save cut by SIGKILL: unlocked staging
+    stale.write_bytes(b"half a checkpoint")
+    args = ["train", "detector", "--detector", "autoencoder", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "arpro.cli", *args, "--model-option", "epochs=100000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    kill_when(proc, lambda: proc.stderr.readline() != "")  # its first progress line: training has begun
+    again = run_cli(*args, "--model-option", "epochs=2")
+    assert again.returncode == 0, again.stderr
+    assert out.exists() and leftovers(out.parent) == []
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL", 0.0)
+    with progress.progress_bar("training x", total=3) as advance:
+        for step in range(3):
+            advance(loss=f"{1 / (step + 1):.2f}")
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" ")[2] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert lines[0].startswith("training x: 1/3 loss=1.00 ") and lines[-1].endswith("s")
