@@ -61,7 +61,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, monkeypatch, capsy
 def test_two_evaluates_started_at_once_on_one_folder(tmp_path):
     out = tmp_path / "shared"
     args = [sys.executable, "-m", "arpro.cli", "evaluate", "--detector", "gaussian", "--limit", "96", "--chunk-size", "8",
-            "--steps", "60", "--quiet", "--out", str(out)]
+            "--steps", "150", "--quiet", "--out", str(out)]
     procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
     assert sorted(code for code, _ in results) == [0, 2], results
