@@ -1,7 +1,9 @@
 """The ``arpro`` command line (typer + rich): it parses options into a :class:`RunSpec` and prints.
 
 Every command that repairs takes the same run options: :class:`RunSpec`'s, and one generated
-per :class:`RepairSettings` field. Plugins add commands through ``arpro_register_commands``.
+per :class:`RepairSettings` field. Plugins add commands through ``arpro_register_commands``,
+called only when the command line names a command the core lacks, so that the core's commands
+(and ``--help``, ``--version``) start without loading any plugin.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.main import get_command_name
 
-from arpro import plugins
 from arpro._version import __version__
 from arpro.errors import ArproError
 from arpro.result import ARMS
@@ -27,6 +29,7 @@ from arpro.settings import MAX_SEED, RepairSettings, option_name, parse_options,
 app = typer.Typer(
     name="arpro",
     help="Explain anomalies by repairing them (AR-Pro): property-guided diffusion with formal guarantees.",
+    epilog="Commands that plugins add are not listed here: see each plugin's documentation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -100,14 +103,14 @@ def with_run_options(command):
 
     A setting left out takes the detector's ``repair_defaults``, else the default shown.
     """
-    from arpro.spec import RunSpec
-
     given_by_wrapper = {"spec", *(p.name for p in OUTPUT_PARAMS)}
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name not in given_by_wrapper]
     taken = [p.name for p in RUN_PARAMS + SETTING_PARAMS]
 
     @functools.wraps(command)
     def wrapper(**kwargs):
+        from arpro.spec import RunSpec
+
         given = {name: kwargs.pop(name) for name in taken}
         settings = {f.name: given.pop(f.name) for f in fields(RepairSettings)}
         settings = {k: v.value if isinstance(v, Enum) else v for k, v in settings.items() if v is not None}
@@ -146,6 +149,7 @@ Grid = Annotated[str, typer.Option("--grid", help="Comma-separated values for ea
 def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile = None, count: Count = 8,
            keep_going: KeepGoing = False) -> None:
     """Repair anomalous inputs: baseline, unguided in-filling and guided repair, judged by P1–P4."""
+    from arpro import plugins
     from arpro.display import check_failures, console, print_report
     from arpro.spec import repair_into
 
@@ -218,6 +222,7 @@ def list_plugins(as_json: Annotated[bool, typer.Option("--json", help="Print a J
     """List every detector, repairer, property and dataset the installed plugins provide."""
     from rich.table import Table
 
+    from arpro import plugins
     from arpro.display import console
 
     keys = ("kind", "name", "domain", "distribution", "version", "description")
@@ -268,7 +273,10 @@ train_app.command("repairer")(train_command("repairer"))
 def main() -> None:
     """Entry point: a user error, usage errors included, is one ``error:`` line on stderr, exit status 2."""
     try:
-        plugins.plugin_manager()[0].hook.arpro_register_commands(cli=app)
+        if names_a_plugin_command(sys.argv[1:]):
+            from arpro import plugins
+
+            plugins.plugin_manager()[0].hook.arpro_register_commands(cli=app)
         code = app(standalone_mode=False)
     except ArproError as error:
         code = _fail(str(error), error.exit_code)
@@ -281,6 +289,13 @@ def main() -> None:
         ctx, message = getattr(error, "ctx", None), error.format_message()  # no message: help was printed
         code = _fail(message + (f" (see `{ctx.command_path} --help`)" if ctx else "")) if message else error.exit_code
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def names_a_plugin_command(args: list[str]) -> bool:
+    """Whether the command named in ``args`` is not the core's: only then are plugins loaded before parsing."""
+    command = next((arg for arg in args if not arg.startswith("-")), None)  # the root's options take no value
+    core = {c.name or get_command_name(c.callback.__name__) for c in app.registered_commands}
+    return command is not None and command not in core | {g.name for g in app.registered_groups}
 
 
 def _fail(message: str, code: int = 2) -> int:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from arpro.errors import RepairFailed
-from arpro.result import RepairResult
-from arpro.summary import paper_tables
+
+if TYPE_CHECKING:  # `arpro list-plugins` prints with this console and must not import torch
+    from arpro.result import RepairResult
 
 console = Console()
 
@@ -34,6 +36,8 @@ def print_report(result: RepairResult, labels: dict[str, str]) -> None:
 
 def print_summary(summary: dict) -> None:
     """The paper's tables, as written to tables.md (:func:`arpro.summary.paper_tables`)."""
+    from arpro.summary import paper_tables
+
     for (head, rows), title in zip(paper_tables(summary), ("mean ± std; lower is better", "verdicts, TNR, seconds")):
         table = Table(*head, title=title)
         for row in rows:

@@ -6,18 +6,23 @@ default plugin (the properties P1–P4, ``arpro.properties``) through these same
 
 The rules every hook below shares:
 
+- **Register import paths**: ``register("pkg.models:MyDetector", name=..., domain=...,
+  description=..., default=False)``; the class is imported on first use (``arpro.get``) and
+  must have that ``name`` and ``domain``, so listing and choosing plugins imports no torch.
+  ``register(cls)`` reads all of it from the class (cheap classes only: the core's properties).
 - **When**: the ``arpro_register_*`` hooks are called once per process, the first time
   anything is looked up (``arpro.get``, a command, ``list-plugins``), in plugin load order;
-  ``arpro_register_commands`` once, before the command line is parsed.
+  ``arpro_register_commands`` only when the command line names no core command, before it
+  is parsed (``arpro --help`` lists the core's commands and loads no plugin).
 - **Names are unique per kind** across all installed plugins. ``register`` of a name that
   is already taken raises :class:`arpro.ArproError` naming both distributions, and the
   command stops: uninstalling one of them is the fix.
 - **Errors**: an :class:`arpro.ArproError` raised by a hook aborts the command with its
   message. Any other exception, and a plugin module that fails to import, skips that
-  plugin with a warning naming it; the other plugins still load.
-- **Defaults**: when a run names no repairer or dataset, the domain's entry with
-  ``is_default = True`` (datasets: ``embedded = True``) is used, or the only entry of that
-  domain; otherwise the run must name one.
+  plugin with a warning naming it; the other plugins still load. A registered path that
+  fails to import is an :class:`arpro.ArproError` naming the distribution, when it is used.
+- **Defaults**: when a run names no repairer or dataset, the domain's entry registered with
+  ``default=True`` is used, or the only entry of that domain; otherwise the run must name one.
 """
 
 from __future__ import annotations
@@ -31,32 +36,29 @@ hookimpl = pluggy.HookimplMarker("arpro")
 
 
 @hookspec
-def arpro_register_detectors(register: Callable[[type], None]) -> None:
-    """Register detectors: call ``register(cls)`` once per :class:`arpro.Detector` subclass.
+def arpro_register_detectors(register: Callable[..., None]) -> None:
+    """Register detectors: ``register(path, name=..., domain=..., ...)`` per :class:`arpro.Detector`.
 
-    :param register: takes the class; ``cls.name`` is what users type (``--detector
-        NAME``) and ``cls.domain`` which datasets and repairers it pairs with.
-
-    A detector must obey ``s(x) = alpha(x).flatten(1).sum(1) + beta(x)`` exactly.
+    :param register: ``name`` is what users type (``--detector NAME``) and ``domain`` which
+        datasets and repairers it pairs with. A detector must obey ``s(x) = alpha(x).flatten(1).sum(1) + beta(x)`` exactly.
     """
 
 
 @hookspec
-def arpro_register_repairers(register: Callable[[type], None]) -> None:
-    """Register repairers: ``register(cls)`` per :class:`arpro.Repairer` subclass (``--repairer NAME``)."""
+def arpro_register_repairers(register: Callable[..., None]) -> None:
+    """Register repairers: ``register(path, name=..., ...)`` per :class:`arpro.Repairer` (``--repairer NAME``)."""
 
 
 @hookspec
-def arpro_register_properties(register: Callable[[type], None]) -> None:
-    """Register properties: ``register(cls)`` per :class:`arpro.Property` subclass.
-
-    :param register: takes the class; ``cls.name`` is ``--property NAME`` and ``--weight NAME=X``.
-    """
+def arpro_register_properties(register: Callable[..., None]) -> None:
+    """Register properties: ``register(path, name=...)`` per :class:`arpro.Property` (``--property``,
+    ``--weight NAME=X``); properties have no domain."""
 
 
 @hookspec
-def arpro_register_datasets(register: Callable[[type], None]) -> None:
-    """Register datasets: ``register(cls)`` per :class:`arpro.Dataset` subclass (``--dataset NAME[:CATEGORY]``)."""
+def arpro_register_datasets(register: Callable[..., None]) -> None:
+    """Register datasets: ``register(path, name=..., ...)`` per :class:`arpro.Dataset` (``--dataset NAME[:CATEGORY]``);
+    ``default=True`` marks the domain's embedded dataset, the one that needs no files."""
 
 
 @hookspec

@@ -10,7 +10,7 @@ import difflib
 import importlib
 import sys
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property, reduce
 from importlib.metadata import entry_points
 
 import pluggy
@@ -30,22 +30,45 @@ KINDS = {
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered detector, repairer, property or dataset, and who provides it."""
+    """One registered detector, repairer, property or dataset: what lists and defaults need, and
+    its class, or the ``"module:Class"`` path it is imported from on first use (see ``register``)."""
 
     kind: str
     name: str
-    obj: type
+    target: type | str
+    domain: str
+    description: str
+    default: bool
     distribution: str
     version: str
 
-    @property
-    def description(self) -> str:
-        """The first line of the class docstring."""
-        return (self.obj.__doc__ or "").strip().splitlines()[0] if self.obj.__doc__ else ""
+    @classmethod
+    def of(cls, kind: str, target: type | str, distribution: str, version: str, *, name: str | None = None,
+           domain: str = "", description: str = "", default: bool = False) -> Entry:
+        """What ``register(target, ...)`` records: a class describes itself; a path needs ``name=``."""
+        if isinstance(target, str):
+            if name is None or ":" not in target:
+                raise TypeError(f"register({target!r}) needs a 'module:Class' path and name=")
+            return cls(kind, name, target, domain, description, default, distribution, version)
+        doc = (target.__doc__ or "").strip()
+        return cls(kind, target.name, target, getattr(target, "domain", ""), doc.splitlines()[0] if doc else "",
+                   getattr(target, "is_default", False) or getattr(target, "embedded", False), distribution, version)
 
-    @property
-    def domain(self) -> str:
-        return getattr(self.obj, "domain", "")
+    @cached_property
+    def obj(self) -> type:
+        """The registered class; a path is imported now, and must name the class it was registered as."""
+        if not isinstance(self.target, str):
+            return self.target
+        module, _, qualname = self.target.partition(":")
+        try:
+            obj = reduce(getattr, qualname.split("."), importlib.import_module(module))
+        except Exception as error:
+            raise ArproError(f"{self.kind} {self.name!r} of {self.distribution} cannot be imported "
+                             f"from {self.target}: {error}") from error
+        if (obj.name, getattr(obj, "domain", "")) != (self.name, self.domain):
+            raise ArproError(f"{self.target} is {obj.name!r} ({getattr(obj, 'domain', '')}), but {self.distribution} "
+                             f"registered it as {self.name!r} ({self.domain})")
+        return obj
 
 
 class Registry:
@@ -74,12 +97,12 @@ class Registry:
         raise ArproError(f"unknown {kind} {name!r}{hint} (available: {available})")
 
     def default(self, kind: str, domain: str) -> type:
-        """The ``is_default`` (or else the only) entry of ``kind`` for ``domain``."""
-        candidates = [e.obj for e in self.entries[kind].values() if e.domain == domain]
-        preferred = [c for c in candidates if getattr(c, "is_default", False) or getattr(c, "embedded", False)]
+        """The class of the default (or else the only) entry of ``kind`` for ``domain``."""
+        candidates = [e for e in self.entries[kind].values() if e.domain == domain]
+        preferred = [e for e in candidates if e.default]
         if preferred or len(candidates) == 1:
-            return (preferred or candidates)[0]
-        names = ", ".join(c.name for c in candidates) or "none installed"
+            return (preferred or candidates)[0].obj
+        names = ", ".join(e.name for e in candidates) or "none installed"
         raise ArproError(f"no default {kind} for domain {domain!r}; pass --{kind} (available: {names})")
 
     def __iter__(self):
@@ -123,8 +146,9 @@ def registry() -> Registry:
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             distribution, dist_version = origins[impl.plugin_name]
 
-            def register(obj: type, kind: str = kind, distribution: str = distribution, v: str = dist_version) -> None:
-                reg.add(Entry(kind, obj.name, obj, distribution, v))
+            def register(target: type | str, kind: str = kind, distribution: str = distribution, v: str = dist_version,
+                         **metadata) -> None:
+                reg.add(Entry.of(kind, target, distribution, v, **metadata))
 
             try:
                 impl.function(register=register)

@@ -8,11 +8,13 @@ over features; ``omega`` is the anomalous-feature mask of ``x_bad`` and ``omega_
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from arpro.hookspecs import hookimpl
 from arpro.protocols import Decomposition, Property, PropertyContext
+
+if TYPE_CHECKING:  # torch is not imported here: listing plugins registers these classes
+    from torch import Tensor
 
 DEFAULT_PROPERTIES = ("p1", "p2", "p3", "p4")  # guide every repair unless a run names others
 
@@ -58,7 +60,7 @@ class LocalizedImprovement(Property):
     metric_label = "Mω"
 
     def loss(self, ctx: PropertyContext, x_fix: Tensor, fix: Decomposition | None) -> Tensor:
-        return torch.relu(self.metric(ctx, x_fix, fix))
+        return self.metric(ctx, x_fix, fix).relu()
 
     def metric(self, ctx: PropertyContext, x_fix: Tensor, fix: Decomposition) -> Tensor:
         return fix.region_score(ctx.omega) - ctx.bad_in
@@ -75,7 +77,7 @@ class NonDegradation(Property):
     metric_label = "Mω̄"
 
     def loss(self, ctx: PropertyContext, x_fix: Tensor, fix: Decomposition | None) -> Tensor:
-        return torch.relu(self.metric(ctx, x_fix, fix) - ctx.delta4)
+        return (self.metric(ctx, x_fix, fix) - ctx.delta4).relu()
 
     def metric(self, ctx: PropertyContext, x_fix: Tensor, fix: Decomposition) -> Tensor:
         return fix.region_score(1 - ctx.omega) - ctx.bad_out

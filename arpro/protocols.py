@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import Tensor
-
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from arpro.result import RepairResult
 
 

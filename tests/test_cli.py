@@ -33,6 +33,16 @@ def rows_csv(tmp_path_factory):
     return path
 
 
+def test_shipped_breast_cancer_table_is_scikit_learns(table):
+    from sklearn.datasets import load_breast_cancer
+
+    source = load_breast_cancer(as_frame=True)
+    frame, columns, labels = table.frame()
+    pd.testing.assert_frame_equal(frame, source.data, check_exact=True)
+    assert columns == list(source.data.columns)
+    assert (labels == (source.target.to_numpy() == 0)).all()
+
+
 def test_version():
     proc = run_cli("--version")
     assert proc.returncode == 0 and proc.stdout.strip().startswith("arpro ")

@@ -1,4 +1,5 @@
-"""Plugin discovery: entry points, a real third-party install, conflicts and broken plugins."""
+"""Plugin discovery: entry points, a real third-party install, conflicts and broken plugins,
+and what starting ``arpro`` imports."""
 
 import json
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from arpro import ArproError, plugins
+from arpro import ArproError, cli, plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "arpro-example-plugin"
@@ -53,6 +54,66 @@ def test_a_broken_plugin_warns_and_the_rest_load(fresh_registry, monkeypatch, ca
     assert "gaussian" in registry.entries["detector"]
     err = capsys.readouterr().err
     assert "plugin 'broken'" in err and "failed to load" in err
+
+
+def test_a_registered_path_is_imported_on_use_and_checked(fresh_registry, monkeypatch):
+    with_extra_entry_points(monkeypatch, EntryPoint("lazy", "lazy_plugin", "arpro"))
+    registry = plugins.registry()
+    assert registry.entries["detector"]["ghost"].description == "Never importable."  # listed without importing it
+    with pytest.raises(ArproError, match="detector 'ghost' of lazy cannot be imported from no_such_module_for_arpro"):
+        plugins.get("detector", "ghost")
+    with pytest.raises(ArproError, match="is 'gaussian' .* but lazy registered it as 'impostor'"):
+        plugins.get("detector", "impostor")
+
+
+def test_each_builtin_registration_says_what_its_class_says():
+    for entry in plugins.registry():
+        cls = entry.obj  # imports it, and checks its name and domain
+        assert entry.default == (getattr(cls, "is_default", False) or getattr(cls, "embedded", False)), entry.name
+        assert entry.description and entry.description[:20] in (cls.__doc__ or ""), entry.name
+
+
+def test_a_plugin_command_is_added_only_when_named(fresh_registry, monkeypatch, capsys):
+    with_extra_entry_points(monkeypatch, EntryPoint("greeter", "command_plugin", "arpro"))
+    monkeypatch.setattr(cli.app, "registered_commands", list(cli.app.registered_commands))
+    for args in (["--version"], ["list-plugins", "--help"]):
+        monkeypatch.setattr(sys, "argv", ["arpro", *args])
+        with pytest.raises(SystemExit, match="0"):
+            cli.main()
+        assert plugins.plugin_manager.cache_info().currsize == 0, f"arpro {' '.join(args)} loaded the plugins"
+    monkeypatch.setattr(sys, "argv", ["arpro", "hello", "--name", "arpro"])
+    with pytest.raises(SystemExit, match="0"):
+        cli.main()
+    assert "hello arpro" in capsys.readouterr().out
+
+
+HEAVY = {"torch", "diffusers", "anomalib", "transformers"}
+PLUGIN_MODULES = {"arpro_tabular", "arpro_vision", "arpro_timeseries"}
+
+
+def modules_imported_by(*args: str) -> set[str]:
+    """The top-level modules that ``arpro ARGS`` imports, in a fresh process."""
+    code = ("import json, sys\nfrom arpro.cli import main\nsys.argv = ['arpro', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    return set(json.loads(proc.stderr.splitlines()[-1]))
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["repair", "--help"]], ids=" ".join)
+def test_version_and_help_load_no_plugin(args):
+    assert not modules_imported_by(*args) & (HEAVY | PLUGIN_MODULES)
+
+
+def test_list_plugins_imports_no_model_library():
+    imported = modules_imported_by("list-plugins")
+    assert PLUGIN_MODULES <= imported and not imported & HEAVY
+
+
+def test_import_arpro_imports_no_torch():
+    proc = subprocess.run([sys.executable, "-c", "import sys, arpro; print(sorted(set(sys.modules) & {'torch', 'numpy'}))"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stderr
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,28 @@
-"""arpro plugin for tabular data: one feature score per column."""
+"""arpro plugin for tabular data: one feature score per column.
+
+Each class is registered by its import path, so listing plugins imports no torch.
+"""
 
 import arpro
-
-from arpro_tabular.datasets import BreastCancer, CsvTable
-from arpro_tabular.detectors import AutoencoderDetector, GaussianDetector
-from arpro_tabular.repairer import MlpDDPM
 
 
 @arpro.hookimpl
 def arpro_register_detectors(register):
-    register(GaussianDetector)
-    register(AutoencoderDetector)
+    register("arpro_tabular.detectors:GaussianDetector", name="gaussian", domain="tabular", default=True,
+             description="Per-column Gaussian negative log-likelihood (paper Example 2.3).")
+    register("arpro_tabular.detectors:AutoencoderDetector", name="autoencoder", domain="tabular",
+             description="Per-column squared reconstruction error of an MLP autoencoder (paper Example 2.2).")
 
 
 @arpro.hookimpl
 def arpro_register_repairers(register):
-    register(MlpDDPM)
+    register("arpro_tabular.repairer:MlpDDPM", name="mlp-ddpm", domain="tabular", default=True,
+             description="DDPM with a residual-MLP noise predictor for table rows.")
 
 
 @arpro.hookimpl
 def arpro_register_datasets(register):
-    register(BreastCancer)
-    register(CsvTable)
+    register("arpro_tabular.datasets:BreastCancer", name="breast-cancer", domain="tabular", default=True,
+             description="scikit-learn's breast-cancer table: benign rows normal, malignant rows anomalous (embedded).")
+    register("arpro_tabular.datasets:CsvTable", name="csv", domain="tabular",
+             description="Any CSV: numeric feature columns and an optional 0/1 label column (--data-root FILE).")

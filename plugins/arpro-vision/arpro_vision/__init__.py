@@ -1,4 +1,7 @@
-"""arpro plugin for images: one anomaly score per pixel, a UNet DDPM repairer, image datasets."""
+"""arpro plugin for images: one anomaly score per pixel, a UNet DDPM repairer, image datasets.
+
+Each class is registered by its import path, so listing plugins imports neither torch nor anomalib.
+"""
 
 import warnings
 
@@ -7,26 +10,31 @@ import arpro
 # anomalib and timm announce their own internal deprecations on import; a user can act on none of them.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"(anomalib|timm)\.")
 
-from arpro_vision.datasets import IMAGE_DATASETS
-from arpro_vision.efficient_ad import EfficientAdDetector
-from arpro_vision.fastflow import FastFlowDetector
-from arpro_vision.repairer import ImageDDPM
-from arpro_vision.textures import Textures
-
 
 @arpro.hookimpl
 def arpro_register_detectors(register):
-    register(FastFlowDetector)
-    register(EfficientAdDetector)
+    register("arpro_vision.fastflow:FastFlowDetector", name="fastflow", domain="image",
+             description="FastFlow (anomalib's FastflowModel): feature negative log-likelihood, one score per pixel.")
+    register("arpro_vision.efficient_ad:EfficientAdDetector", name="efficientad", domain="image",
+             description="EfficientAD (anomalib's EfficientAdModel): the per-pixel anomaly map, score = its sum.")
 
 
 @arpro.hookimpl
 def arpro_register_repairers(register):
-    register(ImageDDPM)
+    register("arpro_vision.repairer:ImageDDPM", name="ddpm", domain="image", default=True,
+             description="DDPM with a diffusers UNet2DModel noise predictor for [3, S, S] images in [-1, 1].")
 
 
 @arpro.hookimpl
 def arpro_register_datasets(register):
-    register(Textures)
-    for dataset in IMAGE_DATASETS:
-        register(dataset)
+    register("arpro_vision.textures:Textures", name="textures", domain="image", default=True,
+             description="scikit-image texture photographs (brick, grass, gravel) with seeded synthetic defects (embedded).")
+    for name, cls, description in (
+        ("mvtec", "MVTecAD", "MVTec AD, read from --data-root in its published layout (category/train/good, test/*, ground_truth/*)."),
+        ("visa", "VisA", "VisA, read from --data-root: anomalib's prepared split (visa_pytorch/CATEGORY) or the raw release."),
+        ("mpdd", "MPDD", "MPDD (metal parts), read from --data-root in its published MVTec-style layout."),
+        ("btech", "BTech", "BTech AD, read from --data-root in its published layout (01/train/ok, test/{ok,ko}, ground_truth/ko)."),
+        ("kolektor", "Kolektor", "KolektorSDD, read from --data-root (kosNN/PartN.jpg + PartN_label.bmp); 80 % of good parts train."),
+        ("folder", "Folder", "Any folder of images: --data-root DIR with normal/ (train), abnormal/, masks/ and optional normal_test/."),
+    ):
+        register(f"arpro_vision.datasets:{cls}", name=name, domain="image", description=description)

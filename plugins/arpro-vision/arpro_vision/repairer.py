@@ -27,7 +27,7 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
                  train_steps: int = 3000, batch_size: int = 16, lr: float = 1e-4, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear") -> None:
         super().__init__()
-        from diffusers import UNet2DModel
+        from diffusers.models.unets.unet_2d import UNet2DModel
 
         channels, height, width = input_shape
         if height != width:
