@@ -23,7 +23,6 @@ from typer.main import get_command_name
 
 from arpro._version import __version__
 from arpro.errors import ArproError
-from arpro.result import ARMS
 from arpro.settings import MAX_SEED, RepairSettings, option_name, parse_options, parse_weights
 
 app = typer.Typer(
@@ -178,9 +177,7 @@ def evaluate(spec, out: Path, overwrite: bool, quiet: bool, categories: Categori
         print_summary(summary)
         console.print(f"wrote records.jsonl, tables.md, tables.csv, summary.json, gallery/ to {out}; "
                       f"`arpro report {out}` makes an HTML page")
-        failures = [f"{arm} repair of {r['category']}/{r['id']}" for r in ev.read_jsonl(out / ev.RECORDS)
-                    for arm in ARMS if r.get(arm, {}).get("failed")]
-        check_failures(failures, keep_going, str(out / ev.RECORDS))
+        check_failures(ev.failed_repairs(out), keep_going, str(out / ev.RECORDS))
 
 
 @app.command()
@@ -191,13 +188,7 @@ def ablate(spec, out: Path, overwrite: bool, quiet: bool, category: Category = N
     from arpro import ablation
     from arpro.display import console, print_ablation
 
-    try:
-        values = [float(v) for v in grid.split(",") if v.strip()]
-    except ValueError:
-        raise ArproError(f"--grid expects comma-separated numbers, got {grid!r}") from None
-    if not values or min(values) <= 0:
-        raise ArproError("--grid values must be positive")
-    rows, labels, title, written = ablation.run(spec, out, category=category, limit=limit, grid=values,
+    rows, labels, title, written = ablation.run(spec, out, category=category, limit=limit, grid=ablation.parse_grid(grid),
                                                 overwrite=overwrite, progress=not quiet)
     print_ablation(rows, labels, title)
     console.print(f"wrote {', '.join(p.name for p in written)} to {out}")
@@ -301,7 +292,6 @@ def names_a_plugin_command(args: list[str]) -> bool:
 def _fail(message: str, code: int = 2) -> int:
     print("error: " + " ".join(message.split()), file=sys.stderr)
     return code
-
 
 
 if __name__ == "__main__":

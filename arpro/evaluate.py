@@ -26,7 +26,7 @@ from arpro.errors import ArproError
 from arpro.outputs import LOCK_FILE, exclusive, write_atomic
 from arpro.progress import progress_bar
 from arpro.protocols import InputBatch, Split
-from arpro.result import RepairResult
+from arpro.result import ARMS, RepairResult
 from arpro.spec import Run, RunSpec, load_dataset, resolve
 from arpro.summary import conformal_threshold, summarize, write_tables
 from arpro.training import launch_fabric
@@ -183,6 +183,12 @@ def merge_shards(out_dir: Path, world: int) -> None:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def failed_repairs(out_dir: Path) -> list[str]:
+    """``"ARM repair of CATEGORY/ID"`` for every recorded repair that ended non-finite."""
+    return [f"{arm} repair of {r['category']}/{r['id']}" for r in read_jsonl(out_dir / RECORDS)
+            for arm in ARMS if r.get(arm, {}).get("failed")]
 
 
 def check_run_dir(out: Path, config: dict, overwrite: bool) -> bool:
