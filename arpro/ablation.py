@@ -25,14 +25,14 @@ from arpro.spec import Run, RunSpec
 SCALE = "scale"
 
 
-def parse_grid(grid: str) -> list[float]:
-    """``--grid "0.1,0.5,1"`` -> ``[0.1, 0.5, 1.0]``: positive, finite multipliers."""
+def parse_grid(grid: str, flag: str = "--grid") -> list[float]:
+    """``"0.1,0.5,1"`` -> ``[0.1, 0.5, 1.0]``: positive, finite values."""
     try:
         values = [float(v) for v in grid.split(",") if v.strip()]
     except ValueError:
-        raise ArproError(f"--grid expects comma-separated numbers, got {grid!r}") from None
+        raise ArproError(f"{flag} expects comma-separated numbers, got {grid!r}") from None
     if not values or not all(0 < v < math.inf for v in values):
-        raise ArproError("--grid values must be positive and finite")
+        raise ArproError(f"{flag} values must be positive and finite")
     return values
 
 

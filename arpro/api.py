@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from arpro import plugins
+from arpro.best_of import DRAW_SEED_STRIDE, best_of
 from arpro.engine import guided_masked_diffusion, property_loss
 from arpro.errors import ArproError
 from arpro.models import Detector, Repairer
@@ -113,16 +114,23 @@ def repair(
     messages = _mask_messages(omega, ids)
 
     eta = settings.guidance_scale if settings.guidance_scale is not None else detector.guidance_scale
-    seeds = [seed + i for i in range(x_bad.shape[0])]
+    k = settings.samples  # best-of-K: K draws per input in one batch, draw-major; draw 0 is the K = 1 repair
+    seeds = [seed + i + draw * DRAW_SEED_STRIDE for draw in range(k) for i in range(x_bad.shape[0])]
+    draws_ctx = ctx if k == 1 else PropertyContext(
+        *[t.repeat(k, *[1] * (t.dim() - 1)) for t in (x_bad,)],
+        Decomposition(bad.alpha.repeat(k, *[1] * (bad.alpha.dim() - 1)), bad.beta.repeat(k)),
+        *[t.repeat(k, *[1] * (t.dim() - 1)) for t in (omega, omega_input, *tolerances)])
     results: dict[str, ArmResult] = {}
     for arm in [a for a in ARMS if a in arms]:
         guided = arm == "guided"
         started = time.perf_counter()
-        loss = property_loss(detector, guiding, settings.weights, ctx) if guided else None
-        x_fix = guided_masked_diffusion(x_bad, omega_input, repairer, settings, seeds, loss=loss, eta=eta,
-                                        infill=arm != "baseline", progress=progress, label=f"{arm} repair")
+        loss = property_loss(detector, guiding, settings.weights, draws_ctx) if guided else None
+        x_fix = guided_masked_diffusion(draws_ctx.x_bad, draws_ctx.omega_input, repairer, settings, seeds, loss=loss,
+                                        eta=eta, infill=arm != "baseline", progress=progress, label=f"{arm} repair")
         seconds = time.perf_counter() - started
-        results[arm] = evaluate_repair(detector, reported, ctx, x_fix, seconds)
+        results[arm] = evaluate_repair(detector, reported, draws_ctx, x_fix, seconds)
+        if k > 1:
+            results[arm] = best_of(results[arm], k, omega_input, settings.confidence)
 
     used = {**settings.to_dict(), "guidance_scale": eta, "properties": list(properties), "seed": seed,
             "detector": detector.name, "repairer": repairer.name}

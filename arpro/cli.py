@@ -140,19 +140,30 @@ ChunkSize = Annotated[int, typer.Option("--chunk-size", help="Inputs repaired pe
 Category = Annotated[Optional[str], typer.Option("--category", help="Category to ablate on; default: the first.")]
 AblateLimit = Annotated[int, typer.Option("--limit", help="Anomalous inputs (the paper used 100).")]
 KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Exit 0 even when repairs end non-finite (NaN or Inf).")]
+Calibration = Annotated[Optional[Path], typer.Option("--calibration", help="A calibration.json of arpro calibrate: "
+                                                     "its certified settings, on inputs it did not use.")]
+Risk = Annotated[float, typer.Option("--risk", help="delta: the violation risk to certify (--confidence: 1 - gamma).")]
+ScaleGrid = Annotated[str, typer.Option("--scale-grid", help="Multipliers of the guidance scale to try.")]
+WeightGrid = Annotated[str, typer.Option("--weight-grid", help="Values of the constraint properties' lambda to try.")]
+SamplesGrid = Annotated[str, typer.Option("--samples-grid", help="Draws per input (best-of-K) to try.")]
+Fraction = Annotated[float, typer.Option("--fraction", help="Share of the anomalous test inputs used to calibrate.")]
 Grid = Annotated[str, typer.Option("--grid", help="Comma-separated values for each lambda and the scale multiplier.")]
 
 
 @app.command()
 @with_run_options
 def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile = None, count: Count = 8,
-           keep_going: KeepGoing = False) -> None:
+           keep_going: KeepGoing = False, calibration: Calibration = None) -> None:
     """Repair anomalous inputs: baseline, unguided in-filling and guided repair, judged by P1–P4."""
     from arpro import plugins
     from arpro.display import check_failures, console, print_report
     from arpro.spec import repair_into
 
-    result, written = repair_into(out, spec, input_path=input_path, count=count, overwrite=overwrite, progress=not quiet)
+    from arpro.calibration import apply
+
+    spec, record = apply(spec, calibration)
+    result, written = repair_into(out, spec, input_path=input_path, count=count, overwrite=overwrite,
+                                  exclude=record["calibration_ids"] if record else (), progress=not quiet)
     print_report(result, {p: f"{p.upper()} {plugins.get('property', p).label()}" for p in result.metric_names})
     for message in result.messages:
         console.print(f"[yellow]note:[/yellow] {message}")
@@ -166,13 +177,16 @@ def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile 
 @with_run_options
 def evaluate(spec, out: Path, overwrite: bool, quiet: bool, categories: Categories = None, limit: Limit = None,
              chunk_size: ChunkSize = 16, devices: Devices = 1, strategy: Strategy = "ddp", num_nodes: NumNodes = 1,
-             keep_going: KeepGoing = False) -> None:
+             keep_going: KeepGoing = False, calibration: Calibration = None) -> None:
     """Evaluate over a dataset: baseline vs in-filling vs guided, the paper's tables; resumable."""
     from arpro import evaluate as ev
     from arpro.display import check_failures, console, print_summary
 
+    from arpro.calibration import apply
+
+    spec, record = apply(spec, calibration)
     summary = ev.run(spec, out, categories=categories or [], limit=limit, chunk_size=chunk_size, devices=devices,
-                     strategy=strategy, num_nodes=num_nodes, overwrite=overwrite, progress=not quiet)
+                     strategy=strategy, num_nodes=num_nodes, overwrite=overwrite, calibration=record, progress=not quiet)
     if summary is not None:  # rank 0
         print_summary(summary)
         console.print(f"wrote records.jsonl, tables.md, tables.csv, summary.json, gallery/ to {out}; "
@@ -192,6 +206,23 @@ def ablate(spec, out: Path, overwrite: bool, quiet: bool, category: Category = N
                                                 overwrite=overwrite, progress=not quiet)
     print_ablation(rows, labels, title)
     console.print(f"wrote {', '.join(p.name for p in written)} to {out}")
+
+
+@app.command()
+@with_run_options
+def calibrate(spec, out: Path, overwrite: bool, quiet: bool, risk: Risk = 0.1, scale_grid: ScaleGrid = "0.5,1,2",
+              weight_grid: WeightGrid = "1,10", samples_grid: SamplesGrid = "1,4,16", fraction: Fraction = 0.5) -> None:
+    """Eq. 1 with a guarantee: certify repair settings (Learn-then-Test) on a calibration split; write calibration.json."""
+    from arpro.ablation import parse_grid
+    from arpro.calibration import calibrate as learn_then_test
+    from arpro.display import console
+
+    record = learn_then_test(spec, out, risk=risk, scales=parse_grid(scale_grid, "--scale-grid"),
+                             weights=parse_grid(weight_grid, "--weight-grid"),
+                             samples=[int(k) for k in parse_grid(samples_grid, "--samples-grid")],
+                             fraction=fraction, overwrite=overwrite, progress=not quiet)
+    console.print(f"certified {record['chosen']} ({record['n']} calibration inputs); {record['guarantee']}")
+    console.print(f"wrote {out}; apply it with `arpro repair|evaluate --calibration {out}`")
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from arpro.errors import RepairFailed
+from arpro.errors import RunFailed
 
 if TYPE_CHECKING:  # `arpro list-plugins` prints with this console and must not import torch
     from arpro.result import RepairResult
@@ -61,5 +61,5 @@ def check_failures(failures: list[str], keep_going: bool, where: str) -> None:
     message = (f"{len(failures)} repair(s) ended non-finite (NaN or Inf) and are marked failed in {where}: {shown}; "
                "lower --guidance-scale or the --weight values, or check the models")
     if not keep_going:
-        raise RepairFailed(message + " (--keep-going exits 0)")
+        raise RunFailed(message + " (--keep-going exits 0)")
     print("warning: " + message, file=sys.stderr)

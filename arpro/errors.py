@@ -11,7 +11,8 @@ class ArproError(Exception):
     exit_code = 2
 
 
-class RepairFailed(ArproError):
-    """Repairs that ended non-finite (NaN or Inf): the results were written, marked failed (exit status 1)."""
+class RunFailed(ArproError):
+    """The run finished and wrote its results, but they cannot be used as asked (exit status 1):
+    repairs that ended non-finite, or a calibration that certified no setting."""
 
     exit_code = 1

@@ -11,6 +11,7 @@ the run was interrupted.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from arpro.outputs import LOCK_FILE, exclusive, write_atomic
 from arpro.progress import progress_bar
 from arpro.protocols import InputBatch, Split
 from arpro.result import ARMS, RepairResult
-from arpro.spec import Run, RunSpec, load_dataset, resolve
+from arpro.spec import Run, RunSpec, load_dataset, resolve, without
 from arpro.summary import conformal_threshold, summarize, write_tables
 from arpro.training import launch_fabric
 
@@ -63,8 +64,10 @@ class Job:
         )
 
 
-def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_size: int, progress: bool = True) -> list[Job]:
-    """One job per category: its resolved run, anomalous test inputs and conformal threshold."""
+def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_size: int, progress: bool = True,
+               exclude: list[str] = ()) -> list[Job]:
+    """One job per category: its resolved run, anomalous test inputs (less ``exclude``, a
+    calibration split) and conformal threshold."""
     if spec.settings.mask not in ("train", "top", "truth"):
         raise ArproError(f"--mask for evaluate must be train, top or truth, not {spec.settings.mask!r}")
     base = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
@@ -80,7 +83,7 @@ def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_si
             raise ArproError(f"dataset {run.spec.dataset!r} has no held-out normal samples to calibrate the TNR threshold on")
         with torch.no_grad():
             threshold = conformal_threshold(torch.cat([run.detector.score(b) for b in normal.split(64)]))
-        anomalous = test.anomalous()
+        anomalous = without(test.anomalous(), exclude)
         if spec.settings.mask == "truth" and anomalous.masks is None:
             raise ArproError(f"dataset {run.spec.dataset!r} has no ground-truth masks for --mask truth")
         if limit is not None:
@@ -185,6 +188,14 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def check_guarantee(records: list[dict], calibration: dict) -> dict:
+    """The calibrated guarantee in words, and the test split's guided violation rate against its risk."""
+    broken = [any(not ok for p, ok in r["guided"]["holds"].items() if p != "p1") for r in records]
+    rate = sum(broken) / len(broken) if broken else math.nan
+    return {"statement": calibration["guarantee"], "risk": calibration["risk"], "confidence": calibration["confidence"],
+            "n_test": len(broken), "test_violation_rate": rate, "within_risk": rate <= calibration["risk"]}
+
+
 def failed_repairs(out_dir: Path) -> list[str]:
     """``"ARM repair of CATEGORY/ID"`` for every recorded repair that ended non-finite."""
     return [f"{arm} repair of {r['category']}/{r['id']}" for r in read_jsonl(out_dir / RECORDS)
@@ -224,19 +235,21 @@ def start_run_dir(out: Path, config: dict, resume: bool) -> None:
 
 def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | None = None, chunk_size: int = 16,
         devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, overwrite: bool = False,
-        progress: bool = True) -> dict | None:
+        calibration: dict | None = None, progress: bool = True) -> dict | None:
     """Evaluate ``spec`` over its dataset into ``out``, resuming a run with the same settings.
+    With a ``calibration`` record, its inputs are left out and its guarantee is checked.
 
     Returns the summary on rank 0 (``None`` on other ranks of a multi-process run).
     """
     if chunk_size < 1 or (limit is not None and limit < 1) or devices < 1 or num_nodes < 1:
         raise ArproError("--chunk-size, --limit, --devices and --num-nodes must be at least 1")
     config = {"arpro_version": __version__, **spec.to_dict(), "categories": list(categories), "limit": limit,
-              "chunk_size": chunk_size}
+              "chunk_size": chunk_size, **({"calibration_risk": calibration["risk"]} if calibration else {})}
     resume = check_run_dir(out, config, overwrite)
     fabric = launch_fabric(devices, strategy, num_nodes)
     rank, world = fabric.global_rank, fabric.world_size
-    jobs = build_jobs(spec, list(categories), limit, chunk_size, progress=progress and rank == 0)
+    jobs = build_jobs(spec, list(categories), limit, chunk_size, progress=progress and rank == 0,
+                      exclude=calibration["calibration_ids"] if calibration else [])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     with exclusive(out, "evaluate") if rank == 0 else nullcontext():
@@ -253,6 +266,8 @@ def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | No
         properties = [{"name": p.name, "metric": p.metric_name, "label": p.label()}
                       for p in reported_properties(spec.properties)]
         summary = summarize(read_jsonl(out / RECORDS), read_jsonl(out / TIMINGS), properties)
+        if calibration is not None:
+            summary["guarantee"] = check_guarantee(read_jsonl(out / RECORDS), calibration)
         write_tables(out, summary)
         for job in jobs:
             write_gallery(job, out)

@@ -17,7 +17,7 @@ from arpro import plugins
 from arpro._version import __version__
 from arpro.errors import ArproError
 from arpro.outputs import write_atomic
-from arpro.summary import paper_tables
+from arpro.summary import guarantee_text, paper_tables
 
 STYLE = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222} table{border-collapse:"
          "collapse;margin:1em 0;font-size:13px} th,td{border:1px solid #ccc;padding:4px 8px;text-align:right} "
@@ -93,6 +93,8 @@ def write_report(results: Path, out: Path, ablation_dir: Path | None = None, ove
                   "<p>Mean ± std per category; lower is better. Baseline: SDEdit without in-filling; "
                   "infill: unguided masked in-filling; guided: AR-Pro.</p>", metrics,
                   "<h2>Verdicts, TNR and runtime (paper Tables 3, 7)</h2>", verdicts]
+        if summary.get("guarantee"):
+            parts.append(f"<p>{html.escape(guarantee_text(summary))}</p>")
     if plots:
         parts += ["<h2>Ablation (paper Figure 7)</h2>"] + [_img(p, p.stem) for p in plots]
     gallery = _own_images("gallery/*/*.png", results)

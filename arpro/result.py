@@ -14,6 +14,40 @@ ARMS = ("baseline", "infill", "guided")
 
 
 @dataclass
+class Draws:
+    """All K repairs of a best-of-K arm (``[K, B, ...]``), and what the choice among them says."""
+
+    x_fix: Tensor  # [K, B, *X]
+    score: Tensor  # [K, B]
+    metrics: dict[str, Tensor]  # [K, B] each
+    holds: dict[str, Tensor]  # [K, B] each
+    failed: Tensor  # [K, B]
+    chosen: Tensor  # [B] the draw returned as x_fix
+    feasible: Tensor  # [B] True: some draw met every constraint (the lowest score among those was chosen)
+    violation_rate: Tensor  # [B] share of draws breaking a constraint
+    violation_bound: Tensor  # [B] its one-sided Clopper-Pearson upper bound at settings.confidence
+    diversity: Tensor  # [B] mean pairwise L2 distance of the draws within omega
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Input ``i``'s draws, JSON-ready."""
+        return {
+            "chosen": int(self.chosen[i]),
+            "case": "lowest score among draws meeting every constraint" if self.feasible[i]
+                    else "no draw met every constraint: fewest violations, then lowest score",
+            "violation_rate": float(self.violation_rate[i]),
+            "violation_bound": float(self.violation_bound[i]),
+            "diversity": float(self.diversity[i]),
+            "draws": [{"score": _finite(self.score[k, i]), "failed": bool(self.failed[k, i]),
+                       "metrics": {m: _finite(v[k, i]) for m, v in self.metrics.items()},
+                       "holds": {p: bool(v[k, i]) for p, v in self.holds.items()}} for k in range(self.score.shape[0])],
+        }
+
+
+def _finite(value: Tensor) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+@dataclass
 class ArmResult:
     """One arm's repairs for a batch."""
 
@@ -23,6 +57,7 @@ class ArmResult:
     holds: dict[str, Tensor]  # property name (p1, ...) -> [B] bool; never true for a failed repair
     seconds: float  # wall time for the whole batch
     failed: Tensor  # [B] bool: the repair is not finite (NaN or Inf), so it is no repair at all
+    draws: Draws | None = None  # best-of-K: every draw (None for one sample per input)
 
     @property
     def all_hold(self) -> Tensor:
@@ -68,11 +103,13 @@ class RepairResult:
             for arm_name, arm in self.arms.items():
                 record[arm_name] = {
                     "failed": bool(arm.failed[i]),
-                    "metrics": {m: float(v[i]) if math.isfinite(v[i]) else None for m, v in arm.metrics.items()},
+                    "metrics": {m: _finite(v[i]) for m, v in arm.metrics.items()},
                     "holds": {p: bool(v[i]) for p, v in arm.holds.items()},
                     "all_hold": bool(arm.all_hold[i]),
                     "seconds": arm.seconds / len(self),
                 }
+                if arm.draws is not None:
+                    record[arm_name]["samples"] = arm.draws.row(i)
             records.append(record)
         return records
 

@@ -57,6 +57,10 @@ class RepairSettings:
                                    check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")
     delta4: float | None = setting(None, "P4 tolerance; default: 0.1 × the std of the detector's training scores.",
                                    check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")
+    samples: int = setting(1, "Repairs drawn per input (best-of-K): the lowest-score draw meeting every constraint "
+                           "is returned.", check=lambda v: v >= 1, rule="at least 1")
+    confidence: float = setting(0.9, "Confidence of the Clopper-Pearson bound on each input's violation rate "
+                                "(best-of-K).", check=lambda v: 0.0 < v < 1.0, rule="in (0, 1)")
     weights: dict[str, float] = field(default_factory=dict, metadata={
         "help": "lambda of a guiding property, NAME=NUMBER, e.g. p2=10 (repeatable); default 1.", "flag": "--weight"})
 

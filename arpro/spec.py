@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
 from arpro import plugins
@@ -25,7 +26,7 @@ from arpro.errors import ArproError
 from arpro.models import Detector, Repairer
 from arpro.outputs import staged_output
 from arpro.properties import DEFAULT_PROPERTIES
-from arpro.protocols import Dataset, InputBatch
+from arpro.protocols import Dataset, InputBatch, Split
 from arpro.result import ARMS, RepairResult
 from arpro.settings import MAX_SEED, RepairSettings
 
@@ -115,21 +116,32 @@ def read_mask(path: Path, shape: torch.Size) -> Tensor:
     return mask
 
 
-def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8) -> tuple[InputBatch, Tensor | None]:
-    """A user's input file, else the first ``count`` anomalous test samples; and their
-    ground-truth masks where the dataset has them."""
+def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8,
+                exclude: Sequence[str] = ()) -> tuple[InputBatch, Tensor | None]:
+    """A user's input file, else the first ``count`` anomalous test samples not in ``exclude``
+    (a calibration split's ids); and their ground-truth masks where the dataset has them."""
     if input_path is not None:
         if not Path(input_path).exists():
             raise ArproError(f"--input {input_path} does not exist")
         return dataset.read_input(Path(input_path)), None
     if count < 1:
         raise ArproError("--count must be at least 1")
-    anomalous = dataset.test().anomalous()
+    anomalous = without(dataset.test().anomalous(), exclude)
     if len(anomalous) == 0:
         raise ArproError(f"dataset {dataset.name!r} has no anomalous test samples; pass --input")
     n = min(count, len(anomalous))
     truth = None if anomalous.masks is None else anomalous.masks[:n]
     return InputBatch(anomalous.x[:n], anomalous.ids[:n] or [str(i) for i in range(n)]), truth
+
+
+def without(split: Split, ids: Sequence[str]) -> Split:
+    """``split`` less the samples whose ids are in ``ids``."""
+    if not ids:
+        return split
+    excluded, names = set(ids), split.ids or [str(i) for i in range(len(split))]
+    keep = [i for i, name in enumerate(names) if name not in excluded]
+    return Split(split.x[keep], split.labels[keep], None if split.masks is None else split.masks[keep],
+                 [names[i] for i in keep])
 
 
 @dataclass
@@ -174,16 +186,20 @@ def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = T
 
 
 def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, count: int = 8, overwrite: bool = False,
-                progress: bool = True) -> tuple[RepairResult, list[Path]]:
+                exclude: Sequence[str] = (), progress: bool = True) -> tuple[RepairResult, list[Path]]:
     """``arpro repair``: resolve ``spec``, repair its inputs, and write ``report.json`` and the
     domain's files into ``out``, all at once at the end; returns the result and the files."""
     with staged_output(out, overwrite) as stage:
         dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
-        batch, truth = read_inputs(dataset, input_path, count)  # a bad input fails before any model loads
+        batch, truth = read_inputs(dataset, input_path, count, exclude)  # a bad input fails before any model loads
         run = resolve(spec, dataset=dataset, progress=progress)
         result = run.repair(batch.x, truth=truth, ids=batch.ids, progress=progress)
         report = {"arpro_version": __version__, "spec": spec.to_dict(), "input": str(input_path) if input_path else None,
                   "count": count, **result.to_dict()}
         (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         written = [out / "report.json", *[out / p.name for p in run.dataset.write_repairs(result, stage, batch)]]
+        draws = {arm: a.draws.x_fix.contiguous() for arm, a in result.arms.items() if a.draws is not None}
+        if draws:  # best-of-K: every draw, [K, B, *X] per arm in the model's space
+            save_file(draws, str(stage / "samples.safetensors"), metadata={"ids": json.dumps(result.ids)})
+            written.append(out / "samples.safetensors")
     return result, written

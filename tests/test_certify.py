@@ -1,0 +1,113 @@
+"""Best-of-K repairs, the Clopper–Pearson bound and Learn-then-Test (``arpro calibrate``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import arpro
+from arpro.best_of import binomial_cdf, choose, clopper_pearson_upper
+from arpro.calibration import certify, needed_inputs
+
+
+@pytest.mark.parametrize("violations, n, confidence, expected", [
+    (1, 10, 0.95, 0.394163302),  # scipy.stats.beta.ppf(0.95, 2, 9)
+    (0, 10, 0.9, 0.205671765),  # 1 - 0.1 ** (1 / 10)
+    (7, 100, 0.9, 0.114902817),  # beta.ppf(0.9, 8, 93)
+    (5, 5, 0.9, 1.0),
+])
+def test_clopper_pearson_matches_known_values(violations, n, confidence, expected):
+    assert clopper_pearson_upper(violations, n, confidence) == pytest.approx(expected, abs=1e-7)
+
+
+def test_binomial_tail_matches_a_known_value():
+    assert binomial_cdf(3, 50, 0.1) == pytest.approx(0.250293906, abs=1e-9)  # scipy.stats.binom.cdf(3, 50, 0.1)
+
+
+def test_learn_then_test_certifies_no_setting_when_every_setting_violates():
+    level = (1 - 0.9) / 18
+    assert not any(certify(v, 106, 0.1, level)[1] for v in (106, 53, 20, 11))
+    assert certify(0, 106, 0.1, level)[1] and needed_inputs(0.1, 0.9, 18) == 50
+    assert not certify(0, 49, 0.1, level)[1]  # one fewer input than needed: even no violation is not enough
+
+
+def test_choose_prefers_constraints_then_the_lowest_score():
+    score = torch.tensor([[1.0, 5.0], [0.5, 4.0], [2.0, 3.0]])  # [K=3, B=2]
+    holds = {"p1": torch.ones(3, 2, dtype=torch.bool),
+             "p2": torch.tensor([[True, False], [False, False], [True, True]]),
+             "p4": torch.tensor([[True, True], [True, False], [True, True]])}
+    chosen, violations = choose(score, holds, torch.zeros(3, 2, dtype=torch.bool))
+    assert chosen.tolist() == [0, 2]  # input 0: draw 1 scores lower but breaks p2
+    assert violations[:, 1].tolist() == [1, 2, 0]
+    chosen, _ = choose(score, {"p2": torch.zeros(3, 2, dtype=torch.bool)}, torch.zeros(3, 2, dtype=torch.bool))
+    assert chosen.tolist() == [1, 2]  # nothing feasible: fewest violations (all 1), then the lowest score
+
+
+def test_best_of_k_returns_the_best_feasible_draw_and_keeps_k1_exact(gaussian, tiny_repairer, anomalous_rows):
+    settings = arpro.RepairSettings.for_detector(gaussian, steps=20)
+    one = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=settings, progress=False)
+    again = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=replace(settings, samples=1), progress=False)
+    assert torch.equal(one.arms["guided"].x_fix, again.arms["guided"].x_fix) and one.arms["guided"].draws is None
+    four = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=replace(settings, samples=4), progress=False)
+    guided = four.arms["guided"]
+    draws = guided.draws
+    assert draws.x_fix.shape == (4, *anomalous_rows.shape)
+    assert torch.allclose(draws.x_fix[0], one.arms["guided"].x_fix, atol=1e-5)  # draw 0 is the one-sample repair
+    assert (draws.diversity > 0).all()  # the draws differ
+    for i in range(len(anomalous_rows)):
+        feasible = [k for k in range(4) if all(draws.holds[p][k, i] for p in ("p2", "p3", "p4"))]
+        if feasible:
+            assert int(draws.chosen[i]) == min(feasible, key=lambda k: float(draws.score[k, i]))
+        assert float(draws.violation_bound[i]) >= float(draws.violation_rate[i])
+    assert torch.equal(guided.x_fix, draws.x_fix[draws.chosen, torch.arange(len(anomalous_rows))])
+
+
+def run_cli_in_process(args, monkeypatch, capsys) -> tuple[int, str]:
+    from arpro import cli
+
+    monkeypatch.setattr(sys, "argv", ["arpro", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_calibrate_then_evaluate_on_the_other_inputs(tmp_path, monkeypatch, capsys):
+    cal = tmp_path / "calibration.json"
+    grid = ["--scale-grid", "1", "--weight-grid", "1", "--samples-grid", "1,2", "--steps", "10", "--quiet"]
+    code, err = run_cli_in_process(["calibrate", "--detector", "gaussian", "--out", str(cal), *grid], monkeypatch, capsys)
+    assert code == 0, err
+    record = json.loads(cal.read_text())
+    assert record["n"] == 106 and len(record["grid"]) == 2 and record["chosen"]["samples"] in (1, 2)
+    assert all(row["certified"] == (row["p_value"] <= record["level"]) for row in record["grid"])
+
+    out = tmp_path / "eval"
+    code, err = run_cli_in_process(["evaluate", "--detector", "gaussian", "--steps", "10", "--quiet", "--out", str(out),
+                                    "--calibration", str(cal)], monkeypatch, capsys)
+    assert code == 0, err
+    ids = [json.loads(line)["id"] for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(ids) == 212 - 106 and not set(ids) & set(record["calibration_ids"])
+    guarantee = json.loads((out / "summary.json").read_text())["guarantee"]
+    assert guarantee["n_test"] == 106 and guarantee["within_risk"] == (guarantee["test_violation_rate"] <= 0.1)
+    assert "Guarantee (arpro calibrate, Learn-then-Test)" in (out / "tables.md").read_text()
+
+
+def test_repair_writes_every_draw(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "k"
+    code, err = run_cli_in_process(["repair", "--detector", "gaussian", "--samples", "3", "--count", "2", "--steps", "10",
+                                    "--quiet", "--out", str(out)], monkeypatch, capsys)
+    assert code == 0, err
+    assert load_file(str(out / "samples.safetensors"))["guided"].shape == (3, 2, 30)
+    row = json.loads((out / "report.json").read_text())["inputs"][0]["guided"]["samples"]
+    assert len(row["draws"]) == 3 and 0 <= row["violation_rate"] <= row["violation_bound"] <= 1
+
+
+def test_calibration_needs_enough_inputs(tmp_path, monkeypatch, capsys):
+    code, err = run_cli_in_process(["calibrate", "--detector", "gaussian", "--out", str(tmp_path / "c.json"),
+                                    "--risk", "0.001", "--quiet"], monkeypatch, capsys)
+    assert code == 2 and "needs at least 5191" in err and "gives 106" in err
+    assert not (tmp_path / "c.json").exists()
