@@ -211,7 +211,7 @@ def ablate(spec, out: Path, overwrite: bool, quiet: bool, category: Category = N
 @app.command()
 @with_run_options
 def calibrate(spec, out: Path, overwrite: bool, quiet: bool, risk: Risk = 0.1, scale_grid: ScaleGrid = "0.5,1,2",
-              weight_grid: WeightGrid = "1,10", samples_grid: SamplesGrid = "1,4,16", fraction: Fraction = 0.5) -> None:
+              weight_grid: WeightGrid = "1,10,100", samples_grid: SamplesGrid = "1,4,16", fraction: Fraction = 0.5) -> None:
     """Eq. 1 with a guarantee: certify repair settings (Learn-then-Test) on a calibration split; write calibration.json."""
     from arpro.ablation import parse_grid
     from arpro.calibration import calibrate as learn_then_test

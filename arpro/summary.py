@@ -65,6 +65,9 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
                     }
             stats["all_hold"] = statistics.fmean(r[arm]["all_hold"] for r in rows)
             stats["failed"] = sum(r[arm].get("failed", False) for r in rows)
+            rates = [r[arm]["samples"]["violation_rate"] for r in rows if "samples" in r[arm]]
+            if rates:  # best-of-K: the mean share of draws that broke a constraint
+                stats["draw_violation_rate"] = statistics.fmean(rates)
             stats["tnr"] = statistics.fmean(r[arm]["non_anomalous"] for r in rows)
             stats["median_seconds"] = statistics.median(seconds.get((category, arm), [math.nan]))
             entry[arm] = stats

@@ -109,5 +109,5 @@ def test_repair_writes_every_draw(tmp_path, monkeypatch, capsys):
 def test_calibration_needs_enough_inputs(tmp_path, monkeypatch, capsys):
     code, err = run_cli_in_process(["calibrate", "--detector", "gaussian", "--out", str(tmp_path / "c.json"),
                                     "--risk", "0.001", "--quiet"], monkeypatch, capsys)
-    assert code == 2 and "needs at least 5191" in err and "gives 106" in err
+    assert code == 2 and "needs at least 5596" in err and "gives 106" in err
     assert not (tmp_path / "c.json").exists()
