@@ -67,7 +67,9 @@ def test_version_is_a_leaf_and_init_needs_no_noqa():
 def test_core_size():
     lengths = {p.name: len(p.read_text().splitlines()) for p in CORE.glob("*.py")}
     assert max(lengths.values()) <= 300, lengths
-    assert sum(lengths.values()) <= 3200  # an afternoon's reading, hardening (locks, staging, checks) included
+    # an afternoon's reading, hardening (locks, staging, checks) included; +425 for configurable properties
+    # and the hard constraints (arpro/constraints.py)
+    assert sum(lengths.values()) <= 3625
 
 
 def test_public_api_exports_resolve():
