@@ -70,7 +70,7 @@ def last_axis_mask(ctx: PropertyContext, names: list[str], prop: str) -> Tensor:
 
 
 class Immutable(Constraint):
-    """Features the repair must not change: named columns or sensors, or a pixel mask (.npy)."""
+    """Hard constraint: named columns or sensors, or a pixel mask, stay exactly as in x_bad."""
 
     name = "immutable"
     metric_name = "M_immutable"
@@ -101,7 +101,7 @@ class Immutable(Constraint):
 
 
 class Range(Constraint):
-    """Every repaired value within bounds: training min/max (images: [-1, 1]) or given ones."""
+    """Hard constraint: every repaired value within training min/max (images: [-1, 1]) or given bounds."""
 
     name = "range"
     metric_name = "M_range"
