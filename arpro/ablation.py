@@ -40,7 +40,8 @@ def ablate(run: Run, inputs: Split, grid: list[float], progress: bool = True) ->
     """One row per (parameter, value): the mean of each metric over ``inputs`` and the all-hold rate."""
     settings = run.spec.settings
     base_scale = settings.guidance_scale if settings.guidance_scale is not None else run.detector.guidance_scale
-    points = [(p, v) for p in run.spec.properties for v in grid] + [(SCALE, v) for v in grid]
+    guiding = [p.name for p in reported_properties(run.spec.properties)[: len(run.spec.properties)] if p.guides]
+    points = [(p, v) for p in guiding for v in grid] + [(SCALE, v) for v in grid]
     rows = []
     with progress_bar("ablation", total=len(points), enabled=progress) as advance:
         for parameter, value in points:

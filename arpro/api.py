@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Sequence
 
 import torch
@@ -10,11 +11,12 @@ from torch import Tensor
 
 from arpro import plugins
 from arpro.best_of import DRAW_SEED_STRIDE, best_of
-from arpro.engine import guided_masked_diffusion, property_loss
+from arpro.constraints import apply_constraints
+from arpro.engine import check_guidance, guided_masked_diffusion, property_loss
 from arpro.errors import ArproError
 from arpro.models import Detector, Repairer
-from arpro.properties import DEFAULT_PROPERTIES
-from arpro.protocols import Decomposition, Property, PropertyContext
+from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
+from arpro.protocols import Dataset, Decomposition, Property, PropertyContext, TrainingStats
 from arpro.result import ARMS, ArmResult, RepairResult
 from arpro.settings import RepairSettings
 
@@ -63,10 +65,18 @@ def check_steps(steps: int, train_timesteps: int) -> None:
         raise ArproError(f"--steps {steps} is more than the repairer's {train_timesteps} training timesteps")
 
 
-def reported_properties(guiding: Sequence[str]) -> list[Property]:
+def reported_properties(guiding: Sequence[PropertySpec]) -> list[Property]:
     """The guiding properties, then those of P1–P4 not among them: what every result reports."""
-    names = list(guiding) + [n for n in DEFAULT_PROPERTIES if n not in guiding]
-    return [plugins.get("property", name)() for name in names]
+    props = [make_property(spec) for spec in expand_properties(guiding)]
+    return props + [plugins.get("property", n)() for n in DEFAULT_PROPERTIES if n not in {p.name for p in props}]
+
+
+def data_context(detector: Detector, dataset: Dataset | None, stats: TrainingStats | None) -> dict:
+    """The PropertyContext fields that describe the data: names, training statistics, value range."""
+    if dataset is not None and stats is None:
+        stats = TrainingStats.of(dataset.train().x)
+    return {"detector": detector, "feature_names": dataset.feature_names() if dataset else None, "stats": stats,
+            "value_range": dataset.value_range if dataset else None}
 
 
 def repair(
@@ -74,18 +84,22 @@ def repair(
     detector: Detector,
     repairer: Repairer,
     *,
-    properties: Sequence[str] = DEFAULT_PROPERTIES,
+    properties: Sequence[PropertySpec] = DEFAULT_PROPERTIES,
     settings: RepairSettings | None = None,
     mask: str | Tensor | None = None,
     seed: int = 0,
     arms: Sequence[str] = ARMS,
     ids: list[str] | None = None,
     progress: bool = True,
+    dataset: Dataset | None = None,
+    stats: TrainingStats | None = None,
 ) -> RepairResult:
     """Repair ``x_bad`` ``[B, *X]``: the guided repair and its unguided baselines, judged by P1–P4.
 
-    ``properties`` names the properties that guide the repair; the result always reports
-    P1–P4 as well. ``mask`` ("train", "top", or a tensor on the input or the features) replaces ``settings.mask``.
+    ``properties`` names the properties that guide the repair (names, ``(name, options)`` pairs or
+    instances; ``"+NAME"`` adds to P1–P4); the result always reports P1–P4 as well. ``mask``
+    ("train", "top", or a tensor on the input or the features) replaces ``settings.mask``. ``dataset``
+    (and its training ``stats``, computed when not given) tells properties the feature names and ranges.
     Sample ``i`` draws its noise from ``seed + i`` in every arm.
     """
     settings = settings or RepairSettings.for_detector(detector)
@@ -94,11 +108,14 @@ def repair(
     unknown_arms = set(arms) - set(ARMS)
     if unknown_arms:
         raise ArproError(f"unknown arm(s) {sorted(unknown_arms)}; choose from {', '.join(ARMS)}")
+    properties = expand_properties(properties)
     reported = reported_properties(properties)
     guiding = reported[: len(properties)]
+    names = [p.name for p in guiding]
     for name in settings.weights:
-        if name not in properties:
-            raise ArproError(f"weight given for {name!r}, which is not a guiding property ({', '.join(properties)})")
+        if name not in names or not guiding[names.index(name)].guides:
+            raise ArproError(f"weight given for {name!r}, which is not a guiding property ({', '.join(names)}); "
+                             "constraints act by projection and take no weight")
     detector.eval().requires_grad_(False)
     repairer.eval().requires_grad_(False)
 
@@ -108,31 +125,47 @@ def repair(
         raise ArproError(f"mask of shape {tuple(mask.shape)} fits neither the inputs {tuple(x_bad.shape)} "
                          f"nor their features {tuple(bad.alpha.shape)}")
     omega = compute_omega(detector, bad, settings.mask if mask is None else mask, settings.mask_quantile)
+    data = data_context(detector, dataset, stats)
     omega_input = detector.input_mask(omega, x_bad.shape).to(x_bad.dtype)
+    if any(not p.guides for p in guiding):  # hard constraints: frozen elements leave omega, out-of-range ones join
+        unconstrained = PropertyContext(x_bad, bad, omega, omega_input, *_tolerances(detector, omega_input, 0, 0), **data)
+        omega, frozen, bounds = apply_constraints(guiding, unconstrained)
+        omega_input = detector.input_mask(omega, x_bad.shape).to(x_bad.dtype) * (1 if frozen is None else 1 - frozen)
+    else:
+        frozen = bounds = None
     tolerances = _tolerances(detector, omega_input, settings.delta2, settings.delta4)
-    ctx = PropertyContext(x_bad, bad, omega, omega_input, *tolerances)
+    ctx = PropertyContext(x_bad, bad, omega, omega_input, *tolerances, **data)
+    if "guided" in arms:
+        check_guidance(detector, guiding, settings.weights, ctx)
     messages = _mask_messages(omega, ids)
 
     eta = settings.guidance_scale if settings.guidance_scale is not None else detector.guidance_scale
     k = settings.samples  # best-of-K: K draws per input in one batch, draw-major; draw 0 is the K = 1 repair
     seeds = [seed + i + draw * DRAW_SEED_STRIDE for draw in range(k) for i in range(x_bad.shape[0])]
-    draws_ctx = ctx if k == 1 else PropertyContext(
-        *[t.repeat(k, *[1] * (t.dim() - 1)) for t in (x_bad,)],
-        Decomposition(bad.alpha.repeat(k, *[1] * (bad.alpha.dim() - 1)), bad.beta.repeat(k)),
-        *[t.repeat(k, *[1] * (t.dim() - 1)) for t in (omega, omega_input, *tolerances)])
+
+    def repeat(t: Tensor | None) -> Tensor | None:  # [B, ...] -> [K·B, ...], draw-major
+        return t if t is None or k == 1 else t.repeat(k, *[1] * (t.dim() - 1))
+
+    if bounds is not None and bounds[0].dim() == x_bad.dim():  # per-input bounds (widened where frozen)
+        bounds = (repeat(bounds[0]), repeat(bounds[1]))
+
+    draws_ctx = ctx if k == 1 else replace(
+        ctx, x_bad=repeat(x_bad), bad=Decomposition(repeat(bad.alpha), repeat(bad.beta)), omega=repeat(omega),
+        omega_input=repeat(omega_input), delta2=repeat(ctx.delta2), delta4=repeat(ctx.delta4))
     results: dict[str, ArmResult] = {}
     for arm in [a for a in ARMS if a in arms]:
         guided = arm == "guided"
         started = time.perf_counter()
         loss = property_loss(detector, guiding, settings.weights, draws_ctx) if guided else None
         x_fix = guided_masked_diffusion(draws_ctx.x_bad, draws_ctx.omega_input, repairer, settings, seeds, loss=loss,
-                                        eta=eta, infill=arm != "baseline", progress=progress, label=f"{arm} repair")
+                                        eta=eta, infill=arm != "baseline", progress=progress, label=f"{arm} repair",
+                                        frozen=repeat(frozen), bounds=bounds)
         seconds = time.perf_counter() - started
         results[arm] = evaluate_repair(detector, reported, draws_ctx, x_fix, seconds)
         if k > 1:
             results[arm] = best_of(results[arm], k, omega_input, settings.confidence)
 
-    used = {**settings.to_dict(), "guidance_scale": eta, "properties": list(properties), "seed": seed,
+    used = {**settings.to_dict(), "guidance_scale": eta, "properties": [property_record(p) for p in properties], "seed": seed,
             "detector": detector.name, "repairer": repairer.name}
     return RepairResult(
         x_bad=x_bad, omega=omega, omega_input=omega_input, score_bad=bad.score, arms=results,

@@ -29,7 +29,7 @@ from arpro.best_of import binomial_cdf, choose
 from arpro.errors import ArproError, RunFailed
 from arpro.outputs import write_atomic
 from arpro.progress import progress_bar
-from arpro.properties import DEFAULT_PROPERTIES
+from arpro.properties import expand_properties, make_property
 from arpro.spec import RunSpec, resolve
 
 SPLIT_SEED = 0  # the calibration/test split of anomalous inputs is fixed, so runs agree on it
@@ -74,7 +74,8 @@ def calibrate(spec: RunSpec, out: Path, *, risk: float, scales: list[float], wei
                          f"least {need} anomalous calibration inputs; {run.dataset.name!r} gives {n} "
                          f"({fraction:.0%} of {len(ids)}): use a larger dataset, fewer settings or a larger --risk")
     base, level, rows = run.spec.settings, (1 - confidence) / len(thetas), []
-    constraints = [p for p in run.spec.properties if p != "p1"] or [p for p in DEFAULT_PROPERTIES if p != "p1"]
+    guiding = [make_property(p) for p in expand_properties(run.spec.properties)]
+    constraints = [p.name for p in guiding if p.guides and p.name != "p1"]  # the lambdas of the grid
     with progress_bar("calibrating", total=len(scales) * len(weights), enabled=progress) as advance:
         for scale, weight in itertools.product(scales, weights):
             settings = replace(base, guidance_scale=(base.guidance_scale or run.detector.guidance_scale) * scale,

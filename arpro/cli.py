@@ -71,7 +71,8 @@ RUN_PARAMS = [
     *DATASET_PARAMS,
     _option("detector_checkpoint", Optional[Path], "Detector checkpoint; default: the bundled one, else train now."),
     _option("repairer_checkpoint", Optional[Path], "Repairer checkpoint; default: the bundled one, else train now."),
-    _option("property", Optional[list[str]], "Guiding property (repeatable); default: p1 p2 p3 p4."),
+    _option("property", Optional[list[str]], "Guiding property NAME[:KEY=VALUE,...] (repeatable; a;b is a list); "
+            "+NAME adds to the default p1 p2 p3 p4."),
     SEED_PARAM,
 ]
 

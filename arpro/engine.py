@@ -16,6 +16,10 @@ backward per step and never back-propagates through the denoiser. At the last st
 clean steps then denoise the whole input, so omega_bar may move a little (M_d > 0) to agree
 with the repaired omega, and P2's gradient on omega_bar takes effect.
 Optionally each sample's gradient is capped in RMS (``grad_clip``) so a step can't diverge.
+Hard constraints (arpro/constraints.py) enter as ``frozen`` input elements, in-filled from
+``x_bad`` at every step of an in-filling arm (after ``infill_stop`` too), and as ``bounds``:
+each step's x̂0 is clamped to them (the network output is rebuilt to predict the clamped x̂0,
+so the scheduler's x_{t-1} follows from it) and so is the final repair.
 The baselines are this same loop with ``lambda = 0`` (no guidance) and/or without (6).
 """
 
@@ -39,7 +43,9 @@ Loss = Callable[[Tensor], Tensor]  # x -> per-sample L(x), [B]
 def property_loss(
     detector: Detector, properties: Sequence[Property], weights: dict[str, float], ctx: PropertyContext
 ) -> Loss:
-    """``L(x) = Σ_k lambda_k L_k(x)`` (eq. 7), decomposing ``x`` once for all properties."""
+    """``L(x) = Σ_k lambda_k L_k(x)`` (eq. 7), decomposing ``x`` once for all properties; constraints
+    (``guides = False``) act through ``frozen``/``bounds`` instead, so they are left out."""
+    properties = [p for p in properties if p.guides]
     need_detector = any(p.needs_detector for p in properties)
 
     def loss(x: Tensor) -> Tensor:
@@ -47,6 +53,19 @@ def property_loss(
         return sum(weights.get(p.name, 1.0) * p.loss(ctx, x, fix) for p in properties)
 
     return loss
+
+
+def check_guidance(detector: Detector, properties: Sequence[Property], weights: dict[str, float],
+                   ctx: PropertyContext) -> None:
+    """Refuse a guiding property with a positive weight whose loss has no gradient to ``x``:
+    it would silently guide nothing. Probed once, at ``x_bad``."""
+    x = ctx.x_bad.detach().requires_grad_(True)
+    with torch.enable_grad():
+        fix = detector.decompose(x) if any(p.needs_detector for p in properties) else None
+        for p in properties:
+            if p.guides and weights.get(p.name, 1.0) > 0 and not p.loss(ctx, x, fix).requires_grad:
+                raise ArproError(f"property {p.name!r} guides the repair, but its loss has no gradient with respect "
+                                 f"to x; make it differentiable, give it --weight {p.name}=0, or set guides = False")
 
 
 def _per_sample_noise(shape: torch.Size, generators: list[torch.Generator]) -> Tensor:
@@ -77,13 +96,16 @@ def guided_masked_diffusion(
     infill: bool,
     progress: bool = True,
     label: str = "repair",
+    frozen: Tensor | None = None,
+    bounds: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Run eqs. 4–6 from ``x_bad`` and return ``x_fix``; ``loss=None`` is the unguided loop.
 
     Randomness is drawn per sample from generators seeded by ``seeds``, one stream for the
     denoising chain and one for the in-filling noise of eq. 5, so every arm (guided or not,
     in-filling or not) starts from the same noise and a sample's result does not depend on
-    the batch it is in.
+    the batch it is in. ``frozen`` (``[B, *X]``, 1 = keep ``x_bad``) and ``bounds`` (low, high) are
+    the hard constraints.
     """
     scheduler = repairer.make_scheduler(settings.scheduler)
     timesteps = denoising_timesteps(scheduler, settings)
@@ -104,22 +126,38 @@ def guided_masked_diffusion(
             t_batch = t.expand(x_bad.shape[0])
             with torch.no_grad():
                 output = repairer(x_t, t_batch)
+            if bounds is not None:
+                output = _predicting_clamped_x0(output, x_t, alphas_cumprod[t], repairer.prediction_type, bounds)
             step = scheduler.step(output, t, x_t, generator=chain)
             x_hat = step.prev_sample  # (4), denoising part
             if loss is not None:
                 at = x_t if settings.guide_on == "xt" else step.pred_original_sample
                 eta_t = eta * (math.sqrt(1 - alphas_cumprod[t].item()) if settings.eta_schedule == "sigma" else 1.0)
                 x_hat = x_hat - eta_t * _gradient(loss, at, settings.grad_clip)  # (4), guidance term
-            if infill and t >= infill_from:
+            if infill and (t >= infill_from or frozen is not None):
                 if i + 1 < len(timesteps):  # (5) at the next step's noise level
                     x_bad_t = scheduler.add_noise(x_bad, _per_sample_noise(x_bad.shape, infill_noise), timesteps[i + 1 : i + 2])
                 else:
                     x_bad_t = x_bad  # a_0 = 1: the last step keeps x_bad exactly
-                x_t = omega_bar * x_bad_t + omega_input * x_hat  # (6)
+                if t >= infill_from:
+                    x_t = omega_bar * x_bad_t + omega_input * x_hat  # (6)
+                else:  # after infill_stop, frozen elements stay in-filled
+                    x_t = torch.where(frozen.bool(), x_bad_t, x_hat)
             else:
                 x_t = x_hat
             advance()
-    return x_t.detach()
+    return x_t.detach() if bounds is None else x_t.detach().clamp(*bounds)
+
+
+def _predicting_clamped_x0(output: Tensor, x_t: Tensor, alpha_cumprod: Tensor, prediction_type: str,
+                           bounds: tuple[Tensor, Tensor]) -> Tensor:
+    """The network output that predicts x̂0 clamped to ``bounds``: then the scheduler's
+    ``pred_original_sample`` is the projected x̂0 and its x_{t-1} is built from it."""
+    if prediction_type == "sample":
+        return output.clamp(*bounds)
+    a = alpha_cumprod.to(x_t.dtype)
+    x0 = (x_t - (1 - a).sqrt() * output) / a.sqrt()
+    return (x_t - a.sqrt() * x0.clamp(*bounds)) / (1 - a).sqrt()
 
 
 def _gradient(loss: Loss, x: Tensor, clip: float) -> Tensor:
@@ -131,7 +169,10 @@ def _gradient(loss: Loss, x: Tensor, clip: float) -> Tensor:
     """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        (grad,) = torch.autograd.grad(loss(x).sum(), x)
+        total = loss(x).sum()
+    if not total.requires_grad:  # only weight-0 or constant losses: check_guidance allowed them, they guide nothing
+        return torch.zeros_like(x)
+    (grad,) = torch.autograd.grad(total, x)
     if clip > 0:
         rms = grad.flatten(1).pow(2).mean(1).sqrt().view(-1, *[1] * (grad.dim() - 1))
         grad = grad * torch.clamp(clip / (rms + 1e-12), max=1.0)

@@ -23,6 +23,9 @@ The rules every hook below shares:
   fails to import is an :class:`arpro.ArproError` naming the distribution, when it is used.
 - **Defaults**: when a run names no repairer or dataset, the domain's entry registered with
   ``default=True`` is used, or the only entry of that domain; otherwise the run must name one.
+  When several claim ``default=True`` in one domain, the built-in one (of ``arpro``,
+  ``arpro-tabular``, ``arpro-vision`` or ``arpro-timeseries``) wins and a warning names the
+  others; several third-party claims without a built-in one are an error.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from arpro._version import __version__
 from arpro.errors import ArproError
 
 DEFAULT_PLUGINS = ("arpro.properties",)
+BUILT_IN = {"arpro", "arpro-tabular", "arpro-vision", "arpro-timeseries"}  # the project's own distributions
 KINDS = {
     "detector": "arpro_register_detectors",
     "repairer": "arpro_register_repairers",
@@ -97,9 +98,23 @@ class Registry:
         raise ArproError(f"unknown {kind} {name!r}{hint} (available: {available})")
 
     def default(self, kind: str, domain: str) -> type:
-        """The class of the default (or else the only) entry of ``kind`` for ``domain``."""
+        """The class of the default (or else the only) entry of ``kind`` for ``domain``.
+
+        When several claim to be the default, a built-in one wins, with a warning naming the
+        third-party claims; several third-party claims and no built-in one are an error.
+        """
         candidates = [e for e in self.entries[kind].values() if e.domain == domain]
         preferred = [e for e in candidates if e.default]
+        built_in = [e for e in preferred if e.distribution in BUILT_IN]
+        if len(preferred) > 1 and len(built_in) == 1:
+            for other in preferred:
+                if other is not built_in[0]:
+                    _warn_once(f"{kind} {other.name!r} of {other.distribution} also claims to be the default {domain} "
+                               f"{kind}; the built-in {built_in[0].name!r} of {built_in[0].distribution} is used")
+            return built_in[0].obj
+        if len(preferred) > 1:
+            names = " and ".join(f"{e.name!r} of {e.distribution}" for e in preferred)
+            raise ArproError(f"{names} all claim to be the default {domain} {kind}; pass --{kind}")
         if preferred or len(candidates) == 1:
             return (preferred or candidates)[0].obj
         names = ", ".join(e.name for e in candidates) or "none installed"
@@ -112,6 +127,11 @@ class Registry:
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+@cache
+def _warn_once(message: str) -> None:
+    _warn(message)
 
 
 @cache

@@ -38,8 +38,23 @@ class Decomposition:
 
 
 @dataclass
+class TrainingStats:
+    """Per input element ``[*X]``, over the normal training samples, in the model's space."""
+
+    min: Tensor
+    max: Tensor
+    mean: Tensor
+    std: Tensor
+
+    @classmethod
+    def of(cls, x: Tensor) -> TrainingStats:
+        return cls(x.amin(0), x.amax(0), x.mean(0), x.std(0) if x.shape[0] > 1 else x[0].new_zeros(x.shape[1:]))
+
+
+@dataclass
 class PropertyContext:
-    """What every property needs about ``x_bad``, computed once per repair."""
+    """What every property needs about ``x_bad``, computed once per repair; the data fields
+    (``detector`` onwards) are ``None`` when a repair is called without a dataset."""
 
     x_bad: Tensor  # [B, *X]
     bad: Decomposition  # decomposition of x_bad
@@ -49,10 +64,22 @@ class PropertyContext:
     delta4: Tensor  # [B] tolerance for P4
     bad_in: Tensor = field(init=False)  # s_omega(x_bad)
     bad_out: Tensor = field(init=False)  # s_omega_bar(x_bad)
+    detector: Any = None  # the run's arpro.Detector (typed loosely: arpro.models imports this module)
+    feature_names: list[str] | None = None  # names along the input's last axis (columns, sensors)
+    stats: TrainingStats | None = None
+    value_range: tuple[float, float] | None = None  # the dataset's valid input range, e.g. (-1, 1) for images
 
     def __post_init__(self) -> None:
         self.bad_in = self.bad.region_score(self.omega)
         self.bad_out = self.bad.region_score(1 - self.omega)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_bad.shape[1:])
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.omega.shape[1:])
 
 
 class Property(ABC):
@@ -62,6 +89,16 @@ class Property(ABC):
     metric_name: ClassVar[str]  # the key of its metric in results (ASCII, e.g. "Momega")
     metric_label: ClassVar[str] = ""  # how tables show the metric (e.g. "Mω"); default: metric_name
     needs_detector: ClassVar[bool] = True  # False: loss() ignores `fix` (saves a detector pass)
+    guides: ClassVar[bool] = True  # False: a constraint that acts by frozen()/bounds(), not by its loss
+    options: dict[str, Any]  # the options it was made with (set by arpro; {} when none)
+
+    def frozen(self, ctx: PropertyContext) -> Tensor | None:
+        """Input elements ``[B, *X]`` (1 = frozen) the repair must keep equal to ``x_bad``; None: none."""
+        return None
+
+    def bounds(self, ctx: PropertyContext) -> tuple[Tensor, Tensor] | None:
+        """``(low, high)``, each broadcastable to ``[B, *X]``, that every repaired value must lie in; None: none."""
+        return None
 
     @abstractmethod
     def loss(self, ctx: PropertyContext, x_fix: Tensor, fix: Decomposition | None) -> Tensor:
@@ -122,6 +159,7 @@ class Dataset(ABC):
     name: ClassVar[str]
     domain: ClassVar[str]
     embedded: ClassVar[bool] = False  # True: needs no data on disk; the domain's default
+    value_range: ClassVar[tuple[float, float] | None] = None  # every valid input value lies here (images: -1, 1)
     accepted_options: ClassVar[tuple[str, ...] | None] = None  # --option names (fnmatch patterns); None: any
 
     def __init__(self, root: Path | None = None, category: str | None = None, **options: Any) -> None:
@@ -151,6 +189,10 @@ class Dataset(ABC):
 
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.train().x.shape[1:])
+
+    def feature_names(self) -> list[str] | None:
+        """Names along the input's last axis (a table's columns, a series' sensors); None: unnamed."""
+        return None
 
     def read_input(self, path: Path) -> InputBatch:
         """Read a user's input file into the model's space."""

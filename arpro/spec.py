@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from fnmatch import fnmatch
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ from arpro.checkpoint import obtain_model, read_header
 from arpro.errors import ArproError
 from arpro.models import Detector, Repairer
 from arpro.outputs import staged_output
-from arpro.properties import DEFAULT_PROPERTIES
-from arpro.protocols import Dataset, InputBatch, Split
+from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
+from arpro.protocols import Dataset, InputBatch, Split, TrainingStats
 from arpro.result import ARMS, RepairResult
 from arpro.settings import MAX_SEED, RepairSettings
 
@@ -47,7 +48,9 @@ class RunSpec:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     detector_checkpoint: Path | None = None  # default: the bundled one, else train now
     repairer_checkpoint: Path | None = None
-    properties: Sequence[str] = DEFAULT_PROPERTIES  # the guiding properties; P1–P4 are always reported
+    # the guiding properties: names, "NAME:key=value,...", (name, options) pairs or instances; "+NAME"
+    # adds to P1–P4 (or to those named without "+"). P1–P4 are always reported.
+    properties: Sequence[PropertySpec] = DEFAULT_PROPERTIES
     settings: RepairSettings | dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
@@ -59,11 +62,11 @@ class RunSpec:
             raise ArproError(f"repairer {repairer_cls.name!r} works on {repairer_cls.domain} data, "
                              f"detector {self.detector!r} on {domain}")
         self.repairer = repairer_cls.name
-        self.properties = tuple(self.properties)
+        self.properties = expand_properties(self.properties)
         if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
             raise ArproError(f"--seed must be an integer from 0 to {MAX_SEED}, not {self.seed!r}")
-        for name in self.properties:
-            plugins.get("property", name)
+        for spec in self.properties:
+            make_property(spec)  # an unknown name or option fails now, before any data is loaded
         for flag in ("data_root", "detector_checkpoint", "repairer_checkpoint"):
             if getattr(self, flag) is not None and not Path(getattr(self, flag)).exists():
                 raise ArproError(f"--{flag.replace('_', '-')} {getattr(self, flag)} does not exist")
@@ -77,7 +80,7 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: what ``settings.json`` and ``report.json`` record of the run."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out.update(properties=list(self.properties), settings=self.settings.to_dict())
+        out.update(properties=[property_record(p) for p in self.properties], settings=self.settings.to_dict())
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
 
 
@@ -167,7 +170,13 @@ class Run:
         elif settings.mask not in ("train", "top"):
             mask = read_mask(Path(settings.mask), x_bad.shape)
         return repair(x_bad, self.detector, self.repairer, properties=self.spec.properties, settings=settings,
-                      mask=mask, seed=self.spec.seed if seed is None else seed, arms=arms, ids=ids, progress=progress)
+                      mask=mask, seed=self.spec.seed if seed is None else seed, arms=arms, ids=ids, progress=progress,
+                      dataset=self.dataset, stats=self.training_stats)
+
+    @cached_property
+    def training_stats(self) -> TrainingStats:
+        """Per-element min, max, mean and std of the normal training samples, for the properties."""
+        return TrainingStats.of(self.dataset.train().x)
 
 
 def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = True) -> Run:

@@ -67,7 +67,9 @@ def test_version_is_a_leaf_and_init_needs_no_noqa():
 def test_core_size():
     lengths = {p.name: len(p.read_text().splitlines()) for p in CORE.glob("*.py")}
     assert max(lengths.values()) <= 340, lengths  # cli.py: every command's options are its surface
-    assert sum(lengths.values()) <= 3800  # an afternoon's reading: hardening and certification (best-of-K, Learn-then-Test) included
+    # an afternoon's reading: hardening, certification (best-of-K, Learn-then-Test), configurable
+    # properties and the hard constraints (arpro/constraints.py) included
+    assert sum(lengths.values()) <= 4000
 
 
 def test_public_api_exports_resolve():

@@ -141,3 +141,24 @@ def test_installed_third_party_plugin_is_listed_and_used(example_plugin_installe
     assert report["settings"]["properties"] == ["p1", "sparsity"]
     assert "M_l1" in report["inputs"][0]["guided"]["metrics"]
     assert "SPARSITY M_l1" in proc.stdout
+
+
+def test_added_third_party_property_reaches_tables_report_and_ablation(example_plugin_installed, tmp_path):
+    """`--property +sparsity` guides with P1–P4; its metric shows in every table and its lambda is ablated."""
+    common = ["--detector", "mean-abs", "--property", "+sparsity", "--weight", "sparsity=0.1", "--steps", "5", "--quiet"]
+    evaluated, ablated = tmp_path / "eval", tmp_path / "ablate"
+    proc = run_cli("evaluate", *common, "--limit", "3", "--out", str(evaluated))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((evaluated / "summary.json").read_text())
+    assert {"name": "sparsity", "metric": "M_l1", "label": "M_l1"} in summary["properties"]
+    assert "M_l1" in (evaluated / "tables.md").read_text() and "M_l1" in (evaluated / "tables.csv").read_text()
+    proc = run_cli("ablate", *common, "--limit", "2", "--grid", "0.5,2", "--out", str(ablated))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((ablated / "ablation.json").read_text())["rows"]
+    assert [r["value"] for r in rows if r["parameter"] == "sparsity"] == [0.5, 2.0]
+    assert {r["parameter"] for r in rows} == {"p1", "p2", "p3", "p4", "sparsity", "scale"}
+    assert (ablated / "ablation_M_l1.png").is_file()
+    proc = run_cli("report", str(evaluated), "--ablation", str(ablated))
+    assert proc.returncode == 0, proc.stderr
+    html = (evaluated / "report.html").read_text()
+    assert "M_l1" in html.split("<h2>Ablation")[0] and "<figcaption>ablation_M_l1<" in html

@@ -108,6 +108,9 @@ class TableDataset(arpro.Dataset):
     def columns(self) -> list[str]:
         return self._splits[4]
 
+    def feature_names(self) -> list[str]:
+        return self.columns
+
     def train(self) -> arpro.Split:
         return self._splits[0]
 

@@ -112,6 +112,9 @@ class TimeSeriesDataset(arpro.Dataset):
     def columns(self) -> list[str]:
         return self._data["columns"]
 
+    def feature_names(self) -> list[str]:
+        return self.columns
+
     def standardise(self, values: np.ndarray) -> np.ndarray:
         return ((values - self._data["mean"]) / self._data["std"]).astype(np.float32)
 

@@ -26,6 +26,7 @@ class ImageDataset(arpro.Dataset):
     """Base class of the image datasets: samples are ``[3, S, S]`` in [-1, 1], S = ``image_size``."""
 
     domain = "image"
+    value_range = (-1.0, 1.0)
     # training options of every model, and any one model's own as ``<model>_<key>``
     accepted_options: tuple[str, ...] = ("image_size", "max_pixels", "train_steps", "batch_size", "lr",
                                          "fastflow_*", "efficientad_*", "ddpm_*")

@@ -1,0 +1,192 @@
+"""Configurable properties, the add-form, and the hard constraints immutable and range in each domain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import arpro
+from arpro import plugins
+from arpro.plugins import Entry, Registry
+from arpro.properties import expand_properties, make_property
+
+IN_FILLING = ("infill", "guided")
+
+
+def test_property_specs_expand_and_record():
+    assert expand_properties(["p1", "p3"]) == ("p1", "p3")
+    assert expand_properties(["+range"]) == ("p1", "p2", "p3", "p4", "range")
+    assert expand_properties(["p1", "+immutable:columns=a;b"]) == ("p1", ("immutable", {"columns": ["a", "b"]}))
+    assert expand_properties([("+range", {"low": -1})]) == ("p1", "p2", "p3", "p4", ("range", {"low": -1}))
+    plain = arpro.RunSpec(detector="gaussian").to_dict()["properties"]
+    assert plain == ["p1", "p2", "p3", "p4"]  # unchanged by options support
+    spec = arpro.RunSpec(detector="gaussian", properties=["+range:low=-2.5,high=4"])
+    assert spec.to_dict()["properties"][-1] == {"name": "range", "options": {"low": -2.5, "high": 4}}
+    prop = make_property(("range", {"high": [1, 2], "columns": ["a", "b"]}))
+    assert (prop.high, prop.columns, prop.options) == ([1, 2], ["a", "b"], {"high": [1, 2], "columns": ["a", "b"]})
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    (("range", {"lo": 1}), "property 'range' has no option 'lo'"),
+    (("range", {"low": "x"}), "property 'range': option 'low' must be a number"),
+    (("immutable", {"columns": 3}), "property 'immutable': option 'columns'"),
+    (("immutable", {"mask": "nosuch.npy"}), "option 'mask'"),
+])
+def test_bad_options_name_the_property_and_option(spec, fragment):
+    with pytest.raises(arpro.ArproError, match=fragment):
+        make_property(spec)
+
+
+def test_context_carries_names_and_training_statistics(table, gaussian, tiny_repairer, anomalous_rows):
+    seen = {}
+
+    class Spy(arpro.Property):
+        name, metric_name = "p1", "Ms"
+
+        def loss(self, ctx, x_fix, fix):
+            seen.update(names=ctx.feature_names, stats=ctx.stats, detector=ctx.detector, shapes=(ctx.input_shape, ctx.feature_shape))
+            return fix.score
+
+        metric = loss
+
+        def holds(self, ctx, metric):
+            return metric < ctx.bad.score
+
+    arpro.repair(anomalous_rows[:2], gaussian, tiny_repairer, properties=[Spy()], settings=arpro.RepairSettings(steps=3),
+                 arms=("guided",), dataset=table, progress=False)
+    assert seen["names"] == table.feature_names() and len(seen["names"]) == 30
+    assert torch.equal(seen["stats"].max, table.train().x.amax(0)) and seen["detector"] is gaussian
+    assert seen["shapes"] == ((30,), (30,))
+
+
+def test_a_guiding_loss_without_gradient_is_refused(gaussian, tiny_repairer, anomalous_rows):
+    class Flat(arpro.Property):
+        name, metric_name = "p1", "Ms"
+
+        def loss(self, ctx, x_fix, fix):
+            return torch.zeros(x_fix.shape[0])
+
+        def metric(self, ctx, x_fix, fix):
+            return fix.score
+
+        def holds(self, ctx, metric):
+            return metric < ctx.bad.score
+
+    settings = arpro.RepairSettings(steps=3)
+    with pytest.raises(arpro.ArproError, match="'p1' guides the repair, but its loss has no gradient"):
+        arpro.repair(anomalous_rows, gaussian, tiny_repairer, properties=[Flat()], settings=settings, progress=False)
+    arpro.repair(anomalous_rows, gaussian, tiny_repairer, properties=[Flat()], progress=False,  # weight 0: allowed
+                 settings=arpro.RepairSettings(steps=3, weights={"p1": 0.0}))
+
+
+def _changes(result, keep):
+    return {arm: (a.x_fix - result.x_bad).abs()[keep].max().item() for arm, a in result.arms.items()}
+
+
+@pytest.mark.parametrize("infill_stop", [0.0, 0.3])
+def test_tabular_immutable_columns_stay_exactly(table, gaussian, tiny_repairer, anomalous_rows, infill_stop):
+    columns = table.feature_names()[:10]  # the features most often flagged
+    result = arpro.repair(anomalous_rows, gaussian, tiny_repairer, properties=[("+immutable", {"columns": columns})],
+                          settings=arpro.RepairSettings(steps=10, infill_stop=infill_stop), dataset=table, progress=False)
+    keep = torch.zeros_like(anomalous_rows, dtype=torch.bool)
+    keep[:, :10] = True
+    changes = _changes(result, keep)
+    assert all(changes[arm] == 0.0 for arm in IN_FILLING) and changes["baseline"] > 0
+    assert (result.omega[:, :10] == 0).all() and (result.omega_input[keep] == 0).all()
+    for arm in IN_FILLING:
+        assert result.arms[arm].metrics["M_immutable"].eq(0).all() and result.arms[arm].holds["immutable"].all()
+    assert result.settings["properties"][-1] == {"name": "immutable", "options": {"columns": columns}}
+
+
+def test_immutable_leaving_nothing_to_repair_is_refused(table, gaussian, tiny_repairer, anomalous_rows):
+    with pytest.raises(arpro.ArproError, match="nothing is left to repair"):
+        arpro.repair(anomalous_rows, gaussian, tiny_repairer, properties=[("+immutable", {"columns": table.feature_names()})],
+                     settings=arpro.RepairSettings(steps=3), dataset=table, progress=False)
+
+
+def test_tabular_range_bounds_every_arm(table, gaussian, tiny_repairer, anomalous_rows):
+    stats = table.train().x
+    result = arpro.repair(anomalous_rows, gaussian, tiny_repairer, properties=["+range"], dataset=table, progress=False,
+                          settings=arpro.RepairSettings(steps=10, guidance_scale=50.0))
+    unbounded = arpro.repair(anomalous_rows, gaussian, tiny_repairer, dataset=table, progress=False,
+                             settings=arpro.RepairSettings(steps=10, guidance_scale=50.0))
+    low, high = stats.amin(0), stats.amax(0)
+    assert any(((a.x_fix < low) | (a.x_fix > high)).any() for a in unbounded.arms.values())  # the bar can fail
+    for arm in result.arms.values():
+        assert ((arm.x_fix >= low) & (arm.x_fix <= high)).all()
+        assert arm.metrics["M_range"].eq(0).all() and arm.holds["range"].all()
+    outside = (anomalous_rows < low) | (anomalous_rows > high)
+    assert (result.omega[outside] == 1).all()  # out-of-range values must change, so they join omega
+
+
+def test_range_with_user_bounds_per_column(table, gaussian, tiny_repairer, anomalous_rows):
+    columns = table.feature_names()[3:5]
+    result = arpro.repair(anomalous_rows, gaussian, tiny_repairer, dataset=table, progress=False,
+                          properties=[("+range", {"columns": columns[::-1], "low": [-0.2, -0.1], "high": [0.2, 0.1]})],
+                          settings=arpro.RepairSettings(steps=5))
+    for arm in result.arms.values():
+        assert arm.x_fix[:, 3].abs().max() <= 0.1 and arm.x_fix[:, 4].abs().max() <= 0.2
+
+
+def test_builtin_default_wins_with_a_warning(capsys):
+    registry = Registry()
+    for name, dist in (("mine", "arpro-other"), ("breast-cancer", "arpro-tabular")):
+        registry.add(Entry("dataset", name, plugins.get("dataset", "breast-cancer") if dist == "arpro-tabular" else "x:Y",
+                           "tabular", "", True, dist, "1"))
+    assert registry.default("dataset", "tabular").name == "breast-cancer"
+    err = capsys.readouterr().err
+    assert "'mine' of arpro-other also claims" in err and "'breast-cancer' of arpro-tabular" in err
+    third = Registry()
+    for name in ("a", "b"):
+        third.add(Entry("dataset", name, "x:Y", "tabular", "", True, "arpro-other", "1"))
+    with pytest.raises(arpro.ArproError, match="'a' of arpro-other and 'b' of arpro-other all claim"):
+        third.default("dataset", "tabular")
+
+
+def test_timeseries_immutable_sensors_and_range():
+    process = plugins.get("dataset", "process")(root=None, category=None, train_steps=600, validation_steps=100,
+                                                test_steps=800, window=16, stride=8, test_stride=16, fit_steps=10)
+    torch.manual_seed(0)
+    detector = plugins.get("detector", "gpt2").for_dataset(process, hidden=16, intermediate=32, n_head=2, n_layer=1)
+    detector.fit(process.train().x, seed=0, progress=False)
+    repairer = plugins.get("repairer", "diffusion-ts").for_dataset(process, width=16, heads=2, encoder_layers=1, decoder_layers=1)
+    repairer.fit(process.train().x, seed=0, progress=False, steps=10)
+    x = process.test().anomalous().x[:3]
+    sensors = process.feature_names()[:2]
+    result = arpro.repair(x, detector.eval(), repairer.eval(), dataset=process, progress=False, mask="top",
+                          properties=[("+immutable", {"columns": sensors}), "+range"],
+                          settings=arpro.RepairSettings(steps=8, infill_stop=0.2, mask_quantile=0.5))
+    keep = torch.zeros_like(x, dtype=torch.bool)
+    keep[..., :2] = True
+    changes = _changes(result, keep)
+    assert all(changes[arm] == 0.0 for arm in IN_FILLING) and changes["baseline"] > 0
+    train = process.train().x
+    low, high = train.amin(0), train.amax(0)
+    for name, arm in result.arms.items():
+        fixed = ~keep | ((x >= low) & (x <= high))  # immutable wins where x_bad itself is out of range
+        assert ((arm.x_fix >= low) & (arm.x_fix <= high))[fixed].all(), name
+
+
+def test_vision_immutable_pixels_and_range(tmp_path):
+    data = plugins.get("dataset", "textures")(root=None, category="brick", image_size=32, n_train=8, n_test_normal=2,
+                                              n_test_anomalous=2, train_steps=2, batch_size=4,
+                                              ddpm_block_out_channels=[16, 32], ddpm_norm_num_groups=8)
+    torch.manual_seed(0)
+    detector = plugins.get("detector", "fastflow").for_dataset(data)
+    detector.fit(data.train().x, seed=0, progress=False)
+    repairer = plugins.get("repairer", "ddpm").for_dataset(data)
+    repairer.fit(data.train().x, seed=0, progress=False)
+    bad = data.test().anomalous()
+    pixels = np.zeros((32, 32), dtype=np.float32)
+    pixels[:, :16] = 1  # the left half may not change
+    np.save(tmp_path / "keep.npy", pixels)
+    result = arpro.repair(bad.x, detector.eval(), repairer.eval(), dataset=data, progress=False, mask="top",
+                          properties=[("+immutable", {"mask": str(tmp_path / "keep.npy")}), "+range"],
+                          settings=arpro.RepairSettings(steps=4, guidance_scale=20.0))
+    keep = torch.zeros_like(bad.x, dtype=torch.bool)
+    keep[..., :16] = True
+    changes = _changes(result, keep)
+    assert all(changes[arm] == 0.0 for arm in IN_FILLING) and changes["baseline"] > 0
+    for arm in result.arms.values():
+        assert arm.x_fix.min() >= -1 and arm.x_fix.max() <= 1 and arm.holds["range"].all()
