@@ -111,3 +111,16 @@ def test_calibration_needs_enough_inputs(tmp_path, monkeypatch, capsys):
                                     "--risk", "0.001", "--quiet"], monkeypatch, capsys)
     assert code == 2 and "needs at least 5596" in err and "gives 106" in err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_hard_constraints_hold_exactly_in_every_draw(table, gaussian, tiny_repairer, anomalous_rows):
+    settings = arpro.RepairSettings(steps=10, samples=3)
+    properties = [("+immutable", {"columns": table.feature_names()[:10]}), "+range"]
+    result = arpro.repair(anomalous_rows, gaussian, tiny_repairer, properties=properties, settings=settings,
+                          dataset=table, progress=False)
+    low, high = table.train().x.min(0).values[10:], table.train().x.max(0).values[10:]
+    for arm in ("infill", "guided"):
+        draws = result.arms[arm].draws.x_fix  # [K, B, D]
+        assert (draws[:, :, :10] - anomalous_rows[:, :10]).abs().max().item() == 0.0
+        assert result.arms[arm].draws.holds["immutable"].all()
+        assert ((draws[:, :, 10:] >= low) & (draws[:, :, 10:] <= high)).all()  # the free columns stay in range
