@@ -241,3 +241,30 @@ def test_feature_count_differs_from_the_models(tmp_path, process):
         process.read_input(write_input(tmp_path / "x.csv", process, drop="AIT301"))
     with pytest.raises(ArproError, match=r"28 feature columns, .*unexpected 'spare'"):
         process.read_input(write_input(tmp_path / "y.csv", process, extra="spare"))
+
+
+def test_ts_csv_finds_the_label_and_excludes_columns(tmp_path):
+    n = 200
+    values = _signals(n, 3, 0)
+    labels = np.zeros(n, dtype=int)
+    labels[150:160] = 1
+    lines = ["time,a,b,run_id,Attack"] + [f"{i},{values[i, 0]:.4f},{values[i, 1]:.4f},{i // 50},{labels[i]}" for i in range(n)]
+    path = tmp_path / "series.csv"
+    path.write_text("\n".join(lines) + "\n")
+    ds = dataset("ts-csv", path, exclude_columns="run_id", window=16, stride=4)
+    assert ds.columns == ["a", "b"]  # "Attack" found as the label, run_id left out
+    assert int(ds.test().labels.sum()) > 0
+    with pytest.raises(ArproError, match="exclude_columns names 'nosuch'"):
+        dataset("ts-csv", path, exclude_columns="nosuch", window=16).train()
+
+
+def test_ts_csv_warns_when_test_data_lies_far_outside_training(tmp_path, capsys):
+    n = 200
+    values = _signals(n, 2, 0)
+    values[100:, 1] += 1000.0  # a sensor that changed units halfway through
+    lines = ["a,b"] + [f"{values[i, 0]:.4f},{values[i, 1]:.4f}" for i in range(n)]
+    path = tmp_path / "series.csv"
+    path.write_text("\n".join(lines) + "\n")
+    dataset("ts-csv", path, window=16, stride=4).train()
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "far outside the normal training range on b (" in err and " a (" not in err

@@ -161,12 +161,14 @@ class TimeSeriesCsv(TimeSeriesDataset):
     """Any time-series CSV (--data-root FILE.csv, or a folder with train.csv and test.csv).
 
     Options: ``delimiter`` (sniffed from , ; tab), ``time_column`` (``time``/``timestamp``
-    found automatically), ``label_column`` (``label``; 1 = anomalous; optional),
-    ``train_fraction`` (0.5: a single file's first half trains, on its normal rows).
+    found automatically), ``label_column`` (found by its usual names: ``label``, ``anomaly``,
+    ``attack``, ...; 1 = anomalous; optional: without one every row is normal),
+    ``exclude_columns`` (``a;b``: columns that are not features), ``train_fraction`` (0.5: a
+    single file's first half trains, on its normal rows).
     """
 
     name = "ts-csv"
-    accepted_options = (*TimeSeriesDataset.accepted_options, "train_fraction")
+    accepted_options = (*TimeSeriesDataset.accepted_options, "train_fraction", "exclude_columns")
 
     def _read(self, path: Path) -> tuple[list[str], Rows]:
         o = self.options
@@ -174,7 +176,7 @@ class TimeSeriesCsv(TimeSeriesDataset):
         time_col = o.get("time_column") or next((c for c in frame.columns if csvio.is_time_column(c)), None)
         if time_col is not None and time_col not in frame.columns:
             raise ArproError(f"{path}: missing column {time_col!r} (time column)")
-        label_col = o.get("label_column", "label")
+        label_col = o.get("label_column") or next((c for c in frame.columns if csvio.is_label_column(c)), "label")
         if label_col in frame.columns:
             labels = csvio.numeric(frame, [label_col], path)[:, 0]
             if not set(np.unique(labels)) <= {0.0, 1.0}:
@@ -183,7 +185,11 @@ class TimeSeriesCsv(TimeSeriesDataset):
             raise ArproError(f"{path}: missing column {label_col!r} (label column)")
         else:
             labels = np.zeros(len(frame))
-        columns = [c for c in frame.columns if c not in (time_col, label_col)]
+        excluded = self.excluded_columns()
+        missing = [c for c in excluded if c not in frame.columns]
+        if missing:
+            raise ArproError(f"{path}: exclude_columns names {missing[0]!r}, which is not a column of the file")
+        columns = [c for c in frame.columns if c not in (time_col, label_col, *excluded)]
         values = csvio.numeric(frame, columns, path, fill_nan=o.get("fill_nan", "error"))
         times = frame[time_col].astype(str).tolist() if time_col else None
         return columns, Rows(values, labels.astype(np.int64), times)

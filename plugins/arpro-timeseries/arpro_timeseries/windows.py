@@ -20,6 +20,7 @@ CSV layouts in :mod:`arpro_timeseries.layouts`, the simulated process in
 
 from __future__ import annotations
 
+import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ import arpro
 from arpro import ArproError
 from arpro_timeseries import csvio
 
+
+FAR_OUTSIDE_Z = 10  # a test feature whose median |z| exceeds this is flagged: it will look anomalous everywhere
 
 class Rows:
     """A table of feature rows with labels and time stamps (before standardisation)."""
@@ -102,7 +105,23 @@ class TimeSeriesDataset(arpro.Dataset):
         mean = normal.mean(0)
         std = normal.std(0)
         std[std < 1e-6] = 1.0  # constant in normal operation: keep the units
+        if len(test):
+            z = np.median(np.abs((test.values - mean) / std), axis=0)
+            far = [f"{c} ({m:.0f})" for c, m in zip(columns, z) if m > FAR_OUTSIDE_Z]
+            if far:
+                print(f"warning: {self.source}: the test data lies far outside the normal training range on "
+                      f"{', '.join(far[:5])}{' and more' if len(far) > 5 else ''} (median |z| > {FAR_OUTSIDE_Z}); "
+                      "every window will look anomalous there: check units, sensor replacements or the train/test "
+                      "split", file=sys.stderr)
         return {"columns": columns, "mean": mean, "std": std, "rows": {"train": train, "validation": val, "test": test}}
+
+    def excluded_columns(self) -> list[str]:
+        """The ``exclude_columns`` option (``a;b`` or a list): columns of the files that are not features."""
+        value = self.options.get("exclude_columns") or []
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ArproError(f"exclude_columns must be column names separated by ';', not {value!r}")
+        return names
 
     @property
     def source(self) -> str:
@@ -175,7 +194,7 @@ class TimeSeriesDataset(arpro.Dataset):
         path = Path(path)
         frame = csvio.read_csv(path, delimiter=self.options.get("delimiter"))
         ignore = {c for c in frame.columns if csvio.is_time_column(c) or csvio.is_label_column(c)}
-        ignore |= {self.options.get("time_column"), self.options.get("label_column")} - {None}
+        ignore |= {self.options.get("time_column"), self.options.get("label_column"), *self.excluded_columns()} - {None}
         csvio.check_feature_columns(frame, self.columns, ignore, path, self.name)
         values = csvio.numeric(frame, self.columns, path, fill_nan=self.options.get("fill_nan", "error"))
         if len(values) < self.window:
