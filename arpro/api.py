@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -74,7 +74,7 @@ def reported_properties(guiding: Sequence[PropertySpec]) -> list[Property]:
 def data_context(detector: Detector, dataset: Dataset | None, stats: TrainingStats | None) -> dict:
     """The PropertyContext fields that describe the data: names, training statistics, value range."""
     if dataset is not None and stats is None:
-        stats = TrainingStats.of(dataset.train().x)
+        stats = TrainingStats(lambda: dataset.train().x)
     return {"detector": detector, "feature_names": dataset.feature_names() if dataset else None, "stats": stats,
             "value_range": dataset.value_range if dataset else None}
 

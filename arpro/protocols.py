@@ -10,7 +10,9 @@ and its regulariser ``beta`` ``[B]``, with ``s(x) = alpha.flatten(1).sum(1) + be
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,18 +39,29 @@ class Decomposition:
         return self.beta + (self.alpha * z).flatten(1).sum(1)
 
 
-@dataclass
 class TrainingStats:
-    """Per input element ``[*X]``, over the normal training samples, in the model's space."""
+    """Per input element ``[*X]``, over the normal training samples, in the model's space.
 
-    min: Tensor
-    max: Tensor
-    mean: Tensor
-    std: Tensor
+    Computed on first use: a run whose properties never look at them never loads the
+    training split for them (for image datasets that is every training image).
+    """
+
+    def __init__(self, samples: Callable[[], Tensor]) -> None:
+        self._samples = samples
 
     @classmethod
     def of(cls, x: Tensor) -> TrainingStats:
-        return cls(x.amin(0), x.amax(0), x.mean(0), x.std(0) if x.shape[0] > 1 else x[0].new_zeros(x.shape[1:]))
+        return cls(lambda: x)
+
+    @cached_property
+    def _values(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        x = self._samples()
+        return x.amin(0), x.amax(0), x.mean(0), x.std(0) if x.shape[0] > 1 else x[0].new_zeros(x.shape[1:])
+
+    min = property(lambda self: self._values[0])
+    max = property(lambda self: self._values[1])
+    mean = property(lambda self: self._values[2])
+    std = property(lambda self: self._values[3])
 
 
 @dataclass

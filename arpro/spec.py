@@ -176,7 +176,7 @@ class Run:
     @cached_property
     def training_stats(self) -> TrainingStats:
         """Per-element min, max, mean and std of the normal training samples, for the properties."""
-        return TrainingStats.of(self.dataset.train().x)
+        return TrainingStats(lambda: self.dataset.train().x)
 
 
 def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = True) -> Run:

@@ -190,3 +190,13 @@ def test_vision_immutable_pixels_and_range(tmp_path):
     assert all(changes[arm] == 0.0 for arm in IN_FILLING) and changes["baseline"] > 0
     for arm in result.arms.values():
         assert arm.x_fix.min() >= -1 and arm.x_fix.max() <= 1 and arm.holds["range"].all()
+
+
+def test_training_statistics_load_the_training_split_only_when_a_property_reads_them(table):
+    from arpro import TrainingStats
+
+    calls = []
+    stats = TrainingStats(lambda: calls.append(1) or table.train().x)
+    assert calls == []
+    assert torch.equal(stats.min, table.train().x.amin(0)) and torch.equal(stats.max, table.train().x.amax(0))
+    assert stats.std.shape == (30,) and calls == [1]  # computed once, on first use
