@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -23,17 +22,6 @@ from arpro.protocols import Split
 from arpro.spec import Run, RunSpec
 
 SCALE = "scale"
-
-
-def parse_grid(grid: str, flag: str = "--grid") -> list[float]:
-    """``"0.1,0.5,1"`` -> ``[0.1, 0.5, 1.0]``: positive, finite values."""
-    try:
-        values = [float(v) for v in grid.split(",") if v.strip()]
-    except ValueError:
-        raise ArproError(f"{flag} expects comma-separated numbers, got {grid!r}") from None
-    if not values or not all(0 < v < math.inf for v in values):
-        raise ArproError(f"{flag} values must be positive and finite")
-    return values
 
 
 def ablate(run: Run, inputs: Split, grid: list[float], progress: bool = True) -> list[dict]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from arpro._version import __version__
-from arpro.best_of import binomial_cdf, choose
+from arpro.best_of import OBJECTIVE, binomial_cdf, choose
 from arpro.errors import ArproError, RunFailed
 from arpro.outputs import write_atomic
 from arpro.progress import progress_bar
@@ -75,7 +75,7 @@ def calibrate(spec: RunSpec, out: Path, *, risk: float, scales: list[float], wei
                          f"({fraction:.0%} of {len(ids)}): use a larger dataset, fewer settings or a larger --risk")
     base, level, rows = run.spec.settings, (1 - confidence) / len(thetas), []
     guiding = [make_property(p) for p in expand_properties(run.spec.properties)]
-    constraints = [p.name for p in guiding if p.guides and p.name != "p1"]  # the lambdas of the grid
+    constraints = [p.name for p in guiding if p.guides and p.name != OBJECTIVE]  # the lambdas of the grid
     with progress_bar("calibrating", total=len(scales) * len(weights), enabled=progress) as advance:
         for scale, weight in itertools.product(scales, weights):
             settings = replace(base, guidance_scale=(base.guidance_scale or run.detector.guidance_scale) * scale,

@@ -23,7 +23,7 @@ from typer.main import get_command_name
 
 from arpro._version import __version__
 from arpro.errors import ArproError
-from arpro.settings import MAX_SEED, RepairSettings, option_name, parse_options, parse_weights
+from arpro.settings import MAX_SEED, RepairSettings, option_name, parse_grid, parse_options, parse_weights
 
 app = typer.Typer(
     name="arpro",
@@ -203,7 +203,7 @@ def ablate(spec, out: Path, overwrite: bool, quiet: bool, category: Category = N
     from arpro import ablation
     from arpro.display import console, print_ablation
 
-    rows, labels, title, written = ablation.run(spec, out, category=category, limit=limit, grid=ablation.parse_grid(grid),
+    rows, labels, title, written = ablation.run(spec, out, category=category, limit=limit, grid=parse_grid(grid),
                                                 overwrite=overwrite, progress=not quiet)
     print_ablation(rows, labels, title)
     console.print(f"wrote {', '.join(p.name for p in written)} to {out}")
@@ -214,7 +214,6 @@ def ablate(spec, out: Path, overwrite: bool, quiet: bool, category: Category = N
 def calibrate(spec, out: Path, overwrite: bool, quiet: bool, risk: Risk = 0.1, scale_grid: ScaleGrid = "0.5,1,2",
               weight_grid: WeightGrid = "1,10,100", samples_grid: SamplesGrid = "1,4,16", fraction: Fraction = 0.5) -> None:
     """Eq. 1 with a guarantee: certify repair settings (Learn-then-Test) on a calibration split; write calibration.json."""
-    from arpro.ablation import parse_grid
     from arpro.calibration import calibrate as learn_then_test
     from arpro.display import console
 

@@ -23,6 +23,7 @@ import torch
 
 from arpro._version import __version__
 from arpro.api import reported_properties
+from arpro.best_of import OBJECTIVE
 from arpro.errors import ArproError
 from arpro.outputs import LOCK_FILE, exclusive, write_atomic
 from arpro.progress import progress_bar
@@ -87,8 +88,7 @@ def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_si
         if spec.settings.mask == "truth" and anomalous.masks is None:
             raise ArproError(f"dataset {run.spec.dataset!r} has no ground-truth masks for --mask truth")
         if limit is not None:
-            masks = None if anomalous.masks is None else anomalous.masks[:limit]
-            anomalous = Split(anomalous.x[:limit], anomalous.labels[:limit], masks, anomalous.ids[:limit])
+            anomalous = anomalous.subset(list(range(min(limit, len(anomalous)))))
         jobs.append(Job(category or base.name, run, anomalous, threshold, chunk_size))
     return jobs
 
@@ -190,7 +190,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def check_guarantee(records: list[dict], calibration: dict) -> dict:
     """The calibrated guarantee in words, and the test split's guided violation rate against its risk."""
-    broken = [any(not ok for p, ok in r["guided"]["holds"].items() if p != "p1") for r in records]
+    broken = [any(not ok for p, ok in r["guided"]["holds"].items() if p != OBJECTIVE) for r in records]
     rate = sum(broken) / len(broken) if broken else math.nan
     return {"statement": calibration["guarantee"], "risk": calibration["risk"], "confidence": calibration["confidence"],
             "n_test": len(broken), "test_violation_rate": rate, "within_risk": rate <= calibration["risk"]}

@@ -22,30 +22,30 @@ from pathlib import Path
 from arpro.errors import ArproError
 
 PARTIAL = ".partial-"
+LOCK_FILE = ".arpro.lock"  # in a folder a run holds (arpro evaluate's --out)
 
 
-def _try_lock(path: Path, wait: bool = False) -> int | None:
-    """An open descriptor of ``path`` holding its exclusive lock, or None if another process holds it."""
-    fd = os.open(path, os.O_RDONLY)
+def _try_lock(path: Path, flags: int = os.O_RDONLY, wait: bool = False) -> tuple[int, bool]:
+    """An open descriptor of ``path`` and whether it holds the exclusive lock (False: another
+    process holds it). The caller closes the descriptor either way."""
+    fd = os.open(path, flags, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+        return fd, False
+    return fd, True
 
 
 def clear_stale_staging(target: Path) -> None:
     """Remove the staging of ``target`` left by killed runs (no process holds its lock)."""
     for leftover in Path(target).parent.glob(f".{glob.escape(Path(target).name)}{PARTIAL}*"):
         try:
-            fd = _try_lock(leftover)
+            fd, locked = _try_lock(leftover)
         except OSError:
             continue
-        if fd is None:
-            continue  # a live run is writing it
         try:
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            if locked:  # else a live run is writing it
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         finally:
             os.close(fd)
 
@@ -67,7 +67,7 @@ def staging(target: Path, *, directory: bool) -> Iterator[Path]:
             fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
             os.close(fd)
             path = Path(name)
-        lock = _try_lock(path, wait=True)
+        lock, _ = _try_lock(path, wait=True)
     except OSError as error:
         raise ArproError(f"cannot write to {target}: {error.strerror or error}") from None
     try:
@@ -111,22 +111,16 @@ def write_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
 
 
-LOCK_FILE = ".arpro.lock"
-
-
 @contextmanager
 def exclusive(folder: Path, command: str) -> Iterator[None]:
     """Hold ``folder``'s lock (``.arpro.lock`` in it, naming the holder's process) while one
     run writes there; a second run gets an error naming that process."""
-    lock_path = Path(folder) / LOCK_FILE
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    fd, locked = _try_lock(Path(folder) / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    if not locked:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         raise ArproError(f"{folder} is being written by another arpro {command} (process {holder}); "
-                         "wait for it to finish or choose another --out") from None
+                         "wait for it to finish or choose another --out")
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -142,15 +142,13 @@ class Split:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    def subset(self, idx: list[int]) -> Split:
+        """The samples at ``idx``, in that order."""
+        masks = None if self.masks is None else self.masks[idx]
+        return Split(self.x[idx], self.labels[idx], masks, [self.ids[i] for i in idx] if self.ids else [])
+
     def anomalous(self) -> Split:
-        keep = self.labels == 1
-        idx = keep.nonzero().flatten().tolist()
-        return Split(
-            self.x[keep],
-            self.labels[keep],
-            None if self.masks is None else self.masks[keep],
-            [self.ids[i] for i in idx] if self.ids else [],
-        )
+        return self.subset((self.labels == 1).nonzero().flatten().tolist())
 
 
 @dataclass

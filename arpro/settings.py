@@ -121,3 +121,14 @@ def parse_weights(items: list[str]) -> dict[str, float]:
         if not sep:
             raise ArproError(f"--weight expects NAME=NUMBER, e.g. p2=10; got {item!r}")
     return weights
+
+
+def parse_grid(grid: str, flag: str = "--grid") -> list[float]:
+    """``"0.1,0.5,1"`` -> ``[0.1, 0.5, 1.0]``: positive, finite values."""
+    try:
+        values = [float(v) for v in grid.split(",") if v.strip()]
+    except ValueError:
+        raise ArproError(f"{flag} expects comma-separated numbers, got {grid!r}") from None
+    if not values or not all(0 < v < math.inf for v in values):
+        raise ArproError(f"{flag} values must be positive and finite")
+    return values

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from fnmatch import fnmatch
 from functools import cached_property
 from pathlib import Path
@@ -141,10 +141,8 @@ def without(split: Split, ids: Sequence[str]) -> Split:
     """``split`` less the samples whose ids are in ``ids``."""
     if not ids:
         return split
-    excluded, names = set(ids), split.ids or [str(i) for i in range(len(split))]
-    keep = [i for i, name in enumerate(names) if name not in excluded]
-    return Split(split.x[keep], split.labels[keep], None if split.masks is None else split.masks[keep],
-                 [names[i] for i in keep])
+    excluded, names = set(ids), split.ids or [str(i) for i in range(len(split))]  # unnamed samples: by index
+    return replace(split, ids=names).subset([i for i, name in enumerate(names) if name not in excluded])
 
 
 @dataclass

@@ -162,14 +162,23 @@ def test_hai_layout(tmp_path, version):
     assert ds._data["rows"]["test"].labels.sum() == 5
 
 
+def write_series(path: Path, sep: str, **columns) -> Path:
+    """A CSV of the named columns: floats to 4 decimals, anything else as written."""
+    def cell(v) -> str:
+        return f"{v:.4f}" if isinstance(v, (float, np.floating)) else str(v)
+
+    rows = zip(*columns.values())
+    path.write_text("\n".join([sep.join(columns), *(sep.join(cell(v) for v in row) for row in rows)]) + "\n")
+    return path
+
+
 def test_ts_csv_options(tmp_path):
     n = 200
     values = _signals(n, 3, 0)
     labels = np.zeros(n, dtype=int)
     labels[150:160] = 1
-    lines = ["stamp;a;b;c;is_bad"] + [f"{i};{values[i, 0]:.4f};{values[i, 1]:.4f};{values[i, 2]:.4f};{labels[i]}" for i in range(n)]
-    path = tmp_path / "series.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path = write_series(tmp_path / "series.csv", ";", stamp=range(n), a=values[:, 0], b=values[:, 1], c=values[:, 2],
+                        is_bad=labels)
     ds = dataset("ts-csv", path, delimiter=";", time_column="stamp", label_column="is_bad", window=16, stride=4)
     assert ds.columns == ["a", "b", "c"]
     assert int(ds.test().labels.sum()) > 0 and int(ds.train().labels.sum()) == 0
@@ -248,9 +257,8 @@ def test_ts_csv_finds_the_label_and_excludes_columns(tmp_path):
     values = _signals(n, 3, 0)
     labels = np.zeros(n, dtype=int)
     labels[150:160] = 1
-    lines = ["time,a,b,run_id,Attack"] + [f"{i},{values[i, 0]:.4f},{values[i, 1]:.4f},{i // 50},{labels[i]}" for i in range(n)]
-    path = tmp_path / "series.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path = write_series(tmp_path / "series.csv", ",", time=range(n), a=values[:, 0], b=values[:, 1],
+                        run_id=[i // 50 for i in range(n)], Attack=labels)
     ds = dataset("ts-csv", path, exclude_columns="run_id", window=16, stride=4)
     assert ds.columns == ["a", "b"]  # "Attack" found as the label, run_id left out
     assert int(ds.test().labels.sum()) > 0
@@ -262,9 +270,7 @@ def test_ts_csv_warns_when_test_data_lies_far_outside_training(tmp_path, capsys)
     n = 200
     values = _signals(n, 2, 0)
     values[100:, 1] += 1000.0  # a sensor that changed units halfway through
-    lines = ["a,b"] + [f"{values[i, 0]:.4f},{values[i, 1]:.4f}" for i in range(n)]
-    path = tmp_path / "series.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path = write_series(tmp_path / "series.csv", ",", a=values[:, 0], b=values[:, 1])
     dataset("ts-csv", path, window=16, stride=4).train()
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and "far outside the normal training range on b (" in err and " a (" not in err
