@@ -87,7 +87,7 @@ def repair(
     properties: Sequence[PropertySpec] = DEFAULT_PROPERTIES,
     settings: RepairSettings | None = None,
     mask: str | Tensor | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     arms: Sequence[str] = ARMS,
     ids: list[str] | None = None,
     progress: bool = True,
@@ -100,7 +100,7 @@ def repair(
     instances; ``"+NAME"`` adds to P1–P4); the result always reports P1–P4 as well. ``mask``
     ("train", "top", or a tensor on the input or the features) replaces ``settings.mask``. ``dataset``
     (and its training ``stats``, computed when not given) tells properties the feature names and ranges.
-    Sample ``i`` draws its noise from ``seed + i`` in every arm.
+    Sample ``i`` draws its noise from ``seed + i`` in every arm (or from ``seed[i]``, given one per sample).
     """
     settings = settings or RepairSettings.for_detector(detector)
     check_input(x_bad, repairer)
@@ -141,7 +141,10 @@ def repair(
 
     eta = settings.guidance_scale if settings.guidance_scale is not None else detector.guidance_scale
     k = settings.samples  # best-of-K: K draws per input in one batch, draw-major; draw 0 is the K = 1 repair
-    seeds = [seed + i + draw * DRAW_SEED_STRIDE for draw in range(k) for i in range(x_bad.shape[0])]
+    first = [seed + i for i in range(x_bad.shape[0])] if isinstance(seed, int) else [int(s) for s in seed]
+    if len(first) != x_bad.shape[0]:
+        raise ArproError(f"{len(first)} seeds given for {x_bad.shape[0]} inputs")
+    seeds = [s + draw * DRAW_SEED_STRIDE for draw in range(k) for s in first]
 
     def repeat(t: Tensor | None) -> Tensor | None:  # [B, ...] -> [K·B, ...], draw-major
         return t if t is None or k == 1 else t.repeat(k, *[1] * (t.dim() - 1))

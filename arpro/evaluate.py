@@ -14,7 +14,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,14 +53,14 @@ class Job:
         n = len(self.anomalous)
         return [(start, min(start + self.chunk_size, n)) for start in range(0, n, self.chunk_size)]
 
-    def repair(self, start: int, stop: int, progress: bool = False) -> RepairResult:
-        """Inputs ``start:stop`` repaired, sample ``k`` seeded by ``seed + k``."""
-        split = self.anomalous
+    def repair(self, indices: Sequence[int], progress: bool = False) -> RepairResult:
+        """The inputs at ``indices`` repaired, input ``k`` seeded by ``seed + k`` wherever it is repaired."""
+        split = self.anomalous.subset(list(indices))
         return self.run.repair(
-            split.x[start:stop],
-            truth=None if split.masks is None else split.masks[start:stop],
-            ids=split.ids[start:stop] if split.ids else [str(k) for k in range(start, stop)],
-            seed=self.run.spec.seed + start,
+            split.x,
+            truth=split.masks,
+            ids=split.ids or [str(k) for k in indices],
+            seed=[self.run.spec.seed + k for k in indices],
             progress=progress,
         )
 
@@ -88,16 +88,17 @@ def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_si
         if spec.settings.mask == "truth" and anomalous.masks is None:
             raise ArproError(f"dataset {run.spec.dataset!r} has no ground-truth masks for --mask truth")
         if limit is not None:
-            anomalous = anomalous.subset(list(range(min(limit, len(anomalous)))))
+            anomalous = anomalous.subset(anomalous.spread(limit))
         jobs.append(Job(category or base.name, run, anomalous, threshold, chunk_size))
     return jobs
 
 
 def write_gallery(job: Job, out_dir: Path) -> list[Path]:
-    """The domain's figures for the first few inputs of a category, in ``gallery/CATEGORY/``."""
+    """The domain's figures for a few inputs of a category, of every kind where kinds are known,
+    in ``gallery/CATEGORY/``."""
     folder = out_dir / "gallery" / job.category
     folder.mkdir(parents=True, exist_ok=True)
-    result = job.repair(0, min(GALLERY_SIZE, len(job.anomalous)))
+    result = job.repair(job.anomalous.spread(GALLERY_SIZE))
     return job.run.dataset.write_repairs(result, folder, InputBatch(result.x_bad, result.ids))
 
 
@@ -107,7 +108,7 @@ def run_chunk(job: Job, start: int, stop: int) -> tuple[list[dict], list[dict]]:
     Wall-clock seconds are kept apart from the records so that the same seed and command
     give byte-identical ``records.jsonl``.
     """
-    result = job.repair(start, stop)
+    result = job.repair(range(start, stop))
     records, timings = result.rows(), []
     for offset, record in enumerate(records):
         record.update(category=job.category, index=start + offset, chunk=start)

@@ -132,12 +132,14 @@ class Property(ABC):
 
 @dataclass
 class Split:
-    """Samples of one split: inputs, labels (1 = anomalous) and, where known, input masks."""
+    """Samples of one split: inputs, labels (1 = anomalous) and, where known, input masks and
+    each sample's kind (a defect type, an attack kind), so that subsets can cover every kind."""
 
     x: Tensor  # [N, *X]
     labels: Tensor  # [N] long
     masks: Tensor | None = None  # [N, *X] or [N, *F], 1 = anomalous element
     ids: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -145,7 +147,22 @@ class Split:
     def subset(self, idx: list[int]) -> Split:
         """The samples at ``idx``, in that order."""
         masks = None if self.masks is None else self.masks[idx]
-        return Split(self.x[idx], self.labels[idx], masks, [self.ids[i] for i in idx] if self.ids else [])
+        return Split(self.x[idx], self.labels[idx], masks, [self.ids[i] for i in idx] if self.ids else [],
+                     [self.kinds[i] for i in idx] if self.kinds else [])
+
+    def spread(self, n: int) -> list[int]:
+        """Indices of ``n`` samples that cover every kind: taken in turn from each kind, first
+        appearance first, each kind in its own order; returned in the split's order. Without
+        kinds, the first ``n``."""
+        if not self.kinds:
+            return list(range(min(n, len(self))))
+        by_kind: dict[str, list[int]] = {}
+        for i, kind in enumerate(self.kinds):
+            by_kind.setdefault(kind, []).append(i)
+        queues, chosen = list(by_kind.values()), []
+        for turn in range(max(map(len, queues), default=0)):
+            chosen += [q[turn] for q in queues if turn < len(q)]
+        return sorted(chosen[:n])
 
     def anomalous(self) -> Split:
         return self.subset((self.labels == 1).nonzero().flatten().tolist())

@@ -121,8 +121,8 @@ def read_mask(path: Path, shape: torch.Size) -> Tensor:
 
 def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8,
                 exclude: Sequence[str] = ()) -> tuple[InputBatch, Tensor | None]:
-    """A user's input file, else the first ``count`` anomalous test samples not in ``exclude``
-    (a calibration split's ids); and their ground-truth masks where the dataset has them."""
+    """A user's input file, else ``count`` anomalous test samples not in ``exclude`` (a calibration
+    split's ids), of every kind where kinds are known; and their ground-truth masks where the dataset has them."""
     if input_path is not None:
         if not Path(input_path).exists():
             raise ArproError(f"--input {input_path} does not exist")
@@ -132,9 +132,8 @@ def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8
     anomalous = without(dataset.test().anomalous(), exclude)
     if len(anomalous) == 0:
         raise ArproError(f"dataset {dataset.name!r} has no anomalous test samples; pass --input")
-    n = min(count, len(anomalous))
-    truth = None if anomalous.masks is None else anomalous.masks[:n]
-    return InputBatch(anomalous.x[:n], anomalous.ids[:n] or [str(i) for i in range(n)]), truth
+    picked = anomalous.subset(anomalous.spread(count))
+    return InputBatch(picked.x, picked.ids or [str(i) for i in range(len(picked))]), picked.masks
 
 
 def without(split: Split, ids: Sequence[str]) -> Split:
@@ -155,7 +154,7 @@ class Run:
     repairer: Repairer
 
     def repair(self, x_bad: Tensor, *, truth: Tensor | None = None, ids: list[str] | None = None,
-               settings: RepairSettings | None = None, seed: int | None = None, arms: Sequence[str] = ARMS,
+               settings: RepairSettings | None = None, seed: int | Sequence[int] | None = None, arms: Sequence[str] = ARMS,
                progress: bool = True) -> RepairResult:
         """Repair ``x_bad`` with the run's properties and settings (or ``settings``); sample ``i``
         draws its noise from ``seed + i`` (default: the spec's seed)."""

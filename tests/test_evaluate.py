@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import run_cli
 
+import arpro
 from arpro.summary import conformal_threshold, summarize
 
 ARGS = ["evaluate", "--detector", "gaussian", "--limit", "12", "--chunk-size", "4", "--steps", "10", "--quiet"]
@@ -128,3 +129,22 @@ def test_summary_delta_is_median_percentage_improvement():
     summary = summarize(records, [], [{"name": "p1", "metric": "Ms", "label": "Ms"}])
     # improvements: +50%, +50%, -50% -> median +50%
     assert summary["delta"]["Ms"] == pytest.approx(50.0)
+
+
+def test_spread_takes_every_kind_in_turn():
+    split = arpro.Split(torch.zeros(7, 1), torch.ones(7, dtype=torch.long),
+                        kinds=["crack", "crack", "crack", "hole", "hole", "stain", "crack"])
+    assert split.spread(3) == [0, 3, 5]  # one of each kind, in the split's order
+    assert split.spread(5) == [0, 1, 3, 4, 5]
+    assert split.spread(99) == list(range(7))
+    assert split.subset(split.spread(3)).kinds == ["crack", "hole", "stain"]
+    assert arpro.Split(torch.zeros(4, 1), torch.ones(4, dtype=torch.long)).spread(2) == [0, 1]  # no kinds: the first n
+
+
+def test_one_seed_per_sample_matches_the_batch_it_came_from():
+    run = arpro.resolve(arpro.RunSpec(detector="gaussian", settings={"steps": 5}), progress=False)
+    x = run.dataset.test().anomalous().x[:4]
+    whole = run.repair(x, seed=7, progress=False)
+    picked = run.repair(x[[1, 3]], seed=[8, 10], progress=False)
+    for arm in ("infill", "guided"):
+        assert torch.equal(picked.arms[arm].x_fix, whole.arms[arm].x_fix[[1, 3]])

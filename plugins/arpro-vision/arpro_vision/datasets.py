@@ -92,6 +92,10 @@ class FolderLayoutDataset(ImageDataset):
             raise ArproError(f"dataset {self.name}: no images found under {self.root} (layout: {self.layout})")
         return samples
 
+    def kind(self, row) -> str:
+        """A sample's kind (evaluate's subsets cover every kind): its folder, good, crack, ..."""
+        return Path(row.image_path).parent.name
+
     def _load(self, rows: pd.DataFrame) -> arpro.Split:
         size = self.image_size
         xs, masks, ids = [], [], []
@@ -104,7 +108,7 @@ class FolderLayoutDataset(ImageDataset):
         labels = torch.tensor([int(v) for v in rows.label_index], dtype=torch.long)
         x = torch.stack(xs) if xs else torch.zeros(0, 3, size, size)
         m = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, size, size)
-        return arpro.Split(x, labels, m, ids)
+        return arpro.Split(x, labels, m, ids, [self.kind(row) for row in rows.itertuples()])
 
     @cached_property
     def _splits(self) -> tuple[arpro.Split, arpro.Split]:
@@ -224,6 +228,9 @@ class Kolektor(FolderLayoutDataset):
 
     def categories(self) -> list[str]:
         return []
+
+    def kind(self, row) -> str:
+        return "defect" if row.label_index else "good"  # folders are parts, not defect kinds
 
     def samples(self) -> pd.DataFrame:
         from anomalib.data.datasets.image.kolektor import make_kolektor_dataset

@@ -205,7 +205,8 @@ class Textures(ImageDataset):
             ids.append(f"{self.cat}/test/{kind}_{i:03d}")
         labels = torch.tensor([0] * n_normal + [1] * n_bad, dtype=torch.long)
         x = self._tensor(patches).float().clamp(-1, 1)
-        return arpro.Split(x, labels, torch.from_numpy(np.stack(masks)), ids)
+        kinds = [identifier.split("/")[-1].rsplit("_", 1)[0] for identifier in ids]  # good, scratch, hole, ...
+        return arpro.Split(x, labels, torch.from_numpy(np.stack(masks)), ids, kinds)
 
     def train(self) -> arpro.Split:
         return self._train
