@@ -1,7 +1,9 @@
 """Tables: any CSV, and scikit-learn's breast-cancer table as the embedded default.
 
 Rows are standardised with the mean and standard deviation of the normal training split
-only; repairs are written back in the table's own units.
+only; repairs are written back in the table's own units. pandas parses users' CSV files; the
+shipped table and the written files need only the ``csv`` module, so a repair of the embedded
+default never imports pandas (a second of start-up).
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ import csv
 from functools import cached_property
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import torch
 
 import arpro
 from arpro import ArproError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 TEST_FRACTION_OF_NORMAL = 0.3
@@ -25,6 +31,8 @@ BREAST_CANCER = Path(__file__).parent / "data" / "breast_cancer.csv"
 
 def read_csv(path: Path) -> pd.DataFrame:
     """Read a CSV, turning every way it can fail into one clear message."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise ArproError(f"CSV file {path} does not exist")
@@ -45,6 +53,8 @@ def read_csv(path: Path) -> pd.DataFrame:
 
 def numeric_columns(frame: pd.DataFrame, columns: list[str], source: Path | str) -> np.ndarray:
     """The given columns as a float array; names the first missing column, bad cell or empty cell."""
+    import pandas as pd
+
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ArproError(f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}")
@@ -70,19 +80,18 @@ def numeric_columns(frame: pd.DataFrame, columns: list[str], source: Path | str)
 
 
 class TableDataset(arpro.Dataset):
-    """Shared logic: a frame of numeric feature columns with a 0/1 label per row."""
+    """Shared logic: a table of numeric feature columns with a 0/1 label per row."""
 
     domain = "tabular"
     accepted_options: tuple[str, ...] = ()
 
-    def frame(self) -> tuple[pd.DataFrame, list[str], np.ndarray]:
-        """(the table, its feature columns, labels with 1 = anomalous)."""
+    def table(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(the feature values ``[rows, columns]`` as float32, the feature columns, labels with 1 = anomalous)."""
         raise NotImplementedError
 
     @cached_property
     def _splits(self) -> tuple[arpro.Split, arpro.Split, np.ndarray, np.ndarray, list[str]]:
-        frame, columns, labels = self.frame()
-        values = numeric_columns(frame, columns, self.source)
+        values, columns, labels = self.table()
         rng = np.random.default_rng(SPLIT_SEED)
         normal = rng.permutation(np.flatnonzero(labels == 0))
         n_test = int(round(TEST_FRACTION_OF_NORMAL * len(normal)))
@@ -133,20 +142,23 @@ class TableDataset(arpro.Dataset):
     def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
         from arpro_tabular.figure import plot_rows
 
-        records = []
+        rows = []
         for arm_name, x in [("input", result.x_bad)] + [(n, a.x_fix) for n, a in result.arms.items()]:
-            table = pd.DataFrame(self.to_table_units(x), columns=self.columns)
-            table.insert(0, "arm", arm_name)
-            table.insert(0, "id", result.ids)
-            records.append(table)
-        repaired = out_dir / "repaired.csv"
-        pd.concat(records).sort_values(["id", "arm"], kind="stable").to_csv(repaired, index=False)
-        omega = out_dir / "omega.csv"
-        mask = pd.DataFrame(result.omega.int().numpy(), columns=self.columns)
-        mask.insert(0, "id", result.ids)
-        mask.to_csv(omega, index=False)
+            rows += [[identifier, arm_name, *map(str, values)] for identifier, values in zip(result.ids, self.to_table_units(x))]
+        rows.sort(key=lambda row: (row[0], row[1]))
+        repaired = _write_csv(out_dir / "repaired.csv", ["id", "arm", *self.columns], rows)
+        mask = [[identifier, *map(str, values)] for identifier, values in zip(result.ids, result.omega.int().tolist())]
+        omega = _write_csv(out_dir / "omega.csv", ["id", *self.columns], mask)
         figure = plot_rows(result, self.columns, out_dir / "repair.png")
         return [repaired, omega, figure]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
 
 
 class BreastCancer(TableDataset):
@@ -160,10 +172,12 @@ class BreastCancer(TableDataset):
     name = "breast-cancer"
     embedded = True
 
-    def frame(self):
-        frame = pd.read_csv(BREAST_CANCER)
-        labels = (frame.pop("target").to_numpy() == 0).astype(np.int64)  # sklearn: 0 = malignant
-        return frame, list(frame.columns), labels
+    def table(self):
+        with BREAST_CANCER.open(newline="") as f:
+            header, *rows = list(csv.reader(f))
+        values = np.array(rows, dtype=np.float64)
+        labels = (values[:, -1] == 0).astype(np.int64)  # the last column is sklearn's target: 0 = malignant
+        return values[:, :-1].astype(np.float32), header[:-1], labels
 
 
 class CsvTable(TableDataset):
@@ -172,7 +186,7 @@ class CsvTable(TableDataset):
     name = "csv"
     accepted_options = ("label_column",)
 
-    def frame(self):
+    def table(self):
         if self.root is None:
             raise ArproError("dataset csv needs --data-root FILE.csv")
         frame = read_csv(self.root)
@@ -185,4 +199,4 @@ class CsvTable(TableDataset):
         else:
             labels = np.zeros(len(frame), dtype=np.int64)
         columns = [c for c in frame.columns if c != label_column]
-        return frame, columns, labels
+        return numeric_columns(frame, columns, self.root), columns, labels
