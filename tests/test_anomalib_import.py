@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from arpro import ArproError, plugins
-from arpro.checkpoint import load, obtain_model
+from arpro.checkpoint import load, obtain_model, save
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -97,11 +97,14 @@ def test_exported_torch_model_is_refused_with_a_recipe_that_works(anomalib_check
         assert torch.equal(converted.score(x), original.score(x))
 
 
-def test_imported_detector_is_calibrated_on_the_dataset_and_checks_its_size(anomalib_checkpoints):
+def test_imported_detector_is_calibrated_on_the_dataset_and_checks_its_size(anomalib_checkpoints, tmp_path):
     textures = plugins.get("dataset", "textures")
     dataset = textures(root=None, category="brick", image_size=64, n_train=4, n_test_normal=2, n_test_anomalous=2)
     detector = obtain_model("detector", "fastflow", dataset, checkpoint_path=anomalib_checkpoints["fastflow"])
     assert detector.is_calibrated and detector.tau.shape == (64, 64) and detector.train_scores.shape == (4,)
+    # kept as an arpro checkpoint, it reloads with the same tensors and thresholds
+    again = load(save(detector, tmp_path / "fastflow.safetensors"), "detector", "fastflow")
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in detector.state_dict().items())
     small = textures(root=None, category="brick", image_size=32, n_train=4, n_test_normal=2, n_test_anomalous=2)
     with pytest.raises(ArproError, match=r"built for 64x64 images, got 32x32.*--option image_size=64"):
         obtain_model("detector", "fastflow", small, checkpoint_path=anomalib_checkpoints["fastflow"])
@@ -161,6 +164,9 @@ def test_wrong_backbone_files_are_refused(tmp_path):
     torch.save({**state, "conv1.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "other.pth")
     with pytest.raises(ArproError, match=r"do not fit the resnet18: 'conv1.weight' is \[64, 3, 3, 3\] in the file"):
         fastflow(input_shape=[3, 32, 32], flow_steps=1, backbone_weights=str(tmp_path / "other.pth"))
+    torch.save(torch.nn.Linear(1, 1), tmp_path / "module.pth")  # a whole network pickled, not its state dict
+    with pytest.raises(ArproError, match=r"pickles torch\.nn\.modules\.linear\.Linear.*torch\.save\(network\.state_dict"):
+        fastflow(input_shape=[3, 32, 32], flow_steps=1, backbone_weights=str(tmp_path / "module.pth"))
 
 
 def test_efficientad_teacher_file_loads_exactly(tmp_path):

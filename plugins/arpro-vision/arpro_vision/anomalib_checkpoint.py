@@ -35,8 +35,9 @@ def plain_checkpoint_recipe(path: Path | str) -> str:
             "{k: v for k, v in m.hparams.items() if isinstance(v, (bool, int, float, str))}}, 'model.ckpt')\"")
 
 
-def read_torch_file(path: Path) -> Any:
-    """A torch file's content, unpickling nothing but tensors, plain data and ``EfficientAdModelSize``."""
+def read_torch_file(path: Path, remedy: str) -> Any:
+    """A torch file's content, unpickling nothing but tensors, plain data and ``EfficientAdModelSize``;
+    a file that pickles anything else is refused with ``remedy``."""
     from anomalib.models.image.efficient_ad.torch_model import EfficientAdModelSize
 
     try:
@@ -45,11 +46,7 @@ def read_torch_file(path: Path) -> Any:
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL (\S+)", str(error))
         what = found.group(1) if found else "a Python object"
-        raise ArproError(
-            f"{path} pickles {what}, which arpro does not unpickle (an anomalib export to torch, ExportType.TORCH, "
-            "pickles the whole model). Pass the Lightning checkpoint Engine.fit wrote (weights/lightning/model.ckpt), "
-            f"or, if you trust the file, write a plain one: {plain_checkpoint_recipe(path)}"
-        ) from None
+        raise ArproError(f"{path} pickles {what}, which arpro does not unpickle. {remedy}") from None
     except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ArproError(f"cannot read {path}: {reason}") from None
@@ -60,7 +57,9 @@ def read_checkpoint(path: Path) -> dict[str, Any] | None:
     path = Path(path)
     if not (path.is_file() and zipfile.is_zipfile(path)):
         return None
-    content = read_torch_file(path)
+    content = read_torch_file(path, "An anomalib export to torch (ExportType.TORCH) pickles the whole model: pass "
+                              "the Lightning checkpoint Engine.fit wrote (weights/lightning/model.ckpt), or, if you "
+                              f"trust the file, write a plain one: {plain_checkpoint_recipe(path)}")
     if isinstance(content, dict) and all(isinstance(v, Tensor) for v in content.values()):
         content = {"state_dict": content}  # a bare state dict: everything inferred from its tensors
     if not (isinstance(content, dict) and isinstance(content.get("state_dict"), dict)):

@@ -49,7 +49,7 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
         else:
             from arpro_vision.anomalib_checkpoint import read_torch_file
 
-            state = read_torch_file(path)
+            state = read_torch_file(path, "Save the network's weights alone: torch.save(network.state_dict(), PATH)")
     except ArproError:
         raise
     except Exception as error:
