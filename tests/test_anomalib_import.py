@@ -109,6 +109,20 @@ def test_imported_detector_is_calibrated_on_the_dataset_and_checks_its_size(anom
         obtain_model("detector", "fastflow", small, checkpoint_path=anomalib_checkpoints["fastflow"])
 
 
+def test_fastflow_config_is_inferred_from_tensors_alone(anomalib_checkpoints, tmp_path):
+    path = anomalib_checkpoints["fastflow"]
+    checkpoint = torch.load(path, weights_only=True)
+    model_state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    torch.save(model_state, tmp_path / "bare.pt")  # the torch model's state dict: no hyper-parameters, no size
+    assert load(tmp_path / "bare.pt", "detector", "fastflow").config == {
+        **load(path, "detector", "fastflow").config, "backbone_weights": str(tmp_path / "bare.pt")}
+    transforms = checkpoint["anomalib_pre_processor_config"]["transform"]["init_args"]["transforms"]
+    del transforms[1]  # Resize only: anomalib's model would see unnormalised images
+    torch.save(checkpoint, tmp_path / "unnormalised.ckpt")
+    with pytest.raises(ArproError, match="normalises with nothing; arpro's FastFlow uses ImageNet's"):
+        load(tmp_path / "unnormalised.ckpt", "detector", "fastflow")
+
+
 def test_torch_files_that_are_not_anomalib_checkpoints_are_refused(tmp_path):
     torch.save({"weights": [1, 2]}, tmp_path / "other.ckpt")
     with pytest.raises(ArproError, match="not an anomalib checkpoint"):

@@ -110,9 +110,11 @@ def fastflow_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     channels, h, w = state["model.norms.0.weight"].shape
     backbone = hparams.get("backbone", {64: "resnet18", 256: "wide_resnet50_2"}.get(int(channels), "unknown"))
     _, normalize = _preprocessing(checkpoint, path)
-    if normalize is not None and [[round(float(v), 3) for v in row] for row in normalize] != IMAGENET:
-        raise ArproError(f"{path}: anomalib's pre-processor normalises with mean/std {normalize}; arpro's "
-                         f"FastFlow uses ImageNet's {IMAGENET}")
+    recorded = "anomalib_pre_processor_config" in checkpoint  # else a plain checkpoint: the default assumed
+    if (normalize is None and recorded) or (normalize is not None and
+                                            [[round(float(v), 3) for v in row] for row in normalize] != IMAGENET):
+        raise ArproError(f"{path}: anomalib's pre-processor normalises with {normalize or 'nothing'}; arpro's FastFlow "
+                         f"uses ImageNet's mean and std {IMAGENET}, as anomalib's default pre-processor does")
     steps = {int(k.split(".")[4]) for k in state if k.startswith("model.fast_flow_blocks.0.module_list.")}
     hidden = state["model.fast_flow_blocks.0.module_list.0.subnet.0.weight"].shape[0]
     odd_kernel = state.get("model.fast_flow_blocks.0.module_list.1.subnet.0.weight")
@@ -130,6 +132,9 @@ def efficientad_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]
     state, hparams = checkpoint["state_dict"], checkpoint.get("hyper_parameters") or {}
     if "model.teacher.conv1.weight" not in state or "model.ae.encoder.enconv1.weight" not in state:
         raise ArproError(f"{path} is not an anomalib EfficientAd checkpoint (no model.teacher / model.ae tensors)")
+    if _preprocessing(checkpoint, path)[1] is not None:
+        raise ArproError(f"{path}: anomalib's pre-processor normalises the images; "
+                         "EfficientAD's networks do that themselves")
     medium = "model.teacher.conv6.weight" in state
     last = state["model.teacher.conv6.weight" if medium else "model.teacher.conv4.weight"]
     model_size = hparams.get("model_size", "medium" if medium else "small")
@@ -155,7 +160,11 @@ def import_detector(cls, path: Path):
     checkpoint = read_checkpoint(path)
     if checkpoint is None:
         return None
-    config = CONFIGS[cls.name](checkpoint, Path(path))
+    try:
+        config = CONFIGS[cls.name](checkpoint, Path(path))
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:  # plain data of an unexpected shape
+        raise ArproError(f"{path} is not an anomalib {cls.name} checkpoint arpro can read "
+                         f"({type(error).__name__}: {error})") from None
     cls.check_config(config, str(path))
     detector = cls(**config, backbone_weights=str(path))
     state = checkpoint["state_dict"]
@@ -166,7 +175,7 @@ def import_detector(cls, path: Path):
                          f"{'missing ' + missing[0] if missing else 'unexpected ' + unexpected[0]}")
     try:
         detector.load_state_dict(state, strict=False)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError) as error:
         raise ArproError(f"{path} does not fit {cls.name} {config}: {str(error).splitlines()[-1].strip()}") from None
     broken = next((k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None)
     if broken is not None:
