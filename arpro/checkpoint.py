@@ -62,8 +62,12 @@ def read_header(path: Path) -> dict:
 
 
 def load(path: Path, kind: str, name: str | None = None) -> Model:
-    """Load a ``kind`` ("detector" or "repairer") checkpoint; ``name`` must match when given."""
+    """Load a ``kind`` ("detector" or "repairer") checkpoint; ``name`` must match when given. A file
+    in another library's format is read by the named class (:meth:`Model.from_foreign_checkpoint`)."""
     path = Path(path)
+    foreign = plugins.get(kind, name).from_foreign_checkpoint(path) if name is not None else None
+    if foreign is not None:
+        return foreign.eval()
     header = read_header(path)
     if header["kind"] != kind:
         raise ArproError(f"{path} holds a {header['kind']}, not a {kind}")
@@ -91,7 +95,10 @@ def obtain_model(
     ``dataset``, or trained on ``dataset``'s normal training split now."""
     cls = plugins.get(kind, name)
     if checkpoint_path is not None:
-        return load(checkpoint_path, kind, name)
+        model = load(checkpoint_path, kind, name)
+        if isinstance(model, Detector) and not model.is_calibrated:  # a foreign checkpoint has no thresholds
+            model.calibrate(dataset.train().x)
+        return model
     bundled = cls.bundled_checkpoint(dataset)
     if bundled is not None:
         return load(bundled, kind, name)

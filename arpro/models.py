@@ -134,6 +134,12 @@ class Model(nn.Module):
         return cls(**{"input_shape": list(dataset.sample_shape()), **overrides})
 
     @classmethod
+    def from_foreign_checkpoint(cls, path: Path) -> Model | None:
+        """The model in ``path`` when it is another library's checkpoint that ``cls`` reads (e.g. an
+        anomalib ``.ckpt``), without unpickling code; None when ``path`` is not one (an arpro checkpoint)."""
+        return None
+
+    @classmethod
     def bundled_checkpoint(cls, dataset: Dataset) -> Path | None:
         """A checkpoint shipped with the plugin for ``dataset`` (its embedded default), if any."""
         return None

@@ -73,6 +73,8 @@ def bad(tmp_path_factory) -> Path:
     (root / "existing_dir").mkdir()
     (root / "existing_dir" / "keep.txt").write_text("keep")
     (root / "a_file").write_text("not a folder")
+    torch.save({"model": torch.nn.Linear(1, 1)}, root / "exported.pt")  # as anomalib's torch export pickles a module
+    torch.save({"weights": [1, 2]}, root / "not_anomalib.ckpt")
 
     pretrained = root / "gpt2_pickle"
     pretrained.mkdir()
@@ -157,6 +159,10 @@ CASES = [
     ("checkpoint of a repairer", [*REPAIR, "--detector-checkpoint", "{bad}/repairer.safetensors"], "repairer"),
     ("checkpoint truncated", [*REPAIR, "--detector-checkpoint", "{bad}/truncated.safetensors"], "truncated"),
     ("checkpoint a pickle", [*REPAIR, "--detector-checkpoint", "{bad}/pickle.safetensors"], "pickle.safetensors"),
+    ("anomalib export pickling a module", ["repair", "--detector", "fastflow", "--detector-checkpoint", "{bad}/exported.pt",
+                                           "--out", "out", "--quiet"], "weights_only=False)['model']"),
+    ("torch file not from anomalib", ["repair", "--detector", "efficientad", "--detector-checkpoint",
+                                      "{bad}/not_anomalib.ckpt", "--out", "out", "--quiet"], "not an anomalib checkpoint"),
     # output locations
     ("out in /proc", ["repair", "--detector", "gaussian", "--out", "/proc/arpro-x", "--quiet"], "/proc/arpro-x"),
     ("out under a file", ["repair", "--detector", "gaussian", "--out", "{bad}/a_file/out", "--quiet"], "a_file"),

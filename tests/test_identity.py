@@ -29,3 +29,18 @@ def test_decomposition_identity(name):
     residual = (s - d.alpha.flatten(1).sum(1) - d.beta).abs()
     assert torch.all(residual <= 1e-5 * (1 + s.abs())), residual
     assert torch.isfinite(d.alpha).all()
+
+
+@pytest.mark.parametrize("name", ["fastflow", "efficientad"])
+def test_decomposition_identity_of_anomalib_checkpoints(name, anomalib_checkpoints):
+    """The same identity for detectors read from anomalib's own ``Engine.fit`` checkpoints."""
+    from arpro.checkpoint import load
+
+    detector = load(anomalib_checkpoints[name], "detector", name)
+    size = detector.config["input_shape"][-1]
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        d = detector.decompose(x)
+        s = detector.reference_score(x)
+    residual = (s - d.alpha.flatten(1).sum(1) - d.beta).abs()
+    assert torch.all(residual <= 1e-5 * (1 + s.abs())), residual

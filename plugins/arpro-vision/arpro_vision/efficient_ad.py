@@ -16,8 +16,24 @@ from torch import Tensor
 
 import arpro
 from arpro import ArproError
-from arpro_vision.backbone import FrozenModulesMixin, hide_module, image_hw, load_weights, seeded, warn_random_init
+from arpro_vision.backbone import (
+    FrozenModulesMixin,
+    check_input_size,
+    hide_module,
+    image_hw,
+    load_backbone,
+    seeded,
+    warn_random_init,
+)
 from arpro_vision.bundled import ShippedModel
+
+# anomalib's distilled teachers (pretrained_teacher_small.pth / _medium.pth, 384 output channels), fetched
+# by anomalib's own downloader into ./efficientad_pretrained_weights/
+TEACHER_RECIPE = ('python -c "from pathlib import Path; from anomalib.data.utils import download_and_extract; '
+                  'from anomalib.models.image.efficient_ad.lightning_model import WEIGHTS_DOWNLOAD_INFO; '
+                  'download_and_extract(Path(\'.\'), WEIGHTS_DOWNLOAD_INFO)" '
+                  "(then teacher_out_channels=384 and backbone_weights=efficientad_pretrained_weights/"
+                  "pretrained_teacher_small.pth)")
 
 
 class EfficientAdDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
@@ -75,12 +91,21 @@ class EfficientAdDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
             del self.model.ae
         if backbone_weights:
             path = Path(backbone_weights).expanduser()
-            if path.is_file():
-                self.model.teacher.load_state_dict(load_weights(path))
+            if path.is_file():  # else the checkpoint being loaded fills the (stored) teacher
+                what = f"{model_size} PDN teacher with {teacher_out_channels} output channels (teacher_out_channels)"
+                load_backbone(self.model.teacher, path, what, prefer="teacher.")
             self.model.teacher.requires_grad_(False)
         else:
-            warn_random_init(self.name, "teacher network")
+            warn_random_init(self.name, "teacher network", TEACHER_RECIPE)
             self._keep_frozen(hide_module(self.model, "teacher"))
+
+    @classmethod
+    def from_foreign_checkpoint(cls, path: Path) -> EfficientAdDetector | None:
+        """anomalib's ``EfficientAd`` checkpoint (``Engine.fit``'s ``model.ckpt``), read by
+        :mod:`arpro_vision.anomalib_checkpoint`."""
+        from arpro_vision.anomalib_checkpoint import import_detector
+
+        return import_detector(cls, path)
 
     def _teacher(self, x01: Tensor) -> Tensor:
         self.model.teacher.eval()
@@ -92,6 +117,7 @@ class EfficientAdDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
 
     def maps(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """The raw student–teacher and student–autoencoder maps ``[B, 1, H, W]`` (before quantile scaling)."""
+        check_input_size(self.name, self.config["input_shape"], x)
         x01 = (x + 1) / 2
         size = x.shape[-2:]
         c = self.config["teacher_out_channels"]

@@ -22,13 +22,21 @@ from arpro_vision.backbone import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     FrozenModulesMixin,
+    check_input_size,
     hide_module,
     image_hw,
-    load_weights,
+    load_backbone,
     seeded,
     warn_random_init,
 )
 from arpro_vision.bundled import ShippedModel
+
+WEIGHTS_RECIPES = {  # torchvision's ImageNet weights, in the key layout timm (and so anomalib) reads
+    "resnet18": 'python -c "import torch, torchvision; torch.save(torchvision.models.resnet18('
+                'weights=\'IMAGENET1K_V1\').state_dict(), \'resnet18.pth\')"',
+    "wide_resnet50_2": 'python -c "import torch, torchvision; torch.save(torchvision.models.wide_resnet50_2('
+                       'weights=\'IMAGENET1K_V1\').state_dict(), \'wide_resnet50_2.pth\')"',
+}
 
 
 class FastFlowDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
@@ -75,30 +83,47 @@ class FastFlowDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
         if backbone_weights:
             path = Path(backbone_weights).expanduser()
             if path.is_file():  # else the checkpoint being loaded fills the (stored) backbone
-                self.model.feature_extractor.load_state_dict(load_weights(path), strict=False)
+                load_backbone(self.model.feature_extractor, path, backbone, prefer="feature_extractor.")
             self.model.feature_extractor.requires_grad_(False)
         else:
-            warn_random_init(self.name, f"{backbone} backbone")
+            warn_random_init(self.name, f"{backbone} backbone", WEIGHTS_RECIPES[backbone])
             self._keep_frozen(hide_module(self.model, "feature_extractor"))
         self.scales = [int(r) for r in self.model.feature_extractor.feature_info.reduction()]
 
+    @classmethod
+    def from_foreign_checkpoint(cls, path: Path) -> FastFlowDetector | None:
+        """anomalib's ``Fastflow`` checkpoint (``Engine.fit``'s ``model.ckpt``), read by
+        :mod:`arpro_vision.anomalib_checkpoint`."""
+        from arpro_vision.anomalib_checkpoint import import_detector
+
+        return import_detector(cls, path)
+
     def _features(self, x: Tensor) -> list[Tensor]:
+        check_input_size(self.name, self.config["input_shape"], x)
         x01 = (x + 1) / 2
         normed = (x01 - IMAGENET_MEAN.to(x)) / IMAGENET_STD.to(x)
         self.model.feature_extractor.eval()
         return self.model._get_cnn_features(normed)
 
+    def flow_outputs(self, x: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per backbone scale: the flow's ``z`` ``[B, C, h, w]`` and ``log|det J|`` ``[B]``, as in anomalib's
+        training forward. anomalib's anomaly map is ``mean_k bilinear(−exp(−mean_c ½ z_k²))`` of these."""
+        outputs = []
+        for block, feature in zip(self.model.fast_flow_blocks, self._features(x), strict=True):
+            z, log_jac_det = block(feature)
+            outputs.append((z, log_jac_det.reshape(-1)))
+        return outputs
+
     def decompose(self, x: Tensor) -> arpro.Decomposition:
         height, width = x.shape[-2:]
         alpha = x.new_zeros(x.shape[0], height, width)
         beta = x.new_zeros(x.shape[0])
-        for block, feature in zip(self.model.fast_flow_blocks, self._features(x), strict=True):
-            z, log_jac_det = block(feature)
+        for z, log_jac_det in self.flow_outputs(x):
             per_position = 0.5 * z.pow(2).sum(1)  # [B, h, w]
             h, w = per_position.shape[-2:]
             spread = per_position / ((height // h) * (width // w))
             alpha = alpha + F.interpolate(spread.unsqueeze(1), size=(height, width), mode="nearest").squeeze(1)
-            beta = beta - log_jac_det.reshape(-1) + 0.5 * z[0].numel() * math.log(2 * math.pi)
+            beta = beta - log_jac_det + 0.5 * z[0].numel() * math.log(2 * math.pi)
         return arpro.Decomposition(alpha=alpha, beta=beta)
 
     def reference_score(self, x: Tensor) -> Tensor:
