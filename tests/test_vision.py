@@ -190,29 +190,95 @@ def test_repair_keeps_outside_of_omega_and_writes_figure(tiny_models, tmp_path):
         assert image.width > 400  # five columns
 
 
-@pytest.mark.parametrize("mode,suffix", [("L", ".png"), ("RGBA", ".png"), ("RGB", ".jpg"), ("P", ".png")])
-def test_read_input_any_mode_and_size_roundtrip(tiny_models, tmp_path, mode, suffix):
-    data, models = tiny_models
-    rng = np.random.default_rng(0)
-    rgb = Image.fromarray(rng.integers(0, 255, (45, 70, 3), dtype=np.uint8))
-    image = rgb.convert(mode) if mode != "RGBA" else rgb.convert("RGBA")
+def user_image(mode: str, size=(70, 45), seed=0) -> Image.Image:
+    """A random picture of ``size`` (width, height) in ``mode`` (RGBA with a constant alpha of 128)."""
+    rng = np.random.default_rng(seed)
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(1000, 60000, size[::-1], dtype=np.uint16))
+    image = Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).convert("RGB" if mode == "RGBA" else mode)
     if mode == "RGBA":
-        image.putalpha(Image.fromarray(np.full((45, 70), 128, np.uint8)))
-    path = tmp_path / f"user{suffix}"
-    image.save(path)
+        image.putalpha(Image.fromarray(np.full(size[::-1], 128, np.uint8)))
+    return image
+
+
+def repair_file(data, models, path, out, mask=None, arms=("guided",)):
+    """Read ``path`` as a user's input, repair it with the tiny models, write the repairs into ``out``."""
     batch = data.read_input(path)
-    assert batch.x.shape == (1, 3, 32, 32) and batch.x.min() >= -1 and batch.x.max() <= 1
     result = arpro.repair(
-        batch.x, models["efficientad"], models["ddpm"], settings=arpro.RepairSettings(steps=3), mask="top",
-        ids=batch.ids, progress=False, arms=["guided"],
+        batch.x, models["fastflow"], models["ddpm"], settings=arpro.RepairSettings(steps=3),
+        mask="top" if mask is None else mask, ids=batch.ids, progress=False, arms=list(arms),
     )  # fmt: skip
-    out = tmp_path / "out"
     data.write_repairs(result, out, batch)
-    with Image.open(out / "user_repair.png") as repaired:
+    return batch, result
+
+
+@pytest.mark.parametrize("mode,suffix", [("L", ".png"), ("RGBA", ".png"), ("RGB", ".jpg"), ("P", ".png"),
+                                         ("LA", ".png"), ("I;16", ".png")])
+def test_user_file_comes_back_at_its_size_and_mode_unchanged_outside_omega(tiny_models, tmp_path, mode, suffix):
+    """Compositing: the written repair has the input's size and mode (L stays L, 16-bit stays
+    16-bit, alpha kept); outside the mapped omega every pixel is the input's own."""
+    data, models = tiny_models
+    path = tmp_path / f"user{suffix}"
+    user_image(mode).save(path)
+    batch, _ = repair_file(data, models, path, tmp_path / "out", arms=("baseline", "infill", "guided"))
+    assert batch.x.shape == (1, 3, 32, 32) and batch.x.min() >= -1 and batch.x.max() <= 1
+    with Image.open(path) as original:
+        original = original.convert("RGB") if mode == "P" else original
+        before = np.asarray(original)
+    with Image.open(tmp_path / "out" / "user_repair.png") as repaired:
         assert repaired.size == (70, 45)
-        assert repaired.mode == {"L": "L", "RGBA": "RGBA", "RGB": "RGB", "P": "RGB"}[mode]
-        if mode == "RGBA":
-            assert np.asarray(repaired.getchannel("A")).max() == 128
+        assert repaired.mode == {"P": "RGB"}.get(mode, mode)
+        after = np.asarray(repaired)
+    with Image.open(tmp_path / "out" / "user_omega.png") as omega:
+        outside = np.asarray(omega) == 0
+    assert omega.size == (70, 45) and 0 < outside.mean() < 1
+    assert np.array_equal(after[outside], before[outside])  # byte for byte
+    assert not np.array_equal(after[~outside], before[~outside])
+    if mode in ("RGBA", "LA"):
+        assert np.array_equal(after[..., -1], before[..., -1])  # alpha untouched, inside omega too
+    with Image.open(tmp_path / "out" / "user_repair_baseline.png") as baseline:  # the baseline regenerates everything
+        assert baseline.size == (70, 45) and not np.array_equal(np.asarray(baseline)[outside], before[outside])
+
+
+def test_non_square_input_is_letterboxed_not_squashed(tiny_models, tmp_path):
+    """A 96x48 picture fills a 32x16 box in the 32 px square, its edge mirrored above and below;
+    the padding never reaches the written file, whatever omega covers there."""
+    from arpro_vision.images import Letterbox
+
+    data, models = tiny_models
+    assert Letterbox.fit((1024, 768), 64) == Letterbox(64, 0, 8, 64, 48)
+    assert Letterbox.fit((250, 620), 64) == Letterbox(64, 19, 0, 26, 64)
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 255, (48, 96), dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    batch = data.read_input(path)
+    box = batch.meta["images"][0].box
+    assert (box.left, box.top, box.width, box.height) == (0, 8, 32, 16)
+    x = batch.x[0, 0]
+    expected = torch.from_numpy(np.asarray(Image.fromarray(pixels).resize((32, 16), Image.Resampling.BICUBIC,
+                                                                          reducing_gap=None)).astype(np.float32) / 127.5 - 1)
+    assert torch.allclose(x[8:24], expected)  # the picture itself: resized, not squashed
+    assert torch.equal(x[7], x[8]) and torch.equal(x[24], x[23])  # mirrored edge
+    padding_only = torch.zeros(1, 32, 32)
+    padding_only[:, :8] = 1  # omega covers only the padding: nothing of the picture may change
+    repair_file(data, models, path, tmp_path / "out", mask=padding_only, arms=("infill", "guided"))
+    with Image.open(tmp_path / "out" / "wide_repair.png") as repaired:
+        assert repaired.size == (96, 48) and np.array_equal(np.asarray(repaired), pixels)
+
+
+def test_feather_stays_inside_omega_and_fades_in(tiny_models, tmp_path):
+    """Upsampling 4x: the feather is one model pixel (4 px) wide, inside the mapped omega."""
+    from arpro_vision.images import feather
+
+    region = np.zeros((40, 40), bool)
+    region[8:32, 8:32] = True
+    weight = feather(region, 4.0)
+    assert weight[~region].max() == 0 and weight[20, 20] == 1
+    assert 0 < weight[8, 20] < weight[9, 20] < weight[11, 20] == 1  # rises over 4 px from the boundary
+    border = np.zeros((40, 40), bool)
+    border[:, :10] = True
+    assert feather(border, 4.0)[20, 0] == 1  # the image's border is no boundary
 
 
 def test_bad_image_files_give_one_line_errors(tiny_models, tmp_path):
@@ -251,6 +317,7 @@ def test_mvtec_layout_from_a_fake_folder(tmp_path):
     test = data.test()
     assert sorted(test.labels.tolist()) == [0, 0, 1, 1]
     bad = test.anomalous()
+    # letterboxed: 48x40 -> 16x13 at row 1, the top row mirrored above, the bottom two below
     assert bad.masks.shape == (2, 16, 16) and torch.equal(bad.masks[0, :8], torch.ones(8, 16))
     assert bad.masks[0, 8:].sum() == 0
     with pytest.raises(arpro.ArproError, match="does not exist"):
@@ -292,3 +359,38 @@ def test_bundled_demo_path(tmp_path):
         assert (tmp_path / name / "repair.png").is_file() and len(files) == 2 * 4 + 1
         json.dumps(result.to_dict())
         assert torch.isfinite(result.arms["guided"].score).all()
+
+
+def painted_defect_image(size=(1024, 768), seed=0) -> Image.Image:
+    """A grayscale defect image at full size: a test-strip crop of scikit-image's brick photograph
+    (what the bundled brick models know at 64 px), enlarged, with fine noise and a dark painted scratch."""
+    import skimage.data
+
+    w, h = size
+    crop = skimage.data.brick()[400:448, 0:64]
+    surface = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BICUBIC), dtype=np.float64)
+    surface += np.random.default_rng(seed).normal(0, 4, (h, w))
+    yy, xx = np.mgrid[0:h, 0:w]
+    surface[(np.abs((yy - 300) - 0.4 * (xx - 400)) < 12) & (xx > 300) & (xx < 700)] = 15
+    return Image.fromarray(np.clip(surface, 0, 255).astype(np.uint8), mode="L")
+
+
+def test_cli_repairs_a_1024x768_grayscale_image_at_its_own_size(tmp_path):
+    """The bar: `arpro repair --detector fastflow` (bundled checkpoints) on a 1024x768 L image writes
+    1024x768 L PNGs whose pixels outside the written omega are the input's, byte for byte."""
+    from conftest import run_cli
+
+    path = tmp_path / "big.png"
+    painted_defect_image().save(path)
+    proc = run_cli("repair", "--detector", "fastflow", "--input", str(path), "--steps", "3", "--out", str(tmp_path / "out"),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    before = np.asarray(Image.open(path))
+    omega = np.asarray(Image.open(tmp_path / "out" / "big_omega.png")) > 0
+    assert omega.shape == (768, 1024) and 0 < omega.mean() < 1
+    for name in ("big_repair.png", "big_repair_infill.png"):
+        with Image.open(tmp_path / "out" / name) as repaired:
+            assert repaired.size == (1024, 768) and repaired.mode == "L"
+            after = np.asarray(repaired)
+        assert np.array_equal(after[~omega], before[~omega])
+        assert not np.array_equal(after[omega], before[omega])

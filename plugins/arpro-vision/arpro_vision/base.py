@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 import arpro
 from arpro import ArproError
 from arpro_vision.images import DEFAULT_MAX_PIXELS, ImageInfo, read_image, safe_name, save_image, save_mask
@@ -47,13 +49,18 @@ class ImageDataset(arpro.Dataset):
         return (3, self.image_size, self.image_size)
 
     def read_input(self, path: Path) -> arpro.InputBatch:
-        """One PNG/JPEG of any size and mode, resized to the model's size."""
+        """One PNG/JPEG of any size and mode, letterboxed into the model's square; its original
+        pixels ride along in ``meta["images"]`` for :meth:`write_repairs`."""
         x, info = read_image(Path(path), self.image_size, self.max_pixels)
         return arpro.InputBatch(x.unsqueeze(0), [Path(path).stem], {"images": [info]})
 
     def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
-        """Per input: ``<id>_repair.png`` (guided, at the input's size and mode), each other arm's
-        repair, ``<id>_omega.png``; and ``repair.png``, the paper's Figure 4 layout for the batch."""
+        """Per input: ``<id>_repair.png`` (guided), each other arm's repair and ``<id>_omega.png``,
+        at the input's size and mode; and ``repair.png``, the paper's Figure 4 layout for the batch.
+
+        A user's file is composited: each arm's repair enters the original only where it
+        may differ from the input in the model's space (omega, plus any pixel the arm changed:
+        the baseline regenerates everything), so every other pixel is the input's own."""
         from arpro_vision.figure import figure4
 
         out_dir = Path(out_dir)
@@ -66,13 +73,13 @@ class ImageDataset(arpro.Dataset):
         for i, identifier in enumerate(ids):
             stem = safe_name(identifier)
             info = infos[i]
+            omega = result.omega_input[i].amax(0)
             for arm_name, arm in result.arms.items():
                 suffix = "repair" if arm_name == last else f"repair_{arm_name}"
-                written.append(save_image(arm.x_fix[i], out_dir / f"{stem}_{suffix}.png", info))
-            omega = result.omega[i]
-            if omega.dim() == 3:
-                omega = omega.amax(0)
-            written.append(save_mask(omega, out_dir / f"{stem}_omega.png", info.size if info else None))
-        written.append(figure4(result, out_dir / "repair.png"))
+                changed = (arm.x_fix[i] != result.x_bad[i]).any(0)
+                region = torch.maximum(omega, changed.to(omega.dtype))
+                written.append(save_image(arm.x_fix[i], out_dir / f"{stem}_{suffix}.png", info, region))
+            written.append(save_mask(omega, out_dir / f"{stem}_omega.png", info))
+        written.append(figure4(result, out_dir / "repair.png", [info.box if info else None for info in infos]))
         return written
 

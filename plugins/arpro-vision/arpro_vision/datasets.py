@@ -6,8 +6,10 @@ The sample lists come from anomalib's own layout parsers (``make_mvtec_ad_datase
 missing dataset and need lightning's trainer. Nothing is downloaded: a missing or empty
 folder is an ArproError that names the expected layout.
 
-Images are resized to ``image_size`` (bicubic, antialiased) and masks with area averaging
-(a pixel is anomalous when at least half of it was), giving ``Split.masks`` ``[N, H, W]``.
+Images keep their aspect ratio: the longer side is resized to ``image_size`` (bicubic,
+antialiased) and the shorter one mirror-padded to it (``images.Letterbox``); masks are placed
+the same way, area-averaged (a pixel is anomalous when at least half of it was) and mirrored
+into the padding like the image's edge, giving ``Split.masks`` ``[N, H, W]``.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from PIL import Image
 import arpro
 from arpro import ArproError
 from arpro_vision.base import ImageDataset
-from arpro_vision.images import open_image, resize_rgb, to_tensor
+from arpro_vision.images import letterbox_mask, letterbox_rgb, open_image, to_tensor
 
 
 def load_mask(path: str | None, size: int) -> np.ndarray:
+    """A ground-truth mask letterboxed like its image; no mask file means no anomalous pixel."""
     if not path or (isinstance(path, float) and np.isnan(path)):
         return np.zeros((size, size), np.float32)
     try:
@@ -34,9 +37,7 @@ def load_mask(path: str | None, size: int) -> np.ndarray:
             mask = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     except Exception as error:
         raise ArproError(f"cannot read mask {path}: {str(error).splitlines()[0]}") from None
-    t = torch.from_numpy((mask > 0.5).astype(np.float32))[None, None]
-    t = torch.nn.functional.interpolate(t, size=(size, size), mode="area" if size < mask.shape[0] else "nearest")
-    return (t[0, 0].numpy() >= 0.5).astype(np.float32)
+    return letterbox_mask(mask > 0.5, size)
 
 
 class FolderLayoutDataset(ImageDataset):
@@ -97,7 +98,7 @@ class FolderLayoutDataset(ImageDataset):
         xs, masks, ids = [], [], []
         for row in rows.itertuples():
             rgb, _ = open_image(Path(row.image_path), self.max_pixels)
-            xs.append(to_tensor(resize_rgb(rgb, (size, size))))
+            xs.append(to_tensor(letterbox_rgb(rgb, size)[0]))
             masks.append(load_mask(getattr(row, "mask_path", None), size))
             path = Path(row.image_path)
             ids.append(f"{path.parent.name}/{path.stem}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,14 +11,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import arpro  # noqa: E402
-from arpro_vision.images import to_uint8  # noqa: E402
+from arpro_vision.images import Letterbox, to_uint8  # noqa: E402
 
 MAX_ROWS = 6
 
 
-def figure4(result: arpro.RepairResult, path: Path) -> Path:
+def figure4(result: arpro.RepairResult, path: Path, boxes: Sequence[Letterbox | None] = ()) -> Path:
     """One row per input (at most ``MAX_ROWS``): input | ω | baseline repair | guided repair |
-    |guided − input| (summed over channels). Arms that were not run are left blank."""
+    |guided − input| (summed over channels), at the model's resolution, which is what the
+    detector saw. Arms that were not run are left blank; a row with a :class:`Letterbox` in
+    ``boxes`` shows the picture only, without its mirrored padding."""
     n = min(len(result), MAX_ROWS)
     titles = ["input", "ω (omega)", "baseline repair", "guided repair", "difference"]
     fig, axes = plt.subplots(n, 5, figsize=(10, 2.1 * n + 0.3), squeeze=False)
@@ -34,6 +37,9 @@ def figure4(result: arpro.RepairResult, path: Path) -> Path:
         if guided is not None:
             diff = (guided.x_fix[i] - result.x_bad[i]).abs().sum(0).numpy()
         panels.append(diff)
+        box = boxes[i] if i < len(boxes) else None
+        if box is not None:
+            panels = [None if p is None else box.crop(p) for p in panels]
         for j, (ax, panel) in enumerate(zip(axes[i], panels)):
             ax.set_xticks([])
             ax.set_yticks([])
