@@ -336,6 +336,13 @@ def test_folder_dataset_holds_out_normals(tmp_path):
     data = plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16)
     assert len(data.train()) == 8 and len(data.test()) == 4
     assert data.test().anomalous().masks.sum() == 2 * 16 * 16
+    crops = plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=3).train()
+    assert crops.x.shape == (8 * 3, 3, 16, 16) and len(set(crops.ids)) == 24
+    first = np.asarray(Image.open(tmp_path / "normal" / "000.png"))  # crops at native resolution, not resized
+    windows = [first[y : y + 16, x : x + 16] for y in range(5) for x in range(5)]
+    assert any(np.array_equal(crops.x[0].permute(1, 2, 0).add(1).mul(127.5).round().byte().numpy(), w) for w in windows)
+    with pytest.raises(arpro.ArproError, match="crops must be"):
+        plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=0).train()
 
 
 def test_bundled_demo_path(tmp_path):
@@ -394,3 +401,40 @@ def test_cli_repairs_a_1024x768_grayscale_image_at_its_own_size(tmp_path):
             after = np.asarray(repaired)
         assert np.array_equal(after[~omega], before[~omega])
         assert not np.array_equal(after[omega], before[omega])
+
+
+def test_tiled_repair_runs_the_ddpm_on_full_resolution_crops_near_omega(tiny_models, tmp_path):
+    """Option tiled: the input stays at 100x48, the 32 px DDPM runs on 32 px crops touching omega only,
+    the detector scores the letterboxed whole; the written file is unchanged outside omega."""
+    from arpro_vision.images import letterbox_rgb
+    from arpro_vision.tiles import TiledDetector, TiledRepairer, letterbox_tensor, tile_starts
+
+    _, models = tiny_models
+    data = textures(tiled=True)
+    pixels = np.random.default_rng(5).integers(0, 255, (48, 100), dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    batch = data.read_input(path)
+    assert batch.x.shape == (1, 3, 48, 100)
+    detector, repairer = data.models_for(batch, models["fastflow"], models["ddpm"])
+    assert isinstance(detector, TiledDetector) and isinstance(repairer, TiledRepairer)
+    square = torch.from_numpy(letterbox_rgb(np.repeat(pixels[..., None], 3, -1), 32)[0].astype(np.float32) / 127.5 - 1)
+    assert (letterbox_tensor(batch.x, detector.box)[0].permute(1, 2, 0) - square).abs().mean() < 0.02  # as read_image does
+    mask = torch.zeros(1, 3, 48, 100)
+    mask[..., 10:30, 5:25] = 1  # a defect on the left: crops on the right are never run
+    result = arpro.repair(batch.x, detector, repairer, settings=arpro.RepairSettings(steps=3), mask=mask, ids=batch.ids,
+                          progress=False, arms=["infill", "guided"])
+    windows = repairer.windows(batch.x.shape)
+    assert tile_starts(48, 32, 24) == [0, 16] and tile_starts(100, 32, 24) == [0, 24, 48, 68]  # 8 crops cover it
+    assert windows == [(0, 0, 0), (0, 0, 24), (0, 16, 0), (0, 16, 24)]
+    assert result.arms["guided"].x_fix.shape == (1, 3, 48, 100)
+    outside = result.omega_input == 0
+    assert torch.equal(result.arms["guided"].x_fix[outside], batch.x[outside])
+    data.write_repairs(result, tmp_path / "out", batch)
+    with Image.open(tmp_path / "out" / "wide_repair.png") as repaired:
+        assert repaired.size == (100, 48) and repaired.mode == "L"
+        after = np.asarray(repaired)
+    omega = np.asarray(Image.open(tmp_path / "out" / "wide_omega.png")) > 0
+    assert np.array_equal(after[~omega], pixels[~omega]) and not np.array_equal(after[omega], pixels[omega])
+    with pytest.raises(arpro.ArproError, match="tiled must be"):
+        textures(tiled="yes").tiled

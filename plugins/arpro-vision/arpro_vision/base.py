@@ -8,7 +8,8 @@ import torch
 
 import arpro
 from arpro import ArproError
-from arpro_vision.images import DEFAULT_MAX_PIXELS, ImageInfo, read_image, safe_name, save_image, save_mask
+from arpro_vision.images import (DEFAULT_MAX_PIXELS, ImageInfo, open_image, read_image, safe_name, save_image, save_mask,
+                                 to_tensor)
 
 DEFAULT_IMAGE_SIZE = 64  # CPU default; 256 and 512 are options (--image-size / image_size=)
 
@@ -30,7 +31,7 @@ class ImageDataset(arpro.Dataset):
     domain = "image"
     value_range = (-1.0, 1.0)
     # training options of every model, and any one model's own as ``<model>_<key>``
-    accepted_options: tuple[str, ...] = ("image_size", "max_pixels", "train_steps", "batch_size", "lr",
+    accepted_options: tuple[str, ...] = ("image_size", "max_pixels", "tiled", "train_steps", "batch_size", "lr",
                                          "fastflow_*", "efficientad_*", "ddpm_*")
 
     @property
@@ -45,14 +46,38 @@ class ImageDataset(arpro.Dataset):
             raise ArproError(f"max_pixels must be a positive integer, not {value!r}")
         return value
 
+    @property
+    def tiled(self) -> bool:
+        """Option ``tiled``: repair a user's file at full resolution, the DDPM crop by crop (``arpro_vision.tiles``)."""
+        value = self.options.get("tiled", False)
+        if not isinstance(value, bool):
+            raise ArproError(f"tiled must be true or false, not {value!r}")
+        return value
+
     def sample_shape(self) -> tuple[int, ...]:
         return (3, self.image_size, self.image_size)
 
     def read_input(self, path: Path) -> arpro.InputBatch:
         """One PNG/JPEG of any size and mode, letterboxed into the model's square; its original
         pixels ride along in ``meta["images"]`` for :meth:`write_repairs`."""
-        x, info = read_image(Path(path), self.image_size, self.max_pixels)
+        if self.tiled:  # the full-resolution picture; the models are wrapped by models_for
+            rgb, info = open_image(Path(path), self.max_pixels)
+            x = to_tensor(rgb)
+        else:
+            x, info = read_image(Path(path), self.image_size, self.max_pixels)
         return arpro.InputBatch(x.unsqueeze(0), [Path(path).stem], {"images": [info]})
+
+    def models_for(self, batch: arpro.InputBatch, detector: arpro.Detector,
+                   repairer: arpro.Repairer) -> tuple[arpro.Detector, arpro.Repairer]:
+        """With ``tiled``, a user's full-resolution file is scored and repaired through the
+        wrappers of ``arpro_vision.tiles``; otherwise the models work on the letterboxed square."""
+        infos = (batch.meta or {}).get("images")
+        if not self.tiled or not infos:
+            return detector, repairer
+        from arpro_vision.tiles import TiledDetector, TiledRepairer
+
+        size = infos[0].size
+        return TiledDetector(detector, size), TiledRepairer(repairer, size)
 
     def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
         """Per input: ``<id>_repair.png`` (guided), each other arm's repair and ``<id>_omega.png``,

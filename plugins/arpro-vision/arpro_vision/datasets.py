@@ -41,7 +41,14 @@ def load_mask(path: str | None, size: int) -> np.ndarray:
 
 
 class FolderLayoutDataset(ImageDataset):
-    """Shared logic: a sample table (image_path, mask_path, label_index, split) -> Splits."""
+    """Shared logic: a sample table (image_path, mask_path, label_index, split) -> Splits.
+
+    Option ``crops=N``: the training split is instead N ``image_size`` crops at the images' own
+    resolution from each normal training image (positions from ``numpy.random.default_rng(i)``
+    for image i): the data for a DDPM that repairs with ``tiled=true``. The test split is unchanged.
+    """
+
+    accepted_options = (*ImageDataset.accepted_options, "crops")
 
     layout = ""  # how the files are expected to be arranged, for error messages
     category_names: tuple[str, ...] = ()
@@ -93,6 +100,20 @@ class FolderLayoutDataset(ImageDataset):
             raise ArproError(f"dataset {self.name}: no images found under {self.root} (layout: {self.layout})")
         return samples
 
+    def _crops(self, rows: pd.DataFrame, count: int) -> arpro.Split:
+        """``count`` native-resolution ``image_size`` crops of each image (the ``crops`` option)."""
+        size, xs, ids = self.image_size, [], []
+        for i, row in enumerate(rows.itertuples()):
+            rgb, _ = open_image(Path(row.image_path), self.max_pixels)
+            if min(rgb.shape[:2]) < size:
+                raise ArproError(f"crops: {row.image_path} is {rgb.shape[1]}x{rgb.shape[0]}, smaller than image_size {size}")
+            rng = np.random.default_rng(i)
+            for k in range(count):
+                y, x = (int(rng.integers(0, n - size + 1)) for n in rgb.shape[:2])
+                xs.append(to_tensor(rgb[y : y + size, x : x + size]))
+                ids.append(f"{Path(row.image_path).stem}/crop{k}")
+        return arpro.Split(torch.stack(xs), torch.zeros(len(xs), dtype=torch.long), None, ids)
+
     def _load(self, rows: pd.DataFrame) -> arpro.Split:
         size = self.image_size
         xs, masks, ids = [], [], []
@@ -117,6 +138,12 @@ class FolderLayoutDataset(ImageDataset):
         return self._load(train), self._load(test)
 
     def train(self) -> arpro.Split:
+        count = self.options.get("crops")
+        if count is not None:
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ArproError(f"crops must be a positive integer, not {count!r}")
+            samples = self._samples_checked()
+            return self._crops(samples[(samples.split == "train") & (samples.label_index == 0)], count)
         split = self._splits[0]
         return arpro.Split(split.x, split.labels, None, split.ids)
 
@@ -241,7 +268,7 @@ class Folder(FolderLayoutDataset):
     """
 
     name = "folder"
-    accepted_options = (*ImageDataset.accepted_options, "normal_dir", "abnormal_dir", "mask_dir", "normal_test_dir")
+    accepted_options = (*FolderLayoutDataset.accepted_options, "normal_dir", "abnormal_dir", "mask_dir", "normal_test_dir")
     layout = "ROOT/{normal,abnormal,masks,normal_test}/*.{png,jpg}"
 
     def categories(self) -> list[str]:

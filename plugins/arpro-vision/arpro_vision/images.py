@@ -64,7 +64,7 @@ class ImageInfo:
     size: tuple[int, int]  # (width, height) of the original file
     mode: str  # PIL mode of the written repair: L, LA, RGB, RGBA or I;16
     pixels: np.ndarray  # the original's pixels in that mode, [h, w] or [h, w, C]
-    box: Letterbox  # where the picture sits in the model's square
+    box: Letterbox  # where the picture sits in the repaired tensor (the whole of it at full resolution)
     source: str
     value_range: tuple[float, float] = (0.0, 255.0)  # original values that model values 0 and 255 stand for
 
@@ -117,7 +117,7 @@ def open_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.nda
         mode, pixels = image.mode, np.asarray(image).copy()
     rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
     size = (image.width, image.height)
-    return rgb, ImageInfo(size, mode, pixels, Letterbox.fit(size, max(size)), str(path), value_range)
+    return rgb, ImageInfo(size, mode, pixels, Letterbox(max(size), 0, 0, *size), str(path), value_range)
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
