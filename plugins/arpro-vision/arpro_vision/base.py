@@ -62,6 +62,9 @@ class ImageDataset(arpro.Dataset):
         pixels ride along in ``meta["images"]`` for :meth:`write_repairs`."""
         if self.tiled:  # the full-resolution picture; the models are wrapped by models_for
             rgb, info = open_image(Path(path), self.max_pixels)
+            if min(info.size) < self.image_size:
+                raise ArproError(f"tiled repair needs an image at least {self.image_size} px on each side (the DDPM's "
+                                 f"crops), not {info.size[0]}x{info.size[1]}; leave tiled off for it")
             x = to_tensor(rgb)
         else:
             x, info = read_image(Path(path), self.image_size, self.max_pixels)
