@@ -58,8 +58,9 @@ class ImageDataset(arpro.Dataset):
         return (3, self.image_size, self.image_size)
 
     def read_input(self, path: Path) -> arpro.InputBatch:
-        """One PNG/JPEG of any size and mode, letterboxed into the model's square; its original
-        pixels ride along in ``meta["images"]`` for :meth:`write_repairs`."""
+        """One PNG/JPEG of any size and mode, letterboxed into the model's square (with ``tiled``:
+        kept at full resolution); its original pixels ride along in ``meta["images"]`` for
+        :meth:`write_repairs`."""
         if self.tiled:  # the full-resolution picture; the models are wrapped by models_for
             rgb, info = open_image(Path(path), self.max_pixels)
             if min(info.size) < self.image_size:
