@@ -109,6 +109,6 @@ class ImageDataset(arpro.Dataset):
                 region = torch.maximum(omega, changed.to(omega.dtype))
                 written.append(save_image(arm.x_fix[i], out_dir / f"{stem}_{suffix}.png", info, region))
             written.append(save_mask(omega, out_dir / f"{stem}_omega.png", info))
-        written.append(figure4(result, out_dir / "repair.png", [info.box if info else None for info in infos]))
+        written.append(figure4(result, out_dir / "repair.png", infos))
         return written
 
