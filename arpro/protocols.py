@@ -226,6 +226,11 @@ class Dataset(ABC):
         """Read a user's input file into the model's space."""
         raise NotImplementedError(f"dataset {self.name!r} cannot read input files")
 
+    def models_for(self, batch: InputBatch, detector: Any, repairer: Any) -> tuple[Any, Any]:
+        """The (detector, repairer) that repair ``batch`` from :meth:`read_input`: these ones, unless
+        the dataset's input space differs from theirs (full-resolution images) and it wraps them."""
+        return detector, repairer
+
     def write_repairs(self, result: RepairResult, out_dir: Path, batch: InputBatch) -> list[Path]:
         """Write the repairs (and any figures) in the user's space; return the files written."""
         return []

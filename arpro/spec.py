@@ -199,6 +199,7 @@ def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, cou
         dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
         batch, truth = read_inputs(dataset, input_path, count, exclude)  # a bad input fails before any model loads
         run = resolve(spec, dataset=dataset, progress=progress)
+        run = replace(run, **dict(zip(("detector", "repairer"), dataset.models_for(batch, run.detector, run.repairer))))
         result = run.repair(batch.x, truth=truth, ids=batch.ids, progress=progress)
         report = {"arpro_version": __version__, "spec": spec.to_dict(), "input": str(input_path) if input_path else None,
                   "count": count, **result.to_dict()}

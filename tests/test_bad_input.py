@@ -91,6 +91,7 @@ def bad(tmp_path_factory) -> Path:
 
     Image.new("L", (7000, 7000)).save(root / "huge.png")  # ~50 kB that decode to 49 megapixels
     (root / "not_image.png").write_text("not an image")
+    Image.new("L", (100, 20)).save(root / "thin.png")  # narrower than the DDPM's 64 px crops
     return root
 
 
@@ -199,6 +200,10 @@ CASES = [
     ("image too many pixels", ["repair", "--detector", "fastflow", "--out", "out", "--input", "{bad}/huge.png"], "pixels"),
     ("image undecodable", ["repair", "--detector", "fastflow", "--out", "out", "--input", "{bad}/not_image.png"],
      "not_image.png"),
+    ("image tiled below crop size", ["repair", "--detector", "fastflow", "--out", "out", "--input", "{bad}/thin.png",
+                                     "--option", "tiled=true"], "at least 64 px"),
+    ("image tiled not a bool", ["repair", "--detector", "fastflow", "--out", "out", "--input", "{bad}/thin.png",
+                                "--option", "tiled=yes"], "tiled must be"),
 ]
 
 

@@ -190,29 +190,95 @@ def test_repair_keeps_outside_of_omega_and_writes_figure(tiny_models, tmp_path):
         assert image.width > 400  # five columns
 
 
-@pytest.mark.parametrize("mode,suffix", [("L", ".png"), ("RGBA", ".png"), ("RGB", ".jpg"), ("P", ".png")])
-def test_read_input_any_mode_and_size_roundtrip(tiny_models, tmp_path, mode, suffix):
-    data, models = tiny_models
-    rng = np.random.default_rng(0)
-    rgb = Image.fromarray(rng.integers(0, 255, (45, 70, 3), dtype=np.uint8))
-    image = rgb.convert(mode) if mode != "RGBA" else rgb.convert("RGBA")
+def user_image(mode: str, size=(70, 45), seed=0) -> Image.Image:
+    """A random picture of ``size`` (width, height) in ``mode`` (RGBA with a constant alpha of 128)."""
+    rng = np.random.default_rng(seed)
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(1000, 60000, size[::-1], dtype=np.uint16))
+    image = Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).convert("RGB" if mode == "RGBA" else mode)
     if mode == "RGBA":
-        image.putalpha(Image.fromarray(np.full((45, 70), 128, np.uint8)))
-    path = tmp_path / f"user{suffix}"
-    image.save(path)
+        image.putalpha(Image.fromarray(np.full(size[::-1], 128, np.uint8)))
+    return image
+
+
+def repair_file(data, models, path, out, mask=None, arms=("guided",)):
+    """Read ``path`` as a user's input, repair it with the tiny models, write the repairs into ``out``."""
     batch = data.read_input(path)
-    assert batch.x.shape == (1, 3, 32, 32) and batch.x.min() >= -1 and batch.x.max() <= 1
     result = arpro.repair(
-        batch.x, models["efficientad"], models["ddpm"], settings=arpro.RepairSettings(steps=3), mask="top",
-        ids=batch.ids, progress=False, arms=["guided"],
+        batch.x, models["fastflow"], models["ddpm"], settings=arpro.RepairSettings(steps=3),
+        mask="top" if mask is None else mask, ids=batch.ids, progress=False, arms=list(arms),
     )  # fmt: skip
-    out = tmp_path / "out"
     data.write_repairs(result, out, batch)
-    with Image.open(out / "user_repair.png") as repaired:
+    return batch, result
+
+
+@pytest.mark.parametrize("mode,suffix", [("L", ".png"), ("RGBA", ".png"), ("RGB", ".jpg"), ("P", ".png"),
+                                         ("LA", ".png"), ("I;16", ".png")])
+def test_user_file_comes_back_at_its_size_and_mode_unchanged_outside_omega(tiny_models, tmp_path, mode, suffix):
+    """Compositing: the written repair has the input's size and mode (L stays L, 16-bit stays
+    16-bit, alpha kept); outside the mapped omega every pixel is the input's own."""
+    data, models = tiny_models
+    path = tmp_path / f"user{suffix}"
+    user_image(mode).save(path)
+    batch, _ = repair_file(data, models, path, tmp_path / "out", arms=("baseline", "infill", "guided"))
+    assert batch.x.shape == (1, 3, 32, 32) and batch.x.min() >= -1 and batch.x.max() <= 1
+    with Image.open(path) as original:
+        original = original.convert("RGB") if mode == "P" else original
+        before = np.asarray(original)
+    with Image.open(tmp_path / "out" / "user_repair.png") as repaired:
         assert repaired.size == (70, 45)
-        assert repaired.mode == {"L": "L", "RGBA": "RGBA", "RGB": "RGB", "P": "RGB"}[mode]
-        if mode == "RGBA":
-            assert np.asarray(repaired.getchannel("A")).max() == 128
+        assert repaired.mode == {"P": "RGB"}.get(mode, mode)
+        after = np.asarray(repaired)
+    with Image.open(tmp_path / "out" / "user_omega.png") as omega:
+        outside = np.asarray(omega) == 0
+    assert omega.size == (70, 45) and 0 < outside.mean() < 1
+    assert np.array_equal(after[outside], before[outside])  # byte for byte
+    assert not np.array_equal(after[~outside], before[~outside])
+    if mode in ("RGBA", "LA"):
+        assert np.array_equal(after[..., -1], before[..., -1])  # alpha untouched, inside omega too
+    with Image.open(tmp_path / "out" / "user_repair_baseline.png") as baseline:  # the baseline regenerates everything
+        assert baseline.size == (70, 45) and not np.array_equal(np.asarray(baseline)[outside], before[outside])
+
+
+def test_non_square_input_is_letterboxed_not_squashed(tiny_models, tmp_path):
+    """A 96x48 picture fills a 32x16 box in the 32 px square, its edge mirrored above and below;
+    the padding never reaches the written file, whatever omega covers there."""
+    from arpro_vision.images import Letterbox
+
+    data, models = tiny_models
+    assert Letterbox.fit((1024, 768), 64) == Letterbox(64, 0, 8, 64, 48)
+    assert Letterbox.fit((250, 620), 64) == Letterbox(64, 19, 0, 26, 64)
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 255, (48, 96), dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    batch = data.read_input(path)
+    box = batch.meta["images"][0].box
+    assert (box.left, box.top, box.width, box.height) == (0, 8, 32, 16)
+    x = batch.x[0, 0]
+    expected = torch.from_numpy(np.asarray(Image.fromarray(pixels).resize((32, 16), Image.Resampling.BICUBIC,
+                                                                          reducing_gap=None)).astype(np.float32) / 127.5 - 1)
+    assert torch.allclose(x[8:24], expected)  # the picture itself: resized, not squashed
+    assert torch.equal(x[7], x[8]) and torch.equal(x[24], x[23])  # mirrored edge
+    padding_only = torch.zeros(1, 32, 32)
+    padding_only[:, :8] = 1  # omega covers only the padding: nothing of the picture may change
+    repair_file(data, models, path, tmp_path / "out", mask=padding_only, arms=("infill", "guided"))
+    with Image.open(tmp_path / "out" / "wide_repair.png") as repaired:
+        assert repaired.size == (96, 48) and np.array_equal(np.asarray(repaired), pixels)
+
+
+def test_feather_stays_inside_omega_and_fades_in(tiny_models, tmp_path):
+    """Upsampling 4x: the feather is one model pixel (4 px) wide, inside the mapped omega."""
+    from arpro_vision.images import feather
+
+    region = np.zeros((40, 40), bool)
+    region[8:32, 8:32] = True
+    weight = feather(region, 4.0)
+    assert weight[~region].max() == 0 and weight[20, 20] == 1
+    assert 0 < weight[8, 20] < weight[9, 20] < weight[11, 20] == 1  # rises over 4 px from the boundary
+    border = np.zeros((40, 40), bool)
+    border[:, :10] = True
+    assert feather(border, 4.0)[20, 0] == 1  # the image's border is no boundary
 
 
 def test_bad_image_files_give_one_line_errors(tiny_models, tmp_path):
@@ -251,6 +317,7 @@ def test_mvtec_layout_from_a_fake_folder(tmp_path):
     test = data.test()
     assert sorted(test.labels.tolist()) == [0, 0, 1, 1]
     bad = test.anomalous()
+    # letterboxed: 48x40 -> 16x13 at row 1, the top row mirrored above, the bottom two below
     assert bad.masks.shape == (2, 16, 16) and torch.equal(bad.masks[0, :8], torch.ones(8, 16))
     assert bad.masks[0, 8:].sum() == 0
     with pytest.raises(arpro.ArproError, match="does not exist"):
@@ -269,6 +336,13 @@ def test_folder_dataset_holds_out_normals(tmp_path):
     data = plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16)
     assert len(data.train()) == 8 and len(data.test()) == 4
     assert data.test().anomalous().masks.sum() == 2 * 16 * 16
+    crops = plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=3).train()
+    assert crops.x.shape == (8 * 3, 3, 16, 16) and len(set(crops.ids)) == 24
+    first = np.asarray(Image.open(tmp_path / "normal" / "000.png"))  # crops at native resolution, not resized
+    windows = [first[y : y + 16, x : x + 16] for y in range(5) for x in range(5)]
+    assert any(np.array_equal(crops.x[0].permute(1, 2, 0).add(1).mul(127.5).round().byte().numpy(), w) for w in windows)
+    with pytest.raises(arpro.ArproError, match="crops must be"):
+        plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=0).train()
 
 
 def test_bundled_demo_path(tmp_path):
@@ -292,3 +366,75 @@ def test_bundled_demo_path(tmp_path):
         assert (tmp_path / name / "repair.png").is_file() and len(files) == 2 * 4 + 1
         json.dumps(result.to_dict())
         assert torch.isfinite(result.arms["guided"].score).all()
+
+
+def painted_defect_image(size=(1024, 768), seed=0) -> Image.Image:
+    """A grayscale defect image at full size: a test-strip crop of scikit-image's brick photograph
+    (what the bundled brick models know at 64 px), enlarged, with fine noise and a dark painted scratch."""
+    import skimage.data
+
+    w, h = size
+    crop = skimage.data.brick()[400:448, 0:64]
+    surface = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BICUBIC), dtype=np.float64)
+    surface += np.random.default_rng(seed).normal(0, 4, (h, w))
+    yy, xx = np.mgrid[0:h, 0:w]
+    surface[(np.abs((yy - 300) - 0.4 * (xx - 400)) < 12) & (xx > 300) & (xx < 700)] = 15
+    return Image.fromarray(np.clip(surface, 0, 255).astype(np.uint8), mode="L")
+
+
+def test_cli_repairs_a_1024x768_grayscale_image_at_its_own_size(tmp_path):
+    """The bar: `arpro repair --detector fastflow` (bundled checkpoints) on a 1024x768 L image writes
+    1024x768 L PNGs whose pixels outside the written omega are the input's, byte for byte."""
+    from conftest import run_cli
+
+    path = tmp_path / "big.png"
+    painted_defect_image().save(path)
+    proc = run_cli("repair", "--detector", "fastflow", "--input", str(path), "--steps", "3", "--out", str(tmp_path / "out"),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    before = np.asarray(Image.open(path))
+    omega = np.asarray(Image.open(tmp_path / "out" / "big_omega.png")) > 0
+    assert omega.shape == (768, 1024) and 0 < omega.mean() < 1
+    for name in ("big_repair.png", "big_repair_infill.png"):
+        with Image.open(tmp_path / "out" / name) as repaired:
+            assert repaired.size == (1024, 768) and repaired.mode == "L"
+            after = np.asarray(repaired)
+        assert np.array_equal(after[~omega], before[~omega])
+        assert not np.array_equal(after[omega], before[omega])
+
+
+def test_tiled_repair_runs_the_ddpm_on_full_resolution_crops_near_omega(tiny_models, tmp_path):
+    """Option tiled: the input stays at 100x48, the 32 px DDPM runs on 32 px crops touching omega only,
+    the detector scores the letterboxed whole; the written file is unchanged outside omega."""
+    from arpro_vision.images import letterbox_rgb
+    from arpro_vision.tiles import TiledDetector, TiledRepairer, letterbox_tensor, tile_starts
+
+    _, models = tiny_models
+    data = textures(tiled=True)
+    pixels = np.random.default_rng(5).integers(0, 255, (48, 100), dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    batch = data.read_input(path)
+    assert batch.x.shape == (1, 3, 48, 100)
+    detector, repairer = data.models_for(batch, models["fastflow"], models["ddpm"])
+    assert isinstance(detector, TiledDetector) and isinstance(repairer, TiledRepairer)
+    square = torch.from_numpy(letterbox_rgb(np.repeat(pixels[..., None], 3, -1), 32)[0].astype(np.float32) / 127.5 - 1)
+    assert (letterbox_tensor(batch.x, detector.box)[0].permute(1, 2, 0) - square).abs().mean() < 0.02  # as read_image does
+    mask = torch.zeros(1, 3, 48, 100)
+    mask[..., 10:30, 5:25] = 1  # a defect on the left: crops on the right are never run
+    result = arpro.repair(batch.x, detector, repairer, settings=arpro.RepairSettings(steps=3), mask=mask, ids=batch.ids,
+                          progress=False, arms=["infill", "guided"])
+    windows = repairer.windows(batch.x.shape)
+    assert tile_starts(48, 32, 24) == [0, 16] and tile_starts(100, 32, 24) == [0, 24, 48, 68]  # 8 crops cover it
+    assert windows == [(0, 0, 0), (0, 0, 24), (0, 16, 0), (0, 16, 24)]
+    assert result.arms["guided"].x_fix.shape == (1, 3, 48, 100)
+    outside = result.omega_input == 0
+    assert torch.equal(result.arms["guided"].x_fix[outside], batch.x[outside])
+    data.write_repairs(result, tmp_path / "out", batch)
+    with Image.open(tmp_path / "out" / "wide_repair.png") as repaired:
+        assert repaired.size == (100, 48) and repaired.mode == "L"
+        after = np.asarray(repaired)
+    omega = np.asarray(Image.open(tmp_path / "out" / "wide_omega.png")) > 0
+    assert np.array_equal(after[~omega], pixels[~omega]) and not np.array_equal(after[omega], pixels[omega])
+    with pytest.raises(arpro.ArproError, match="tiled must be"):
+        textures(tiled="yes").tiled

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 import arpro
 from arpro import ArproError
-from arpro_vision.images import DEFAULT_MAX_PIXELS, ImageInfo, read_image, safe_name, save_image, save_mask
+from arpro_vision.images import (DEFAULT_MAX_PIXELS, ImageInfo, open_image, read_image, safe_name, save_image, save_mask,
+                                 to_tensor)
 
 DEFAULT_IMAGE_SIZE = 64  # CPU default; 256 and 512 are options (--image-size / image_size=)
 
@@ -28,7 +31,7 @@ class ImageDataset(arpro.Dataset):
     domain = "image"
     value_range = (-1.0, 1.0)
     # training options of every model, and any one model's own as ``<model>_<key>``
-    accepted_options: tuple[str, ...] = ("image_size", "max_pixels", "train_steps", "batch_size", "lr",
+    accepted_options: tuple[str, ...] = ("image_size", "max_pixels", "tiled", "train_steps", "batch_size", "lr",
                                          "fastflow_*", "efficientad_*", "ddpm_*")
 
     @property
@@ -43,17 +46,50 @@ class ImageDataset(arpro.Dataset):
             raise ArproError(f"max_pixels must be a positive integer, not {value!r}")
         return value
 
+    @property
+    def tiled(self) -> bool:
+        """Option ``tiled``: repair a user's file at full resolution, the DDPM crop by crop (``arpro_vision.tiles``)."""
+        value = self.options.get("tiled", False)
+        if not isinstance(value, bool):
+            raise ArproError(f"tiled must be true or false, not {value!r}")
+        return value
+
     def sample_shape(self) -> tuple[int, ...]:
         return (3, self.image_size, self.image_size)
 
     def read_input(self, path: Path) -> arpro.InputBatch:
-        """One PNG/JPEG of any size and mode, resized to the model's size."""
-        x, info = read_image(Path(path), self.image_size, self.max_pixels)
+        """One PNG/JPEG of any size and mode, letterboxed into the model's square (with ``tiled``:
+        kept at full resolution); its original pixels ride along in ``meta["images"]`` for
+        :meth:`write_repairs`."""
+        if self.tiled:  # the full-resolution picture; the models are wrapped by models_for
+            rgb, info = open_image(Path(path), self.max_pixels)
+            if min(info.size) < self.image_size:
+                raise ArproError(f"tiled repair needs an image at least {self.image_size} px on each side (the DDPM's "
+                                 f"crops), not {info.size[0]}x{info.size[1]}; leave tiled off for it")
+            x = to_tensor(rgb)
+        else:
+            x, info = read_image(Path(path), self.image_size, self.max_pixels)
         return arpro.InputBatch(x.unsqueeze(0), [Path(path).stem], {"images": [info]})
 
+    def models_for(self, batch: arpro.InputBatch, detector: arpro.Detector,
+                   repairer: arpro.Repairer) -> tuple[arpro.Detector, arpro.Repairer]:
+        """With ``tiled``, a user's full-resolution file is scored and repaired through the
+        wrappers of ``arpro_vision.tiles``; otherwise the models work on the letterboxed square."""
+        infos = (batch.meta or {}).get("images")
+        if not self.tiled or not infos:
+            return detector, repairer
+        from arpro_vision.tiles import TiledDetector, TiledRepairer
+
+        size = infos[0].size
+        return TiledDetector(detector, size), TiledRepairer(repairer, size)
+
     def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
-        """Per input: ``<id>_repair.png`` (guided, at the input's size and mode), each other arm's
-        repair, ``<id>_omega.png``; and ``repair.png``, the paper's Figure 4 layout for the batch."""
+        """Per input: ``<id>_repair.png`` (guided), each other arm's repair and ``<id>_omega.png``,
+        at the input's size and mode; and ``repair.png``, the paper's Figure 4 layout for the batch.
+
+        A user's file is composited: each arm's repair enters the original only where it
+        may differ from the input in the model's space (omega, plus any pixel the arm changed:
+        the baseline regenerates everything), so every other pixel is the input's own."""
         from arpro_vision.figure import figure4
 
         out_dir = Path(out_dir)
@@ -66,13 +102,13 @@ class ImageDataset(arpro.Dataset):
         for i, identifier in enumerate(ids):
             stem = safe_name(identifier)
             info = infos[i]
+            omega = result.omega_input[i].amax(0)
             for arm_name, arm in result.arms.items():
                 suffix = "repair" if arm_name == last else f"repair_{arm_name}"
-                written.append(save_image(arm.x_fix[i], out_dir / f"{stem}_{suffix}.png", info))
-            omega = result.omega[i]
-            if omega.dim() == 3:
-                omega = omega.amax(0)
-            written.append(save_mask(omega, out_dir / f"{stem}_omega.png", info.size if info else None))
-        written.append(figure4(result, out_dir / "repair.png"))
+                changed = (arm.x_fix[i] != result.x_bad[i]).any(0)
+                region = torch.maximum(omega, changed.to(omega.dtype))
+                written.append(save_image(arm.x_fix[i], out_dir / f"{stem}_{suffix}.png", info, region))
+            written.append(save_mask(omega, out_dir / f"{stem}_omega.png", info))
+        written.append(figure4(result, out_dir / "repair.png", infos))
         return written
 

@@ -6,8 +6,10 @@ The sample lists come from anomalib's own layout parsers (``make_mvtec_ad_datase
 missing dataset and need lightning's trainer. Nothing is downloaded: a missing or empty
 folder is an ArproError that names the expected layout.
 
-Images are resized to ``image_size`` (bicubic, antialiased) and masks with area averaging
-(a pixel is anomalous when at least half of it was), giving ``Split.masks`` ``[N, H, W]``.
+Images keep their aspect ratio: the longer side is resized to ``image_size`` (bicubic,
+antialiased) and the shorter one mirror-padded to it (``images.Letterbox``); masks are placed
+the same way, area-averaged (a pixel is anomalous when at least half of it was) and mirrored
+into the padding like the image's edge, giving ``Split.masks`` ``[N, H, W]``.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from PIL import Image
 import arpro
 from arpro import ArproError
 from arpro_vision.base import ImageDataset
-from arpro_vision.images import open_image, resize_rgb, to_tensor
+from arpro_vision.images import letterbox_mask, letterbox_rgb, open_image, to_tensor
 
 
 def load_mask(path: str | None, size: int) -> np.ndarray:
+    """A ground-truth mask letterboxed like its image; no mask file means no anomalous pixel."""
     if not path or (isinstance(path, float) and np.isnan(path)):
         return np.zeros((size, size), np.float32)
     try:
@@ -34,13 +37,18 @@ def load_mask(path: str | None, size: int) -> np.ndarray:
             mask = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     except Exception as error:
         raise ArproError(f"cannot read mask {path}: {str(error).splitlines()[0]}") from None
-    t = torch.from_numpy((mask > 0.5).astype(np.float32))[None, None]
-    t = torch.nn.functional.interpolate(t, size=(size, size), mode="area" if size < mask.shape[0] else "nearest")
-    return (t[0, 0].numpy() >= 0.5).astype(np.float32)
+    return letterbox_mask(mask > 0.5, size)
 
 
 class FolderLayoutDataset(ImageDataset):
-    """Shared logic: a sample table (image_path, mask_path, label_index, split) -> Splits."""
+    """Shared logic: a sample table (image_path, mask_path, label_index, split) -> Splits.
+
+    Option ``crops=N``: the training split is instead N ``image_size`` crops at the images' own
+    resolution from each normal training image (positions from ``numpy.random.default_rng(i)``
+    for image i): the data for a DDPM that repairs with ``tiled=true``. The test split is unchanged.
+    """
+
+    accepted_options = (*ImageDataset.accepted_options, "crops")
 
     layout = ""  # how the files are expected to be arranged, for error messages
     category_names: tuple[str, ...] = ()
@@ -96,12 +104,26 @@ class FolderLayoutDataset(ImageDataset):
         """A sample's kind (evaluate's subsets cover every kind): its folder, good, crack, ..."""
         return Path(row.image_path).parent.name
 
+    def _crops(self, rows: pd.DataFrame, count: int) -> arpro.Split:
+        """``count`` native-resolution ``image_size`` crops of each image (the ``crops`` option)."""
+        size, xs, ids = self.image_size, [], []
+        for i, row in enumerate(rows.itertuples()):
+            rgb, _ = open_image(Path(row.image_path), self.max_pixels)
+            if min(rgb.shape[:2]) < size:
+                raise ArproError(f"crops: {row.image_path} is {rgb.shape[1]}x{rgb.shape[0]}, smaller than image_size {size}")
+            rng = np.random.default_rng(i)
+            for k in range(count):
+                y, x = (int(rng.integers(0, n - size + 1)) for n in rgb.shape[:2])
+                xs.append(to_tensor(rgb[y : y + size, x : x + size]))
+                ids.append(f"{Path(row.image_path).stem}/crop{k}")
+        return arpro.Split(torch.stack(xs), torch.zeros(len(xs), dtype=torch.long), None, ids)
+
     def _load(self, rows: pd.DataFrame) -> arpro.Split:
         size = self.image_size
         xs, masks, ids = [], [], []
         for row in rows.itertuples():
             rgb, _ = open_image(Path(row.image_path), self.max_pixels)
-            xs.append(to_tensor(resize_rgb(rgb, (size, size))))
+            xs.append(to_tensor(letterbox_rgb(rgb, size)[0]))
             masks.append(load_mask(getattr(row, "mask_path", None), size))
             path = Path(row.image_path)
             ids.append(f"{path.parent.name}/{path.stem}")
@@ -120,6 +142,12 @@ class FolderLayoutDataset(ImageDataset):
         return self._load(train), self._load(test)
 
     def train(self) -> arpro.Split:
+        count = self.options.get("crops")
+        if count is not None:
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ArproError(f"crops must be a positive integer, not {count!r}")
+            samples = self._samples_checked()
+            return self._crops(samples[(samples.split == "train") & (samples.label_index == 0)], count)
         split = self._splits[0]
         return arpro.Split(split.x, split.labels, None, split.ids)
 
@@ -247,7 +275,7 @@ class Folder(FolderLayoutDataset):
     """
 
     name = "folder"
-    accepted_options = (*ImageDataset.accepted_options, "normal_dir", "abnormal_dir", "mask_dir", "normal_test_dir")
+    accepted_options = (*FolderLayoutDataset.accepted_options, "normal_dir", "abnormal_dir", "mask_dir", "normal_test_dir")
     layout = "ROOT/{normal,abnormal,masks,normal_test}/*.{png,jpg}"
 
     def categories(self) -> list[str]:
