@@ -146,3 +146,19 @@ def test_holdout_zero_trains_on_everything_and_records_nothing(tmp_path):
     train_and_save("repairer", "mlp-ddpm", out, holdout=0.0, model_options={"train_steps": 1, "width": 32, "depth": 1})
     with safe_open(str(out), framework="pt") as f:
         assert infill_quality.METADATA_KEY not in f.metadata()
+
+
+def test_repair_warns_when_p1_fails_often_and_hints_at_check(barely_trained, tmp_path):
+    detector = tmp_path / "ae.safetensors"  # a copy never checked, whatever the other tests recorded
+    detector.write_bytes((barely_trained / "ae.safetensors").read_bytes())
+    proc = run_cli("repair", "--detector", "autoencoder", "--dataset", "csv", "--data-root",
+                   str(barely_trained / "data.csv"), "--detector-checkpoint", str(detector), "--repairer-checkpoint",
+                   str(barely_trained / "r.safetensors"), "--guidance-scale", "0", "--steps", "10", "--count", "4",
+                   "--out", str(tmp_path / "out"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert [line for line in lines if line.startswith("hint:")] == [hint("autoencoder", str(detector))]
+    warnings = [line for line in lines if line.startswith("warning: the guided repair raised")]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(warnings) == 1 and report["warnings"] == [warnings[0].removeprefix("warning: ")]
+    assert report["settings"]["detector_checkpoint"] == str(detector)
