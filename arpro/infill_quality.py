@@ -144,11 +144,16 @@ def validate(repairer: Repairer, held_out: Tensor, *, seed: int = 0) -> dict:
 
 
 def recorded(path: Path | None) -> dict | None:
-    """The figure a checkpoint's header holds (written by ``arpro train repairer``), if any."""
+    """The figure a checkpoint's header holds (written by ``arpro train repairer``), if any; one that
+    does not read as a figure counts as none, and is measured again."""
     if path is None:
         return None
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         text = (f.metadata() or {}).get(METADATA_KEY)
-    return json.loads(text) if text else None
+    try:
+        figure = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return figure if isinstance(figure, dict) and {"masks", "ratio", "beats_naive", "n"} <= set(figure) else None
