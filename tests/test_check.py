@@ -118,6 +118,15 @@ def test_check_is_ok_on_the_embedded_tabular_default():
     assert hint("gaussian", str(bundled)) is None  # the plugin ships the record of its checkpoint's check
 
 
+def test_check_command_exits_0_on_the_default_and_writes_nothing_beside_a_bundled_checkpoint():
+    bundled = plugins.get("detector", "gaussian").bundled_checkpoint(plugins.get("dataset", "breast-cancer")())
+    shipped = record_path(bundled).read_bytes()
+    proc = run_cli("check", "--detector", "gaussian", "--limit", "4", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "verdict: ok"
+    assert record_path(bundled).read_bytes() == shipped and "recorded" not in proc.stderr
+
+
 def test_p1_warning_beyond_the_documented_share():
     assert p1_warning([True] * 9 + [False]) is None  # 10% is within the share
     assert "P1 fails) for 2 of 10 inputs (20%" in p1_warning([True] * 8 + [False] * 2)
