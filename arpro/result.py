@@ -132,9 +132,12 @@ class RepairResult:
                 for name, arm in self.arms.items() for i in arm.failed.nonzero().flatten().tolist()]
 
     def warnings(self) -> list[str]:
-        """What makes these repairs untrustworthy: too many guided repairs that fail P1."""
+        """What makes these repairs untrustworthy: too many guided repairs that fail P1 (non-finite
+        ones are reported as failures instead)."""
         guided = self.arms.get("guided")
-        warning = p1_warning(guided.holds["p1"].tolist()) if guided is not None and "p1" in guided.holds else None
+        if guided is None or "p1" not in guided.holds:
+            return []
+        warning = p1_warning(guided.holds["p1"][~guided.failed].tolist())
         return [warning] if warning else []
 
     def to_dict(self) -> dict[str, Any]:

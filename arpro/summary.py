@@ -83,7 +83,8 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
             if base != 0:
                 gains.append(100.0 * (base - guided) / abs(base))
         delta[metric] = statistics.median(gains) if gains else None
-    warning = p1_warning([r["guided"]["holds"]["p1"] for r in records if "p1" in r.get("guided", {}).get("holds", {})])
+    warning = p1_warning([r["guided"]["holds"]["p1"] for r in records  # non-finite repairs are failures, not this
+                          if "p1" in r.get("guided", {}).get("holds", {}) and not r["guided"].get("failed")])
     return {"categories": table, "delta": delta, "arms": arms, "properties": properties,
             "warnings": [warning] if warning else []}
 
