@@ -169,7 +169,8 @@ def repair(
             results[arm] = best_of(results[arm], k, omega_input, settings.confidence)
 
     used = {**settings.to_dict(), "guidance_scale": eta, "properties": [property_record(p) for p in properties], "seed": seed,
-            "detector": detector.name, "repairer": repairer.name}
+            "detector": detector.name, "repairer": repairer.name,
+            "detector_checkpoint": str(detector.loaded_from) if getattr(detector, "loaded_from", None) else None}
     return RepairResult(
         x_bad=x_bad, omega=omega, omega_input=omega_input, score_bad=bad.score, arms=results,
         metric_names={p.name: p.metric_name for p in reported}, settings=used,

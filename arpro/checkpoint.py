@@ -24,14 +24,16 @@ if TYPE_CHECKING:
     from arpro.protocols import Dataset
 
 
-def save(model: Model, path: Path) -> Path:
-    """Write ``model`` to ``path`` atomically (a staging file renamed into place)."""
+def save(model: Model, path: Path, extra: dict[str, dict] | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically (a staging file renamed into place); ``extra``
+    header entries (e.g. a repairer's validation figure) are stored as JSON beside ``arpro``."""
     path = Path(path)
     kind = "detector" if isinstance(model, Detector) else "repairer"
     header = {"kind": kind, "name": model.name, "config": model.config}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"arpro": json.dumps(header), **{key: json.dumps(value) for key, value in (extra or {}).items()}}
     with staging(path, directory=False) as tmp:
-        save_file(tensors, str(tmp), metadata={"arpro": json.dumps(header)})
+        save_file(tensors, str(tmp), metadata=metadata)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
@@ -85,6 +87,7 @@ def load(path: Path, kind: str, name: str | None = None) -> Model:
     broken = next((k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()), None)
     if broken is not None:
         raise ArproError(f"checkpoint {path} holds values that are not finite (NaN or Inf) in {broken!r}")
+    model.loaded_from = path  # where it came from: arpro check's record of it lies beside it
     return model.eval()
 
 

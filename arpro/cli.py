@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import sys
 import typing
 from dataclasses import fields
@@ -103,8 +102,9 @@ def with_run_options(command):
 
     A setting left out takes the detector's ``repair_defaults``, else the default shown.
     """
-    given_by_wrapper = {"spec", *(p.name for p in OUTPUT_PARAMS)}
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name not in given_by_wrapper]
+    named = inspect.signature(command, eval_str=True).parameters
+    outputs = [p for p in OUTPUT_PARAMS if p.name in named]  # a command that writes nothing takes only --quiet
+    own = [p for p in named.values() if p.name not in {"spec", *(p.name for p in outputs)}]
     taken = [p.name for p in RUN_PARAMS + SETTING_PARAMS]
 
     @functools.wraps(command)
@@ -124,7 +124,7 @@ def with_run_options(command):
         )
         return command(spec=spec, **kwargs)
 
-    wrapper.__signature__ = inspect.Signature([*OUTPUT_PARAMS, *[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own],
+    wrapper.__signature__ = inspect.Signature([*outputs, *[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own],
                                                *RUN_PARAMS, *SETTING_PARAMS])
     wrapper.__annotations__ = {}
     return wrapper
@@ -149,6 +149,9 @@ WeightGrid = Annotated[str, typer.Option("--weight-grid", help="Values of the co
 SamplesGrid = Annotated[str, typer.Option("--samples-grid", help="Draws per input (best-of-K) to try.")]
 Fraction = Annotated[float, typer.Option("--fraction", help="Share of the anomalous test inputs used to calibrate.")]
 Grid = Annotated[str, typer.Option("--grid", help="Comma-separated values for each lambda and the scale multiplier.")]
+CheckLimit = Annotated[int, typer.Option("--limit", help="Anomalous test inputs repaired, taken in turn from each kind.")]
+Holdout = Annotated[float, typer.Option("--holdout", min=0.0, max=0.5, help="Share of the normal training samples a "
+                    "repairer is validated on (when the dataset has no validation split); 0: none.")]
 
 
 @app.command()
@@ -157,7 +160,7 @@ def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile 
            keep_going: KeepGoing = False, calibration: Calibration = None) -> None:
     """Repair anomalous inputs: baseline, unguided in-filling and guided repair, judged by P1–P4."""
     from arpro import plugins
-    from arpro.display import check_failures, console, print_report
+    from arpro.display import check_failures, console, print_report, print_trust
     from arpro.spec import repair_into
 
     from arpro.calibration import apply
@@ -168,6 +171,7 @@ def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile 
     print_report(result, {p: f"{p.upper()} {plugins.get('property', p).label()}" for p in result.metric_names})
     for message in result.messages:
         console.print(f"[yellow]note:[/yellow] {message}")
+    print_trust(result)
     names = [p.name for p in written]
     shown = ", ".join(names) if len(names) <= 6 else f"{', '.join(names[:2])}, {names[-1]} and {len(names) - 3} more"
     console.print(f"wrote {shown} to {out}")
@@ -226,6 +230,16 @@ def calibrate(spec, out: Path, overwrite: bool, quiet: bool, risk: Risk = 0.1, s
 
 
 @app.command()
+@with_run_options
+def check(spec, quiet: bool, limit: CheckLimit = 16) -> None:
+    """Before explaining: the detector's AUROC and F1, the repairer's in-fill against a naive fill, how often
+    the default repair keeps P1–P4; one verdict line. Exit status 0: ok, 1: problems found."""
+    from arpro.check import check_and_record
+
+    raise typer.Exit(check_and_record(spec, limit=limit, progress=not quiet))
+
+
+@app.command()
 def report(
     results: Annotated[Path, typer.Argument(help="A directory written by arpro evaluate (and/or arpro ablate).")],
     out: Annotated[Optional[Path], typer.Option("--out", help="HTML file; default RESULTS/report.html.")] = None,
@@ -242,19 +256,9 @@ def report(
 @app.command("list-plugins")
 def list_plugins(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False) -> None:
     """List every detector, repairer, property and dataset the installed plugins provide."""
-    from rich.table import Table
+    from arpro.display import print_plugins
 
-    from arpro import plugins
-    from arpro.display import console
-
-    keys = ("kind", "name", "domain", "distribution", "version", "description")
-    entries = [{key: getattr(e, key) for key in keys} for e in plugins.registry()]
-    if as_json:
-        return print(json.dumps(entries, indent=2))
-    table = Table("kind", "name", "domain", "distribution", "description")
-    for e in entries:
-        table.add_row(e["kind"], e["name"], e["domain"], f"{e['distribution']} {e['version']}", e["description"])
-    console.print(table)
+    print_plugins(as_json)
 
 
 def train_command(kind: str):
@@ -268,6 +272,7 @@ def train_command(kind: str):
         strategy: Strategy = "ddp",
         num_nodes: NumNodes = 1,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint.")] = False,
+        holdout: Holdout = 0.1,
         **dataset_options,
     ) -> None:
         from arpro.display import console
@@ -275,11 +280,12 @@ def train_command(kind: str):
 
         dataset_options["dataset_options"] = parse_options(dataset_options.pop("option") or [], "--option")
         model = train_and_save(kind, name, out, overwrite=overwrite, model_options=parse_options(model_option or [], "--model-option"),
-                               devices=devices, strategy=strategy, num_nodes=num_nodes, **dataset_options)
+                               devices=devices, strategy=strategy, num_nodes=num_nodes, holdout=holdout, **dataset_options)
         if model is not None:
             console.print(f"saved {kind} {name!r} to {out}")
 
-    own = list(inspect.signature(train, eval_str=True, locals={"kind": kind}).parameters.values())[:-1]
+    own = [p for p in list(inspect.signature(train, eval_str=True, locals={"kind": kind}).parameters.values())[:-1]
+           if kind == "repairer" or p.name != "holdout"]  # only a repairer is validated
     train.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
                                             + [SEED_PARAM, *DATASET_PARAMS])
     train.__annotations__ = {}

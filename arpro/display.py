@@ -16,6 +16,22 @@ if TYPE_CHECKING:  # `arpro list-plugins` prints with this console and must not 
 console = Console()
 
 
+def print_plugins(as_json: bool) -> None:
+    """``arpro list-plugins``: every registered entry as a table, or as a JSON list."""
+    import json
+
+    from arpro import plugins
+
+    keys = ("kind", "name", "domain", "distribution", "version", "description")
+    entries = [{key: getattr(e, key) for key in keys} for e in plugins.registry()]
+    if as_json:
+        return print(json.dumps(entries, indent=2))
+    table = Table("kind", "name", "domain", "distribution", "description")
+    for e in entries:
+        table.add_row(e["kind"], e["name"], e["domain"], f"{e['distribution']} {e['version']}", e["description"])
+    console.print(table)
+
+
 def print_report(result: RepairResult, labels: dict[str, str]) -> None:
     """Each property per arm: the mean metric and how often the property holds.
 
@@ -34,6 +50,18 @@ def print_report(result: RepairResult, labels: dict[str, str]) -> None:
     console.print(table)
 
 
+def print_trust(result: RepairResult) -> None:
+    """On stderr: a ``warning:`` when too many guided repairs fail P1, and what ``arpro check`` said
+    of the detector (a ``hint:`` to run it when it never did)."""
+    from arpro.checked import hint
+
+    for warning in result.warnings():
+        print("warning: " + warning, file=sys.stderr)
+    line = hint(result.settings["detector"], result.settings.get("detector_checkpoint"))
+    if line:
+        print(line, file=sys.stderr)
+
+
 def print_summary(summary: dict) -> None:
     """The paper's tables, as written to tables.md (:func:`arpro.summary.paper_tables`)."""
     from arpro.summary import paper_tables
@@ -43,6 +71,8 @@ def print_summary(summary: dict) -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
+    for warning in summary.get("warnings", []):
+        print("warning: " + warning, file=sys.stderr)
 
 
 def print_ablation(rows: list[dict], labels: dict[str, str], title: str) -> None:

@@ -65,6 +65,17 @@ class Job:
         )
 
 
+def tnr_threshold(run: Run) -> float:
+    """The conformal 95% threshold of the held-out normal scores (the validation split, else the
+    test split's normal samples): below it, a score counts as non-anomalous (TNR)."""
+    test, held_out = run.dataset.test(), run.dataset.validation()
+    normal = held_out.x if held_out is not None else test.x[test.labels == 0]
+    if len(normal) == 0:
+        raise ArproError(f"dataset {run.spec.dataset!r} has no held-out normal samples to calibrate the TNR threshold on")
+    with torch.no_grad():
+        return conformal_threshold(torch.cat([run.detector.score(b) for b in normal.split(64)]))
+
+
 def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_size: int, progress: bool = True,
                exclude: list[str] = ()) -> list[Job]:
     """One job per category: its resolved run, anomalous test inputs (less ``exclude``, a
@@ -78,13 +89,8 @@ def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_si
     jobs = []
     for category in wanted:
         run = resolve(replace(spec, dataset=f"{base.name}:{category}" if category else base.name), progress=progress)
-        test, held_out = run.dataset.test(), run.dataset.validation()
-        normal = held_out.x if held_out is not None else test.x[test.labels == 0]
-        if len(normal) == 0:
-            raise ArproError(f"dataset {run.spec.dataset!r} has no held-out normal samples to calibrate the TNR threshold on")
-        with torch.no_grad():
-            threshold = conformal_threshold(torch.cat([run.detector.score(b) for b in normal.split(64)]))
-        anomalous = without(test.anomalous(), exclude)
+        threshold = tnr_threshold(run)
+        anomalous = without(run.dataset.test().anomalous(), exclude)
         if spec.settings.mask == "truth" and anomalous.masks is None:
             raise ArproError(f"dataset {run.spec.dataset!r} has no ground-truth masks for --mask truth")
         if limit is not None:
@@ -111,7 +117,8 @@ def run_chunk(job: Job, start: int, stop: int) -> tuple[list[dict], list[dict]]:
     result = job.repair(range(start, stop))
     records, timings = result.rows(), []
     for offset, record in enumerate(records):
-        record.update(category=job.category, index=start + offset, chunk=start)
+        record.update(category=job.category, index=start + offset, chunk=start,
+                      input_non_anomalous=record["score_bad"] < job.threshold)  # scored normal before any repair
         timing = {"category": job.category, "index": start + offset}
         for arm_name, arm in result.arms.items():
             score = float(arm.score[offset])

@@ -95,6 +95,7 @@ def write_report(results: Path, out: Path, ablation_dir: Path | None = None, ove
                   "<h2>Verdicts, TNR and runtime (paper Tables 3, 7)</h2>", verdicts]
         if summary.get("guarantee"):
             parts.append(f"<p>{html.escape(guarantee_text(summary))}</p>")
+        parts += [f"<p><strong>Warning:</strong> {html.escape(w)}</p>" for w in summary.get("warnings", [])]
     if plots:
         parts += ["<h2>Ablation (paper Figure 7)</h2>"] + [_img(p, p.stem) for p in plots]
     gallery = _own_images("gallery/*/*.png", results)

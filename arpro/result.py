@@ -11,6 +11,19 @@ from torch import Tensor
 # The three arms, in the order they are reported. "baseline" is the paper's: the same
 # start, no guidance, no in-filling; "infill" adds in-filling; "guided" adds guidance.
 ARMS = ("baseline", "infill", "guided")
+# More than this share of guided repairs raising the score (P1 failing) is warned about: the
+# explanations of such a run say more about the repairer than about the input.
+P1_FAILURE_SHARE = 0.1
+
+
+def p1_warning(p1_holds: list[bool]) -> str | None:
+    """The warning for guided repairs whose P1 verdicts are ``p1_holds``, or ``None`` when few fail."""
+    failed = sum(not ok for ok in p1_holds)
+    if not p1_holds or failed / len(p1_holds) <= P1_FAILURE_SHARE:
+        return None
+    return (f"the guided repair raised the detector's score (P1 fails) for {failed} of {len(p1_holds)} inputs "
+            f"({failed / len(p1_holds):.0%}, more than {P1_FAILURE_SHARE:.0%}): these explanations are not to be "
+            "trusted; run `arpro check` to see whether the detector or the repairer is at fault")
 
 
 @dataclass
@@ -118,10 +131,20 @@ class RepairResult:
         return [f"{name} repair of {self.ids[i] if self.ids else i}"
                 for name, arm in self.arms.items() for i in arm.failed.nonzero().flatten().tolist()]
 
+    def warnings(self) -> list[str]:
+        """What makes these repairs untrustworthy: too many guided repairs that fail P1 (non-finite
+        ones are reported as failures instead)."""
+        guided = self.arms.get("guided")
+        if guided is None or "p1" not in guided.holds:
+            return []
+        warning = p1_warning(guided.holds["p1"][~guided.failed].tolist())
+        return [warning] if warning else []
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "settings": self.settings,
             "metric_names": self.metric_names,
             "messages": self.messages,
+            "warnings": self.warnings(),
             "inputs": self.rows(),
         }

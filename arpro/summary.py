@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from arpro.outputs import write_atomic
-from arpro.result import ARMS
+from arpro.result import ARMS, p1_warning
 
 
 def conformal_threshold(normal_scores: torch.Tensor, confidence: float = 0.95) -> float:
@@ -35,7 +35,8 @@ def conformal_threshold(normal_scores: torch.Tensor, confidence: float = 0.95) -
 
 def summarize(records: list[dict], timings: list[dict], properties: list[dict]) -> dict:
     """Per category: mean ± std and median of each metric per arm, how often each property
-    holds, TNR, all-hold rate, median seconds; and Delta, the median over categories of the
+    holds, TNR, all-hold rate, median seconds, how many inputs scored below the TNR threshold
+    before any repair; a warning when too many guided repairs fail P1; and Delta, the median over categories of the
     percentage improvement of guided over the baseline.
 
     ``properties``: ``{"name", "metric", "label"}`` of each property reported in the run.
@@ -51,7 +52,7 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
     arms = [a for a in ARMS if records and a in records[0]]
     table = {}
     for category, rows in categories.items():
-        entry = {"n": len(rows)}
+        entry = {"n": len(rows), "inputs_non_anomalous": sum(r.get("input_non_anomalous", False) for r in rows)}
         for arm in arms:
             stats = {}
             for prop in properties:
@@ -82,7 +83,10 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
             if base != 0:
                 gains.append(100.0 * (base - guided) / abs(base))
         delta[metric] = statistics.median(gains) if gains else None
-    return {"categories": table, "delta": delta, "arms": arms, "properties": properties}
+    warning = p1_warning([r["guided"]["holds"]["p1"] for r in records  # non-finite repairs are failures, not this
+                          if "p1" in r.get("guided", {}).get("holds", {}) and not r["guided"].get("failed")])
+    return {"categories": table, "delta": delta, "arms": arms, "properties": properties,
+            "warnings": [warning] if warning else []}
 
 
 def all_hold_label(summary: dict) -> str:
@@ -106,9 +110,10 @@ def paper_tables(summary: dict) -> list[tuple[list[str], list[list[str]]]]:
                  *[f"{delta[m]:+.1f}%" if a == "guided" and delta.get(m) is not None else "" for m in metrics for a in arms]])
     columns = [("TNR", "tnr", ".2f"), (all_hold_label(summary), "all_hold", ".2f"), ("median s", "median_seconds", ".3f")]
     verdict_head = ["category", *[f"{a} {label}" for label, _, _ in columns for a in arms],
-                    *[f"{p['name'].upper()} holds {a}" for p in props for a in arms]]
+                    *[f"{p['name'].upper()} holds {a}" for p in props for a in arms], "inputs already below threshold"]
     verdicts = [[category, *[f"{entry[a][key]:{fmt}}" for _, key, fmt in columns for a in arms],
-                 *[f"{entry[a][m]['holds']:.2f}" if m in entry[a] else "–" for m in metrics for a in arms]]
+                 *[f"{entry[a][m]['holds']:.2f}" if m in entry[a] else "–" for m in metrics for a in arms],
+                 f"{entry.get('inputs_non_anomalous', 0)} of {entry['n']}"]
                 for category, entry in summary["categories"].items()]
     return [(head, rows), (verdict_head, verdicts)]
 
@@ -125,7 +130,8 @@ def guarantee_text(summary: dict) -> str:
 
 def markdown_tables(summary: dict) -> str:
     """:func:`paper_tables` as Markdown, then the guarantee when the run was calibrated."""
-    blocks = [guarantee_text(summary)] if summary.get("guarantee") else []
+    blocks = [f"**Warning:** {w}" for w in summary.get("warnings", [])]
+    blocks += [guarantee_text(summary)] if summary.get("guarantee") else []
     for head, rows in paper_tables(summary):
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         blocks.append("\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]))
@@ -137,7 +143,7 @@ def csv_rows(summary: dict) -> list[dict]:
     rows = []
     for category, entry in summary["categories"].items():
         for arm in summary["arms"]:
-            row = {"category": category, "arm": arm, "n": entry["n"]}
+            row = {"category": category, "arm": arm, "n": entry["n"], "inputs_non_anomalous": entry.get("inputs_non_anomalous", 0)}
             for metric in [p["metric"] for p in summary["properties"]]:
                 s = entry[arm].get(metric)
                 if s:

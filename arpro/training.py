@@ -215,13 +215,16 @@ def train_denoiser(
 
 def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, model_options: dict[str, Any] | None = None,
                    devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, seed: int = 0, dataset: str | None = None,
-                   data_root: Path | None = None, dataset_options: dict[str, Any] | None = None) -> Model | None:
+                   data_root: Path | None = None, dataset_options: dict[str, Any] | None = None,
+                   holdout: float = 0.1) -> Model | None:
     """``arpro train``: fit a fresh ``kind`` ``name`` on the dataset's normal samples and save it to ``out``.
 
+    A repairer is validated on held-out normal samples (the dataset's validation split, else a
+    ``holdout`` share of its training split): its in-fill figure is printed and stored in the header.
     With ``devices * num_nodes > 1`` every rank trains (DDP keeps them equal) and rank 0
     writes the checkpoint and returns the model; the other ranks return ``None``.
     """
-    from arpro import plugins
+    from arpro import infill_quality, plugins
     from arpro.checkpoint import save
     from arpro.outputs import staging
     from arpro.spec import load_dataset
@@ -242,14 +245,16 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
         model = cls.for_dataset(data, **overrides)
     except TypeError as error:
         raise ArproError(f"{kind} {name!r} does not take --model-option {', '.join(overrides)}: {error}") from None
+    train, held_out = infill_quality.split(data, holdout) if kind == "repairer" else (data.train().x, None)
     if devices * num_nodes == 1:  # the plain single-process loop, exactly as the bundled checkpoints were trained
-        model.fit(data.train().x, seed=seed, progress=True)
+        model.fit(train, seed=seed, progress=True)
     else:
         fabric = launch_fabric(devices, strategy, num_nodes)
         with use_fabric(fabric):
-            model.fit(data.train().x, seed=seed, progress=True)
+            model.fit(train, seed=seed, progress=True)
         fabric.barrier()
         if fabric.global_rank != 0:
             return None
-    save(model, out)
+    figure = infill_quality.validate(model, held_out, seed=seed) if held_out is not None else None
+    save(model, out, {infill_quality.METADATA_KEY: figure} if figure else None)
     return model

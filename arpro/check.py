@@ -1,0 +1,182 @@
+"""``arpro check``: before explaining anything, can the detector detect, does the repairer in-fill
+better than a naive fill, and does the default repair keep P1–P4? It ends with one verdict.
+
+An explanation of a detector at chance, made by a repairer that in-fills worse than the
+training mean, misleads whoever reads it; this says so before anyone does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from arpro import infill_quality, plugins
+from arpro._version import __version__
+from arpro.checked import record_path, sha256
+from arpro.errors import ArproError
+from arpro.evaluate import tnr_threshold
+from arpro.outputs import write_atomic
+from arpro.protocols import Split
+from arpro.result import P1_FAILURE_SHARE
+from arpro.spec import RunSpec, load_dataset, resolve
+
+NEAR_CHANCE_AUROC = 0.6  # below: the detector is near chance
+WEAK_AUROC = 0.8  # below: it detects, but too poorly to explain
+MIN_ALL_HOLD = 0.5  # the share of repairs that must satisfy every property
+CHECK_LIMIT = 16  # anomalous test inputs repaired by default
+
+
+def auroc(labels: Tensor, scores: Tensor) -> float:
+    """The chance that an anomalous sample outscores a normal one, ties counting half (Mann–Whitney U)."""
+    scores, anomalous = scores.double().flatten(), labels.bool().flatten()
+    order = scores.argsort()
+    _, group, counts = torch.unique_consecutive(scores[order], return_inverse=True, return_counts=True)
+    mean_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2  # 1-based, tied scores share their mean rank
+    ranks = torch.empty_like(scores)
+    ranks[order] = mean_rank[group]
+    n_bad, n_good = int(anomalous.sum()), int((~anomalous).sum())
+    return float((ranks[anomalous].sum() - n_bad * (n_bad + 1) / 2) / (n_bad * n_good))
+
+
+def f1(labels: Tensor, flagged: Tensor) -> float:
+    """F1 of ``flagged`` (predicted anomalous) against ``labels``."""
+    truth, flagged = labels.bool(), flagged.bool()
+    tp, fp, fn = int((truth & flagged).sum()), int((~truth & flagged).sum()), int((truth & ~flagged).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def kind_of(sample_id: str) -> str:
+    """The kind an id names, its numbers and file extension left out (``brick/test/hole_007`` -> ``brick/test/hole_#``)."""
+    return re.sub(r"\d+", "#", re.sub(r"\.\w+$", "", sample_id))
+
+
+def stratified(split: Split, n: int) -> Split:
+    """At most ``n`` samples of ``split``, taken in turn from each kind of input its ids name."""
+    groups: dict[str, list[int]] = {}
+    for i, sample_id in enumerate(split.ids or [""] * len(split)):
+        groups.setdefault(kind_of(sample_id), []).append(i)
+    queues, chosen = list(groups.values()), []
+    while len(chosen) < min(n, len(split)):
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(queue.pop(0))
+    return split.subset(sorted(chosen))
+
+
+def _scores(detector, x: Tensor) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([detector.score(batch) for batch in x.split(64)])
+
+
+def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> dict:
+    """Every figure of the check, the problems found (each with what to do) and the verdict."""
+    if limit < 1:
+        raise ArproError("--limit must be at least 1")
+    dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
+    test = dataset.test()
+    if not (test.labels == 0).any() or not (test.labels == 1).any():
+        raise ArproError(f"dataset {dataset.name!r} has no labelled test split with both normal and anomalous "
+                         "samples; arpro check needs one (--dataset, --data-root)")
+    run = resolve(spec, dataset=dataset, progress=progress)
+    threshold = tnr_threshold(run)
+    scores = _scores(run.detector, test.x)
+    anomalous_scores = scores[test.labels == 1]
+    detection = {"auroc": auroc(test.labels, scores), "f1": f1(test.labels, scores >= threshold), "threshold": threshold,
+                 "n_normal": int((test.labels == 0).sum()), "n_anomalous": int((test.labels == 1).sum()),
+                 "anomalous_below_threshold": int((anomalous_scores < threshold).sum())}
+
+    repairer_path = spec.repairer_checkpoint or plugins.get("repairer", spec.repairer).bundled_checkpoint(dataset)
+    infill = infill_quality.recorded(repairer_path)
+    if infill is None:
+        held_out = dataset.validation()
+        normal = held_out.x if held_out is not None else test.x[test.labels == 0]
+        infill = {**infill_quality.measure(run.repairer, normal, settings=spec.settings, seed=spec.seed,
+                                           progress=progress), "source": "measured now on held-out normal samples"}
+    else:
+        infill["source"] = "recorded when the repairer was trained"
+
+    chosen = stratified(test.anomalous(), limit)
+    result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress)
+    guided = result.arms["guided"]
+    repair = {"n": len(chosen), "holds": {p: float(v.float().mean()) for p, v in guided.holds.items()},
+              "all_hold": float(guided.all_hold.float().mean()), "tnr": float((guided.score < threshold).float().mean())}
+
+    name = f"{dataset.name}:{dataset.category}" if dataset.category else dataset.name
+    report = {"arpro_version": __version__, "spec": spec.to_dict(), "dataset": name, "detection": detection, "infill": infill,
+              "repair": repair, "problems": problems(detection, infill, repair)}
+    report["verdict"] = "; ".join(report["problems"]) or "ok"
+    return report
+
+
+def problems(detection: dict, infill: dict, repair: dict) -> list[str]:
+    """What is wrong, each with what to do: the verdict's parts."""
+    found = []
+    if detection["auroc"] < WEAK_AUROC:
+        how = "near chance" if detection["auroc"] < NEAR_CHANCE_AUROC else "weak"
+        found.append(f"detector {how} (AUROC {detection['auroc']:.2f}): train it longer (--model-option train_steps=N), "
+                     "give it pretrained backbone_weights, or choose another detector")
+    if not infill["beats_naive"]:
+        found.append(f"repairer in-fills worse than the naive fill, the training mean (error ratio {infill['ratio']:.2f}): "
+                     "train it longer (arpro train repairer --model-option train_steps=N)")
+    p1 = repair["holds"].get("p1", 1.0)
+    if 1 - p1 > P1_FAILURE_SHARE:
+        found.append(f"guided repair raises the score (P1 fails) for {1 - p1:.0%} of inputs: raise --guidance-scale "
+                     "or --weight p1, or draw several repairs (--samples K)")
+    if repair["all_hold"] < MIN_ALL_HOLD:
+        weakest = min(repair["holds"], key=repair["holds"].get)
+        found.append(f"P1–P4 all hold for only {repair['all_hold']:.0%} of repairs ({weakest.upper()} holds for "
+                     f"{repair['holds'][weakest]:.0%}): see what it depends on in docs/concepts.md, or try --samples K "
+                     "or arpro calibrate")
+    return found
+
+
+def check_and_record(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> int:
+    """``arpro check``: run it, print it, record it; the exit status (0: ok, 1: problems found)."""
+    report = run_check(spec, limit=limit, progress=progress)
+    print_check(report)
+    written = record(spec, report)
+    if written is not None:
+        print(f"note: recorded the check in {written}", file=sys.stderr)
+    return 0 if report["verdict"] == "ok" else 1
+
+
+def record(spec: RunSpec, report: dict) -> Path | None:
+    """Write the check's record beside the checkpoint named by ``--detector-checkpoint``; never beside one
+    arpro found itself (a bundled one). A folder that cannot be written gets a note instead."""
+    if spec.detector_checkpoint is None:
+        return None
+    path = Path(spec.detector_checkpoint)
+    summary = {"sha256": sha256(path), "detector": spec.detector, "dataset": report["dataset"],
+               "verdict": report["verdict"], "detection": report["detection"], "arpro_version": __version__}
+    try:
+        write_atomic(record_path(path), json.dumps(summary, indent=2) + "\n")
+    except ArproError as error:
+        print(f"note: the check was not recorded: {error}", file=sys.stderr)
+        return None
+    return record_path(path)
+
+
+def print_check(report: dict) -> None:
+    """The check's figures as a table, then the verdict line."""
+    from rich.table import Table
+
+    from arpro.display import console
+
+    d, infill, r = report["detection"], report["infill"], report["repair"]
+    table = Table("check", "result", title="arpro check")
+    table.add_row("detector AUROC (test split)", f"{d['auroc']:.3f} ({d['n_normal']} normal, {d['n_anomalous']} anomalous)")
+    table.add_row("detector F1 at the TNR threshold", f"{d['f1']:.3f} (threshold {d['threshold']:.4g})")
+    table.add_row("anomalous inputs already below it", f"{d['anomalous_below_threshold']} of {d['n_anomalous']}")
+    for kind, m in infill["masks"].items():
+        other = f" (linear interpolation {m['linear interpolation']:.3g})" if "linear interpolation" in m else ""
+        table.add_row(f"in-fill MSE, {kind}", f"repairer {m['repairer']:.3g} vs training mean {m['training mean']:.3g}{other}")
+    table.add_row("in-fill ratio to the naive fill", f"{infill['ratio']:.2f} ({infill['source']}, {infill['n']} samples)")
+    holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in r["holds"].items())
+    table.add_row(f"default repair, {r['n']} anomalous inputs", f"{holds}; all hold {r['all_hold']:.2f}; TNR {r['tnr']:.2f}")
+    console.print(table)
+    print(f"verdict: {report['verdict']}", flush=True)  # one line, however wide the terminal

@@ -1,0 +1,173 @@
+"""Trust before explanation: `arpro check`, the repairer's validation figure, and the warnings of repair/evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import run_cli
+from safetensors import safe_open
+
+import arpro
+from arpro import checkpoint, infill_quality, plugins
+from arpro.check import auroc, run_check, stratified
+from arpro.checked import hint, read_record, record_path
+from arpro.protocols import Split
+from arpro.result import p1_warning
+from arpro.summary import markdown_tables, summarize
+from arpro.training import train_and_save
+
+def test_auroc_is_the_mann_whitney_probability_with_ties_half():
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    scores = torch.tensor([0.1, 0.5, 0.5, 0.5, 0.9])
+    pairs = [(a, n) for a in scores[labels == 1] for n in scores[labels == 0]]
+    expected = sum(1.0 if a > n else 0.5 if a == n else 0.0 for a, n in pairs) / len(pairs)
+    assert auroc(labels, scores) == pytest.approx(expected)
+    assert auroc(labels, -scores) == pytest.approx(1 - expected)
+
+
+def test_stratified_subset_takes_every_kind_in_turn():
+    ids = [f"brick/test/hole_{i:03d}" for i in range(5)] + [f"brick/test/scratch_{i:03d}" for i in range(2)]
+    split = Split(torch.zeros(7, 2), torch.ones(7, dtype=torch.long), None, ids)
+    assert stratified(split, 4).ids == ids[:2] + ids[5:7]
+
+
+def test_holdout_is_seeded_and_disjoint(table):
+    fit, held = infill_quality.split(table)
+    assert len(held) == 25 and len(fit) == 225  # 10% of the 250 benign training rows
+    assert not (fit[:, None, :] == held[None, :, :]).all(-1).any()
+    assert torch.equal(held, infill_quality.split(table)[1])
+    assert infill_quality.split(table, 0.0)[1] is None
+
+
+def test_untrained_repairer_is_warned_about_and_its_figure_is_in_the_header(tmp_path, capsys):
+    out = tmp_path / "r.safetensors"
+    train_and_save("repairer", "mlp-ddpm", out, model_options={"train_steps": 1, "width": 32, "depth": 1})
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "worse than the training mean" in warnings[0]
+    assert "in-fill error on 25 held-out normal samples" in captured.out  # 10% of 250 benign rows
+    figure = infill_quality.recorded(out)
+    assert figure["beats_naive"] is False and figure["ratio"] > 1
+    assert set(figure["masks"]) == {"feature subset"}
+    checkpoint.load(out, "repairer")  # the extra header entry does not disturb loading
+
+
+def test_the_bundled_repairer_beats_the_naive_fill_and_a_barely_trained_one_does_not(table, tiny_repairer):
+    normal = table.test().x[table.test().labels == 0]
+    bundled = arpro.obtain_model("repairer", "mlp-ddpm", table)  # 4000 steps, the default
+    assert infill_quality.measure(bundled, normal)["ratio"] < 0.5
+    assert not infill_quality.measure(tiny_repairer, normal)["beats_naive"]  # 300 steps of a narrow MLP
+
+
+def correlated_csv(path, n_normal=600, n_anomalous=150, seed=0):
+    """Anomalies only in the joint structure (x2 follows -x1 instead of x1): every marginal is normal's."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n_normal + n_anomalous)
+    sign = np.r_[np.ones(n_normal), -np.ones(n_anomalous)]
+    frame = pd.DataFrame({"x1": x1, "x2": sign * x1 + 0.1 * rng.normal(size=x1.size), "x3": rng.normal(size=x1.size),
+                          "x4": rng.normal(size=x1.size), "label": (sign < 0).astype(int)})
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def barely_trained(tmp_path_factory):
+    """An autoencoder trained for one epoch and an MLP DDPM trained for one step, on a CSV."""
+    folder = tmp_path_factory.mktemp("barely")
+    data = correlated_csv(folder / "data.csv")
+    common = dict(dataset="csv", data_root=data)
+    train_and_save("detector", "autoencoder", folder / "ae.safetensors", model_options={"epochs": 1}, **common)
+    train_and_save("repairer", "mlp-ddpm", folder / "r.safetensors",
+                   model_options={"train_steps": 1, "width": 32, "depth": 1}, **common)
+    return folder
+
+
+def test_check_flags_a_detector_at_chance_and_an_untrained_repairer(barely_trained):
+    proc = run_cli("check", "--detector", "autoencoder", "--dataset", "csv", "--data-root",
+                   str(barely_trained / "data.csv"), "--detector-checkpoint", str(barely_trained / "ae.safetensors"),
+                   "--repairer-checkpoint", str(barely_trained / "r.safetensors"), "--limit", "4", "--steps", "10",
+                   "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    verdict = proc.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("verdict: detector near chance (AUROC 0.")
+    assert "repairer in-fills worse than the naive fill" in verdict
+    record = read_record(barely_trained / "ae.safetensors")  # written beside the checkpoint the user named
+    assert record["verdict"] == verdict.removeprefix("verdict: ")
+    assert abs(record["detection"]["auroc"] - 0.5) < 0.1
+    assert hint("autoencoder", str(barely_trained / "ae.safetensors")).startswith("warning: `arpro check` on csv found")
+
+
+def test_a_detector_never_checked_gets_a_hint_and_a_retrained_one_loses_its_record(barely_trained, tmp_path):
+    path = tmp_path / "ae.safetensors"
+    path.write_bytes((barely_trained / "ae.safetensors").read_bytes())
+    assert hint("autoencoder", str(path)).startswith("hint: detector 'autoencoder' has not been checked")
+    record_path(path).write_text(json.dumps({"sha256": "0" * 64, "verdict": "ok"}))  # the record of another file
+    assert read_record(path) is None
+
+
+def test_check_is_ok_on_the_embedded_tabular_default():
+    report = run_check(arpro.RunSpec(detector="gaussian"), progress=False)
+    assert report["verdict"] == "ok", report
+    assert report["detection"]["auroc"] > 0.9 and report["repair"]["n"] == 16
+    assert report["infill"]["beats_naive"]
+    bundled = plugins.get("detector", "gaussian").bundled_checkpoint(plugins.get("dataset", "breast-cancer")())
+    assert hint("gaussian", str(bundled)) is None  # the plugin ships the record of its checkpoint's check
+
+
+def test_check_command_exits_0_on_the_default_and_writes_nothing_beside_a_bundled_checkpoint():
+    bundled = plugins.get("detector", "gaussian").bundled_checkpoint(plugins.get("dataset", "breast-cancer")())
+    shipped = record_path(bundled).read_bytes()
+    proc = run_cli("check", "--detector", "gaussian", "--limit", "4", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "verdict: ok"
+    assert record_path(bundled).read_bytes() == shipped and "recorded" not in proc.stderr
+
+
+def test_p1_warning_beyond_the_documented_share():
+    assert p1_warning([True] * 9 + [False]) is None  # 10% is within the share
+    assert "P1 fails) for 2 of 10 inputs (20%" in p1_warning([True] * 8 + [False] * 2)
+
+
+def test_evaluate_tables_count_inputs_already_below_threshold_and_warn_on_p1():
+    def record(below, p1):
+        arm = {"metrics": {"Ms": 1.0}, "holds": {"p1": p1}, "all_hold": p1, "non_anomalous": True}
+        return {"category": "c", "input_non_anomalous": below, "guided": arm}
+
+    summary = summarize([record(True, False), record(False, False), record(False, True)], [],
+                        [{"name": "p1", "metric": "Ms", "label": "Ms"}])
+    assert summary["categories"]["c"]["inputs_non_anomalous"] == 1
+    assert "1 of 3" in markdown_tables(summary)
+    assert len(summary["warnings"]) == 1 and "2 of 3 inputs" in markdown_tables(summary)
+
+
+def test_train_repairer_cli_validates_only_repairers():
+    proc = run_cli("train", "detector", "--help")
+    assert "--holdout" not in proc.stdout
+    assert "--holdout" in run_cli("train", "repairer", "--help").stdout
+
+
+def test_holdout_zero_trains_on_everything_and_records_nothing(tmp_path):
+    out = tmp_path / "r.safetensors"
+    train_and_save("repairer", "mlp-ddpm", out, holdout=0.0, model_options={"train_steps": 1, "width": 32, "depth": 1})
+    with safe_open(str(out), framework="pt") as f:
+        assert infill_quality.METADATA_KEY not in f.metadata()
+
+
+def test_repair_warns_when_p1_fails_often_and_hints_at_check(barely_trained, tmp_path):
+    detector = tmp_path / "ae.safetensors"  # a copy never checked, whatever the other tests recorded
+    detector.write_bytes((barely_trained / "ae.safetensors").read_bytes())
+    proc = run_cli("repair", "--detector", "autoencoder", "--dataset", "csv", "--data-root",
+                   str(barely_trained / "data.csv"), "--detector-checkpoint", str(detector), "--repairer-checkpoint",
+                   str(barely_trained / "r.safetensors"), "--guidance-scale", "0", "--steps", "10", "--count", "4",
+                   "--out", str(tmp_path / "out"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert [line for line in lines if line.startswith("hint:")] == [hint("autoencoder", str(detector))]
+    warnings = [line for line in lines if line.startswith("warning: the guided repair raised")]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(warnings) == 1 and report["warnings"] == [warnings[0].removeprefix("warning: ")]
+    assert report["settings"]["detector_checkpoint"] == str(detector)
