@@ -8,7 +8,6 @@ training mean, misleads whoever reads it; this says so before anyone does.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -50,24 +49,6 @@ def f1(labels: Tensor, flagged: Tensor) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
-def kind_of(sample_id: str) -> str:
-    """The kind an id names, its numbers and file extension left out (``brick/test/hole_007`` -> ``brick/test/hole_#``)."""
-    return re.sub(r"\d+", "#", re.sub(r"\.\w+$", "", sample_id))
-
-
-def stratified(split: Split, n: int) -> Split:
-    """At most ``n`` samples of ``split``, taken in turn from each kind of input its ids name."""
-    groups: dict[str, list[int]] = {}
-    for i, sample_id in enumerate(split.ids or [""] * len(split)):
-        groups.setdefault(kind_of(sample_id), []).append(i)
-    queues, chosen = list(groups.values()), []
-    while len(chosen) < min(n, len(split)):
-        for queue in queues:
-            if queue and len(chosen) < n:
-                chosen.append(queue.pop(0))
-    return split.subset(sorted(chosen))
-
-
 def _scores(detector, x: Tensor) -> Tensor:
     with torch.no_grad():
         return torch.cat([detector.score(batch) for batch in x.split(64)])
@@ -100,7 +81,8 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
     else:
         infill["source"] = "recorded when the repairer was trained"
 
-    chosen = stratified(test.anomalous(), limit)
+    anomalous = test.anomalous()
+    chosen = anomalous.subset(anomalous.spread(limit))
     result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress)
     guided = result.arms["guided"]
     repair = {"n": len(chosen), "holds": {p: float(v.float().mean()) for p, v in guided.holds.items()},

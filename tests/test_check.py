@@ -13,9 +13,8 @@ from safetensors import safe_open
 
 import arpro
 from arpro import checkpoint, infill_quality, plugins
-from arpro.check import auroc, run_check, stratified
+from arpro.check import auroc, run_check
 from arpro.checked import hint, read_record, record_path
-from arpro.protocols import Split
 from arpro.result import p1_warning
 from arpro.summary import markdown_tables, summarize
 from arpro.training import train_and_save
@@ -27,12 +26,6 @@ def test_auroc_is_the_mann_whitney_probability_with_ties_half():
     expected = sum(1.0 if a > n else 0.5 if a == n else 0.0 for a, n in pairs) / len(pairs)
     assert auroc(labels, scores) == pytest.approx(expected)
     assert auroc(labels, -scores) == pytest.approx(1 - expected)
-
-
-def test_stratified_subset_takes_every_kind_in_turn():
-    ids = [f"brick/test/hole_{i:03d}" for i in range(5)] + [f"brick/test/scratch_{i:03d}" for i in range(2)]
-    split = Split(torch.zeros(7, 2), torch.ones(7, dtype=torch.long), None, ids)
-    assert stratified(split, 4).ids == ids[:2] + ids[5:7]
 
 
 def test_holdout_is_seeded_and_disjoint(table):
