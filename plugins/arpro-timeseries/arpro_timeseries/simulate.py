@@ -26,7 +26,7 @@ Attacks, injected into the test series only and labelled per time step:
 Stuck, drift and actuator attacks last 10–40 steps, spikes 1–3; blockage, bias and noise are
 sustained, 80–200 steps (longer than the default window of 64).
 
-Everything is deterministic from the seed. 12 000 rows (the default test series) took 0.8 s
+Everything is deterministic from the seed. 12 000 rows (the default test series) took 0.26 s
 on this machine with its 2 cores shared by other jobs.
 """
 
