@@ -1,41 +1,71 @@
-"""Window-level detection quality of the time-series detectors on the embedded dataset.
+"""Window-level detection quality of the time-series detectors on the embedded plant, per anomaly kind.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_detectors.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_detectors.py                 # plant seed 2
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_detectors.py --dataset-seed 1  # the tuning run
 
 A window is anomalous if any of its time steps is attacked. The decision threshold is the
 95% split-conformal threshold of the held-out normal (validation) windows' scores; AUROC
-needs no threshold. Models: the bundled checkpoints (or trained now if absent).
+needs no threshold. Per kind, the windows overlapping an attack of that kind are scored
+against all normal test windows (AUROC, and F1 at the same threshold). Models: the bundled
+checkpoints (trained on the seed-0 plant), or ``--detector-ckpt NAME=FILE``. Settings were
+chosen on ``--dataset-seed 1``; seed 2 (the default here) was used for nothing but reporting.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 import arpro
-from arpro import plugins
-from arpro import conformal_threshold
+from arpro import conformal_threshold, plugins
 from arpro_timeseries.evaluation import detection_metrics, scores
+from arpro_timeseries.simulate import ATTACK_KINDS
+
+
+def windows_of_kind(dataset, test: arpro.Split) -> dict[str, torch.Tensor]:
+    """For each attack kind, a boolean over the test windows: does the window overlap such an attack?"""
+    starts = torch.tensor([int(i.split("@")[1]) for i in test.ids])
+    out = {}
+    for kind in ATTACK_KINDS:
+        hit = torch.zeros(len(test), dtype=torch.bool)
+        for a in (a for a in dataset.attacks() if a["kind"] == kind):
+            hit |= (starts < a["stop"]) & (starts + dataset.window > a["start"])
+        out[kind] = hit
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detector", action="append", help="detector name (repeatable; default gpt2 and llama2)")
+    parser.add_argument("--detector-ckpt", action="append", default=[], help="NAME=FILE: use this checkpoint for NAME")
+    parser.add_argument("--dataset-seed", type=int, default=2, help="seed of the simulated plant (2: never used for choosing)")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    dataset = plugins.get("dataset", "process")()
+    checkpoints = dict(item.split("=", 1) for item in args.detector_ckpt)
+    dataset = plugins.get("dataset", "process")(seed=args.dataset_seed)
+    trained_on = plugins.get("dataset", "process")()  # the bundled models are those of the seed-0 plant
     test = dataset.test()
-    print(f"process test split: {len(test)} windows of {tuple(test.x.shape[1:])}, {int(test.labels.sum())} anomalous")
-    print("| detector | precision | recall | F1 | AUROC | threshold |")
-    print("|---|---|---|---|---|---|")
+    kinds = windows_of_kind(dataset, test)
+    normal = test.labels == 0
+    print(f"process(seed={args.dataset_seed}) test split: {len(test)} windows of {tuple(test.x.shape[1:])}, "
+          f"{int(test.labels.sum())} anomalous; per kind: " + ", ".join(f"{k} {int(v.sum())}" for k, v in kinds.items()))
+    print("| detector | kind | windows | precision | recall | F1 | AUROC | threshold |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.detector or ["gpt2", "llama2"]:
-        detector = arpro.obtain_model("detector", name, dataset, progress=False)
+        path = Path(checkpoints[name]) if name in checkpoints else None
+        detector = arpro.obtain_model("detector", name, trained_on, checkpoint_path=path, progress=False)
         threshold = conformal_threshold(scores(detector, dataset.validation().x), 1 - args.alpha)
-        m = detection_metrics(test.labels, scores(detector, test.x), threshold)
-        print(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['auroc']:.3f} | {threshold:.2f} |")
+        s = scores(detector, test.x)
+        rows = [("all", torch.ones(len(test), dtype=torch.bool))] + [(k, v | normal) for k, v in kinds.items()]
+        for kind, keep in rows:
+            m = detection_metrics(test.labels[keep], s[keep], threshold)
+            count = int(test.labels[keep].sum())
+            print(f"| {name} | {kind} | {count} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+                  f"{m['auroc']:.3f} | {threshold:.2f} |")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_repair.py --detector llama2 --n 32
 
 Settings: the detector's (its ``guidance_scale`` and ``repair_defaults``: DDIM 50 steps, SDEdit
-start t0 = 0.6, constant eta 0.03, gradient at x0, in-filling stopped below t = 0.05·T,
+start t0 = 0.8, constant eta 0.03, gradient at x0, in-filling stopped below t = 0.05·T,
 gradient RMS capped at 1.0, mask "train"); every flag below overrides one of them.
-``--dataset-seed 1`` runs on another simulated plant run (the split the defaults were chosen on).
+``--dataset-seed`` picks the simulated plant run: 2 (the default) was used for nothing but
+reporting, 1 is the run the defaults were chosen on, 0 the one the bundled models trained on.
 
 Takes ``--n`` anomalous test windows of ``process`` (evenly spaced over all of them), the
 bundled checkpoints (or ``--detector-ckpt`` / ``--repairer-ckpt``), and runs
@@ -14,7 +15,8 @@ bundled checkpoints (or ``--detector-ckpt`` / ``--repairer-ckpt``), and runs
 guided = AR-Pro) with the same seeds for every arm. Reports mean ± std and the median of
 Ms, Md, Mω, Mω̄ per arm, Δ (percentage improvement of guided over an arm, on the mean as in
 the paper and on the median), and TNR: the fraction of repairs scoring below the 95%
-split-conformal threshold of the held-out normal (validation) windows.
+split-conformal threshold of the held-out normal (validation) windows, and the share of windows
+where P1 (the repair scores below the input) and all reported properties hold.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def main() -> None:
     parser.add_argument("--grad-clip", type=float)
     parser.add_argument("--eta-schedule", help="constant or sigma")
     parser.add_argument("--infill-stop", type=float, help="stop in-filling below this fraction of T (0: the paper)")
-    parser.add_argument("--dataset-seed", type=int, default=0, help="seed of the simulated process (0: the embedded default)")
+    parser.add_argument("--dataset-seed", type=int, default=2, help="seed of the simulated plant (2: never used for choosing)")
     parser.add_argument("--mask", default="train")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -62,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     dataset = plugins.get("dataset", "process")(seed=args.dataset_seed)
-    trained_on = plugins.get("dataset", "process")()  # the bundled models are those of the default plant run
+    trained_on = plugins.get("dataset", "process")()  # the bundled models are those of the seed-0 plant run
     detector = arpro.obtain_model("detector", args.detector, trained_on, checkpoint_path=args.detector_ckpt, progress=False)
     repairer = arpro.obtain_model("repairer", "diffusion-ts", trained_on, checkpoint_path=args.repairer_ckpt, progress=False)
     anomalous = dataset.test().anomalous()
@@ -81,8 +83,10 @@ def main() -> None:
             seed=args.seed + start, ids=ids[start : start + args.batch], progress=False,
         )
         for arm, r in result.arms.items():
-            rec = per_arm.setdefault(arm, {"score": [], "seconds": 0.0, **{m: [] for m, _ in METRICS}})
+            rec = per_arm.setdefault(arm, {"score": [], "p1": [], "all_hold": [], "seconds": 0.0, **{m: [] for m, _ in METRICS}})
             rec["score"] += r.score.tolist()
+            rec["p1"] += r.holds["p1"].tolist()
+            rec["all_hold"] += r.all_hold.tolist()
             rec["seconds"] += r.seconds
             for m, _ in METRICS:
                 rec[m] += r.metrics[m].tolist()
@@ -124,19 +128,26 @@ def main() -> None:
                     cells.append("")
         print("| " + " | ".join(cells) + " |")
     print()
-    print("| arm | TNR (score < conformal 95% threshold) | median s(x_fix) | seconds per repair |")
-    print("|---|---|---|---|")
+    print("| arm | TNR (score < conformal 95% threshold) | P1 holds | all hold | median s(x_fix) | seconds per repair |")
+    print("|---|---|---|---|---|---|")
     summary = {"threshold": threshold, "n": n, "arms": {}}
     for arm in arms:
         s = torch.tensor(per_arm[arm]["score"])
         tnr = (s < threshold).float().mean().item()
-        print(f"| {arm} | {tnr:.2f} | {s.median().item():.2f} | {per_arm[arm]['seconds'] / n:.2f} |")
-        summary["arms"][arm] = {"tnr": tnr, **{m: stats(per_arm[arm][m]) for m, _ in METRICS}}
+        p1 = sum(per_arm[arm]["p1"]) / n
+        every = sum(per_arm[arm]["all_hold"]) / n
+        print(f"| {arm} | {tnr:.2f} | {p1:.2f} | {every:.2f} | {s.median().item():.2f} | {per_arm[arm]['seconds'] / n:.2f} |")
+        summary["arms"][arm] = {"tnr": tnr, "p1": p1, "all_hold": every, **{m: stats(per_arm[arm][m]) for m, _ in METRICS}}
     wins = {
         m: all(stats(per_arm["guided"][m])[2] < stats(per_arm[a][m])[2] for a in arms if a != "guided")
         for m in ("Ms", "Momega", "Momega_bar")
     }
-    print(f"\nguided median beats every other arm: {wins}; guided TNR {summary['arms']['guided']['tnr']:.2f}")
+    guided_omega = torch.tensor(per_arm["guided"]["Momega"])
+    paired = (guided_omega < torch.tensor(per_arm["infill"]["Momega"])).double().mean().item()
+    g = summary["arms"]["guided"]
+    print(f"\nguided median beats every other arm: {wins}")
+    print(f"bars: guided P1 {g['p1']:.2f} (>= 0.95), guided TNR {g['tnr']:.2f} (>= 0.9), "
+          f"guided Mω < infill Mω in {paired:.2f} of windows (>= 0.7)")
     print("\nPaired, window by window (same windows, same seeds): the fraction of windows where guided is lower,")
     print("and the median of (guided − arm)")
     print("| metric | " + " | ".join(f"guided < {a} | median(guided − {a})" for a in arms if a != "guided") + " |")

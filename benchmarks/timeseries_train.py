@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_train.py gpt2
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_train.py llama2
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_train.py diffusion-ts
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_train.py diffusion-ts --resume CKPT --steps 6000 --chunk 1000 --lr 5e-4 --seed 100
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/timeseries_train.py gpt2 --model-option normalise=window --out FILE
 
 is equivalent to
 
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=0, help="save a checkpoint every CHUNK steps (0: only at the end)")
     parser.add_argument("--resume", type=Path, default=None, help="continue training this checkpoint instead of a fresh model")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's lr)")
+    parser.add_argument("--model-option", action="append", default=[], help="model config KEY=VALUE (strings)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kind = "repairer" if args.model == "diffusion-ts" else "detector"
@@ -43,7 +44,7 @@ def main() -> None:
     if args.resume:
         model = checkpoint.load(args.resume, kind, args.model)
     else:
-        model = plugins.get(kind, args.model).for_dataset(dataset)
+        model = plugins.get(kind, args.model).for_dataset(dataset, **dict(o.split("=", 1) for o in args.model_option))
     options = {} if args.lr is None else {"lr": args.lr}
     steps = args.steps or model.config["train_steps"]
     out = args.out or CHECKPOINTS / f"{args.model}-process.safetensors"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -66,7 +67,7 @@ def test_standardisation_uses_normal_training_rows_only(process):
 def test_attacks_cover_all_kinds_and_match_labels():
     ds = dataset("process")
     attacks = ds.attacks()
-    assert {a["kind"] for a in attacks} == {"stuck", "spike", "drift", "actuator"}
+    assert {a["kind"] for a in attacks} == {"stuck", "spike", "drift", "actuator", "blockage", "bias", "noise"}
     labels = ds._data["rows"]["test"].labels
     for a in attacks:
         assert labels[a["start"] : a["stop"]].all()
@@ -81,6 +82,36 @@ def test_stuck_sensor_really_sticks():
     j = COLUMNS.index(stuck["target"])
     span = values[stuck["start"] : stuck["stop"], j]
     assert np.all(span == span[0])
+
+
+def test_blockage_moves_flow_pressure_current_and_vibration_together():
+    from arpro_timeseries.simulate import COLUMNS, simulate
+
+    values, _, attacks = simulate(12000, seed=5, attacks=True)
+    checked = 0
+    for a in (a for a in attacks if a["kind"] == "blockage"):
+        k, s = a["target"][1], a["start"]
+        before, during = slice(s - 10, s), slice(s + 2, s + 12)  # 10 steps each side (valves move for 2)
+        if values[s - 10 : s + 12, COLUMNS.index(a["target"])].min() < 0.5:
+            continue  # the pump stopped on its own nearby: nothing to compare
+        column = {kind: values[:, COLUMNS.index(f"{kind}{k}0{2 if kind == 'FIT' else 1}")] for kind in ("FIT", "PIT", "CUR", "VIB")}
+        assert column["FIT"][during].mean() < 0.7 * column["FIT"][before].mean()  # less flow ...
+        assert column["PIT"][during].mean() > column["PIT"][before].mean() + 0.5  # ... against more head,
+        assert column["CUR"][during].mean() < column["CUR"][before].mean() - 0.5  # less current,
+        assert column["VIB"][during].mean() > column["VIB"][before].mean() + 0.3  # more vibration
+        checked += 1
+    assert checked >= 2
+
+
+def test_cavitation_raises_the_vibration_noise():
+    from arpro_timeseries.simulate import COLUMNS, simulate
+
+    values, _, attacks = simulate(6000, seed=5, attacks=True)
+    a = next(a for a in attacks if a["kind"] == "noise")
+    vibration = np.diff(values[:, COLUMNS.index(f"VIB{a['target'][1]}01")])
+    quiet = np.diff(values[: a["start"] - 1, COLUMNS.index(f"VIB{a['target'][1]}01")])
+    robust_std = np.median(np.abs(quiet)) / 0.6745  # of step-to-step changes, untouched by pump switching
+    assert vibration[a["start"] : a["stop"] - 1].std() > 3 * robust_std
 
 
 def test_window_and_stride_options():
@@ -246,9 +277,9 @@ def test_too_few_rows(tmp_path, process):
 
 
 def test_feature_count_differs_from_the_models(tmp_path, process):
-    with pytest.raises(ArproError, match=r"26 feature columns, but the models of process were trained on 27 \(missing 'AIT301'\)"):
+    with pytest.raises(ArproError, match=r"32 feature columns, but the models of process were trained on 33 \(missing 'AIT301'\)"):
         process.read_input(write_input(tmp_path / "x.csv", process, drop="AIT301"))
-    with pytest.raises(ArproError, match=r"28 feature columns, .*unexpected 'spare'"):
+    with pytest.raises(ArproError, match=r"34 feature columns, .*unexpected 'spare'"):
         process.read_input(write_input(tmp_path / "y.csv", process, extra="spare"))
 
 
@@ -274,3 +305,65 @@ def test_ts_csv_warns_when_test_data_lies_far_outside_training(tmp_path, capsys)
     dataset("ts-csv", path, window=16, stride=4).train()
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and "far outside the normal training range on b (" in err and " a (" not in err
+
+
+# -- ts-csv: a folder of experiment files -------------------------------------------------------
+
+
+def write_experiments(root: Path, count: int = 3, n: int = 60, fault_at: int = 40) -> Path:
+    """``count`` experiment files, each normal for ``fault_at`` rows and then faulty, plus one normal
+    file without a label column."""
+    root.mkdir()
+    for e in range(count):
+        values = _signals(n, 2, e) + 10 * e  # each experiment at its own level: a straddling window would mix them
+        labels = (np.arange(n) >= fault_at).astype(int)
+        write_series(root / f"run{e}.csv", ",", time=range(n), a=values[:, 0], b=values[:, 1], label=labels)
+    values = _signals(n, 2, 9)
+    write_series(root / "normal.csv", ",", time=range(n), a=values[:, 0], b=values[:, 1])  # no label column
+    return root
+
+
+def test_ts_csv_folder_splits_each_file_and_no_window_straddles_two(tmp_path):
+    root = write_experiments(tmp_path / "runs")
+    ds = dataset("ts-csv", root, train_rows=30, window=8, stride=4, test_stride=4)
+    rows = ds._data["rows"]
+    # train: the 30-row heads of run0..2 and all 60 rows of normal.csv (10% of them held out for validation)
+    assert len(rows["train"]) + len(rows["validation"]) == 3 * 30 + 60
+    assert len(rows["test"]) == 3 * 30 and rows["test"].labels.sum() == 3 * 20
+    assert rows["test"].starts == [0, 30, 60]
+    assert len(ds.train()) and len(ds.validation()) and len(ds.test())
+    # each window holds consecutive rows of one file: 7 windows per 30-row tail (22 if they straddled)
+    test = ds.test()
+    assert len(test) == 3 * 7
+    for window_id, x in zip(test.ids, test.x):
+        run, first = window_id.split("@")[1].split(":")
+        values = pd.read_csv(root / f"{run}.csv")[["a", "b"]].to_numpy()[int(first) : int(first) + 8]
+        assert len(values) == 8 and np.allclose(x.numpy(), ds.standardise(values), atol=1e-4)
+    assert sorted({i.split("@")[1].split(":")[0] for i in test.ids}) == ["run0", "run1", "run2"]
+    assert int(ds.train().labels.sum()) == 0
+
+
+def test_ts_csv_folder_train_fraction_and_refusals(tmp_path):
+    root = write_experiments(tmp_path / "runs")
+    ds = dataset("ts-csv", root, train_fraction=0.25, window=8, stride=4)
+    assert len(ds._data["rows"]["test"]) == 3 * 45
+    labelled_only = write_experiments(tmp_path / "labelled-only", count=2)
+    (labelled_only / "normal.csv").unlink()
+    with pytest.raises(ArproError, match="no training rows"):
+        dataset("ts-csv", labelled_only, window=8).train()
+    with pytest.raises(ArproError, match="train_rows or train_fraction, not both"):
+        dataset("ts-csv", root, train_rows=10, train_fraction=0.5, window=8).train()
+    with pytest.raises(ArproError, match="train_rows must be a whole number"):
+        dataset("ts-csv", root, train_rows=-3, window=8).train()
+    with pytest.raises(ArproError, match="has no option 'train_row'"):
+        from arpro.spec import load_dataset
+
+        load_dataset("ts-csv", root, domain="timeseries", train_row=10)
+
+
+def test_ts_csv_folder_warns_about_anomalous_rows_in_a_training_head(tmp_path, capsys):
+    root = write_experiments(tmp_path / "runs", fault_at=20)
+    ds = dataset("ts-csv", root, train_rows=30, window=8, stride=4)
+    assert int(ds.train().labels.sum()) == 0  # the windows with faulty rows are left out
+    err = capsys.readouterr().err
+    assert "run0.csv: 10 anomalous rows in its first 30 (training) rows" in err

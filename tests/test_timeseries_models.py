@@ -60,14 +60,32 @@ def test_detector_fit_is_deterministic(detector, process):
         assert torch.allclose(again.score(x), detector.score(x), rtol=1e-5, atol=1e-6)
 
 
-def test_detector_instance_normalisation_removes_the_window_level(detector, process):
-    """Per-window normalisation: x̂(x + b) = x̂(x) + b for a per-feature offset b, so alpha is unchanged."""
+def test_detector_sees_a_level_shift_by_default(detector, process):
+    """normalise="dataset" (the default): a sustained offset on one feature raises its alpha."""
+    x = process.test().x[:2]
+    offset = torch.zeros(x.shape[2])
+    offset[3] = 3.0
+    with torch.no_grad():
+        base = detector.decompose(x).alpha
+        moved = detector.decompose(x + offset).alpha
+    assert detector.config["normalise"] == "dataset"
+    assert moved[..., 3].sum() > base[..., 3].sum() + 0.5 * x.shape[1]
+
+
+def test_window_normalisation_removes_the_window_level(process):
+    """normalise="window": x̂(x + b) = x̂(x) + b for a per-feature offset b, so alpha is unchanged."""
+    torch.manual_seed(0)
+    detector = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
+                                                          normalise="window")
     x = process.test().x[:2]
     offset = torch.linspace(-2, 2, x.shape[2])
     with torch.no_grad():
         base = detector.decompose(x).alpha
         moved = detector.decompose(x + offset).alpha
+        assert torch.allclose(detector.decompose(x).alpha.flatten(1).sum(1), detector.reference_score(x), rtol=1e-5)
     assert torch.allclose(moved, base, atol=1e-4 * (1 + base.abs().max()))
+    with pytest.raises(arpro.ArproError, match="normalise must be one of dataset, window, not 'batch'"):
+        plugins.get("detector", "gpt2").for_dataset(process, normalise="batch")
 
 
 def test_detector_training_lowers_reconstruction_error(process):
@@ -161,5 +179,6 @@ def test_detection_metrics():
 
     assert auroc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
     assert auroc([0, 1], [0.5, 0.5]) == 0.5
+    assert auroc([0, 0, 1, 1], [40.0, 50.0, 60.0, 70.0]) == 1.0  # large scores are not squashed into ties
     m = detection_metrics(torch.tensor([0, 1, 1, 0]), torch.tensor([1.0, 5.0, 0.5, 6.0]), 2.0)
     assert (m["precision"], m["recall"], m["f1"]) == (0.5, 0.5, 0.5)

@@ -24,7 +24,7 @@ def arpro_register_repairers(register):
 @arpro.hookimpl
 def arpro_register_datasets(register):
     register("arpro_timeseries.process:Process", name="process", domain="timeseries", default=True,
-             description="A simulated three-stage water process with injected attacks (embedded; no data needed).")
+             description="A simulated three-stage water process with injected attacks and faults (embedded; no data needed).")
     register("arpro_timeseries.layouts:SWaT", name="swat", domain="timeseries",
              description="SWaT (iTrust) in its published CSV layout: SWaT_Dataset_Normal*.csv / SWaT_Dataset_Attack*.csv.")
     register("arpro_timeseries.layouts:WADI", name="wadi", domain="timeseries",
@@ -32,4 +32,5 @@ def arpro_register_datasets(register):
     register("arpro_timeseries.layouts:HAI", name="hai", domain="timeseries",
              description="HAI (ETRI/NSR) in its published CSV layout: train*.csv / test*.csv (20.07, 21.03, 22.04).")
     register("arpro_timeseries.layouts:TimeSeriesCsv", name="ts-csv", domain="timeseries",
-             description="Any time-series CSV (--data-root FILE.csv, or a folder with train.csv and test.csv).")
+             description="Any time-series CSV (--data-root FILE.csv, a folder with train.csv and test.csv, "
+                         "or a folder of experiment CSVs).")

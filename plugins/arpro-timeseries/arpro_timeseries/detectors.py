@@ -3,13 +3,18 @@
 Both follow the "one fits all" recipe the paper uses (GPT-2 / Llama-2 backbones on time
 steps as tokens), as reconstruction models:
 
-1. per-window instance normalisation: ``z = (x − mean_t) / sqrt(var_t + eps)`` per feature;
+1. the windows arrive standardised per feature with the normal training rows' mean and std
+   (the dataset does it), and by default (``normalise="dataset"``) go in as they are, so a
+   sustained level shift or a change of variability — what valve manipulations and sensor
+   offsets look like — is seen by the model. ``normalise="window"`` adds per-window instance
+   normalisation, ``z = (x − mean_t) / sqrt(var_t + eps)`` per feature, which makes the score
+   blind to a window's level (kept as an option; docs/timeseries.md has the measurement);
 2. each time step ``z_t`` (``D`` features) goes through a linear bottleneck of
    ``bottleneck < D`` units and up to the backbone width (the bottleneck stops the
    network from learning the identity: it must rebuild the features from their
    physical couplings and from the other time steps);
 3. the transformer backbone (``GPT2Model`` / ``LlamaModel`` built from a config; no hub);
-4. a linear reconstruction head back to ``D`` features, and de-normalisation.
+4. a linear reconstruction head back to ``D`` features (de-normalised under ``"window"``).
 
 Decomposition (paper Example 2.2): ``alpha[t, d] = (x̂[t, d] − x[t, d])²`` and
 ``beta = 0``, so ``s(x) = Σ_{t,d} alpha`` is exactly the window's total squared
@@ -41,6 +46,9 @@ PRESETS: dict[str, dict[str, dict[str, int]]] = {
 }
 
 
+NORMALISATIONS = ("dataset", "window")
+
+
 class ReconstructionDetector(ShippedModel, arpro.Detector):
     """Shared logic of the transformer reconstruction detectors."""
 
@@ -49,13 +57,15 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
     embedding_key: ClassVar[str]
     layer_key: ClassVar[str]
     guidance_scale = 0.03  # with the repair_defaults below, chosen on process(seed=1) (docs/timeseries.md)
-    repair_defaults = {"eta_schedule": "constant", "guide_on": "x0", "infill_stop": 0.05}
+    repair_defaults = {"eta_schedule": "constant", "guide_on": "x0", "infill_stop": 0.05, "t0": 0.8}
     smoke_fit_options: ClassVar[dict] = {"steps": 5}  # what the core's identity test passes to fit()
 
     def __init__(self, input_shape: list[int], preset: str = "small", n_layer: int | None = None,
                  hidden: int | None = None, n_head: int | None = None, intermediate: int | None = None,
                  bottleneck: int | None = None, eps: float = 1e-2, train_steps: int = 3000, batch_size: int = 64,
-                 lr: float = 1e-3, pretrained: str | None = None) -> None:
+                 lr: float = 1e-3, pretrained: str | None = None, normalise: str = "dataset") -> None:
+        if normalise not in NORMALISATIONS:
+            raise arpro.ArproError(f"{self.name}: normalise must be one of {', '.join(NORMALISATIONS)}, not {normalise!r}")
         if preset not in PRESETS[self.family]:
             raise arpro.ArproError(f"{self.name}: unknown preset {preset!r} (choose {', '.join(PRESETS[self.family])})")
         size = dict(PRESETS[self.family][preset])
@@ -95,12 +105,17 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
             raise arpro.ArproError(f"{self.name}: {path} does not fit preset {self.config['preset']!r}: {error}") from None
 
     def reconstruct(self, x: Tensor) -> Tensor:
+        """``x̂`` in the units of ``x``; the score's target is ``x`` itself under either normalisation."""
+        if self.config["normalise"] == "dataset":
+            return self._rebuild(x)
         mean = x.mean(1, keepdim=True)
         std = (x.var(1, unbiased=False, keepdim=True) + self.config["eps"]).sqrt()
-        z = (x - mean) / std
+        return self._rebuild((x - mean) / std) * std + mean
+
+    def _rebuild(self, z: Tensor) -> Tensor:
         h = self.expand(self.squeeze(z))
         h = self.backbone(inputs_embeds=h, use_cache=False).last_hidden_state
-        return self.head(h) * std + mean
+        return self.head(h)
 
     def reference_score(self, x: Tensor) -> Tensor:
         """The window's total squared reconstruction error, computed with ``mse_loss``."""

@@ -24,7 +24,11 @@ def auroc(labels, values) -> float:
     target = torch.as_tensor(np.asarray(labels)).long()
     if target.min() == target.max():
         return float("nan")
-    return float(binary_auroc(torch.as_tensor(np.asarray(values), dtype=torch.float64), target))
+    v = torch.as_tensor(np.asarray(values), dtype=torch.float64)
+    # binary_auroc reads values outside [0, 1] as logits and squashes them with a sigmoid, which
+    # ties every score above ~37; an order-preserving map into [0, 1] keeps them apart
+    v = (v - v.min()) / (v.max() - v.min()) if v.max() > v.min() else torch.zeros_like(v)
+    return float(binary_auroc(v, target))
 
 
 def detection_metrics(labels: Tensor, values: Tensor, threshold: float) -> dict[str, float]:

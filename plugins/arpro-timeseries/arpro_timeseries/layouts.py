@@ -7,6 +7,7 @@ Each reads train/test CSV files from ``--data-root`` into :class:`Rows`; the las
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ class _PublishedLayout(TimeSeriesDataset):
                     raise ArproError(f"{path}: its feature columns differ from those of the other {key} files")
                 columns = cols
                 rows.append(r)
-            parts[key] = (columns, Rows(np.concatenate([r.values for r in rows]), np.concatenate([r.labels for r in rows]), sum((r.times for r in rows), [])))
+            parts[key] = (columns, Rows.concat(rows))  # no window straddles two files
         (train_cols, train), (test_cols, test) = parts["train"], parts["test"]
         if train_cols != test_cols:
             missing = [c for c in train_cols if c not in test_cols]
@@ -158,30 +159,35 @@ class HAI(_PublishedLayout):
 
 
 class TimeSeriesCsv(TimeSeriesDataset):
-    """Any time-series CSV (--data-root FILE.csv, or a folder with train.csv and test.csv).
+    """Any time-series CSV (--data-root FILE.csv, a folder with train.csv and test.csv, or a folder
+    of experiment CSVs).
 
     Options: ``delimiter`` (sniffed from , ; tab), ``time_column`` (``time``/``timestamp``
     found automatically), ``label_column`` (found by its usual names: ``label``, ``anomaly``,
     ``attack``, ...; 1 = anomalous; optional: without one every row is normal),
-    ``exclude_columns`` (``a;b``: columns that are not features), ``train_fraction`` (0.5: a
-    single file's first half trains, on its normal rows).
+    ``exclude_columns`` (``a;b``: columns that are not features), ``train_fraction`` (a single
+    file: 0.5, its first half trains on its normal rows), ``train_rows`` / ``train_fraction``
+    (a folder of experiment files: each labelled file's first N rows / fraction trains, the rest
+    tests; a file without a label column is normal and trains whole). No window straddles two files.
     """
 
     name = "ts-csv"
-    accepted_options = (*TimeSeriesDataset.accepted_options, "train_fraction", "exclude_columns")
+    accepted_options = (*TimeSeriesDataset.accepted_options, "train_fraction", "train_rows", "exclude_columns")
 
-    def _read(self, path: Path) -> tuple[list[str], Rows]:
+    def _read(self, path: Path, label_required: bool = False) -> tuple[list[str], Rows, bool]:
+        """(feature columns, rows, whether the file has a label column)."""
         o = self.options
         frame = csvio.read_csv(path, delimiter=o.get("delimiter"))
         time_col = o.get("time_column") or next((c for c in frame.columns if csvio.is_time_column(c)), None)
         if time_col is not None and time_col not in frame.columns:
             raise ArproError(f"{path}: missing column {time_col!r} (time column)")
         label_col = o.get("label_column") or next((c for c in frame.columns if csvio.is_label_column(c)), "label")
-        if label_col in frame.columns:
+        labelled = label_col in frame.columns
+        if labelled:
             labels = csvio.numeric(frame, [label_col], path)[:, 0]
             if not set(np.unique(labels)) <= {0.0, 1.0}:
                 raise ArproError(f"{path}: label column {label_col!r} must hold 0 (normal) or 1 (anomalous)")
-        elif "label_column" in o:
+        elif label_required:
             raise ArproError(f"{path}: missing column {label_col!r} (label column)")
         else:
             labels = np.zeros(len(frame))
@@ -192,17 +198,65 @@ class TimeSeriesCsv(TimeSeriesDataset):
         columns = [c for c in frame.columns if c not in (time_col, label_col, *excluded)]
         values = csvio.numeric(frame, columns, path, fill_nan=o.get("fill_nan", "error"))
         times = frame[time_col].astype(str).tolist() if time_col else None
-        return columns, Rows(values, labels.astype(np.int64), times)
+        return columns, Rows(values, labels.astype(np.int64), times), labelled
+
+    def _head_rows(self, n: int, default_fraction: float = 0.0) -> int:
+        """How many of a file's ``n`` rows train: ``train_rows`` or ``train_fraction``."""
+        o = self.options
+        if "train_rows" in o and "train_fraction" in o:
+            raise ArproError("ts-csv: give train_rows or train_fraction, not both")
+        if "train_rows" in o:
+            rows = o["train_rows"]
+            if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+                raise ArproError(f"ts-csv: train_rows must be a whole number of rows >= 0, not {rows!r}")
+            return min(rows, n)
+        fraction = o.get("train_fraction", default_fraction)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise ArproError(f"ts-csv: train_fraction must be a number from 0 to 1, not {fraction!r}")
+        return int(n * fraction)
+
+    def _load_experiments(self, files: list[Path]):
+        """A folder of experiment files: heads and normal-only files train, the rest tests."""
+        columns, train, test = None, [], []
+        for path in files:
+            cols, rows, labelled = self._read(path, label_required=False)
+            if columns is not None and cols != columns:
+                raise ArproError(f"{path}: its feature columns {cols[:5]} differ from those of {files[0].name} {columns[:5]}")
+            columns = cols
+            rows.times = [f"{path.stem}:{t}" for t in rows.times]  # ids name the experiment
+            cut = self._head_rows(len(rows)) if labelled else len(rows)
+            if labelled and rows.labels[:cut].any():
+                print(f"warning: {path}: {int(rows.labels[:cut].sum())} anomalous rows in its first {cut} (training) "
+                      "rows; the windows containing them are left out of training", file=sys.stderr)
+            if cut:
+                train.append(rows.slice(0, cut))
+            if cut < len(rows):
+                test.append(rows.slice(cut))
+        if not train:
+            raise ArproError(f"{self.root}: no training rows: every CSV file has a label column; pass train_rows=N or "
+                             "train_fraction=F to train on the head of each file, or add normal files without one")
+        test_rows = Rows.concat(test) if test else Rows(np.zeros((0, len(columns))), np.zeros(0))
+        return _split_train(columns, Rows.concat(train), test_rows)
 
     def load(self):
         if self.root is None:
-            raise ArproError("dataset ts-csv needs --data-root FILE.csv (or a folder with train.csv and test.csv)")
+            raise ArproError("dataset ts-csv needs --data-root FILE.csv (or a folder of CSV files)")
         if self.root.is_dir():
-            columns, train = self._read(_find(self.root, ["train.csv"], "train", self.name)[0])
-            test_columns, test = self._read(_find(self.root, ["test.csv"], "test", self.name)[0])
-            if test_columns != columns:
-                raise ArproError(f"{self.root}: test.csv has columns {test_columns}, train.csv has {columns}")
-            return _split_train(columns, train, test)
-        columns, rows = self._read(self.root)
-        cut = int(len(rows) * float(self.options.get("train_fraction", 0.5)))
+            if (self.root / "train.csv").is_file() and (self.root / "test.csv").is_file():
+                if {"train_rows", "train_fraction"} & set(self.options):
+                    raise ArproError(f"{self.root}: train_rows and train_fraction split experiment files; this "
+                                     "folder has train.csv and test.csv, which are split already")
+                columns, train, _ = self._read(self.root / "train.csv")
+                test_columns, test, _ = self._read(self.root / "test.csv", label_required="label_column" in self.options)
+                if test_columns != columns:
+                    raise ArproError(f"{self.root}: test.csv has columns {test_columns}, train.csv has {columns}")
+                return _split_train(columns, train, test)
+            files = sorted(p for p in self.root.iterdir() if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz")))
+            if not files:
+                raise ArproError(f"{self.root}: no CSV files in this folder")
+            return self._load_experiments(files)
+        if "train_rows" in self.options:
+            raise ArproError("ts-csv: train_rows applies to a folder of experiment files; a single file takes train_fraction")
+        columns, rows, _ = self._read(self.root, label_required="label_column" in self.options)
+        cut = self._head_rows(len(rows), default_fraction=0.5)
         return _split_train(columns, rows.slice(0, cut), rows.slice(cut))

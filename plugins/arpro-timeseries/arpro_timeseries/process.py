@@ -15,12 +15,13 @@ from arpro_timeseries.windows import Rows, TimeSeriesDataset
 
 
 class Process(TimeSeriesDataset):
-    """A simulated three-stage water process with injected attacks (embedded; no data needed).
+    """A simulated three-stage water process with injected attacks and faults (embedded; no data needed).
 
     Options: ``seed`` (0), ``train_steps`` (8000), ``validation_steps`` (2000),
-    ``test_steps`` (6000) simulated rows, ``window`` (64), ``stride`` (8),
+    ``test_steps`` (12000) simulated rows, ``window`` (64), ``stride`` (8),
     ``test_stride`` (16). The train and validation series are attack-free; the test series
-    has an attack every 150–330 steps (stuck sensor, spike, drift, actuator manipulation).
+    has an attack or fault every 150–330 steps (stuck sensor, spike, drift, actuator
+    manipulation, line blockage, sensor bias, cavitation noise).
     """
 
     name = "process"
@@ -40,7 +41,7 @@ class Process(TimeSeriesDataset):
         for offset, key, default, attacks in [
             (0, "train_steps", 8000, False),
             (1, "validation_steps", 2000, False),
-            (2, "test_steps", 6000, True),
+            (2, "test_steps", 12000, True),
         ]:
             values, labels, _ = simulate(int(o.get(key, default)), seed=1000 * self.seed + offset, attacks=attacks)
             splits.append(Rows(values, labels))
@@ -48,4 +49,4 @@ class Process(TimeSeriesDataset):
 
     def attacks(self) -> list[dict]:
         """The attacks injected into the test series (kind, target, start, stop rows)."""
-        return simulate(int(self.options.get("test_steps", 6000)), seed=1000 * self.seed + 2, attacks=True)[2]
+        return simulate(int(self.options.get("test_steps", 12000)), seed=1000 * self.seed + 2, attacks=True)[2]

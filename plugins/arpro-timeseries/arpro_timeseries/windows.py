@@ -37,26 +37,48 @@ from arpro_timeseries import csvio
 FAR_OUTSIDE_Z = 10  # a test feature whose median |z| exceeds this is flagged: it will look anomalous everywhere
 
 class Rows:
-    """A table of feature rows with labels and time stamps (before standardisation)."""
+    """A table of feature rows with labels and time stamps (before standardisation).
 
-    def __init__(self, values: np.ndarray, labels: np.ndarray, times: list[str] | None = None) -> None:
+    ``starts`` are the first rows of its segments: separate recordings (one per file) laid end
+    to end, which no window and no downsampling bin may straddle.
+    """
+
+    def __init__(self, values: np.ndarray, labels: np.ndarray, times: list[str] | None = None,
+                 starts: list[int] | None = None) -> None:
         self.values = values.astype(np.float32)
         self.labels = labels.astype(np.int64)
         self.times = times if times is not None else [str(i) for i in range(len(values))]
+        self.starts = sorted({0} | {int(s) for s in starts or [] if 0 < s < len(values)})
 
     def __len__(self) -> int:
         return len(self.values)
 
+    @staticmethod
+    def concat(parts: list[Rows]) -> Rows:
+        """Recordings end to end, each its own segment."""
+        offsets = np.cumsum([0] + [len(p) for p in parts])
+        return Rows(np.concatenate([p.values for p in parts]), np.concatenate([p.labels for p in parts]),
+                    sum((p.times for p in parts), []), [int(o) + s for o, p in zip(offsets, parts) for s in p.starts])
+
+    def segments(self) -> list[Rows]:
+        bounds = [*self.starts, len(self)]
+        return [Rows(self.values[a:b], self.labels[a:b], self.times[a:b]) for a, b in zip(bounds, bounds[1:])]
+
     def slice(self, start: int, stop: int | None = None) -> Rows:
-        return Rows(self.values[start:stop], self.labels[start:stop], self.times[start:stop])
+        stop = len(self) if stop is None else stop
+        return Rows(self.values[start:stop], self.labels[start:stop], self.times[start:stop],
+                    [s - start for s in self.starts if start < s < stop])
 
     def downsample(self, k: int) -> Rows:
         if k <= 1:
             return self
-        n = len(self) // k * k
-        values = self.values[:n].reshape(-1, k, self.values.shape[1]).mean(1)
-        labels = self.labels[:n].reshape(-1, k).max(1)
-        return Rows(values, labels, self.times[:n:k])
+        parts = []
+        for part in self.segments():
+            n = len(part) // k * k
+            values = part.values[:n].reshape(-1, k, self.values.shape[1]).mean(1)
+            labels = part.labels[:n].reshape(-1, k).max(1)
+            parts.append(Rows(values, labels, part.times[:n:k]))
+        return Rows.concat(parts)
 
 
 def window_starts(n: int, window: int, stride: int) -> list[int]:
@@ -144,7 +166,8 @@ class TimeSeriesDataset(arpro.Dataset):
     def _split(self, name: str, stride: int, drop_anomalous: bool) -> arpro.Split:
         rows: Rows = self._data["rows"][name]
         d = len(self.columns)
-        starts = window_starts(len(rows), self.window, stride)
+        bounds = [*rows.starts, len(rows)]
+        starts = [a + s for a, b in zip(bounds, bounds[1:]) for s in window_starts(b - a, self.window, stride)]
         values = torch.from_numpy(self.standardise(rows.values))
         labels = torch.from_numpy(rows.labels)
         if starts:
