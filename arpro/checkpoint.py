@@ -76,8 +76,9 @@ def load(path: Path, kind: str, name: str | None = None) -> Model:
     if name is not None and header["name"] != name:
         raise ArproError(f"{path} is a checkpoint of {kind} {header['name']!r}, not {name!r}")
     cls = plugins.get(kind, header["name"])
-    cls.check_config(header["config"], str(path))
-    model = cls(**header["config"])
+    config = cls.upgrade_config(dict(header["config"]))
+    cls.check_config(config, str(path))
+    model = cls(**config)
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

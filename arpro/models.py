@@ -140,6 +140,12 @@ class Model(nn.Module):
         return None
 
     @classmethod
+    def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A config saved by an older version, as this one's ``__init__`` takes it: an option added
+        since gets the value that reproduces the saved model, not the new default."""
+        return config
+
+    @classmethod
     def bundled_checkpoint(cls, dataset: Dataset) -> Path | None:
         """A checkpoint shipped with the plugin for ``dataset`` (its embedded default), if any."""
         return None

@@ -182,3 +182,26 @@ def test_detection_metrics():
     assert auroc([0, 0, 1, 1], [40.0, 50.0, 60.0, 70.0]) == 1.0  # large scores are not squashed into ties
     m = detection_metrics(torch.tensor([0, 1, 1, 0]), torch.tensor([1.0, 5.0, 0.5, 6.0]), 2.0)
     assert (m["precision"], m["recall"], m["f1"]) == (0.5, 0.5, 0.5)
+
+
+def test_a_checkpoint_from_before_normalise_keeps_window_normalisation(process, tmp_path):
+    """Checkpoints saved before the option existed were trained with per-window normalisation."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
+                                                        normalise="window")
+    model.calibrate(process.train().x[:8])
+    path = checkpoint.save(model, tmp_path / "new.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        header, tensors = json.loads(f.metadata()["arpro"]), {k: f.get_tensor(k) for k in f.keys()}
+    del header["config"]["normalise"]
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"arpro": json.dumps(header)})
+    loaded = checkpoint.load(tmp_path / "old.safetensors", "detector", "gpt2")
+    assert loaded.config["normalise"] == "window"
+    x = process.test().x[:2]
+    with torch.no_grad():
+        assert torch.equal(loaded.score(x), model.score(x))

@@ -81,6 +81,11 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
         self.backbone = self.build_backbone(t, **size)
         self.head = nn.Linear(size["hidden"], d)
 
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """Checkpoints saved before ``normalise`` existed normalised every window: keep them so."""
+        return {"normalise": "window", **config}
+
     def build_backbone(self, length: int, n_layer: int, hidden: int, n_head: int, intermediate: int) -> nn.Module:
         raise NotImplementedError
 
