@@ -64,6 +64,12 @@ DATASET_PARAMS = [
 ]
 SEED_PARAM = inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=0, annotation=Annotated[
     int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed, 0 to 2^32 - 1; same seed, same result on CPU.")])
+DEVICE_PARAMS = [
+    inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default="auto", annotation=Annotated[str, typer.Option(
+        "--device", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps: where the models run.")]),
+    inspect.Parameter("precision", inspect.Parameter.KEYWORD_ONLY, default="32", annotation=Annotated[str, typer.Option(
+        "--precision", help="32 (bit-stable), bf16-mixed or 16-mixed (GPU only): Lightning Fabric's autocast.")]),
+]
 RUN_PARAMS = [
     inspect.Parameter("detector", inspect.Parameter.KEYWORD_ONLY,
                       annotation=Annotated[str, typer.Option("--detector", help="Detector name (see list-plugins).")]),
@@ -74,6 +80,7 @@ RUN_PARAMS = [
     _option("property", Optional[list[str]], "Guiding property NAME[:KEY=VALUE,...] (repeatable; a;b is a list); "
             "+NAME adds to the default p1 p2 p3 p4."),
     SEED_PARAM,
+    *DEVICE_PARAMS,
 ]
 
 
@@ -121,6 +128,7 @@ def with_run_options(command):
             data_root=given["data_root"], dataset_options=parse_options(given["option"] or [], "--option"),
             detector_checkpoint=given["detector_checkpoint"], repairer_checkpoint=given["repairer_checkpoint"],
             properties=given["property"] or RunSpec.properties, settings=settings, seed=given["seed"],
+            device=given["device"], precision=given["precision"],
         )
         return command(spec=spec, **kwargs)
 
@@ -268,6 +276,8 @@ def train_command(kind: str):
         strategy: Strategy = "ddp",
         num_nodes: NumNodes = 1,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint.")] = False,
+        checkpoint_format: Annotated[str, typer.Option("--format", help="arpro (a .safetensors file) or the model's "
+                                                       "own folder format, e.g. diffusers for ddpm.")] = "arpro",
         **dataset_options,
     ) -> None:
         from arpro.display import console
@@ -275,13 +285,14 @@ def train_command(kind: str):
 
         dataset_options["dataset_options"] = parse_options(dataset_options.pop("option") or [], "--option")
         model = train_and_save(kind, name, out, overwrite=overwrite, model_options=parse_options(model_option or [], "--model-option"),
-                               devices=devices, strategy=strategy, num_nodes=num_nodes, **dataset_options)
+                               devices=devices, strategy=strategy, num_nodes=num_nodes, checkpoint_format=checkpoint_format,
+                               **dataset_options)
         if model is not None:
             console.print(f"saved {kind} {name!r} to {out}")
 
     own = list(inspect.signature(train, eval_str=True, locals={"kind": kind}).parameters.values())[:-1]
     train.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-                                            + [SEED_PARAM, *DATASET_PARAMS])
+                                            + [SEED_PARAM, *DEVICE_PARAMS, *DATASET_PARAMS])
     train.__annotations__ = {}
     train.__doc__ = {"detector": "Fit a detector on normal samples, calibrate its thresholds tau, save a checkpoint.",
                      "repairer": "Train a diffusion repairer on normal samples and save a checkpoint."}[kind]

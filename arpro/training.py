@@ -1,6 +1,7 @@
 """The one training loop every ``fit`` uses, on Lightning Fabric (one CPU process by default;
 under :func:`use_fabric` with several, data-parallel: each rank draws its own batches, DDP
-averages the gradients), and the denoiser objective every repairer trains with."""
+averages the gradients), on the device and at the precision the Fabric is given, and the
+denoiser objective every repairer trains with."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from arpro.devices import check_device, check_precision
 from arpro.errors import ArproError
 from arpro.progress import progress_bar
 
@@ -28,8 +30,10 @@ _current: ContextVar[Fabric | None] = ContextVar("arpro_fabric", default=None)
 RANK_SEED_STRIDE = 2**32
 
 
-def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1) -> Fabric:
-    """Lightning Fabric on CPU: one process, or ``devices`` x ``num_nodes`` ranks that share the work.
+def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, *, device: str = "cpu",
+                  precision: str = "32") -> Fabric:
+    """Lightning Fabric on ``device`` at ``precision``: one process, or ``devices`` x ``num_nodes`` ranks
+    that share the work (``device`` then names the accelerator, each rank takes its own).
 
     ``"ddp"`` becomes ``DDPStrategy(find_unused_parameters=True)``, since plugin models hold
     parameters a loss may not touch (GPT-2's token embedding, EfficientAD's statistics).
@@ -37,14 +41,16 @@ def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1) -
     from lightning.fabric import Fabric
     from lightning.fabric.strategies import DDPStrategy
 
+    accelerator, _, index = check_device(device).partition(":")
+    check_precision(precision, accelerator)
+    if index and devices * num_nodes > 1:
+        raise ArproError(f"--device {device} names one GPU; with --devices {devices} give --device cuda")
+    chosen = (DDPStrategy(find_unused_parameters=True) if strategy == "ddp" else strategy) if devices * num_nodes > 1 else "auto"
     try:
-        if devices * num_nodes == 1:
-            fabric = Fabric(accelerator="cpu", devices=1)
-        else:
-            chosen = DDPStrategy(find_unused_parameters=True) if strategy == "ddp" else strategy
-            fabric = Fabric(accelerator="cpu", devices=devices, num_nodes=num_nodes, strategy=chosen)
+        fabric = Fabric(accelerator=accelerator, devices=[int(index)] if index else devices, num_nodes=num_nodes,
+                        strategy=chosen, precision="32-true" if precision == "32" else precision)
     except (ValueError, RuntimeError) as error:
-        raise ArproError(f"cannot start Lightning Fabric with --strategy {strategy!r}: {error}") from None
+        raise ArproError(f"cannot start Lightning Fabric on --device {device} with --strategy {strategy!r}: {error}") from None
     fabric.launch()
     if devices > 1:  # share this node's cores among its ranks; one process keeps the user's threads
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
@@ -61,9 +67,9 @@ def use_fabric(fabric: Fabric) -> Iterator[Fabric]:
         _current.reset(token)
 
 
-def current_fabric() -> Fabric:
-    """The Fabric set by :func:`use_fabric`, else a fresh single-process CPU Fabric."""
-    return _current.get() or launch_fabric()
+def current_fabric(device: str = "cpu", precision: str = "32") -> Fabric:
+    """The Fabric set by :func:`use_fabric`, else a fresh single-process one on ``device``."""
+    return _current.get() or launch_fabric(device=device, precision=precision)
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -151,7 +157,7 @@ def fit_loop(
     with progress_bar(description, total=steps, enabled=progress and rank == 0) as advance:
         for batches in rounds:
             for idx in batches:
-                loss = module(train[idx], generator)
+                loss = module(fabric.to_device(train[idx]), generator)
                 optimizer.zero_grad(set_to_none=True)
                 fabric.backward(loss)
                 optimizer.step()
@@ -159,7 +165,7 @@ def fit_loop(
                     schedule.step()
                 losses.append(loss.item())
             advance(**({"loss": f"{losses[-1]:.4f}"} if losses else {}))
-    model.eval()
+    model.eval().cpu()  # between calls a model lives on the CPU; place() moves it for a run
     return losses
 
 
@@ -202,8 +208,8 @@ def train_denoiser(
     model.x_mean = train.mean(0)
 
     def loss_fn(x0: Tensor, generator: torch.Generator) -> Tensor:
-        t = torch.randint(0, timesteps, (x0.shape[0],), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)  # drawn on the CPU on every device
         prediction = model(scheduler.add_noise(x0, noise, t), t)
         target = noise if model.prediction_type == "epsilon" else x0
         loss = torch.nn.functional.mse_loss(prediction, target)
@@ -215,26 +221,34 @@ def train_denoiser(
 
 def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, model_options: dict[str, Any] | None = None,
                    devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, seed: int = 0, dataset: str | None = None,
-                   data_root: Path | None = None, dataset_options: dict[str, Any] | None = None) -> Model | None:
-    """``arpro train``: fit a fresh ``kind`` ``name`` on the dataset's normal samples and save it to ``out``.
+                   data_root: Path | None = None, dataset_options: dict[str, Any] | None = None, device: str = "auto",
+                   precision: str = "32", checkpoint_format: str = "arpro") -> Model | None:
+    """``arpro train``: fit a fresh ``kind`` ``name`` on the dataset's normal samples and save it to ``out``
+    (a ``.safetensors`` file, or the model's own ``folder_format``), training on ``device`` at ``precision``.
 
     With ``devices * num_nodes > 1`` every rank trains (DDP keeps them equal) and rank 0
     writes the checkpoint and returns the model; the other ranks return ``None``.
     """
     from arpro import plugins
-    from arpro.checkpoint import save
+    from arpro.checkpoint import save, save_folder
     from arpro.outputs import staging
     from arpro.spec import load_dataset
 
     cls = plugins.get(kind, name)
+    device = check_device(device)
+    check_precision(precision, device.partition(":")[0])
     if devices < 1 or num_nodes < 1:
         raise ArproError("--devices and --num-nodes must be at least 1")
+    folder = checkpoint_format != "arpro"
+    if folder and checkpoint_format != cls.folder_format:
+        raise ArproError(f"--format must be arpro{' or ' + cls.folder_format if cls.folder_format else ''} for {kind} "
+                         f"{name!r}, not {checkpoint_format!r}")
     data = load_dataset(dataset, data_root, domain=cls.domain, **(dataset_options or {}))
-    if out.is_dir():
+    if out.is_dir() and not folder:
         raise ArproError(f"--out {out} is a folder; give the checkpoint file to write, e.g. {out / (name + '.safetensors')}")
     if out.exists() and not overwrite:
         raise ArproError(f"{out} already exists; pass --overwrite to replace it")
-    with staging(out, directory=False):
+    with staging(out, directory=folder):
         pass  # an --out that cannot be written fails now, not after training
     overrides = model_options or {}
     cls.check_config(overrides, "--model-option")
@@ -242,14 +256,11 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
         model = cls.for_dataset(data, **overrides)
     except TypeError as error:
         raise ArproError(f"{kind} {name!r} does not take --model-option {', '.join(overrides)}: {error}") from None
-    if devices * num_nodes == 1:  # the plain single-process loop, exactly as the bundled checkpoints were trained
+    fabric = launch_fabric(devices, strategy, num_nodes, device=device, precision=precision)
+    with use_fabric(fabric):  # one CPU process: exactly the loop the bundled checkpoints were trained with
         model.fit(data.train().x, seed=seed, progress=True)
-    else:
-        fabric = launch_fabric(devices, strategy, num_nodes)
-        with use_fabric(fabric):
-            model.fit(data.train().x, seed=seed, progress=True)
-        fabric.barrier()
-        if fabric.global_rank != 0:
-            return None
-    save(model, out)
+    fabric.barrier()
+    if fabric.global_rank != 0:
+        return None
+    save_folder(model, out) if folder else save(model, out)
     return model
