@@ -27,8 +27,8 @@ _MODULES = {
     "arpro.spec": ("RunSpec", "Run", "resolve", "load_dataset"),
     "arpro.checkpoint": ("obtain_model",),
     "arpro.api": ("repair", "compute_omega"),
-    "arpro.training": ("fit_loop", "fit_options", "train_denoiser", "launch_fabric"),
-    "arpro.devices": ("place",),
+    "arpro.training": ("fit_loop", "fit_options", "train_denoiser"),
+    "arpro.devices": ("launch_fabric", "place"),
     "arpro.schedulers": ("make_scheduler",),
     "arpro.summary": ("conformal_threshold",),
 }

@@ -1,10 +1,13 @@
-"""Where models run: the device and precision a run asks for, checked before anything loads,
-and :func:`place`, which puts a model on a Lightning Fabric's device at its precision."""
+"""Where models run: the device and precision a run asks for, checked before anything loads;
+the Lightning Fabric that gives them (one process, or several ranks); and :func:`place`, which
+puts a model on a Fabric's device at its precision."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
     from arpro.models import Model
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+_current: ContextVar[Fabric | None] = ContextVar("arpro_fabric", default=None)
 _on_device: ContextVar[bool] = ContextVar("arpro_on_device", default=False)
 
 
@@ -46,6 +50,48 @@ def check_precision(precision: str, device: str) -> str:
     if precision == "16-mixed" and device == "cpu":
         raise ArproError("--precision 16-mixed needs a GPU: CPUs have no fp16 autocast; use bf16-mixed on CPU")
     return precision
+
+
+def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, *, device: str = "cpu",
+                  precision: str = "32") -> Fabric:
+    """Lightning Fabric on ``device`` at ``precision``: one process, or ``devices`` x ``num_nodes`` ranks
+    that share the work (``device`` then names the accelerator, each rank takes its own).
+
+    ``"ddp"`` becomes ``DDPStrategy(find_unused_parameters=True)``, since plugin models hold
+    parameters a loss may not touch (GPT-2's token embedding, EfficientAD's statistics).
+    """
+    from lightning.fabric import Fabric
+    from lightning.fabric.strategies import DDPStrategy
+
+    accelerator, _, index = check_device(device).partition(":")
+    check_precision(precision, accelerator)
+    if index and devices * num_nodes > 1:
+        raise ArproError(f"--device {device} names one GPU; with --devices {devices} give --device cuda")
+    chosen = (DDPStrategy(find_unused_parameters=True) if strategy == "ddp" else strategy) if devices * num_nodes > 1 else "auto"
+    try:
+        fabric = Fabric(accelerator=accelerator, devices=[int(index)] if index else devices, num_nodes=num_nodes,
+                        strategy=chosen, precision="32-true" if precision == "32" else precision)
+    except (ValueError, RuntimeError) as error:
+        raise ArproError(f"cannot start Lightning Fabric on --device {device} with --strategy {strategy!r}: {error}") from None
+    fabric.launch()
+    if devices > 1:  # share this node's cores among its ranks; one process keeps the user's threads
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
+    return fabric
+
+
+@contextmanager
+def use_fabric(fabric: Fabric) -> Iterator[Fabric]:
+    """Make ``fabric`` the one :func:`fit_loop` trains on inside the ``with`` block."""
+    token = _current.set(fabric)
+    try:
+        yield fabric
+    finally:
+        _current.reset(token)
+
+
+def current_fabric(device: str = "cpu", precision: str = "32") -> Fabric:
+    """The Fabric set by :func:`use_fabric`, else a fresh single-process one on ``device``."""
+    return _current.get() or launch_fabric(device=device, precision=precision)
 
 
 def place(model: Model, fabric: Fabric | None) -> Model:

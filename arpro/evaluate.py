@@ -24,6 +24,7 @@ import torch
 from arpro._version import __version__
 from arpro.api import reported_properties
 from arpro.best_of import OBJECTIVE
+from arpro.devices import launch_fabric
 from arpro.errors import ArproError
 from arpro.outputs import LOCK_FILE, exclusive, write_atomic
 from arpro.progress import progress_bar
@@ -31,7 +32,6 @@ from arpro.protocols import InputBatch, Split
 from arpro.result import ARMS, RepairResult
 from arpro.spec import Run, RunSpec, load_dataset, resolve, without
 from arpro.summary import conformal_threshold, summarize, write_tables
-from arpro.training import launch_fabric
 
 RECORDS = "records.jsonl"
 TIMINGS = "timings.jsonl"

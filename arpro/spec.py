@@ -31,8 +31,7 @@ from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties
 from arpro.protocols import Dataset, InputBatch, Split, TrainingStats
 from arpro.result import ARMS, RepairResult
 from arpro.settings import MAX_SEED, RepairSettings
-from arpro.devices import check_device, check_precision, place
-from arpro.training import current_fabric, use_fabric
+from arpro.devices import check_device, check_precision, current_fabric, place, use_fabric
 
 
 @dataclass

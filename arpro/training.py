@@ -6,70 +6,22 @@ denoiser objective every repairer trains with."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from arpro.devices import check_device, check_precision
+from arpro.devices import check_device, check_precision, current_fabric, launch_fabric, use_fabric
 from arpro.errors import ArproError
 from arpro.progress import progress_bar
 
 if TYPE_CHECKING:
-    from lightning.fabric import Fabric
-
     from arpro.models import Model, Repairer
 
 LossFn = Callable[[Tensor, torch.Generator], Tensor]
-_current: ContextVar[Fabric | None] = ContextVar("arpro_fabric", default=None)
 RANK_SEED_STRIDE = 2**32
-
-
-def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, *, device: str = "cpu",
-                  precision: str = "32") -> Fabric:
-    """Lightning Fabric on ``device`` at ``precision``: one process, or ``devices`` x ``num_nodes`` ranks
-    that share the work (``device`` then names the accelerator, each rank takes its own).
-
-    ``"ddp"`` becomes ``DDPStrategy(find_unused_parameters=True)``, since plugin models hold
-    parameters a loss may not touch (GPT-2's token embedding, EfficientAD's statistics).
-    """
-    from lightning.fabric import Fabric
-    from lightning.fabric.strategies import DDPStrategy
-
-    accelerator, _, index = check_device(device).partition(":")
-    check_precision(precision, accelerator)
-    if index and devices * num_nodes > 1:
-        raise ArproError(f"--device {device} names one GPU; with --devices {devices} give --device cuda")
-    chosen = (DDPStrategy(find_unused_parameters=True) if strategy == "ddp" else strategy) if devices * num_nodes > 1 else "auto"
-    try:
-        fabric = Fabric(accelerator=accelerator, devices=[int(index)] if index else devices, num_nodes=num_nodes,
-                        strategy=chosen, precision="32-true" if precision == "32" else precision)
-    except (ValueError, RuntimeError) as error:
-        raise ArproError(f"cannot start Lightning Fabric on --device {device} with --strategy {strategy!r}: {error}") from None
-    fabric.launch()
-    if devices > 1:  # share this node's cores among its ranks; one process keeps the user's threads
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
-    return fabric
-
-
-@contextmanager
-def use_fabric(fabric: Fabric) -> Iterator[Fabric]:
-    """Make ``fabric`` the one :func:`fit_loop` trains on inside the ``with`` block."""
-    token = _current.set(fabric)
-    try:
-        yield fabric
-    finally:
-        _current.reset(token)
-
-
-def current_fabric(device: str = "cpu", precision: str = "32") -> Fabric:
-    """The Fabric set by :func:`use_fabric`, else a fresh single-process one on ``device``."""
-    return _current.get() or launch_fabric(device=device, precision=precision)
 
 
 def rank_seed(seed: int, rank: int) -> int:

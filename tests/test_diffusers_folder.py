@@ -14,7 +14,7 @@ from arpro import checkpoint, plugins
 
 pytest.importorskip("arpro_vision")
 
-OPTIONS = dict(image_size=16, n_train=8, n_test_normal=2, n_test_anomalous=2, train_steps=2, batch_size=4)
+OPTIONS = {"image_size": 16, "n_train": 8, "n_test_normal": 2, "n_test_anomalous": 2, "train_steps": 2, "batch_size": 4}
 CLI_OPTIONS = [arg for key, value in OPTIONS.items() for arg in ("--option", f"{key}={value}")]
 
 
