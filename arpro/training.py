@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,11 +209,14 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
         model = cls.for_dataset(data, **overrides)
     except TypeError as error:
         raise ArproError(f"{kind} {name!r} does not take --model-option {', '.join(overrides)}: {error}") from None
-    fabric = launch_fabric(devices, strategy, num_nodes, device=device, precision=precision)
-    with use_fabric(fabric):  # one CPU process: exactly the loop the bundled checkpoints were trained with
+    distributed = devices * num_nodes > 1
+    fabric = launch_fabric(devices, strategy, num_nodes, device=device, precision=precision) \
+        if distributed or (device, precision) != ("cpu", "32") else None
+    with nullcontext() if fabric is None else use_fabric(fabric):  # one CPU process: the bundled checkpoints' loop
         model.fit(data.train().x, seed=seed, progress=True)
-    fabric.barrier()
-    if fabric.global_rank != 0:
-        return None
+    if distributed:
+        fabric.barrier()
+        if fabric.global_rank != 0:
+            return None
     save_folder(model, out) if folder else save(model, out)
     return model

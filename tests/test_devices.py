@@ -105,3 +105,22 @@ def test_cpu_and_cuda_repairs_agree():
         assert cuda.x_fix.device.type == "cpu"
         torch.testing.assert_close(cuda.x_fix, cpu.x_fix, atol=1e-3, rtol=1e-3)
         torch.testing.assert_close(cuda.score, cpu.score, atol=1e-2, rtol=1e-3)
+
+
+def test_train_in_bf16_on_cpu_through_fabric(tmp_path):
+    """``arpro train --precision bf16-mixed``: the loop runs under Fabric's autocast and the weights stay
+    finite and near the 32-bit ones; the model is back on the CPU for saving."""
+    from arpro.training import train_and_save
+
+    options = {"width": 32, "depth": 1, "train_steps": 20}
+    weights = {}
+    for precision in ("32", "bf16-mixed"):
+        model = train_and_save("repairer", "mlp-ddpm", tmp_path / f"{precision}.safetensors", model_options=options,
+                               device="cpu", precision=precision)
+        weights[precision] = model.state_dict()
+        assert (tmp_path / f"{precision}.safetensors").is_file()
+    for name, exact in weights["32"].items():
+        mixed = weights["bf16-mixed"][name]
+        assert mixed.device.type == "cpu" and mixed.dtype == exact.dtype and torch.isfinite(mixed).all()
+        assert (mixed - exact).abs().max() <= 0.05 + 0.05 * exact.abs().max(), name
+    assert any(not torch.equal(weights["32"][k], weights["bf16-mixed"][k]) for k in weights["32"])
