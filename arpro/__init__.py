@@ -28,6 +28,7 @@ _MODULES = {
     "arpro.checkpoint": ("obtain_model",),
     "arpro.api": ("repair", "compute_omega"),
     "arpro.training": ("fit_loop", "fit_options", "train_denoiser"),
+    "arpro.devices": ("launch_fabric", "place"),
     "arpro.schedulers": ("make_scheduler",),
     "arpro.summary": ("conformal_threshold",),
 }

@@ -40,7 +40,7 @@ def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, qu
     if mask == "train":
         if not detector.is_calibrated:
             raise ArproError(f"detector {detector.name!r} has no training thresholds; fit it first or use --mask top")
-        return (alpha >= detector.tau).to(alpha.dtype)
+        return (alpha >= detector.tau.to(alpha.device)).to(alpha.dtype)
     if mask == "top":
         cut = torch.quantile(alpha.flatten(1).float(), quantile, dim=1).to(alpha.dtype)
         return (alpha >= cut.view(-1, *[1] * (alpha.dim() - 1))).to(alpha.dtype)

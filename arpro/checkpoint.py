@@ -2,7 +2,8 @@
 
 A checkpoint is one ``.safetensors`` file: the model's tensors, plus a JSON header entry
 ``arpro`` holding ``{"kind", "name", "config"}``. Loading rebuilds ``cls(**config)`` from
-the registered class and fills its tensors; nothing is unpickled.
+the registered class and fills its tensors; nothing is unpickled. A model may also read and
+write a folder in another tool's format (``Model.folder_format``, e.g. diffusers').
 """
 
 from __future__ import annotations
@@ -38,6 +39,25 @@ def save(model: Model, path: Path, extra: dict[str, dict] | None = None) -> Path
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
+    return path
+
+
+def save_folder(model: Model, path: Path) -> Path:
+    """Write ``model`` in its ``folder_format`` to the folder ``path``, whole or not at all: a
+    staged folder swapped into place. A folder there already is replaced only if it holds
+    nothing but what the new one holds (an earlier save), so no user's files are removed."""
+    path = Path(path)
+    with staging(path, directory=True) as tmp:
+        model.save_folder(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a checkpoint is an ordinary folder
+        if path.is_dir() and not {p.name for p in path.iterdir()} <= {p.name for p in tmp.iterdir()}:
+            raise ArproError(f"{path} holds files that are not a {model.folder_format} checkpoint; choose another --out")
+        with staging(path, directory=True) as previous:  # removed once the new folder is in place
+            if path.exists():
+                os.replace(path, previous)
+            os.replace(tmp, path)
     return path
 
 
@@ -85,11 +105,16 @@ def load(path: Path, kind: str, name: str | None = None) -> Model:
         model.load_state_dict(tensors, assign=True)
     except Exception as error:
         raise ArproError(f"checkpoint {path} does not fit {kind} {header['name']!r}: {error}") from None
-    broken = next((k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()), None)
-    if broken is not None:
-        raise ArproError(f"checkpoint {path} holds values that are not finite (NaN or Inf) in {broken!r}")
+    model = _finite(model, path)
     model.loaded_from = path  # where it came from: arpro check's record of it lies beside it
     return model.eval()
+
+
+def _finite(model: Model, path: Path) -> Model:
+    broken = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()), None)
+    if broken is not None:
+        raise ArproError(f"checkpoint {path} holds values that are not finite (NaN or Inf) in {broken!r}")
+    return model
 
 
 def obtain_model(
@@ -98,6 +123,8 @@ def obtain_model(
     """A fitted model: from ``checkpoint_path``, from the plugin's bundled checkpoint for
     ``dataset``, or trained on ``dataset``'s normal training split now."""
     cls = plugins.get(kind, name)
+    if checkpoint_path is not None and Path(checkpoint_path).is_dir():  # the model's own folder format
+        return _finite(cls.from_folder(Path(checkpoint_path), dataset), checkpoint_path).eval()
     if checkpoint_path is not None:
         model = load(checkpoint_path, kind, name)
         if isinstance(model, Detector) and not model.is_calibrated:  # a foreign checkpoint has no thresholds

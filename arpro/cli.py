@@ -21,6 +21,9 @@ import typer
 from typer.main import get_command_name
 
 from arpro._version import __version__
+from arpro.cli_options import (AblateLimit, Calibration, Categories, Category, CheckLimit, ChunkSize, Count, Devices,
+                               Fraction, Grid, Holdout, InputFile, KeepGoing, Limit, NumNodes, Risk, SamplesGrid,
+                               ScaleGrid, Strategy, WeightGrid)
 from arpro.errors import ArproError
 from arpro.settings import MAX_SEED, RepairSettings, option_name, parse_grid, parse_options, parse_weights
 
@@ -63,6 +66,12 @@ DATASET_PARAMS = [
 ]
 SEED_PARAM = inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=0, annotation=Annotated[
     int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed, 0 to 2^32 - 1; same seed, same result on CPU.")])
+DEVICE_PARAMS = [
+    inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default="auto", annotation=Annotated[str, typer.Option(
+        "--device", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps: where the models run.")]),
+    inspect.Parameter("precision", inspect.Parameter.KEYWORD_ONLY, default="32", annotation=Annotated[str, typer.Option(
+        "--precision", help="32 (bit-stable), bf16-mixed or 16-mixed (GPU only): Lightning Fabric's autocast.")]),
+]
 RUN_PARAMS = [
     inspect.Parameter("detector", inspect.Parameter.KEYWORD_ONLY,
                       annotation=Annotated[str, typer.Option("--detector", help="Detector name (see list-plugins).")]),
@@ -73,6 +82,7 @@ RUN_PARAMS = [
     _option("property", Optional[list[str]], "Guiding property NAME[:KEY=VALUE,...] (repeatable; a;b is a list); "
             "+NAME adds to the default p1 p2 p3 p4."),
     SEED_PARAM,
+    *DEVICE_PARAMS,
 ]
 
 
@@ -121,6 +131,7 @@ def with_run_options(command):
             data_root=given["data_root"], dataset_options=parse_options(given["option"] or [], "--option"),
             detector_checkpoint=given["detector_checkpoint"], repairer_checkpoint=given["repairer_checkpoint"],
             properties=given["property"] or RunSpec.properties, settings=settings, seed=given["seed"],
+            device=given["device"], precision=given["precision"],
         )
         return command(spec=spec, **kwargs)
 
@@ -128,30 +139,6 @@ def with_run_options(command):
                                                *RUN_PARAMS, *SETTING_PARAMS])
     wrapper.__annotations__ = {}
     return wrapper
-
-
-Devices = Annotated[int, typer.Option("--devices", help="Processes on this node (Lightning Fabric).")]
-Strategy = Annotated[str, typer.Option("--strategy", help="Fabric strategy when --devices > 1, e.g. ddp.")]
-NumNodes = Annotated[int, typer.Option("--num-nodes", help="Nodes, for Lightning's multi-node launch.")]
-InputFile = Annotated[Optional[Path], typer.Option("--input", help="Input file; default: anomalous samples of the dataset.")]
-Count = Annotated[int, typer.Option("--count", help="Anomalous samples to repair when no --input is given.")]
-Categories = Annotated[Optional[list[str]], typer.Option("--category", help="Category (repeatable); default: all.")]
-Limit = Annotated[Optional[int], typer.Option("--limit", help="At most this many anomalous inputs per category.")]
-ChunkSize = Annotated[int, typer.Option("--chunk-size", help="Inputs repaired per batch (and per resume unit).")]
-Category = Annotated[Optional[str], typer.Option("--category", help="Category to ablate on; default: the first.")]
-AblateLimit = Annotated[int, typer.Option("--limit", help="Anomalous inputs (the paper used 100).")]
-KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Exit 0 even when repairs end non-finite (NaN or Inf).")]
-Calibration = Annotated[Optional[Path], typer.Option("--calibration", help="A calibration.json of arpro calibrate: "
-                                                     "its certified settings, on inputs it did not use.")]
-Risk = Annotated[float, typer.Option("--risk", help="delta: the violation risk to certify (--confidence: 1 - gamma).")]
-ScaleGrid = Annotated[str, typer.Option("--scale-grid", help="Multipliers of the guidance scale to try.")]
-WeightGrid = Annotated[str, typer.Option("--weight-grid", help="Values of the constraint properties' lambda to try.")]
-SamplesGrid = Annotated[str, typer.Option("--samples-grid", help="Draws per input (best-of-K) to try.")]
-Fraction = Annotated[float, typer.Option("--fraction", help="Share of the anomalous test inputs used to calibrate.")]
-Grid = Annotated[str, typer.Option("--grid", help="Comma-separated values for each lambda and the scale multiplier.")]
-CheckLimit = Annotated[int, typer.Option("--limit", help="Anomalous test inputs repaired, taken in turn from each kind.")]
-Holdout = Annotated[float, typer.Option("--holdout", min=0.0, max=0.5, help="Share of the normal training samples a "
-                    "repairer is validated on (when the dataset has no validation split); 0: none.")]
 
 
 @app.command()
@@ -273,6 +260,8 @@ def train_command(kind: str):
         num_nodes: NumNodes = 1,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint.")] = False,
         holdout: Holdout = 0.1,
+        checkpoint_format: Annotated[str, typer.Option("--format", help="arpro (a .safetensors file) or the model's "
+                                                       "own folder format, e.g. diffusers for ddpm.")] = "arpro",
         **dataset_options,
     ) -> None:
         from arpro.display import console
@@ -280,14 +269,15 @@ def train_command(kind: str):
 
         dataset_options["dataset_options"] = parse_options(dataset_options.pop("option") or [], "--option")
         model = train_and_save(kind, name, out, overwrite=overwrite, model_options=parse_options(model_option or [], "--model-option"),
-                               devices=devices, strategy=strategy, num_nodes=num_nodes, holdout=holdout, **dataset_options)
+                               devices=devices, strategy=strategy, num_nodes=num_nodes, holdout=holdout,
+                               checkpoint_format=checkpoint_format, **dataset_options)
         if model is not None:
             console.print(f"saved {kind} {name!r} to {out}")
 
     own = [p for p in list(inspect.signature(train, eval_str=True, locals={"kind": kind}).parameters.values())[:-1]
            if kind == "repairer" or p.name != "holdout"]  # only a repairer is validated
     train.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-                                            + [SEED_PARAM, *DATASET_PARAMS])
+                                            + [SEED_PARAM, *DEVICE_PARAMS, *DATASET_PARAMS])
     train.__annotations__ = {}
     train.__doc__ = {"detector": "Fit a detector on normal samples, calibrate its thresholds tau, save a checkpoint.",
                      "repairer": "Train a diffusion repairer on normal samples and save a checkpoint."}[kind]

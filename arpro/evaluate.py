@@ -24,6 +24,7 @@ import torch
 from arpro._version import __version__
 from arpro.api import reported_properties
 from arpro.best_of import OBJECTIVE
+from arpro.devices import launch_fabric
 from arpro.errors import ArproError
 from arpro.outputs import LOCK_FILE, exclusive, write_atomic
 from arpro.progress import progress_bar
@@ -31,7 +32,6 @@ from arpro.protocols import InputBatch, Split
 from arpro.result import ARMS, RepairResult
 from arpro.spec import Run, RunSpec, load_dataset, resolve, without
 from arpro.summary import conformal_threshold, summarize, write_tables
-from arpro.training import launch_fabric
 
 RECORDS = "records.jsonl"
 TIMINGS = "timings.jsonl"
@@ -254,9 +254,10 @@ def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | No
     config = {"arpro_version": __version__, **spec.to_dict(), "categories": list(categories), "limit": limit,
               "chunk_size": chunk_size, **({"calibration_risk": calibration["risk"]} if calibration else {})}
     resume = check_run_dir(out, config, overwrite)
-    fabric = launch_fabric(devices, strategy, num_nodes)
+    fabric = launch_fabric(devices, strategy, num_nodes, device=spec.device, precision=spec.precision)
     rank, world = fabric.global_rank, fabric.world_size
-    jobs = build_jobs(spec, list(categories), limit, chunk_size, progress=progress and rank == 0,
+    rank_spec = replace(spec, device=str(fabric.device))  # each rank's models on its own GPU (cuda -> cuda:RANK)
+    jobs = build_jobs(rank_spec, list(categories), limit, chunk_size, progress=progress and rank == 0,
                       exclude=calibration["calibration_ids"] if calibration else [])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

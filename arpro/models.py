@@ -80,6 +80,7 @@ class Model(nn.Module):
     name: ClassVar[str]
     domain: ClassVar[str]  # "tabular", "image", "timeseries", or a plugin's own
     is_default: ClassVar[bool] = False  # the domain's default choice when none is given
+    folder_format: ClassVar[str | None] = None  # another tool's checkpoint folder it reads and writes, e.g. "diffusers"
     config: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -144,6 +145,15 @@ class Model(nn.Module):
         """A config saved by an older version, as this one's ``__init__`` takes it: an option added
         since gets the value that reproduces the saved model, not the new default."""
         return config
+
+    @classmethod
+    def from_folder(cls, folder: Path, dataset: Dataset) -> Model:
+        """A fitted model read from a checkpoint folder in ``folder_format``, checked against ``dataset``."""
+        raise ArproError(f"{cls.name!r} reads an arpro .safetensors checkpoint file, not a folder ({folder})")
+
+    def save_folder(self, folder: Path) -> None:
+        """Write the fitted model into the empty ``folder`` in ``folder_format``."""
+        raise ArproError(f"{self.name!r} has no folder format; write an arpro .safetensors checkpoint")
 
     @classmethod
     def bundled_checkpoint(cls, dataset: Dataset) -> Path | None:
@@ -242,7 +252,8 @@ class Repairer(Model):
     one step and the diffusers scheduler that turns that output into ``x_{t-1}``.
     ``prediction_type`` follows diffusers: ``"epsilon"`` (the noise) or ``"sample"``
     (``x0`` directly, as Diffusion-TS does). The noise schedule is read from the config
-    keys ``num_train_timesteps`` and ``beta_schedule`` (default 1000, ``"linear"``).
+    keys ``num_train_timesteps`` and ``beta_schedule`` (default 1000, ``"linear"``), and
+    ``beta_start`` and ``beta_end`` where the config has them (default diffusers').
     """
 
     prediction_type: ClassVar[str] = "epsilon"
@@ -272,6 +283,7 @@ class Repairer(Model):
             num_train_timesteps=self.train_timesteps,
             beta_schedule=self.config.get("beta_schedule", "linear"),
             prediction_type=self.prediction_type,
+            **{key: self.config[key] for key in ("beta_start", "beta_end") if key in self.config},
         )
 
     def prefill(self, x_bad: Tensor, omega_input: Tensor) -> Tensor:
@@ -280,4 +292,4 @@ class Repairer(Model):
         This is the reference code's SDEdit start ("pre-filled by its mean colour"),
         generalised to any domain: the mean is taken over the normal training data.
         """
-        return torch.where(omega_input.bool(), self.x_mean.expand_as(x_bad), x_bad)
+        return torch.where(omega_input.bool(), self.x_mean.to(x_bad.device).expand_as(x_bad), x_bad)

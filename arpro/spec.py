@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
 from fnmatch import fnmatch
 from functools import cached_property
@@ -30,6 +31,7 @@ from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties
 from arpro.protocols import Dataset, InputBatch, Split, TrainingStats
 from arpro.result import ARMS, RepairResult
 from arpro.settings import MAX_SEED, RepairSettings
+from arpro.devices import check_device, check_precision, current_fabric, place, use_fabric
 
 
 @dataclass
@@ -53,8 +55,12 @@ class RunSpec:
     properties: Sequence[PropertySpec] = DEFAULT_PROPERTIES
     settings: RepairSettings | dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    device: str = "auto"  # recorded as resolved: auto -> cuda where present, else cpu
+    precision: str = "32"  # 32 (bit-stable), bf16-mixed or 16-mixed: Fabric's autocast
 
     def __post_init__(self) -> None:
+        self.device = check_device(self.device)  # a missing device fails first, before any name is looked up
+        check_precision(self.precision, self.device.partition(":")[0])
         detector_cls = plugins.get("detector", self.detector)
         domain = detector_cls.domain
         repairer_cls = plugins.get("repairer", self.repairer) if self.repairer else plugins.get_default("repairer", domain)
@@ -182,12 +188,17 @@ def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = T
     dataset = dataset or load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
     repairer_cls = plugins.get("repairer", spec.repairer)
     path = spec.repairer_checkpoint or repairer_cls.bundled_checkpoint(dataset)
-    config = read_header(path)["config"] if path else {}
-    check_steps(spec.settings.steps, config.get("num_train_timesteps", repairer_cls.default_train_timesteps()))
+    config = read_header(path)["config"] if path and Path(path).is_file() else {}
+    if path is None or Path(path).is_file():  # a folder's schedule is checked once it is read
+        check_steps(spec.settings.steps, config.get("num_train_timesteps", repairer_cls.default_train_timesteps()))
     models = {}
-    for kind, name, path in (("detector", spec.detector, spec.detector_checkpoint),
-                             ("repairer", spec.repairer, spec.repairer_checkpoint)):
-        models[kind] = obtain_model(kind, name, dataset, checkpoint_path=path, seed=spec.seed, progress=progress)
+    on_cpu = (spec.device, spec.precision) == ("cpu", "32")  # as ever: Lightning is not even imported
+    fabric = None if on_cpu else current_fabric(spec.device, spec.precision)
+    with nullcontext() if on_cpu else use_fabric(fabric):  # a model trained now trains there too
+        for kind, name, path in (("detector", spec.detector, spec.detector_checkpoint),
+                                 ("repairer", spec.repairer, spec.repairer_checkpoint)):
+            model = obtain_model(kind, name, dataset, checkpoint_path=path, seed=spec.seed, progress=progress)
+            models[kind] = place(model, fabric)
     return Run(spec, dataset, models["detector"], models["repairer"])
 
 

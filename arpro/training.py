@@ -1,69 +1,28 @@
 """The one training loop every ``fit`` uses, on Lightning Fabric (one CPU process by default;
 under :func:`use_fabric` with several, data-parallel: each rank draws its own batches, DDP
-averages the gradients), and the denoiser objective every repairer trains with."""
+averages the gradients), on the device and at the precision the Fabric is given, and the
+denoiser objective every repairer trains with."""
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from arpro.devices import check_device, check_precision, current_fabric, launch_fabric, use_fabric
 from arpro.errors import ArproError
 from arpro.progress import progress_bar
 
 if TYPE_CHECKING:
-    from lightning.fabric import Fabric
-
     from arpro.models import Model, Repairer
 
 LossFn = Callable[[Tensor, torch.Generator], Tensor]
-_current: ContextVar[Fabric | None] = ContextVar("arpro_fabric", default=None)
 RANK_SEED_STRIDE = 2**32
-
-
-def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1) -> Fabric:
-    """Lightning Fabric on CPU: one process, or ``devices`` x ``num_nodes`` ranks that share the work.
-
-    ``"ddp"`` becomes ``DDPStrategy(find_unused_parameters=True)``, since plugin models hold
-    parameters a loss may not touch (GPT-2's token embedding, EfficientAD's statistics).
-    """
-    from lightning.fabric import Fabric
-    from lightning.fabric.strategies import DDPStrategy
-
-    try:
-        if devices * num_nodes == 1:
-            fabric = Fabric(accelerator="cpu", devices=1)
-        else:
-            chosen = DDPStrategy(find_unused_parameters=True) if strategy == "ddp" else strategy
-            fabric = Fabric(accelerator="cpu", devices=devices, num_nodes=num_nodes, strategy=chosen)
-    except (ValueError, RuntimeError) as error:
-        raise ArproError(f"cannot start Lightning Fabric with --strategy {strategy!r}: {error}") from None
-    fabric.launch()
-    if devices > 1:  # share this node's cores among its ranks; one process keeps the user's threads
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
-    return fabric
-
-
-@contextmanager
-def use_fabric(fabric: Fabric) -> Iterator[Fabric]:
-    """Make ``fabric`` the one :func:`fit_loop` trains on inside the ``with`` block."""
-    token = _current.set(fabric)
-    try:
-        yield fabric
-    finally:
-        _current.reset(token)
-
-
-def current_fabric() -> Fabric:
-    """The Fabric set by :func:`use_fabric`, else a fresh single-process CPU Fabric."""
-    return _current.get() or launch_fabric()
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -151,7 +110,7 @@ def fit_loop(
     with progress_bar(description, total=steps, enabled=progress and rank == 0) as advance:
         for batches in rounds:
             for idx in batches:
-                loss = module(train[idx], generator)
+                loss = module(fabric.to_device(train[idx]), generator)
                 optimizer.zero_grad(set_to_none=True)
                 fabric.backward(loss)
                 optimizer.step()
@@ -159,7 +118,7 @@ def fit_loop(
                     schedule.step()
                 losses.append(loss.item())
             advance(**({"loss": f"{losses[-1]:.4f}"} if losses else {}))
-    model.eval()
+    model.eval().cpu()  # between calls a model lives on the CPU; place() moves it for a run
     return losses
 
 
@@ -202,8 +161,8 @@ def train_denoiser(
     model.x_mean = train.mean(0)
 
     def loss_fn(x0: Tensor, generator: torch.Generator) -> Tensor:
-        t = torch.randint(0, timesteps, (x0.shape[0],), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)  # drawn on the CPU on every device
         prediction = model(scheduler.add_noise(x0, noise, t), t)
         target = noise if model.prediction_type == "epsilon" else x0
         loss = torch.nn.functional.mse_loss(prediction, target)
@@ -215,9 +174,10 @@ def train_denoiser(
 
 def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, model_options: dict[str, Any] | None = None,
                    devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, seed: int = 0, dataset: str | None = None,
-                   data_root: Path | None = None, dataset_options: dict[str, Any] | None = None,
-                   holdout: float = 0.1) -> Model | None:
-    """``arpro train``: fit a fresh ``kind`` ``name`` on the dataset's normal samples and save it to ``out``.
+                   data_root: Path | None = None, dataset_options: dict[str, Any] | None = None, device: str = "auto",
+                   precision: str = "32", checkpoint_format: str = "arpro", holdout: float = 0.1) -> Model | None:
+    """``arpro train``: fit a fresh ``kind`` ``name`` on the dataset's normal samples and save it to ``out``
+    (a ``.safetensors`` file, or the model's own ``folder_format``), training on ``device`` at ``precision``.
 
     A repairer is validated on held-out normal samples (the dataset's validation split, else a
     ``holdout`` share of its training split): its in-fill figure is printed and stored in the header.
@@ -225,19 +185,25 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
     writes the checkpoint and returns the model; the other ranks return ``None``.
     """
     from arpro import infill_quality, plugins
-    from arpro.checkpoint import save
+    from arpro.checkpoint import save, save_folder
     from arpro.outputs import staging
     from arpro.spec import load_dataset
 
     cls = plugins.get(kind, name)
+    device = check_device(device)
+    check_precision(precision, device.partition(":")[0])
     if devices < 1 or num_nodes < 1:
         raise ArproError("--devices and --num-nodes must be at least 1")
+    folder = checkpoint_format != "arpro"
+    if folder and checkpoint_format != cls.folder_format:
+        raise ArproError(f"--format must be arpro{' or ' + cls.folder_format if cls.folder_format else ''} for {kind} "
+                         f"{name!r}, not {checkpoint_format!r}")
     data = load_dataset(dataset, data_root, domain=cls.domain, **(dataset_options or {}))
-    if out.is_dir():
+    if out.is_dir() and not folder:
         raise ArproError(f"--out {out} is a folder; give the checkpoint file to write, e.g. {out / (name + '.safetensors')}")
     if out.exists() and not overwrite:
         raise ArproError(f"{out} already exists; pass --overwrite to replace it")
-    with staging(out, directory=False):
+    with staging(out, directory=folder):
         pass  # an --out that cannot be written fails now, not after training
     overrides = model_options or {}
     cls.check_config(overrides, "--model-option")
@@ -246,15 +212,18 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
     except TypeError as error:
         raise ArproError(f"{kind} {name!r} does not take --model-option {', '.join(overrides)}: {error}") from None
     train, held_out = infill_quality.split(data, holdout) if kind == "repairer" else (data.train().x, None)
-    if devices * num_nodes == 1:  # the plain single-process loop, exactly as the bundled checkpoints were trained
+    distributed = devices * num_nodes > 1
+    fabric = launch_fabric(devices, strategy, num_nodes, device=device, precision=precision) \
+        if distributed or (device, precision) != ("cpu", "32") else None
+    with nullcontext() if fabric is None else use_fabric(fabric):  # one CPU process: the bundled checkpoints' loop
         model.fit(train, seed=seed, progress=True)
-    else:
-        fabric = launch_fabric(devices, strategy, num_nodes)
-        with use_fabric(fabric):
-            model.fit(train, seed=seed, progress=True)
+    if distributed:
         fabric.barrier()
         if fabric.global_rank != 0:
             return None
     figure = infill_quality.validate(model, held_out, seed=seed) if held_out is not None else None
-    save(model, out, {infill_quality.METADATA_KEY: figure} if figure else None)
+    if folder:  # the model's own format has no place for arpro's validation figure: it is printed only
+        save_folder(model, out)
+    else:
+        save(model, out, {infill_quality.METADATA_KEY: figure} if figure else None)
     return model

@@ -1,6 +1,10 @@
-"""The image repairer: a DDPM on diffusers' ``UNet2DModel`` trained on normal images."""
+"""The image repairer: a DDPM on diffusers' ``UNet2DModel`` trained on normal images, or read
+from a diffusers ``save_pretrained`` folder (and written as one)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from torch import Tensor
 
@@ -15,23 +19,32 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
     ``lr`` 1e-4 by default as in the paper; 2e-4 trains faster on a small CPU budget).
     DDPM or DDIM sampling comes from the core's ``make_scheduler``. The default network
     (block channels 32/64/64/128, one ResNet layer per block, no attention) has 3.0 M
-    parameters; ``block_out_channels`` and ``layers_per_block`` size it.
+    parameters; ``block_out_channels`` and ``layers_per_block`` size it. ``unet``, a whole
+    ``UNet2DModel`` config, replaces them: that of a UNet read from a diffusers folder.
     """
 
     name = "ddpm"
     domain = "image"
     is_default = True
+    folder_format = "diffusers"
 
     def __init__(self, input_shape: list[int], block_out_channels: list[int] = (32, 64, 64, 128),
                  layers_per_block: int = 1, norm_num_groups: int = 8, attention: bool = False,
                  train_steps: int = 3000, batch_size: int = 16, lr: float = 1e-4, num_train_timesteps: int = 1000,
-                 beta_schedule: str = "linear") -> None:
+                 beta_schedule: str = "linear", beta_start: float = 0.0001, beta_end: float = 0.02,
+                 prediction_type: str = "epsilon", unet: dict | None = None) -> None:
         super().__init__()
         from diffusers.models.unets.unet_2d import UNet2DModel
 
         channels, height, width = input_shape
         if height != width:
             raise arpro.ArproError(f"ddpm needs square images, got {height}x{width}")
+        if prediction_type not in ("epsilon", "sample"):
+            raise arpro.ArproError(f"ddpm repairs with prediction_type epsilon or sample, not {prediction_type!r}")
+        self.prediction_type = prediction_type
+        if unet is not None:
+            self.unet = UNet2DModel.from_config(unet)
+            return
         levels = len(block_out_channels)
         down = ["DownBlock2D"] * levels
         up = ["UpBlock2D"] * levels
@@ -54,3 +67,53 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> list[float]:
         """``options``: ``steps``, ``lr``, ``batch_size`` override the config for this call."""
         return arpro.train_denoiser(self, train, seed=seed, progress=progress, **arpro.fit_options(self, options))
+
+    @classmethod
+    def from_folder(cls, folder: Path, dataset: arpro.Dataset) -> ImageDDPM:
+        """A diffusers folder: a pipeline's ``unet/`` and ``scheduler/`` (``DDPMPipeline.save_pretrained``,
+        as diffusers' unconditional training example writes it), or a bare ``UNet2DModel`` folder
+        (with ``scheduler_config.json`` beside it, else DDPMScheduler's defaults). Weights are read
+        from safetensors only; the mean normal image (for the SDEdit start) comes from ``dataset``."""
+        from safetensors.torch import load_file
+
+        unet_dir = folder / "unet" if (folder / "unet").is_dir() else folder
+        weights = unet_dir / "diffusion_pytorch_model.safetensors"
+        if not weights.is_file():
+            pickled = [p.name for p in unet_dir.glob("*.bin")]
+            raise arpro.ArproError(
+                f"{unet_dir} holds no diffusion_pytorch_model.safetensors" + (
+                    f" but {pickled[0]}, a pickle arpro does not load; convert it once with diffusers: "
+                    f"UNet2DModel.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)" if pickled else ""))
+        unet = {k: v for k, v in _read_json(unet_dir / "config.json").items() if not k.startswith("_")}
+        scheduler_file = next((p for p in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json")
+                               if p.is_file()), None)
+        schedule = _read_json(scheduler_file) if scheduler_file else {}
+        size = unet.get("sample_size", 0)
+        takes = [unet.get("in_channels", 3), *([size, size] if isinstance(size, int) else size)]
+        wanted = list(dataset.sample_shape())
+        if takes != wanted or unet.get("out_channels", 3) != takes[0]:
+            raise arpro.ArproError(
+                f"the UNet in {unet_dir} takes {'x'.join(map(str, takes))} images and returns {unet.get('out_channels', 3)} "
+                f"channels, but dataset {dataset.name!r} has {'x'.join(map(str, wanted))} samples; give the dataset "
+                f"the UNet's size (--option image_size={takes[-1]}) or use a UNet of the dataset's")
+        keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
+        model = cls(input_shape=wanted, unet=unet, **{k: schedule[k] for k in keys if k in schedule})
+        try:
+            model.unet.load_state_dict(load_file(str(weights)))
+        except Exception as error:
+            raise arpro.ArproError(f"{weights} does not fit the UNet its config.json describes: {error}") from None
+        model.x_mean = dataset.train().x.mean(0)
+        return model
+
+    def save_folder(self, folder: Path) -> None:
+        """``DDPMPipeline.save_pretrained``: ``model_index.json``, ``unet/`` and ``scheduler/`` (safetensors)."""
+        from diffusers.pipelines.ddpm.pipeline_ddpm import DDPMPipeline
+
+        DDPMPipeline(unet=self.unet, scheduler=self.make_scheduler("ddpm")).save_pretrained(folder, safe_serialization=True)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise arpro.ArproError(f"cannot read {path}: {error}") from None
