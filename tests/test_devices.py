@@ -115,6 +115,7 @@ def test_train_in_bf16_on_cpu_through_fabric(tmp_path):
     options = {"width": 32, "depth": 1, "train_steps": 20}
     weights = {}
     for precision in ("32", "bf16-mixed"):
+        torch.manual_seed(0)  # the same initial weights for both: only the precision differs
         model = train_and_save("repairer", "mlp-ddpm", tmp_path / f"{precision}.safetensors", model_options=options,
                                device="cpu", precision=precision)
         weights[precision] = model.state_dict()
