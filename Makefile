@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt $(PLUGINS)
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/arpro repair --detector gaussian --out runs/demo --overwrite
+	$(VENV)/bin/arpro repair --detector gaussian --out runs/demo --overwrite --figure
 
 test: install
 	$(PY) -m pytest

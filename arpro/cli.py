@@ -22,7 +22,7 @@ from typer.main import get_command_name
 
 from arpro._version import __version__
 from arpro.cli_options import (AblateLimit, Calibration, Categories, Category, CheckLimit, ChunkSize, Count, Devices,
-                               Fraction, Grid, Holdout, InputFile, KeepGoing, Limit, NumNodes, Risk, SamplesGrid,
+                               Figure, Fraction, Grid, Holdout, InputFile, KeepGoing, Limit, NumNodes, Risk, SamplesGrid,
                                ScaleGrid, Strategy, WeightGrid)
 from arpro.errors import ArproError
 from arpro.settings import MAX_SEED, RepairSettings, option_name, parse_grid, parse_options, parse_weights
@@ -144,7 +144,7 @@ def with_run_options(command):
 @app.command()
 @with_run_options
 def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile = None, count: Count = 8,
-           keep_going: KeepGoing = False, calibration: Calibration = None) -> None:
+           keep_going: KeepGoing = False, calibration: Calibration = None, figure: Figure = False) -> None:
     """Repair anomalous inputs: baseline, unguided in-filling and guided repair, judged by P1–P4."""
     from arpro import plugins
     from arpro.display import check_failures, console, print_report, print_trust
@@ -154,14 +154,14 @@ def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile 
 
     spec, record = apply(spec, calibration)
     result, written = repair_into(out, spec, input_path=input_path, count=count, overwrite=overwrite,
-                                  exclude=record["calibration_ids"] if record else (), progress=not quiet)
+                                  exclude=record["calibration_ids"] if record else (), progress=not quiet, figure=figure)
     print_report(result, {p: f"{p.upper()} {plugins.get('property', p).label()}" for p in result.metric_names})
     for message in result.messages:
         console.print(f"[yellow]note:[/yellow] {message}")
     print_trust(result)
     names = [p.name for p in written]
     shown = ", ".join(names) if len(names) <= 6 else f"{', '.join(names[:2])}, {names[-1]} and {len(names) - 3} more"
-    console.print(f"wrote {shown} to {out}")
+    console.print(f"wrote {shown} to {out}" + ("" if figure else " (--figure draws repair.png)"))
     check_failures(result.failures(), keep_going, str(out / "report.json"))
 
 

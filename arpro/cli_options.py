@@ -17,6 +17,8 @@ Limit = Annotated[Optional[int], typer.Option("--limit", help="At most this many
 ChunkSize = Annotated[int, typer.Option("--chunk-size", help="Inputs repaired per batch (and per resume unit).")]
 Category = Annotated[Optional[str], typer.Option("--category", help="Category to ablate on; default: the first.")]
 AblateLimit = Annotated[int, typer.Option("--limit", help="Anomalous inputs (the paper used 100).")]
+Figure = Annotated[bool, typer.Option("--figure", help="Also draw repair.png, the figure to read (matplotlib: "
+                                     "about a second more on a small job).")]
 KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Exit 0 even when repairs end non-finite (NaN or Inf).")]
 Calibration = Annotated[Optional[Path], typer.Option("--calibration", help="A calibration.json of arpro calibrate: "
                                                      "its certified settings, on inputs it did not use.")]

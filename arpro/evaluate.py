@@ -105,7 +105,8 @@ def write_gallery(job: Job, out_dir: Path) -> list[Path]:
     folder = out_dir / "gallery" / job.category
     folder.mkdir(parents=True, exist_ok=True)
     result = job.repair(job.anomalous.spread(GALLERY_SIZE))
-    return job.run.dataset.write_repairs(result, folder, InputBatch(result.x_bad, result.ids))
+    batch = InputBatch(result.x_bad, result.ids)
+    return job.run.dataset.write_repairs(result, folder, batch) + job.run.dataset.draw_repairs(result, folder, batch)
 
 
 def run_chunk(job: Job, start: int, stop: int) -> tuple[list[dict], list[dict]]:

@@ -232,5 +232,11 @@ class Dataset(ABC):
         return detector, repairer
 
     def write_repairs(self, result: RepairResult, out_dir: Path, batch: InputBatch) -> list[Path]:
-        """Write the repairs (and any figures) in the user's space; return the files written."""
+        """Write the repairs in the user's space (data files and images); return the files written."""
+        return []
+
+    def draw_repairs(self, result: RepairResult, out_dir: Path, batch: InputBatch) -> list[Path]:
+        """Draw the figure a person reads (``repair.png``); return the files written. Apart from
+        :meth:`write_repairs` because drawing (importing matplotlib) can cost more than a small
+        repair: ``arpro repair`` draws only with ``--figure``, evaluate's gallery always."""
         return []

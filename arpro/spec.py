@@ -203,9 +203,10 @@ def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = T
 
 
 def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, count: int = 8, overwrite: bool = False,
-                exclude: Sequence[str] = (), progress: bool = True) -> tuple[RepairResult, list[Path]]:
+                exclude: Sequence[str] = (), progress: bool = True, figure: bool = False) -> tuple[RepairResult, list[Path]]:
     """``arpro repair``: resolve ``spec``, repair its inputs, and write ``report.json`` and the
-    domain's files into ``out``, all at once at the end; returns the result and the files."""
+    domain's files (its figure too, with ``figure``) into ``out``, all at once at the end;
+    returns the result and the files."""
     with staged_output(out, overwrite) as stage:
         dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
         batch, truth = read_inputs(dataset, input_path, count, exclude)  # a bad input fails before any model loads
@@ -215,7 +216,8 @@ def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, cou
         report = {"arpro_version": __version__, "spec": spec.to_dict(), "input": str(input_path) if input_path else None,
                   "count": count, **result.to_dict()}
         (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        written = [out / "report.json", *[out / p.name for p in run.dataset.write_repairs(result, stage, batch)]]
+        files = run.dataset.write_repairs(result, stage, batch) + (run.dataset.draw_repairs(result, stage, batch) if figure else [])
+        written = [out / "report.json", *[out / p.name for p in files]]
         draws = {arm: a.draws.x_fix.contiguous() for arm, a in result.arms.items() if a.draws is not None}
         if draws:  # best-of-K: every draw, [K, B, *X] per arm in the model's space
             save_file(draws, str(stage / "samples.safetensors"), metadata={"ids": json.dumps(result.ids)})

@@ -42,7 +42,7 @@ def defect_image(size: tuple[int, int] = SIZE, seed: int = 0) -> Image.Image:
 def timed_repair(image: Path, out: Path, detector: str) -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "arpro.cli", "repair", "--detector", detector, "--input", str(image),
-                    "--out", str(out), "--overwrite", "--quiet"], check=True, capture_output=True, text=True)
+                    "--out", str(out), "--overwrite", "--quiet", "--figure"], check=True, capture_output=True, text=True)
     return time.perf_counter() - started
 
 

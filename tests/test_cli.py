@@ -66,8 +66,16 @@ def test_repair_on_the_embedded_default(tmp_path):
     assert {"baseline", "infill", "guided"} <= set(report["inputs"][0])
     repaired = pd.read_csv(out / "repaired.csv")
     assert set(repaired["arm"]) == {"input", "baseline", "infill", "guided"}
-    assert (out / "repair.png").stat().st_size > 10_000
+    assert not (out / "repair.png").exists()  # drawn only when asked
+    assert "(--figure draws repair.png)" in " ".join(proc.stdout.split())  # rich wraps long lines
     assert "P1 Ms" in proc.stdout and "guided" in proc.stdout
+
+
+def test_repair_draws_the_figure_when_asked(tmp_path):
+    out = tmp_path / "drawn"
+    proc = run_cli("repair", "--detector", "gaussian", "--out", str(out), "--figure", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "repair.png").stat().st_size > 10_000 and (out / "repaired.csv").is_file()
 
 
 def test_repair_of_a_user_csv_writes_table_units(tmp_path, rows_csv):

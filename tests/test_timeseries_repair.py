@@ -52,7 +52,7 @@ def test_bundled_checkpoints_are_small_and_offered_for_the_embedded_dataset():
 def test_cli_demo_repairs_a_bundled_window(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "arpro.cli", "repair", "--detector", "gpt2", "--out", str(out), "--count", "2", "--steps", "10", "--infill-stop", "0", "--quiet"],
+        [sys.executable, "-m", "arpro.cli", "repair", "--detector", "gpt2", "--out", str(out), "--count", "2", "--steps", "10", "--infill-stop", "0", "--quiet", "--figure"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -99,7 +99,7 @@ def test_user_csv_round_trip_with_figures(models, process, tmp_path):
     batch = process.read_input(path)
     assert batch.x.shape == (2, 32, len(process.columns))
     result = arpro.repair(batch.x, detector, repairer, settings=arpro.RepairSettings(steps=8), ids=batch.ids, progress=False)
-    written = process.write_repairs(result, tmp_path / "out", batch)
+    written = process.write_repairs(result, tmp_path / "out", batch) + process.draw_repairs(result, tmp_path / "out", batch)
     names = sorted(p.name for p in written)
     assert "repaired.csv" in names and "omega.csv" in names and sum(n.endswith(".png") for n in names) == 2
     table = pd.read_csv(tmp_path / "out" / "repaired.csv")

@@ -180,7 +180,8 @@ def test_repair_keeps_outside_of_omega_and_writes_figure(tiny_models, tmp_path):
     for arm in ("infill", "guided"):
         assert torch.equal(result.arms[arm].x_fix[outside], result.x_bad[outside])
     assert not torch.equal(result.arms["guided"].x_fix, result.arms["infill"].x_fix)
-    files = data.write_repairs(result, tmp_path, arpro.InputBatch(bad.x[:2], bad.ids[:2], {}))
+    batch = arpro.InputBatch(bad.x[:2], bad.ids[:2], {})
+    files = data.write_repairs(result, tmp_path, batch) + data.draw_repairs(result, tmp_path, batch)
     names = {p.name for p in files}
     assert "repair.png" in names and "brick_test_scratch_000_repair.png" in names
     assert "brick_test_scratch_000_omega.png" in names and "brick_test_scratch_000_repair_baseline.png" in names
@@ -362,7 +363,8 @@ def test_bundled_demo_path(tmp_path):
             bad.x[:2], detector, repairer, settings=arpro.RepairSettings(steps=6), ids=bad.ids[:2], progress=False
         )
         assert set(result.arms) == {"baseline", "infill", "guided"}
-        files = dataset.write_repairs(result, tmp_path / name, arpro.InputBatch(bad.x[:2], bad.ids[:2], {}))
+        batch = arpro.InputBatch(bad.x[:2], bad.ids[:2], {})
+        files = dataset.write_repairs(result, tmp_path / name, batch) + dataset.draw_repairs(result, tmp_path / name, batch)
         assert (tmp_path / name / "repair.png").is_file() and len(files) == 2 * 4 + 1
         json.dumps(result.to_dict())
         assert torch.isfinite(result.arms["guided"].score).all()

@@ -140,17 +140,18 @@ class TableDataset(arpro.Dataset):
         return arpro.InputBatch(self.standardise(values), [f"row{i + 1}" for i in range(len(frame))])
 
     def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
-        from arpro_tabular.figure import plot_rows
-
         rows = []
         for arm_name, x in [("input", result.x_bad)] + [(n, a.x_fix) for n, a in result.arms.items()]:
             rows += [[identifier, arm_name, *map(str, values)] for identifier, values in zip(result.ids, self.to_table_units(x))]
         rows.sort(key=lambda row: (row[0], row[1]))
         repaired = _write_csv(out_dir / "repaired.csv", ["id", "arm", *self.columns], rows)
         mask = [[identifier, *map(str, values)] for identifier, values in zip(result.ids, result.omega.int().tolist())]
-        omega = _write_csv(out_dir / "omega.csv", ["id", *self.columns], mask)
-        figure = plot_rows(result, self.columns, out_dir / "repair.png")
-        return [repaired, omega, figure]
+        return [repaired, _write_csv(out_dir / "omega.csv", ["id", *self.columns], mask)]
+
+    def draw_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
+        from arpro_tabular.figure import plot_rows
+
+        return [plot_rows(result, self.columns, Path(out_dir) / "repair.png")]
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:

@@ -234,8 +234,6 @@ class TimeSeriesDataset(arpro.Dataset):
         )
 
     def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
-        from arpro_timeseries.figure import plot_repairs
-
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         starts = batch.meta.get("starts")
@@ -262,5 +260,9 @@ class TimeSeriesDataset(arpro.Dataset):
             omega_frames.append(mask)
         omega = out_dir / "omega.csv"
         pd.concat(omega_frames).to_csv(omega, index=False)
-        figures = plot_repairs(result, self.columns, out_dir, to_units=self.to_units)
-        return [repaired, omega, *figures]
+        return [repaired, omega]
+
+    def draw_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
+        from arpro_timeseries.figure import plot_repairs
+
+        return plot_repairs(result, self.columns, Path(out_dir), to_units=self.to_units)

@@ -85,13 +85,11 @@ class ImageDataset(arpro.Dataset):
 
     def write_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
         """Per input: ``<id>_repair.png`` (guided), each other arm's repair and ``<id>_omega.png``,
-        at the input's size and mode; and ``repair.png``, the paper's Figure 4 layout for the batch.
+        at the input's size and mode.
 
         A user's file is composited: each arm's repair enters the original only where it
         may differ from the input in the model's space (omega, plus any pixel the arm changed:
         the baseline regenerates everything), so every other pixel is the input's own."""
-        from arpro_vision.figure import figure4
-
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         infos: list[ImageInfo | None] = list((batch.meta or {}).get("images", []))
@@ -109,6 +107,11 @@ class ImageDataset(arpro.Dataset):
                 region = torch.maximum(omega, changed.to(omega.dtype))
                 written.append(save_image(arm.x_fix[i], out_dir / f"{stem}_{suffix}.png", info, region))
             written.append(save_mask(omega, out_dir / f"{stem}_omega.png", info))
-        written.append(figure4(result, out_dir / "repair.png", infos))
         return written
+
+    def draw_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
+        """``repair.png``: the paper's Figure 4 layout for the batch."""
+        from arpro_vision.figure import figure4
+
+        return [figure4(result, Path(out_dir) / "repair.png", (batch.meta or {}).get("images", []))]
 
