@@ -18,7 +18,7 @@ from arpro import infill_quality, plugins
 from arpro._version import __version__
 from arpro.checked import record_path, sha256
 from arpro.errors import ArproError
-from arpro.evaluate import tnr_threshold
+from arpro.evaluate import scores, tnr_threshold
 from arpro.outputs import write_atomic
 from arpro.protocols import Split
 from arpro.result import P1_FAILURE_SHARE
@@ -49,11 +49,6 @@ def f1(labels: Tensor, flagged: Tensor) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
-def _scores(detector, x: Tensor) -> Tensor:
-    with torch.no_grad():
-        return torch.cat([detector.score(batch) for batch in x.split(64)])
-
-
 def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> dict:
     """Every figure of the check, the problems found (each with what to do) and the verdict."""
     if limit < 1:
@@ -65,9 +60,9 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
                          "samples; arpro check needs one (--dataset, --data-root)")
     run = resolve(spec, dataset=dataset, progress=progress)
     threshold = tnr_threshold(run)
-    scores = _scores(run.detector, test.x)
-    anomalous_scores = scores[test.labels == 1]
-    detection = {"auroc": auroc(test.labels, scores), "f1": f1(test.labels, scores >= threshold), "threshold": threshold,
+    test_scores = scores(run.detector, test.x)
+    anomalous_scores = test_scores[test.labels == 1]
+    detection = {"auroc": auroc(test.labels, test_scores), "f1": f1(test.labels, test_scores >= threshold), "threshold": threshold,
                  "n_normal": int((test.labels == 0).sum()), "n_anomalous": int((test.labels == 1).sum()),
                  "anomalous_below_threshold": int((anomalous_scores < threshold).sum())}
 

@@ -65,6 +65,12 @@ class Job:
         )
 
 
+def scores(detector, x: torch.Tensor) -> torch.Tensor:
+    """``s(x)`` of many samples, in batches of 64, without gradients."""
+    with torch.no_grad():
+        return torch.cat([detector.score(batch) for batch in x.split(64)])
+
+
 def tnr_threshold(run: Run) -> float:
     """The conformal 95% threshold of the held-out normal scores (the validation split, else the
     test split's normal samples): below it, a score counts as non-anomalous (TNR)."""
@@ -72,8 +78,7 @@ def tnr_threshold(run: Run) -> float:
     normal = held_out.x if held_out is not None else test.x[test.labels == 0]
     if len(normal) == 0:
         raise ArproError(f"dataset {run.spec.dataset!r} has no held-out normal samples to calibrate the TNR threshold on")
-    with torch.no_grad():
-        return conformal_threshold(torch.cat([run.detector.score(b) for b in normal.split(64)]))
+    return conformal_threshold(scores(run.detector, normal))
 
 
 def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_size: int, progress: bool = True,

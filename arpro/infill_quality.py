@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -79,13 +78,16 @@ def _masks(shape: tuple[int, ...], n: int, generator: torch.Generator) -> dict[s
 
 def _interpolated(x: Tensor, mask: Tensor) -> Tensor:
     """``x`` [N, T, D] with each masked time block replaced by the line between its neighbours."""
-    steps = torch.arange(x.shape[1], dtype=x.dtype)
-    out = x.clone()
-    for i in range(x.shape[0]):
-        known = mask[i, :, 0] == 0
-        for j in range(x.shape[2]):
-            out[i, :, j] = torch.from_numpy(np.interp(steps.numpy(), steps[known].numpy(), x[i, known, j].numpy()))
-    return out
+    known = mask[:, :, 0] == 0  # [N, T]; every block has a known step on each side
+    steps = torch.arange(x.shape[1]).expand_as(known)
+    before = torch.where(known, steps, -1).cummax(1).values  # the last known step at or before t
+    after = torch.where(known, steps, x.shape[1]).flip(1).cummin(1).values.flip(1)  # the first at or after t
+    span = (after - before).clamp_min(1)
+    weight = ((steps - before) / span).double()[:, :, None]
+    x64 = x.double()
+    left = x64.gather(1, before[:, :, None].expand_as(x))
+    right = x64.gather(1, after[:, :, None].expand_as(x))
+    return (left + weight * (right - left)).to(x.dtype)
 
 
 def _masked_mse(a: Tensor, b: Tensor, mask: Tensor) -> float:
@@ -138,8 +140,9 @@ def validate(repairer: Repairer, held_out: Tensor, *, seed: int = 0) -> dict:
 
     figure = measure(repairer, held_out, seed=seed, progress=True)
     print(describe(figure), flush=True)
-    if warning(figure):
-        print("warning: " + warning(figure), file=sys.stderr)
+    message = warning(figure)
+    if message:
+        print("warning: " + message, file=sys.stderr)
     return figure
 
 
