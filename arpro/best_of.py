@@ -11,6 +11,7 @@ the K draws comes with its Clopper–Pearson upper bound.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -35,6 +36,7 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
 
+@functools.lru_cache(maxsize=1024)  # best-of-K asks for at most K + 1 distinct values per run
 def clopper_pearson_upper(violations: int, n: int, confidence: float) -> float:
     """One-sided Clopper–Pearson upper bound on a rate from ``violations`` in ``n`` trials:
     the p with P(Bin(n, p) <= violations) = 1 − confidence (1.0 when every trial violated)."""

@@ -84,12 +84,14 @@ class RepairSettings:
     @classmethod
     def for_detector(cls, detector: Any, **given: Any) -> RepairSettings:
         """Settings from ``given``, else the detector's ``repair_defaults`` (and its ``guidance_scale``),
-        else the defaults here."""
+        else the defaults here; given weights are merged into the default ones."""
         defaults = getattr(detector, "repair_defaults", {})
         unknown = set(defaults) - {f.name for f in fields(cls)}
         if unknown:
             raise ArproError(f"detector {detector.name!r} has unknown repair_defaults {sorted(unknown)}")
         settings = {**defaults, **given}
+        if "weights" in defaults and "weights" in given:  # a --weight changes the lambda it names, not the others
+            settings["weights"] = {**defaults["weights"], **given["weights"]}
         if settings.get("guidance_scale") is None:  # recorded as the value used, not as "the detector's"
             settings["guidance_scale"] = getattr(detector, "guidance_scale", None)
         return cls(**settings)

@@ -15,8 +15,10 @@ class ResidualBlock(nn.Module):
         self.net = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, width))
         self.time = nn.Linear(width, width)
 
-    def forward(self, h: Tensor, t_emb: Tensor) -> Tensor:
-        return h + self.net(h + self.time(t_emb))
+    def forward(self, h: Tensor, t_emb: Tensor, index: Tensor | slice) -> Tensor:
+        """``t_emb``: one row per distinct timestep; ``index``: each sample's row of it (or all rows,
+        a single one that broadcasts)."""
+        return h + self.net(h + self.time(t_emb)[index])
 
 
 class MlpDDPM(arpro.Repairer):
@@ -37,10 +39,13 @@ class MlpDDPM(arpro.Repairer):
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, d))
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        t_emb = self.time_embed(self.time_proj(t).to(x_t.dtype))
+        # a repair step gives every sample the same t: embed each distinct timestep once, not once per sample
+        steps, index = t.unique(return_inverse=True)
+        t_emb = self.time_embed(self.time_proj(steps).to(x_t.dtype))
+        index = index if len(steps) > 1 else slice(None)  # one step: broadcast its row, copy nothing
         h = self.inp(x_t)
         for block in self.blocks:
-            h = block(h, t_emb)
+            h = block(h, t_emb, index)
         return self.out(h)
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> list[float]:
