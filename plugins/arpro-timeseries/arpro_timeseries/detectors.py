@@ -57,7 +57,10 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
     embedding_key: ClassVar[str]
     layer_key: ClassVar[str]
     guidance_scale = 0.03  # with the repair_defaults below, chosen on process(seed=1) (docs/timeseries.md)
-    repair_defaults = {"eta_schedule": "constant", "guide_on": "x0", "infill_stop": 0.05, "t0": 0.8}
+    # in-filling to the last step keeps omega_bar exact (P2); omega is each window's top 10% of alpha, since
+    # the training quantiles flag ~40% of a faulty window's cells and P4 then rarely holds
+    repair_defaults = {"eta_schedule": "constant", "guide_on": "x0", "infill_stop": 0.0, "t0": 0.8, "mask": "top",
+                       "mask_quantile": 0.9}
     smoke_fit_options: ClassVar[dict] = {"steps": 5}  # what the core's identity test passes to fit()
 
     def __init__(self, input_shape: list[int], preset: str = "small", n_layer: int | None = None,
