@@ -124,3 +124,24 @@ def test_hard_constraints_hold_exactly_in_every_draw(table, gaussian, tiny_repai
         assert (draws[:, :, :10] - anomalous_rows[:, :10]).abs().max().item() == 0.0
         assert result.arms[arm].draws.holds["immutable"].all()
         assert ((draws[:, :, 10:] >= low) & (draws[:, :, 10:] <= high)).all()  # the free columns stay in range
+
+
+def test_a_weight_given_changes_only_that_lambda_of_the_detectors_defaults():
+    class Tuned:  # a detector whose repair_defaults weight two constraints
+        name, guidance_scale = "tuned", 1.0
+        repair_defaults = {"steps": 7, "weights": {"p2": 100.0, "p4": 100.0}}
+
+    assert arpro.RepairSettings.for_detector(Tuned).weights == {"p2": 100.0, "p4": 100.0}
+    given = arpro.RepairSettings.for_detector(Tuned, weights={"p4": 3.0, "p1": 2.0})
+    assert given.weights == {"p2": 100.0, "p4": 3.0, "p1": 2.0} and given.steps == 7
+
+
+def test_mlp_ddpm_predicts_each_sample_as_it_would_alone(tiny_repairer):
+    """One embedding per distinct timestep: a sample's output does not depend on the batch's timesteps."""
+    x = torch.randn(6, 30, generator=torch.Generator().manual_seed(0))
+    mixed = torch.tensor([999, 10, 10, 500, 0, 999])
+    with torch.no_grad():
+        alone = torch.cat([tiny_repairer(x[i : i + 1], mixed[i : i + 1]) for i in range(6)])
+        same = torch.cat([tiny_repairer(x[i : i + 1], torch.tensor([10])) for i in range(6)])
+        assert torch.allclose(tiny_repairer(x, mixed), alone, atol=1e-5)
+        assert torch.allclose(tiny_repairer(x, torch.full((6,), 10)), same, atol=1e-5)

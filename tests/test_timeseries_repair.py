@@ -52,14 +52,15 @@ def test_bundled_checkpoints_are_small_and_offered_for_the_embedded_dataset():
 def test_cli_demo_repairs_a_bundled_window(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "arpro.cli", "repair", "--detector", "gpt2", "--out", str(out), "--count", "2", "--steps", "10", "--infill-stop", "0", "--quiet", "--figure"],
+        [sys.executable, "-m", "arpro.cli", "repair", "--detector", "gpt2", "--out", str(out), "--count", "2", "--steps", "10", "--mask", "train", "--quiet", "--figure"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["repairer"] == "diffusion-ts" and len(report["inputs"]) == 2
     # the flag overrides the detector's repair_defaults; the defaults it leaves alone still apply
-    assert report["settings"]["infill_stop"] == 0.0 and report["settings"]["guide_on"] == "x0"
+    assert report["settings"]["mask"] == "train" and report["settings"]["guide_on"] == "x0"
+    assert report["settings"]["infill_stop"] == 0.0  # the default in-fills to the last step
     assert set(report["inputs"][0]) >= {"baseline", "infill", "guided"}
     table = pd.read_csv(out / "repaired.csv")
     assert set(table["arm"]) == {"input", "baseline", "infill", "guided"}
