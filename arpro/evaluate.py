@@ -29,7 +29,8 @@ from arpro.errors import ArproError
 from arpro.outputs import LOCK_FILE, exclusive, write_atomic
 from arpro.progress import progress_bar
 from arpro.protocols import InputBatch, Split
-from arpro.result import ARMS, RepairResult
+from arpro.result import RepairResult
+from arpro.settings import ARMS
 from arpro.spec import Run, RunSpec, load_dataset, resolve, without
 from arpro.summary import conformal_threshold, summarize, write_tables
 
