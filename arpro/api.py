@@ -106,8 +106,9 @@ def repair(
     check_input(x_bad, repairer)
     check_steps(settings.steps, repairer.train_timesteps)
     unknown_arms = set(arms) - set(ARMS)
-    if unknown_arms:
-        raise ArproError(f"unknown arm(s) {sorted(unknown_arms)}; choose from {', '.join(ARMS)}")
+    if unknown_arms or not arms:
+        raise ArproError(f"unknown arm(s) {sorted(unknown_arms)}; choose from {', '.join(ARMS)}" if unknown_arms
+                         else f"no arm to run; choose from {', '.join(ARMS)}")
     properties = expand_properties(properties)
     reported = reported_properties(properties)
     guiding = reported[: len(properties)]

@@ -19,6 +19,7 @@ import torch
 
 import arpro
 from arpro.settings import parse_weights
+from machine import describe
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     given = {k: v for k, v in {"start": args.start, "steps": args.steps}.items() if v is not None}
     run = arpro.resolve(arpro.RunSpec(detector=args.detector, settings={**given, "weights": parse_weights(args.weight)}))
     x = run.dataset.test().anomalous().x
-    print(f"{args.detector}: {len(x)} anomalous inputs, torch threads {torch.get_num_threads()}")
+    print(f"{args.detector}: {len(x)} anomalous inputs; {describe()}")
     print("K | wall s | guided all-hold | guided P1 | some draw feasible | draw violation rate | diversity")
     walls = {}
     for k in (1, args.samples):
