@@ -1,10 +1,9 @@
 """How many intra-op threads torch runs with: one policy, so a shared machine is never oversubscribed.
 
-In order: ``--threads N``; else ``ARPRO_NUM_THREADS``; else ``OMP_NUM_THREADS`` (which torch itself
-reads); else the cores this process may use (its CPU affinity, capped by a cgroup CPU quota) less
-the machine's one-minute load average, rounded down, and at least 1. Threads beyond the free cores
-do not run in parallel: they wait for each other at every operation, which on a loaded machine
-made two threads several times slower than one.
+In order: ``--threads N``; ``ARPRO_NUM_THREADS``; ``OMP_NUM_THREADS`` (which torch itself reads);
+else the cores this process may use (its CPU affinity, capped by a cgroup v2 CPU quota) less the
+one-minute load average, rounded down, at least 1. Threads beyond the free cores do not run in
+parallel but wait for each other at every operation (docs/results.md, "Threads").
 """
 
 from __future__ import annotations
@@ -15,29 +14,21 @@ from pathlib import Path
 
 from arpro.errors import ArproError
 
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # "QUOTA PERIOD", or "max PERIOD" for no quota
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity, capped by a cgroup CPU quota where there is one."""
+    """The CPUs this process may run on: its affinity, capped by a cgroup CPU quota where one is set."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
         quota, period = CGROUP_CPU_MAX.read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+        return cpus if quota == "max" else min(cpus, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):  # no cgroup v2 file (macOS, cgroup v1): the affinity alone
-        pass
-    return cpus
-
-
-def default_threads() -> int:
-    """The usable CPUs less the one-minute load average, rounded down: never more than are free, at least 1."""
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(usable_cpus(), math.floor(usable_cpus() - load)))
+        return cpus
 
 
 def choose_threads(requested: int | None = None) -> tuple[int, str]:
-    """The thread count the policy picks, and what decided it (for the benchmarks and ``--threads``'s help)."""
+    """The thread count the policy picks, and what decided it."""
     if requested is not None:
         if requested < 1:
             raise ArproError(f"--threads must be at least 1, not {requested}")
@@ -48,7 +39,8 @@ def choose_threads(requested: int | None = None) -> tuple[int, str]:
             if not value.isdigit() or int(value) < 1:
                 raise ArproError(f"{variable}={value!r} is not a positive whole number of threads")
             return int(value), variable
-    return default_threads(), "free cores"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, math.floor(usable_cpus() - load)), "free cores"
 
 
 def use_threads(requested: int | None = None) -> int:
@@ -56,6 +48,5 @@ def use_threads(requested: int | None = None) -> int:
     import torch
 
     threads, _ = choose_threads(requested)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     return threads

@@ -36,7 +36,7 @@ LOOP = arpro.api.guided_masked_diffusion
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detector", nargs="+", default=["gaussian", "autoencoder", "gpt2"])
+    parser.add_argument("--detector", nargs="*", default=["gaussian", "autoencoder", "gpt2"])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--count", type=int, default=8, help="inputs, as `arpro repair --count`")
     parser.add_argument("--threads", type=int, default=None, help="default: the thread policy (arpro.threads)")
