@@ -15,8 +15,6 @@ import argparse
 import time
 from dataclasses import replace
 
-import torch
-
 import arpro
 from arpro.settings import parse_weights
 from machine import describe

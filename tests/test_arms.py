@@ -97,6 +97,6 @@ def test_cli_repair_runs_the_guided_arm_by_default_and_the_arms_asked_for(tmp_pa
     assert both.returncode == 0, both.stderr
     record = json.loads((tmp_path / "both" / "report.json").read_text())["inputs"][0]
     assert "infill" in record and "guided" in record and "baseline" not in record
-    assert "one batch" in both.stdout
+    assert "seconds (one batch)" in " ".join(both.stdout.split())  # rich may wrap the label
     bad = run_cli(*common, "--arms", "guided,best", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and not (tmp_path / "bad").exists()
