@@ -113,8 +113,8 @@ def guided_masked_diffusion(
     than at 24), so each arm's rows are denoised as a batch of their own, as when it runs alone.
     Randomness is drawn per sample from generators seeded by ``seeds``, one stream for the denoising
     chain and one for the in-filling noise of eq. 5, so every arm (guided or not, in-filling or not)
-    starts from the same noise and a sample's noise does not depend on the batch it is in. ``frozen`` (``[B, *X]``, 1 = keep ``x_bad``) and ``bounds`` (low, high)
-    are the hard constraints.
+    starts from the same noise and a sample's noise does not depend on the batch it is in.
+    ``frozen`` (``[B, *X]``, 1 = keep ``x_bad``) and ``bounds`` (low, high) are the hard constraints.
     """
     scheduler = repairer.make_scheduler(settings.scheduler)
     timesteps = denoising_timesteps(scheduler, settings)
