@@ -31,6 +31,7 @@ _MODULES = {
     "arpro.devices": ("launch_fabric", "place"),
     "arpro.schedulers": ("make_scheduler",),
     "arpro.summary": ("conformal_threshold",),
+    "arpro.evaluate": ("auroc", "f1", "scores"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

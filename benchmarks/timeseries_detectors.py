@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import conformal_threshold, plugins
-from arpro_timeseries.evaluation import detection_metrics, scores
+from arpro import conformal_threshold, plugins, scores
+from arpro_timeseries.evaluation import detection_metrics
 from arpro_timeseries.simulate import ATTACK_KINDS
 from machine import describe
 

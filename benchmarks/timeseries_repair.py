@@ -29,9 +29,7 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import checkpoint, plugins
-from arpro import conformal_threshold
-from arpro_timeseries.evaluation import scores
+from arpro import checkpoint, conformal_threshold, plugins, scores
 from machine import describe
 
 METRICS = [("Ms", "Ms"), ("Md", "Md"), ("Momega", "Mω"), ("Momega_bar", "Mω̄")]
