@@ -32,7 +32,7 @@ def arpro_register_datasets(register):
     register("arpro_vision.textures:Textures", name="textures", domain="image", default=True,
              description="scikit-image texture photographs (brick, grass, gravel) with seeded synthetic defects (embedded).")
     register("arpro_vision.surface:Surface", name="surface", domain="image",
-             description="Generated grayscale surface-inspection pictures: cracks, pits, frayed edges, dents; varied sizes (embedded).")
+             description="Generated grayscale surface-inspection pictures: cracks, pits, frayed edges, dents; varied sizes (no files).")
     for name, cls, description in (
         ("mvtec", "MVTecAD", "MVTec AD, read from --data-root in its published layout (category/train/good, test/*, ground_truth/*)."),
         ("visa", "VisA", "VisA, read from --data-root: anomalib's prepared split (visa_pytorch/CATEGORY) or the raw release."),

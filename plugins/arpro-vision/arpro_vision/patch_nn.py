@@ -69,7 +69,7 @@ def greedy_coreset(features: Tensor, size: int, generator: torch.Generator) -> T
 
 
 class PatchNNDetector(ShippedModel, arpro.Detector):
-    """Patch nearest-neighbour distances over raw, illumination-flattened pixel patches; no pretrained weights."""
+    """Nearest-neighbour distances of illumination-flattened pixel patches; no pretrained weights."""
 
     name = "patchnn"
     domain = "image"

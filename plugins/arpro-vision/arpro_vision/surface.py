@@ -152,15 +152,14 @@ def add_defect(image: np.ndarray, kind: str, rng: np.random.Generator, scale: fl
 
 
 class Surface(ImageDataset):
-    """Generated grayscale surface-inspection pictures (cracks, pits, frayed edges, dents), varied sizes (embedded).
+    """Generated grayscale surface-inspection pictures: cracks, pits, frayed edges, dents; varied sizes (no files).
 
     Options: ``image_size`` (64), ``n_train`` (200), ``n_test_normal`` (30),
     ``n_test_anomalous`` (40, kinds in turn), ``seed`` (0: the test pictures; settings were
     chosen on seed 0, and docs/vision.md reports seed 1).
     """
 
-    name = "surface"
-    embedded = True
+    name = "surface"  # needs no files, but is not the image domain's default (textures is): not ``embedded``
     accepted_options = (*ImageDataset.accepted_options, "n_train", "n_test_normal", "n_test_anomalous", "seed")
 
     def categories(self) -> list[str]:
