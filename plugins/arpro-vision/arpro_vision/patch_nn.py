@@ -98,13 +98,13 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
         for k in scales:
             self.register_buffer(f"bank_{k}", torch.zeros(0))  # [bank_size, patch²], set by fit
 
-    def _patches(self, x: Tensor, std: Tensor | None = None) -> list[Tensor]:
+    def _patches(self, x: Tensor) -> list[Tensor]:
         """Per scale: every position's patch vector, ``[B, positions, patch²]``."""
         check_input_size(self.name, self.config["input_shape"], x)
         gray = x.mean(1, keepdim=True)
         flat = gray - gaussian_blur(gray, self.config["highpass_sigma"])
         limit = self.config["saturation"]
-        flat = limit * torch.tanh(flat / (self.feature_std if std is None else std) / limit)
+        flat = limit * torch.tanh(flat / self.feature_std / limit)
         p = self.config["patch"]
         out = []
         for k in self.config["scales"]:
