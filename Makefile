@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt $(PLUGINS)
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/arpro repair --detector gaussian --out runs/demo --overwrite --figure
+	$(VENV)/bin/arpro repair --detector gaussian --arms baseline,infill,guided --out runs/demo --overwrite --figure
 
 test: install
 	$(PY) -m pytest

@@ -16,14 +16,14 @@ import importlib
 from arpro._version import __version__
 
 _MODULES = {
-    "arpro.result": ("ARMS", "ArmResult", "RepairResult"),
+    "arpro.result": ("ArmResult", "RepairResult"),
     "arpro.errors": ("ArproError",),
     "arpro.hookspecs": ("hookimpl",),
     "arpro.plugins": ("get", "get_default"),
     "arpro.protocols": ("Decomposition", "Property", "PropertyContext", "TrainingStats", "Dataset", "Split", "InputBatch"),
     "arpro.constraints": ("Constraint",),
     "arpro.models": ("Model", "Detector", "Repairer"),
-    "arpro.settings": ("RepairSettings",),
+    "arpro.settings": ("ARMS", "RepairSettings"),
     "arpro.spec": ("RunSpec", "Run", "resolve", "load_dataset"),
     "arpro.checkpoint": ("obtain_model",),
     "arpro.api": ("repair", "compute_omega"),
@@ -31,6 +31,7 @@ _MODULES = {
     "arpro.devices": ("launch_fabric", "place"),
     "arpro.schedulers": ("make_scheduler",),
     "arpro.summary": ("conformal_threshold",),
+    "arpro.evaluate": ("auroc", "f1", "scores"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -17,8 +17,8 @@ from arpro.errors import ArproError
 from arpro.models import Detector, Repairer
 from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
 from arpro.protocols import Dataset, Decomposition, Property, PropertyContext, TrainingStats
-from arpro.result import ARMS, ArmResult, RepairResult
-from arpro.settings import RepairSettings
+from arpro.result import ArmResult, RepairResult
+from arpro.settings import ARMS, RepairSettings
 
 P2_TOLERANCE_PER_ELEMENT = 0.01  # default delta2 = 0.01 · |omega_bar| (input elements outside omega)
 P4_TOLERANCE_OF_TRAIN_STD = 0.1  # default delta4 = 0.1 · std of the detector's training scores
@@ -106,8 +106,9 @@ def repair(
     check_input(x_bad, repairer)
     check_steps(settings.steps, repairer.train_timesteps)
     unknown_arms = set(arms) - set(ARMS)
-    if unknown_arms:
-        raise ArproError(f"unknown arm(s) {sorted(unknown_arms)}; choose from {', '.join(ARMS)}")
+    if unknown_arms or not arms:
+        raise ArproError(f"unknown arm(s) {sorted(unknown_arms)}; choose from {', '.join(ARMS)}" if unknown_arms
+                         else f"no arm to run; choose from {', '.join(ARMS)}")
     properties = expand_properties(properties)
     reported = reported_properties(properties)
     guiding = reported[: len(properties)]
@@ -155,18 +156,29 @@ def repair(
     draws_ctx = ctx if k == 1 else replace(
         ctx, x_bad=repeat(x_bad), bad=Decomposition(repeat(bad.alpha), repeat(bad.beta)), omega=repeat(omega),
         omega_input=repeat(omega_input), delta2=repeat(ctx.delta2), delta4=repeat(ctx.delta4))
+    run = [a for a in ARMS if a in arms]  # one batch, arm-major: each arm's rows as if run alone
+
+    def stack(t: Tensor | None) -> Tensor | None:
+        return t if t is None or len(run) == 1 else torch.cat([t] * len(run))
+
+    n = draws_ctx.x_bad.shape[0]
+    infill = torch.tensor([a != "baseline" for a in run]).repeat_interleave(n)
+    guide = torch.tensor([a == "guided" for a in run]).repeat_interleave(n)
+    loss = property_loss(detector, guiding, settings.weights, draws_ctx) if "guided" in run else None
+    if bounds is not None and bounds[0].dim() == x_bad.dim():
+        bounds = (stack(bounds[0]), stack(bounds[1]))
+    started = time.perf_counter()
+    x_fix = guided_masked_diffusion(stack(draws_ctx.x_bad), stack(draws_ctx.omega_input), repairer, settings, seeds * len(run),
+                                    loss=loss, eta=eta, infill=infill, guide=guide, arm_rows=n, progress=progress,
+                                    label=f"{'+'.join(run)} repair", frozen=stack(repeat(frozen)), bounds=bounds)
     results: dict[str, ArmResult] = {}
-    for arm in [a for a in ARMS if a in arms]:
-        guided = arm == "guided"
-        started = time.perf_counter()
-        loss = property_loss(detector, guiding, settings.weights, draws_ctx) if guided else None
-        x_fix = guided_masked_diffusion(draws_ctx.x_bad, draws_ctx.omega_input, repairer, settings, seeds, loss=loss,
-                                        eta=eta, infill=arm != "baseline", progress=progress, label=f"{arm} repair",
-                                        frozen=repeat(frozen), bounds=bounds)
-        seconds = time.perf_counter() - started
-        results[arm] = evaluate_repair(detector, reported, draws_ctx, x_fix, seconds)
+    for j, arm in enumerate(run):
+        results[arm] = evaluate_repair(detector, reported, draws_ctx, x_fix[j * n:(j + 1) * n].clone(), 0.0)
         if k > 1:
             results[arm] = best_of(results[arm], k, omega_input, settings.confidence)
+    seconds = time.perf_counter() - started
+    for arm in results.values():  # the arms ran as one batch: each reports that batch's wall time
+        arm.seconds = seconds
 
     used = {**settings.to_dict(), "guidance_scale": eta, "properties": [property_record(p) for p in properties], "seed": seed,
             "detector": detector.name, "repairer": repairer.name,

@@ -12,13 +12,12 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from arpro import infill_quality, plugins
 from arpro._version import __version__
 from arpro.checked import record_path, sha256
 from arpro.errors import ArproError
-from arpro.evaluate import scores, tnr_threshold
+from arpro.evaluate import auroc, f1, scores, tnr_threshold
 from arpro.outputs import write_atomic
 from arpro.protocols import Split
 from arpro.result import P1_FAILURE_SHARE
@@ -28,25 +27,6 @@ NEAR_CHANCE_AUROC = 0.6  # below: the detector is near chance
 WEAK_AUROC = 0.8  # below: it detects, but too poorly to explain
 MIN_ALL_HOLD = 0.5  # the share of repairs that must satisfy every property
 CHECK_LIMIT = 16  # anomalous test inputs repaired by default
-
-
-def auroc(labels: Tensor, scores: Tensor) -> float:
-    """The chance that an anomalous sample outscores a normal one, ties counting half (Mann–Whitney U)."""
-    scores, anomalous = scores.double().flatten(), labels.bool().flatten()
-    order = scores.argsort()
-    _, group, counts = torch.unique_consecutive(scores[order], return_inverse=True, return_counts=True)
-    mean_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2  # 1-based, tied scores share their mean rank
-    ranks = torch.empty_like(scores)
-    ranks[order] = mean_rank[group]
-    n_bad, n_good = int(anomalous.sum()), int((~anomalous).sum())
-    return float((ranks[anomalous].sum() - n_bad * (n_bad + 1) / 2) / (n_bad * n_good))
-
-
-def f1(labels: Tensor, flagged: Tensor) -> float:
-    """F1 of ``flagged`` (predicted anomalous) against ``labels``."""
-    truth, flagged = labels.bool(), flagged.bool()
-    tp, fp, fn = int((truth & flagged).sum()), int((~truth & flagged).sum()), int((truth & ~flagged).sum())
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
 def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> dict:

@@ -61,16 +61,22 @@ def save_folder(model: Model, path: Path) -> Path:
     return path
 
 
-def read_header(path: Path) -> dict:
-    """The ``arpro`` header of a checkpoint, or an error saying why the file is not one."""
+def read_metadata(path: Path) -> dict[str, str]:
+    """A safetensors file's header entries (``arpro`` and any extras), or an error saying why it is unreadable."""
     path = Path(path)
     if not path.is_file():
         raise ArproError(f"checkpoint {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+            return f.metadata() or {}
     except Exception as error:
         raise ArproError(f"checkpoint {path} is not a readable safetensors file (truncated or corrupt?): {error}") from None
+
+
+def read_header(path: Path) -> dict:
+    """The ``arpro`` header of a checkpoint, or an error saying why the file is not one."""
+    path = Path(path)
+    metadata = read_metadata(path)
     if "arpro" not in metadata:
         raise ArproError(f"{path} is a safetensors file but not an arpro checkpoint (no 'arpro' header)")
     try:

@@ -21,11 +21,11 @@ import typer
 from typer.main import get_command_name
 
 from arpro._version import __version__
-from arpro.cli_options import (AblateLimit, Calibration, Categories, Category, CheckLimit, ChunkSize, Count, Devices,
+from arpro.cli_options import (AblateLimit, Arms, Calibration, Categories, Category, CheckLimit, ChunkSize, Count, Devices,
                                Figure, Fraction, Grid, Holdout, InputFile, KeepGoing, Limit, NumNodes, Risk, SamplesGrid,
                                ScaleGrid, Strategy, WeightGrid)
 from arpro.errors import ArproError
-from arpro.settings import MAX_SEED, RepairSettings, option_name, parse_grid, parse_options, parse_weights
+from arpro.settings import MAX_SEED, RepairSettings, option_name, parse_arms, parse_grid, parse_options, parse_weights
 
 app = typer.Typer(
     name="arpro",
@@ -71,6 +71,8 @@ DEVICE_PARAMS = [
         "--device", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps: where the models run.")]),
     inspect.Parameter("precision", inspect.Parameter.KEYWORD_ONLY, default="32", annotation=Annotated[str, typer.Option(
         "--precision", help="32 (bit-stable), bf16-mixed or 16-mixed (GPU only): Lightning Fabric's autocast.")]),
+    _option("threads", Optional[int], "torch's CPU threads; default: ARPRO_NUM_THREADS, else OMP_NUM_THREADS, "
+            "else the free cores (usable CPUs less the load average), at least 1."),
 ]
 RUN_PARAMS = [
     inspect.Parameter("detector", inspect.Parameter.KEYWORD_ONLY,
@@ -120,8 +122,10 @@ def with_run_options(command):
     @functools.wraps(command)
     def wrapper(**kwargs):
         from arpro.spec import RunSpec
+        from arpro.threads import use_threads
 
         given = {name: kwargs.pop(name) for name in taken}
+        use_threads(given.pop("threads"))
         settings = {f.name: given.pop(f.name) for f in fields(RepairSettings)}
         settings = {k: v.value if isinstance(v, Enum) else v for k, v in settings.items() if v is not None}
         if "weights" in settings:
@@ -144,8 +148,9 @@ def with_run_options(command):
 @app.command()
 @with_run_options
 def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile = None, count: Count = 8,
-           keep_going: KeepGoing = False, calibration: Calibration = None, figure: Figure = False) -> None:
-    """Repair anomalous inputs: baseline, unguided in-filling and guided repair, judged by P1–P4."""
+           keep_going: KeepGoing = False, calibration: Calibration = None, figure: Figure = False,
+           arms: Arms = "guided") -> None:
+    """Repair anomalous inputs (the guided repair; --arms adds its unguided comparisons), judged by P1–P4."""
     from arpro import plugins
     from arpro.display import check_failures, console, print_report, print_trust
     from arpro.spec import repair_into
@@ -154,7 +159,8 @@ def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile 
 
     spec, record = apply(spec, calibration)
     result, written = repair_into(out, spec, input_path=input_path, count=count, overwrite=overwrite,
-                                  exclude=record["calibration_ids"] if record else (), progress=not quiet, figure=figure)
+                                  exclude=record["calibration_ids"] if record else (), progress=not quiet, figure=figure,
+                                  arms=parse_arms(arms))
     print_report(result, {p: f"{p.upper()} {plugins.get('property', p).label()}" for p in result.metric_names})
     for message in result.messages:
         console.print(f"[yellow]note:[/yellow] {message}")
@@ -265,8 +271,10 @@ def train_command(kind: str):
         **dataset_options,
     ) -> None:
         from arpro.display import console
+        from arpro.threads import use_threads
         from arpro.training import train_and_save
 
+        use_threads(dataset_options.pop("threads"))
         dataset_options["dataset_options"] = parse_options(dataset_options.pop("option") or [], "--option")
         model = train_and_save(kind, name, out, overwrite=overwrite, model_options=parse_options(model_option or [], "--model-option"),
                                devices=devices, strategy=strategy, num_nodes=num_nodes, holdout=holdout,

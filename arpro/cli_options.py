@@ -19,6 +19,8 @@ Category = Annotated[Optional[str], typer.Option("--category", help="Category to
 AblateLimit = Annotated[int, typer.Option("--limit", help="Anomalous inputs (the paper used 100).")]
 Figure = Annotated[bool, typer.Option("--figure", help="Also draw repair.png, the figure to read (matplotlib: "
                                      "about a second more on a small job).")]
+Arms = Annotated[str, typer.Option("--arms", help="Comma-separated arms to run as one batch: baseline, infill, guided "
+                                    "(default: guided, the repair; the others are its unguided comparisons).")]
 KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Exit 0 even when repairs end non-finite (NaN or Inf).")]
 Calibration = Annotated[Optional[Path], typer.Option("--calibration", help="A calibration.json of arpro calibrate: "
                                                      "its certified settings, on inputs it did not use.")]

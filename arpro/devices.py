@@ -5,7 +5,6 @@ puts a model on a Fabric's device at its precision."""
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -74,8 +73,8 @@ def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, *
     except (ValueError, RuntimeError) as error:
         raise ArproError(f"cannot start Lightning Fabric on --device {device} with --strategy {strategy!r}: {error}") from None
     fabric.launch()
-    if devices > 1:  # share this node's cores among its ranks; one process keeps the user's threads
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
+    if devices > 1:  # share the thread policy's count (arpro.threads) among this node's ranks
+        torch.set_num_threads(max(1, torch.get_num_threads() // devices))
     return fabric
 
 

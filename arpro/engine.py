@@ -20,7 +20,10 @@ Hard constraints (arpro/constraints.py) enter as ``frozen`` input elements, in-f
 ``x_bad`` at every step of an in-filling arm (after ``infill_stop`` too), and as ``bounds``:
 each step's x̂0 is clamped to them (the network output is rebuilt to predict the clamped x̂0,
 so the scheduler's x_{t-1} follows from it) and so is the final repair.
-The baselines are this same loop with ``lambda = 0`` (no guidance) and/or without (6).
+The baselines are this same loop with ``lambda = 0`` (no guidance) and/or without (6). The arms
+run as one batch: each row carries its own flags for (5)–(6) and for the guidance term, whose
+loss and gradient are computed on the guided rows alone, and the denoiser sees each arm's rows
+as a call of their own, so each arm's repair is bit-identical to running that arm alone.
 """
 
 from __future__ import annotations
@@ -93,7 +96,9 @@ def guided_masked_diffusion(
     *,
     loss: Loss | None,
     eta: float,
-    infill: bool,
+    infill: bool | Tensor,
+    guide: Tensor | None = None,
+    arm_rows: int | None = None,
     progress: bool = True,
     label: str = "repair",
     frozen: Tensor | None = None,
@@ -101,31 +106,41 @@ def guided_masked_diffusion(
 ) -> Tensor:
     """Run eqs. 4–6 from ``x_bad`` and return ``x_fix``; ``loss=None`` is the unguided loop.
 
-    Randomness is drawn per sample from generators seeded by ``seeds``, one stream for the
-    denoising chain and one for the in-filling noise of eq. 5, so every arm (guided or not,
-    in-filling or not) starts from the same noise and a sample's result does not depend on
-    the batch it is in. ``frozen`` (``[B, *X]``, 1 = keep ``x_bad``) and ``bounds`` (low, high) are
-    the hard constraints.
+    ``infill`` and ``guide`` may be per-row flags (``[B]`` bool) so that several arms run as one
+    batch: (5)–(6) apply to the ``infill`` rows, and ``loss`` (over the ``guide`` rows only, all rows
+    when ``guide`` is None) to the guided ones. The repairer sees ``arm_rows`` rows per call (all at
+    once when None): BLAS picks its kernels by batch size (MKL rounds a row differently at 8 rows
+    than at 24), so each arm's rows are denoised as a batch of their own, as when it runs alone.
+    Randomness is drawn per sample from generators seeded by ``seeds``, one stream for the denoising
+    chain and one for the in-filling noise of eq. 5, so every arm (guided or not, in-filling or not)
+    starts from the same noise and a sample's noise does not depend on the batch it is in.
+    ``frozen`` (``[B, *X]``, 1 = keep ``x_bad``) and ``bounds`` (low, high) are the hard constraints.
     """
     scheduler = repairer.make_scheduler(settings.scheduler)
     timesteps = denoising_timesteps(scheduler, settings)
+    everyone = torch.arange(x_bad.shape[0])
+    fill = everyone[infill] if isinstance(infill, Tensor) else everyone if infill else everyone[:0]  # rows of (5)–(6)
+    guided = None if guide is None else everyone[guide]
     chain = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    infill_noise = [torch.Generator().manual_seed(int(s) + 1_000_003) for s in seeds]
+    infill_noise = [torch.Generator().manual_seed(int(seeds[j]) + 1_000_003) for j in fill.tolist()]
     alphas_cumprod = scheduler.alphas_cumprod
-    omega_bar = 1 - omega_input
+    x_bad_f, omega_f = x_bad[fill], omega_input[fill]
+    omega_bar_f, frozen_f = 1 - omega_f, None if frozen is None else frozen[fill].bool()
     infill_from = settings.infill_stop * scheduler.config.num_train_timesteps
 
+    blocks = [slice(i, i + (arm_rows or len(x_bad))) for i in range(0, len(x_bad), arm_rows or len(x_bad))]
     eps = _per_sample_noise(x_bad.shape, chain)
     if settings.start == "noise":
         x_t = eps
-    else:
-        x_t = scheduler.add_noise(repairer.prefill(x_bad, omega_input), eps, timesteps[:1])
+    else:  # each block's prefill: the arms' blocks hold the same inputs, so a repairer's remembered prefill fits all
+        prefilled = torch.cat([repairer.prefill(x_bad[b], omega_input[b]) for b in blocks])
+        x_t = scheduler.add_noise(prefilled, eps, timesteps[:1])
 
     with progress_bar(label, total=len(timesteps), enabled=progress) as advance:
         for i, t in enumerate(timesteps):
             t_batch = t.expand(x_bad.shape[0])
             with torch.no_grad():
-                output = repairer(x_t, t_batch)
+                output = torch.cat([repairer(x_t[b], t_batch[b]) for b in blocks])
             if bounds is not None:
                 output = _predicting_clamped_x0(output, x_t, alphas_cumprod[t], repairer.prediction_type, bounds)
             step = scheduler.step(output, t, x_t, generator=chain)
@@ -133,16 +148,21 @@ def guided_masked_diffusion(
             if loss is not None:
                 at = x_t if settings.guide_on == "xt" else step.pred_original_sample
                 eta_t = eta * (math.sqrt(1 - alphas_cumprod[t].item()) if settings.eta_schedule == "sigma" else 1.0)
-                x_hat = x_hat - eta_t * _gradient(loss, at, settings.grad_clip)  # (4), guidance term
-            if infill and (t >= infill_from or frozen is not None):
+                if guided is None:
+                    x_hat = x_hat - eta_t * _gradient(loss, at, settings.grad_clip)  # (4), guidance term
+                else:  # the same term on the guided rows alone: no detector cost for the others
+                    term = eta_t * _gradient(loss, at[guided], settings.grad_clip)
+                    x_hat = x_hat.index_copy(0, guided, x_hat[guided] - term)
+            if len(fill) and (t >= infill_from or frozen is not None):
                 if i + 1 < len(timesteps):  # (5) at the next step's noise level
-                    x_bad_t = scheduler.add_noise(x_bad, _per_sample_noise(x_bad.shape, infill_noise), timesteps[i + 1 : i + 2])
+                    x_bad_t = scheduler.add_noise(x_bad_f, _per_sample_noise(x_bad_f.shape, infill_noise), timesteps[i + 1 : i + 2])
                 else:
-                    x_bad_t = x_bad  # a_0 = 1: the last step keeps x_bad exactly
+                    x_bad_t = x_bad_f  # a_0 = 1: the last step keeps x_bad exactly
                 if t >= infill_from:
-                    x_t = omega_bar * x_bad_t + omega_input * x_hat  # (6)
+                    filled = omega_bar_f * x_bad_t + omega_f * x_hat[fill]  # (6)
                 else:  # after infill_stop, frozen elements stay in-filled
-                    x_t = torch.where(frozen.bool(), x_bad_t, x_hat)
+                    filled = torch.where(frozen_f, x_bad_t, x_hat[fill])
+                x_t = x_hat.index_copy(0, fill, filled)
             else:
                 x_t = x_hat
             advance()

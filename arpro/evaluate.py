@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from arpro._version import __version__
 from arpro.api import reported_properties
@@ -29,7 +30,8 @@ from arpro.errors import ArproError
 from arpro.outputs import LOCK_FILE, exclusive, write_atomic
 from arpro.progress import progress_bar
 from arpro.protocols import InputBatch, Split
-from arpro.result import ARMS, RepairResult
+from arpro.result import RepairResult
+from arpro.settings import ARMS
 from arpro.spec import Run, RunSpec, load_dataset, resolve, without
 from arpro.summary import conformal_threshold, summarize, write_tables
 
@@ -65,7 +67,29 @@ class Job:
         )
 
 
-def scores(detector, x: torch.Tensor) -> torch.Tensor:
+def auroc(labels: Tensor, values: Tensor) -> float:
+    """The chance that an anomalous sample outscores a normal one, ties counting half (Mann–Whitney U);
+    NaN without both kinds of sample."""
+    values, anomalous = torch.as_tensor(values).double().flatten(), torch.as_tensor(labels).bool().flatten()
+    order = values.argsort()
+    _, group, counts = torch.unique_consecutive(values[order], return_inverse=True, return_counts=True)
+    mean_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2  # 1-based, tied scores share their mean rank
+    ranks = torch.empty_like(values)
+    ranks[order] = mean_rank[group]
+    n_bad, n_good = int(anomalous.sum()), int((~anomalous).sum())
+    if not n_bad or not n_good:
+        return float("nan")
+    return float((ranks[anomalous].sum() - n_bad * (n_bad + 1) / 2) / (n_bad * n_good))
+
+
+def f1(labels: Tensor, flagged: Tensor) -> float:
+    """F1 of ``flagged`` (predicted anomalous) against ``labels``."""
+    truth, flagged = labels.bool(), flagged.bool()
+    tp, fp, fn = int((truth & flagged).sum()), int((~truth & flagged).sum()), int((truth & ~flagged).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def scores(detector, x: Tensor) -> Tensor:
     """``s(x)`` of many samples, in batches of 64, without gradients."""
     with torch.no_grad():
         return torch.cat([detector.score(batch) for batch in x.split(64)])

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from arpro.checkpoint import read_metadata
 from arpro.engine import guided_masked_diffusion
 from arpro.models import Repairer
 from arpro.settings import RepairSettings
@@ -151,10 +152,7 @@ def recorded(path: Path | None) -> dict | None:
     does not read as a figure counts as none, and is measured again."""
     if path is None:
         return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        text = (f.metadata() or {}).get(METADATA_KEY)
+    text = read_metadata(path).get(METADATA_KEY)
     try:
         figure = json.loads(text) if text else None
     except json.JSONDecodeError:

@@ -8,9 +8,6 @@ from typing import Any
 
 from torch import Tensor
 
-# The three arms, in the order they are reported. "baseline" is the paper's: the same
-# start, no guidance, no in-filling; "infill" adds in-filling; "guided" adds guidance.
-ARMS = ("baseline", "infill", "guided")
 # More than this share of guided repairs raising the score (P1 failing) is warned about: the
 # explanations of such a run say more about the repairer than about the input.
 P1_FAILURE_SHARE = 0.1
@@ -68,7 +65,7 @@ class ArmResult:
     score: Tensor  # [B] s(x_fix)
     metrics: dict[str, Tensor]  # metric name (Ms, Md, ...) -> [B]
     holds: dict[str, Tensor]  # property name (p1, ...) -> [B] bool; never true for a failed repair
-    seconds: float  # wall time for the whole batch
+    seconds: float  # wall time of the batch it ran in; arms run together share one batch and its time
     failed: Tensor  # [B] bool: the repair is not finite (NaN or Inf), so it is no repair at all
     draws: Draws | None = None  # best-of-K: every draw (None for one sample per input)
 

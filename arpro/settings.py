@@ -15,6 +15,10 @@ from typing import Any
 
 from arpro.errors import ArproError
 
+# The three arms, in the order they are reported. "baseline" is the paper's: the same
+# start, no guidance, no in-filling; "infill" adds in-filling; "guided" adds guidance.
+ARMS = ("baseline", "infill", "guided")
+
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] = (), check: Callable[[Any], bool] | None = None,
             rule: str = "") -> Any:
@@ -134,3 +138,11 @@ def parse_grid(grid: str, flag: str = "--grid") -> list[float]:
     if not values or not all(0 < v < math.inf for v in values):
         raise ArproError(f"{flag} values must be positive and finite")
     return values
+
+
+def parse_arms(arms: str) -> tuple[str, ...]:
+    """``"infill,guided"`` -> ``("infill", "guided")``: known arms, in the order they are reported."""
+    names = {a.strip() for a in arms.split(",") if a.strip()}
+    if not names or names - set(ARMS):
+        raise ArproError(f"--arms takes a comma-separated subset of {', '.join(ARMS)}, got {arms!r}")
+    return tuple(a for a in ARMS if a in names)

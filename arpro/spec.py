@@ -29,8 +29,8 @@ from arpro.models import Detector, Repairer
 from arpro.outputs import staged_output
 from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
 from arpro.protocols import Dataset, InputBatch, Split, TrainingStats
-from arpro.result import ARMS, RepairResult
-from arpro.settings import MAX_SEED, RepairSettings
+from arpro.result import RepairResult
+from arpro.settings import ARMS, MAX_SEED, RepairSettings
 from arpro.devices import check_device, check_precision, current_fabric, place, use_fabric
 
 
@@ -203,7 +203,8 @@ def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = T
 
 
 def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, count: int = 8, overwrite: bool = False,
-                exclude: Sequence[str] = (), progress: bool = True, figure: bool = False) -> tuple[RepairResult, list[Path]]:
+                exclude: Sequence[str] = (), progress: bool = True, figure: bool = False,
+                arms: Sequence[str] = ARMS) -> tuple[RepairResult, list[Path]]:
     """``arpro repair``: resolve ``spec``, repair its inputs, and write ``report.json`` and the
     domain's files (its figure too, with ``figure``) into ``out``, all at once at the end;
     returns the result and the files."""
@@ -212,7 +213,7 @@ def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, cou
         batch, truth = read_inputs(dataset, input_path, count, exclude)  # a bad input fails before any model loads
         run = resolve(spec, dataset=dataset, progress=progress)
         run = replace(run, **dict(zip(("detector", "repairer"), dataset.models_for(batch, run.detector, run.repairer))))
-        result = run.repair(batch.x, truth=truth, ids=batch.ids, progress=progress)
+        result = run.repair(batch.x, truth=truth, ids=batch.ids, arms=arms, progress=progress)
         report = {"arpro_version": __version__, "spec": spec.to_dict(), "input": str(input_path) if input_path else None,
                   "count": count, **result.to_dict()}
         (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from arpro.outputs import write_atomic
-from arpro.result import ARMS, p1_warning
+from arpro.result import p1_warning
+from arpro.settings import ARMS
 
 
 def conformal_threshold(normal_scores: torch.Tensor, confidence: float = 0.95) -> float:
@@ -108,7 +109,8 @@ def paper_tables(summary: dict) -> list[tuple[list[str], list[list[str]]]]:
     delta = summary["delta"]
     rows.append(["Δ (median % improvement, guided vs baseline)", "",
                  *[f"{delta[m]:+.1f}%" if a == "guided" and delta.get(m) is not None else "" for m in metrics for a in arms]])
-    columns = [("TNR", "tnr", ".2f"), (all_hold_label(summary), "all_hold", ".2f"), ("median s", "median_seconds", ".3f")]
+    seconds = "median s" + (" (arms in one batch)" if len(arms) > 1 else "")  # stacked arms share one time
+    columns = [("TNR", "tnr", ".2f"), (all_hold_label(summary), "all_hold", ".2f"), (seconds, "median_seconds", ".3f")]
     verdict_head = ["category", *[f"{a} {label}" for label, _, _ in columns for a in arms],
                     *[f"{p['name'].upper()} holds {a}" for p in props for a in arms], "inputs already below threshold"]
     verdicts = [[category, *[f"{entry[a][key]:{fmt}}" for _, key, fmt in columns for a in arms],

@@ -29,9 +29,10 @@ import arpro
 from arpro import api, best_of, engine
 from arpro.calibration import calibration_ids
 from arpro.settings import parse_weights
+from machine import describe
 
 
-def load() -> str:
+def load_average() -> str:
     return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
@@ -56,7 +57,7 @@ def profile(run: arpro.Run, x: torch.Tensor, settings: arpro.RepairSettings) -> 
         "property metrics (detector forward, every draw)": cumulative(api.evaluate_repair),
         "best-of-K bookkeeping": cumulative(best_of.best_of),
     }
-    print(f"profile of K={settings.samples} ({total:.1f} s under cProfile, {load()}):")
+    print(f"profile of K={settings.samples} ({total:.1f} s under cProfile, {load_average()}):")
     for name, seconds in parts.items():
         print(f"  {name}: {seconds:.2f} s ({seconds / total:.0%})")
     rest = total - sum(parts.values())
@@ -87,7 +88,7 @@ def main() -> None:
         x = x[torch.tensor([(i in calibration) == (args.half == "cal") for i in ids])]
     x = x[: args.count]
     print(f"{args.detector}: {len(x)} anomalous inputs, settings {run.spec.settings}")
-    print(f"torch threads {torch.get_num_threads()}, {load()}")
+    print(describe())
     walls: dict[int, list[float]] = {1: [], args.samples: []}
     results = {}
     for _ in range(args.repeats):
@@ -106,7 +107,7 @@ def main() -> None:
               f"{guided.holds['p1'].float().mean():.3f} | " + " | ".join(extra))
     ratios = [many / one for one, many in zip(walls[1], walls[args.samples])]
     print(f"wall ratio K={args.samples} / K=1: median {statistics.median(ratios):.1f}x "
-          f"(each repeat: {', '.join(f'{r:.1f}' for r in ratios)}), {load()}")
+          f"(each repeat: {', '.join(f'{r:.1f}' for r in ratios)}), {load_average()}")
     if args.profile:
         profile(run, x, replace(run.spec.settings, samples=args.samples))
 

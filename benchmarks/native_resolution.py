@@ -25,6 +25,8 @@ import skimage.data
 import torch
 from PIL import Image
 
+from machine import describe
+
 SIZE = (1024, 768)
 
 
@@ -62,7 +64,7 @@ def main() -> None:
         times["1024x768"].append(timed_repair(big, args.out / "big", args.detector))
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     print(f"arpro repair --detector {args.detector}, default settings; torch threads {torch.get_num_threads()} "
-          f"(OMP_NUM_THREADS={threads}), {os.cpu_count()} CPUs; best of {args.repeats} fresh processes")
+          f"(OMP_NUM_THREADS={threads}), {os.cpu_count()} CPUs; best of {args.repeats} fresh processes; {describe()}")
     for name, values in times.items():
         print(f"  {name:9s} input: {min(values):6.1f} s   (all: {', '.join(f'{v:.1f}' for v in values)})")
     ratio = min(times["1024x768"]) / min(times["64x64"])

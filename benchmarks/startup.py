@@ -64,7 +64,8 @@ def main() -> None:
     medians = {label: statistics.median(values) for label, values in times.items()}
     torch_seconds = medians["python -c 'import torch'"]
     print(f"{args.repeats} interleaved repetitions; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-          f"torch.get_num_threads()={threads}, {os.cpu_count()} CPUs")
+          f"torch.get_num_threads()={threads}, {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"{'command':36s} {'median s':>9s} {'min s':>7s} {'max s':>7s} {'x import torch':>15s} {'bar':>6s}")
     for label, median in medians.items():
         bar = BARS.get(label)

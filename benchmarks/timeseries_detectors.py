@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import conformal_threshold, plugins
-from arpro_timeseries.evaluation import detection_metrics, scores
+from arpro import conformal_threshold, plugins, scores
+from arpro_timeseries.evaluation import detection_metrics
 from arpro_timeseries.simulate import ATTACK_KINDS
+from machine import describe
 
 
 def windows_of_kind(dataset, test: arpro.Split) -> dict[str, torch.Tensor]:
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(describe())
     checkpoints = dict(item.split("=", 1) for item in args.detector_ckpt)
     dataset = plugins.get("dataset", "process")(seed=args.dataset_seed)
     trained_on = plugins.get("dataset", "process")()  # the bundled models are those of the seed-0 plant

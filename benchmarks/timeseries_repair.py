@@ -31,9 +31,8 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import checkpoint, plugins
-from arpro import conformal_threshold
-from arpro_timeseries.evaluation import scores
+from arpro import checkpoint, conformal_threshold, plugins, scores
+from machine import describe
 
 METRICS = [("Ms", "Ms"), ("Md", "Md"), ("Momega", "Mω"), ("Momega_bar", "Mω̄")]
 
@@ -92,6 +91,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write per-window results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(describe())
 
     dataset = plugins.get("dataset", "process")(seed=args.dataset_seed)
     trained_on = plugins.get("dataset", "process")()  # the bundled models are those of the seed-0 plant run
@@ -159,7 +159,8 @@ def main() -> None:
                     cells.append("")
         print("| " + " | ".join(cells) + " |")
     print()
-    print("| arm | TNR (score < conformal 95% threshold) | P1 holds | all hold | median s(x_fix) | seconds per repair |")
+    print("| arm | TNR (score < conformal 95% threshold) | P1 holds | all hold | median s(x_fix) | "
+          "seconds per input (all arms, one batch) |")
     print("|---|---|---|---|---|---|")
     summary = {"threshold": threshold, "n": n, "arms": {}}
     for arm in arms:

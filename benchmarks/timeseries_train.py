@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from arpro import checkpoint, plugins
+from machine import describe
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "plugins/arpro-timeseries/arpro_timeseries/checkpoints"
 
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--model-option", action="append", default=[], help="model config KEY=VALUE (strings)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(describe())
     kind = "repairer" if args.model == "diffusion-ts" else "detector"
     dataset = plugins.get("dataset", "process")()
     if args.resume:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from arpro import plugins
+from machine import describe
 
 
 def timed_train(repairer: str, dataset: str, steps: int, devices: int, out: Path) -> float:
@@ -46,7 +47,7 @@ def main() -> None:
             total = timed_train(args.repairer, args.dataset, args.steps, devices, Path(tmp) / f"run{devices}.safetensors")
             training = max(total - startup, 1e-9)
             rows.append((devices, total, training, args.steps * batch * devices / training))
-    print(f"{args.repairer} on {args.dataset}: {args.steps} steps, batch {batch} per process")
+    print(f"{args.repairer} on {args.dataset}: {args.steps} steps, batch {batch} per process; parent: {describe()}")
     print("| processes | wall s | training s (start-up subtracted) | samples/s |")
     print("|---|---|---|---|")
     for devices, total, training, rate in rows:

@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 import arpro
 from arpro import checkpoint, plugins
+from machine import describe
 
 
 def cached_model(kind: str, name: str, dataset, model_dir: Path, seed: int = 0):
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(describe())
     args.model_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for category in args.categories:

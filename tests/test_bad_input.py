@@ -214,6 +214,12 @@ CASES = [
      "not_image.png"),
     ("image tiled below crop size", ["repair", "--detector", "fastflow", "--out", "out", "--input", "{bad}/thin.png",
                                      "--option", "tiled=true"], "at least 64 px"),
+    ("surface option not an integer", ["train", "detector", "--detector", "patchnn", "--dataset", "surface", "--option",
+                                       "n_train=many", "--out", "m.safetensors"], "n_train must be an integer"),
+    ("patchnn with one training picture", ["train", "detector", "--detector", "patchnn", "--dataset", "surface",
+                                           "--option", "n_train=1", "--out", "m.safetensors"], "at least 2"),
+    ("patchnn even patch", ["train", "detector", "--detector", "patchnn", "--dataset", "surface", "--model-option",
+                            "patch=4", "--out", "m.safetensors"], "odd"),
     ("image tiled not a bool", ["repair", "--detector", "fastflow", "--out", "out", "--input", "{bad}/thin.png",
                                 "--option", "tiled=yes"], "tiled must be"),
 ]

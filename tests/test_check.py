@@ -13,7 +13,8 @@ from safetensors import safe_open
 
 import arpro
 from arpro import checkpoint, infill_quality, plugins
-from arpro.check import auroc, run_check
+from arpro.check import run_check
+from arpro.evaluate import auroc
 from arpro.checked import hint, read_record, record_path
 from arpro.result import p1_warning
 from arpro.summary import markdown_tables, summarize

@@ -58,7 +58,7 @@ def test_list_plugins_json_names_distributions():
 
 def test_repair_on_the_embedded_default(tmp_path):
     out = tmp_path / "demo"
-    proc = run_cli("repair", "--detector", "gaussian", "--out", str(out), *FAST)
+    proc = run_cli("repair", "--detector", "gaussian", "--arms", "baseline,infill,guided", "--out", str(out), *FAST)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     assert len(report["inputs"]) == 4
@@ -175,7 +175,7 @@ def test_all_zero_and_all_one_masks(tmp_path, fill, expected):
     mask = tmp_path / "mask.npy"
     np.save(mask, np.full((30,), fill, dtype=np.float32))
     out = tmp_path / "o"
-    proc = run_cli("repair", "--detector", "gaussian", "--mask", str(mask), "--out", str(out), *FAST)
+    proc = run_cli("repair", "--detector", "gaussian", "--mask", str(mask), "--arms", "baseline,infill,guided", "--out", str(out), *FAST)
     assert proc.returncode == 0, proc.stderr
     assert expected in proc.stdout
     report = json.loads((out / "report.json").read_text())

@@ -33,7 +33,7 @@ def run_in_process(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
 
 
 def test_non_finite_repairs_are_marked_failed_and_fail_the_run(tmp_path, monkeypatch, capsys):
-    code, err = run_in_process(["repair", "--detector", "gaussian", "--out", str(tmp_path / "r"), *DIVERGING],
+    code, err = run_in_process(["repair", "--detector", "gaussian", "--arms", "infill,guided", "--out", str(tmp_path / "r"), *DIVERGING],
                                monkeypatch, capsys)
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("error: 3 repair(s) ended non-finite"), err

@@ -175,13 +175,12 @@ def test_diffusion_ts_training_lowers_the_loss_and_round_trips(process, tmp_path
 
 
 def test_detection_metrics():
-    from arpro_timeseries.evaluation import auroc, detection_metrics
+    from arpro_timeseries.evaluation import detection_metrics
 
-    assert auroc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
-    assert auroc([0, 1], [0.5, 0.5]) == 0.5
-    assert auroc([0, 0, 1, 1], [40.0, 50.0, 60.0, 70.0]) == 1.0  # large scores are not squashed into ties
+    assert arpro.auroc(torch.tensor([0, 0, 1, 1]), torch.tensor([40.0, 50.0, 60.0, 70.0])) == 1.0  # no squashing into ties
+    assert math.isnan(arpro.auroc(torch.tensor([1, 1]), torch.tensor([0.1, 0.2])))  # one class: undefined
     m = detection_metrics(torch.tensor([0, 1, 1, 0]), torch.tensor([1.0, 5.0, 0.5, 6.0]), 2.0)
-    assert (m["precision"], m["recall"], m["f1"]) == (0.5, 0.5, 0.5)
+    assert (m["precision"], m["recall"], m["f1"], m["auroc"]) == (0.5, 0.5, 0.5, 0.25)
 
 
 def test_a_checkpoint_from_before_normalise_keeps_window_normalisation(process, tmp_path):

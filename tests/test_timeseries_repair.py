@@ -52,7 +52,7 @@ def test_bundled_checkpoints_are_small_and_offered_for_the_embedded_dataset():
 def test_cli_demo_repairs_a_bundled_window(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "arpro.cli", "repair", "--detector", "gpt2", "--out", str(out), "--count", "2", "--steps", "10", "--mask", "train", "--quiet", "--figure"],
+        [sys.executable, "-m", "arpro.cli", "repair", "--detector", "gpt2", "--arms", "baseline,infill,guided", "--out", str(out), "--count", "2", "--steps", "10", "--mask", "train", "--quiet", "--figure"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr

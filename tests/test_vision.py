@@ -46,12 +46,12 @@ def tiny_models():
 
 def test_plugin_registers_image_domain():
     reg = plugins.registry()
-    for kind, name in [("detector", "fastflow"), ("detector", "efficientad"), ("repairer", "ddpm")]:
+    for kind, name in [("detector", "fastflow"), ("detector", "efficientad"), ("detector", "patchnn"), ("repairer", "ddpm")]:
         assert reg.entries[kind][name].distribution == "arpro-vision"
         assert reg.entries[kind][name].domain == "image"
     assert reg.default("repairer", "image").name == "ddpm"
     embedded = [e.obj for e in reg.entries["dataset"].values() if e.domain == "image" and e.obj.embedded]
-    assert [d.name for d in embedded] == ["textures"]
+    assert [d.name for d in embedded] == ["textures"]  # the default; surface needs no files either, but is named
     for name in ["mvtec", "visa", "mpdd", "btech", "kolektor", "folder"]:
         assert reg.entries["dataset"][name].domain == "image"
 

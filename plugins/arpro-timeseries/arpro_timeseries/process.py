@@ -6,8 +6,6 @@ The rows come from :mod:`arpro_timeseries.simulate`; windowing is
 
 from __future__ import annotations
 
-from dataclasses import replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +44,12 @@ class Process(TimeSeriesDataset):
             (1, "validation_steps", 2000, False),
             (2, "test_steps", 12000, True),
         ]:
-            values, labels, _ = simulate(int(o.get(key, default)), seed=1000 * self.seed + offset, attacks=attacks)
-            splits.append(Rows(values, labels))
+            values, labels, schedule = simulate(int(o.get(key, default)), seed=1000 * self.seed + offset, attacks=attacks)
+            kinds = ["normal"] * len(values)
+            for attack in schedule:
+                kinds[attack["start"] : attack["stop"]] = [attack["kind"]] * (attack["stop"] - attack["start"])
+            splits.append(Rows(values, labels, kinds=kinds))
         return list(PROCESS_COLUMNS), *splits
-
-    @cached_property
-    def _test(self) -> arpro.Split:
-        """The test windows, each of the kind of the first attack it overlaps (``normal`` if none),
-        so that ``--limit`` and the gallery cover every kind."""
-        split = super()._test
-        attacks = sorted(self.attacks(), key=lambda a: a["start"])
-        kinds = []
-        for identifier in split.ids:
-            start = int(identifier.rsplit("@", 1)[1])  # the window's first row of the simulated series
-            stop = start + self.window * self.downsample
-            kinds.append(next((a["kind"] for a in attacks if a["start"] < stop and a["stop"] > start), "normal"))
-        return replace(split, kinds=kinds)
 
     def attacks(self) -> list[dict]:
         """The attacks injected into the test series (kind, target, start, stop rows)."""

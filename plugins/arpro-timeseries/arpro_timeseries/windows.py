@@ -44,11 +44,12 @@ class Rows:
     """
 
     def __init__(self, values: np.ndarray, labels: np.ndarray, times: list[str] | None = None,
-                 starts: list[int] | None = None) -> None:
+                 starts: list[int] | None = None, kinds: list[str] | None = None) -> None:
         self.values = values.astype(np.float32)
         self.labels = labels.astype(np.int64)
         self.times = times if times is not None else [str(i) for i in range(len(values))]
         self.starts = sorted({0} | {int(s) for s in starts or [] if 0 < s < len(values)})
+        self.kinds = kinds  # per row: the anomaly kind of a labelled row ("normal" otherwise), if known
 
     def __len__(self) -> int:
         return len(self.values)
@@ -57,17 +58,21 @@ class Rows:
     def concat(parts: list[Rows]) -> Rows:
         """Recordings end to end, each its own segment."""
         offsets = np.cumsum([0] + [len(p) for p in parts])
+        kinds = sum((p.kinds for p in parts), []) if parts and all(p.kinds is not None for p in parts) else None
         return Rows(np.concatenate([p.values for p in parts]), np.concatenate([p.labels for p in parts]),
-                    sum((p.times for p in parts), []), [int(o) + s for o, p in zip(offsets, parts) for s in p.starts])
+                    sum((p.times for p in parts), []), [int(o) + s for o, p in zip(offsets, parts) for s in p.starts], kinds)
 
     def segments(self) -> list[Rows]:
         bounds = [*self.starts, len(self)]
-        return [Rows(self.values[a:b], self.labels[a:b], self.times[a:b]) for a, b in zip(bounds, bounds[1:])]
+        return [self._rows(a, b) for a, b in zip(bounds, bounds[1:])]
+
+    def _rows(self, start: int, stop: int, starts: list[int] | None = None) -> Rows:
+        kinds = None if self.kinds is None else self.kinds[start:stop]
+        return Rows(self.values[start:stop], self.labels[start:stop], self.times[start:stop], starts, kinds)
 
     def slice(self, start: int, stop: int | None = None) -> Rows:
         stop = len(self) if stop is None else stop
-        return Rows(self.values[start:stop], self.labels[start:stop], self.times[start:stop],
-                    [s - start for s in self.starts if start < s < stop])
+        return self._rows(start, stop, starts=[s - start for s in self.starts if start < s < stop])
 
     def downsample(self, k: int) -> Rows:
         if k <= 1:
@@ -77,8 +82,15 @@ class Rows:
             n = len(part) // k * k
             values = part.values[:n].reshape(-1, k, self.values.shape[1]).mean(1)
             labels = part.labels[:n].reshape(-1, k).max(1)
-            parts.append(Rows(values, labels, part.times[:n:k]))
+            kinds = None if part.kinds is None else [first_kind(part.kinds[i : i + k]) for i in range(0, n, k)]
+            parts.append(Rows(values, labels, part.times[:n:k], kinds=kinds))
         return Rows.concat(parts)
+
+
+def first_kind(row_kinds: list[str]) -> str:
+    """The kind of a window (or a downsampling bin): that of its first anomalous row, so that
+    ``--limit`` and the gallery cover every kind."""
+    return next((kind for kind in row_kinds if kind != "normal"), "normal")
 
 
 def window_starts(n: int, window: int, stride: int) -> list[int]:
@@ -183,7 +195,9 @@ class TimeSeriesDataset(arpro.Dataset):
             step_labels = torch.zeros(0, self.window, dtype=torch.long)
         masks = step_labels[:, :, None].to(torch.float32).expand(-1, -1, d)
         ids = [f"{name}@{rows.times[s]}" for s in starts]
-        return arpro.Split(x, step_labels.amax(1) if len(starts) else torch.zeros(0, dtype=torch.long), masks, ids)
+        kinds = None if rows.kinds is None else [first_kind(rows.kinds[s : s + self.window]) for s in starts]
+        return arpro.Split(x, step_labels.amax(1) if len(starts) else torch.zeros(0, dtype=torch.long), masks, ids,
+                           kinds=kinds or [])
 
     @cached_property
     def _train(self) -> arpro.Split:

@@ -17,6 +17,8 @@ def arpro_register_detectors(register):
              description="FastFlow (anomalib's FastflowModel): feature negative log-likelihood, one score per pixel.")
     register("arpro_vision.efficient_ad:EfficientAdDetector", name="efficientad", domain="image",
              description="EfficientAD (anomalib's EfficientAdModel): the per-pixel anomaly map, score = its sum.")
+    register("arpro_vision.patch_nn:PatchNNDetector", name="patchnn", domain="image",
+             description="Nearest-neighbour distances of illumination-flattened pixel patches; no pretrained weights.")
 
 
 @arpro.hookimpl
@@ -29,6 +31,8 @@ def arpro_register_repairers(register):
 def arpro_register_datasets(register):
     register("arpro_vision.textures:Textures", name="textures", domain="image", default=True,
              description="scikit-image texture photographs (brick, grass, gravel) with seeded synthetic defects (embedded).")
+    register("arpro_vision.surface:Surface", name="surface", domain="image",
+             description="Generated grayscale surface-inspection pictures: cracks, pits, frayed edges, dents; varied sizes (no files).")
     for name, cls, description in (
         ("mvtec", "MVTecAD", "MVTec AD, read from --data-root in its published layout (category/train/good, test/*, ground_truth/*)."),
         ("visa", "VisA", "VisA, read from --data-root: anomalib's prepared split (visa_pytorch/CATEGORY) or the raw release."),

@@ -1,5 +1,5 @@
-"""Checkpoints shipped with this plugin (textures:brick at 64x64, trained by the commands in
-docs/vision.md), and how the plugin's models are sized from a dataset."""
+"""Checkpoints shipped with this plugin (textures:brick and surface at 64x64, trained by the
+commands in docs/vision.md), and how the plugin's models are sized from a dataset."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ BUNDLED_SIZE = 64
 
 
 def bundled(model_name: str, dataset) -> Path | None:
-    """The shipped checkpoint of ``model_name`` for ``dataset``, if it is the embedded brick default at 64x64."""
-    if getattr(dataset, "name", None) != "textures":
-        return None
-    if (dataset.category or BUNDLED_CATEGORY) != BUNDLED_CATEGORY:
-        return None
+    """The shipped checkpoint of ``model_name`` for ``dataset``: textures:brick, or surface with its
+    default 200 training pictures (whatever the test ``seed``), at 64x64."""
     if tuple(dataset.sample_shape()) != (3, BUNDLED_SIZE, BUNDLED_SIZE):
         return None
-    path = CHECKPOINTS / f"{model_name}-textures-brick-64.safetensors"
+    name = getattr(dataset, "name", None)
+    if name == "textures" and (dataset.category or BUNDLED_CATEGORY) == BUNDLED_CATEGORY:
+        path = CHECKPOINTS / f"{model_name}-textures-brick-64.safetensors"
+    elif name == "surface" and dataset.options.get("n_train", 200) == 200:
+        path = CHECKPOINTS / f"{model_name}-surface-64.safetensors"
+    else:
+        return None
     return path if path.is_file() else None
 
 

