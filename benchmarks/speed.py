@@ -15,8 +15,8 @@ Sections (``--only`` picks some):
 - ``batch``: seconds per input of the infill and guided arms at batch 1 and at the full batch.
 - ``candidates`` (only when asked, with ``--candidate``): the guided arm under each candidate's settings,
   seconds and medians, to choose defaults on ``--split validation``.
-- ``paper``: the fast default against paper mode, the paper's sampler (DDPM over all 1000 steps, so 600
-  reverse steps from the SDEdit start at t0 = 0.6, guidance at every step) with the detector's settings
+- ``paper``: the fast default against paper mode, the paper's sampler (DDPM over all the repairer's
+  training timesteps, e.g. 600 reverse steps of 1000 from the SDEdit start at t0 = 0.6, guidance at every step) with the detector's settings
   as they were before issue 14 (the scale is per step, and paper mode is the reference the issue measured).
 
 Inputs: the anomalous test samples of each detector's embedded dataset, in order. ``--split report``
@@ -49,7 +49,7 @@ VISION = ("fastflow", "efficientad")
 BEFORE: dict[str, dict] = {name: {"guide_every": 1} for name in DETECTORS}
 BEFORE["fastflow"].update(guidance_scale=1e-3, scheduler="ddim", steps=50)
 BEFORE["efficientad"].update(guidance_scale=2e-3)
-PAPER = {"scheduler": "ddpm", "steps": 1000, "guide_every": 1}
+PAPER = {"scheduler": "ddpm", "guide_every": 1}  # and steps: all the repairer's training timesteps
 METRICS = ("Ms", "Momega", "Momega_bar")
 SECTIONS = ("startup", "floor", "arms", "batch", "paper", "candidates")
 
@@ -211,7 +211,8 @@ def section_paper(run: arpro.Run, x: torch.Tensor, batch: int, known: dict) -> N
     """The guided arm at the defaults (from the arms section when it ran) against paper mode."""
     name = run.spec.detector
     fast_s, fast = known.get(name) or timed_repair(run, x, settings_for(run), ("guided",), batch)
-    paper_s, paper = timed_repair(run, x, settings_for(run, **{**BEFORE[name], **PAPER}), ("guided",), batch)
+    paper_mode = settings_for(run, **{**BEFORE[name], **PAPER, "steps": run.repairer.train_timesteps})
+    paper_s, paper = timed_repair(run, x, paper_mode, ("guided",), batch)
     ms_fast, ms_paper = statistics.median(fast["Ms"]), statistics.median(paper["Ms"])
     ms_ok = ms_fast <= ms_paper + 0.05 * abs(ms_paper)
     hold_ok = statistics.fmean(fast["all_hold"]) >= statistics.fmean(paper["all_hold"])
