@@ -16,8 +16,9 @@ Sections (``--only`` picks some):
 - ``candidates`` (only when asked, with ``--candidate``): the guided arm under each candidate's settings,
   seconds and medians, to choose defaults on ``--split validation``.
 - ``paper``: the fast default against paper mode, the paper's sampler (DDPM over all the repairer's
-  training timesteps, e.g. 600 reverse steps of 1000 from the SDEdit start at t0 = 0.6, guidance at every step) with the detector's settings
-  as they were before issue 14 (the scale is per step, and paper mode is the reference the issue measured).
+  training timesteps, e.g. 600 reverse steps of 1000 from the SDEdit start at t0 = 0.6, guidance at every
+  step) with the detector's settings as they were before issue 14 (the scale is per step, and paper mode
+  is the reference the issue measured).
 
 Inputs: the anomalous test samples of each detector's embedded dataset, in order. ``--split report``
 (default) takes the first N (full mode: 16 images, 64 rows or windows; quick: a quarter);
@@ -174,7 +175,8 @@ def section_arms(run: arpro.Run, x: torch.Tensor, batch: int, repeats: int, fast
     """Every arm at the defaults, and infill and guided as before issue 14, interleaved; ``fast`` keeps the
     defaults' guided seconds and figures for the paper section (same inputs, seeds and settings)."""
     name = run.spec.detector
-    modes = {"default": (settings_for(run), arpro.ARMS), "before": (settings_for(run, **BEFORE[name]), ("infill", "guided"))}
+    modes = {"default": (settings_for(run), arpro.ARMS),
+             "before": (settings_for(run, **BEFORE[name]), ("infill", "guided"))}
     seconds = {mode: {arm: [] for arm in arms} for mode, (_, arms) in modes.items()}
     figures = {}
     for _ in range(repeats):
@@ -278,8 +280,8 @@ def main() -> None:
                     continue
                 tried.append(settings_for(run, **given))
                 seconds, figures = timed_repair(run, x[name], settings_for(run, **given), ("guided",), batches[name])
-                print(f"| {name} | {given or 'default'} | {len(x[name])} | {seconds['guided']:.2f} | {summary(figures)} |",
-                      flush=True)
+                print(f"| {name} | {given or 'default'} | {len(x[name])} | {seconds['guided']:.2f} | "
+                      f"{summary(figures)} |")
     print(f"\ndone {conditions()}")
 
 

@@ -59,7 +59,7 @@ class EfficientAdDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
     name = "efficientad"
     domain = "image"
     smoke_fit_options = {"steps": 2, "batch_size": 4}
-    guidance_scale = 2e-2  # per guided step ×4; |ds/dx| ~ 0.3-1.2 per element, the core caps its RMS at 1
+    guidance_scale = 2e-2  # applied ×4 at each guided step (guide_every); the core caps the gradient RMS at 1
     # guidance at every 4th step, the scale chosen on brick's defects 16-23 (docs/results.md, "Speed: every figure")
     repair_defaults = {"guide_on": "x0", "eta_schedule": "constant", "guide_every": 4}
 
