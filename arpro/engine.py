@@ -15,6 +15,8 @@ backward per step and never back-propagates through the denoiser. At the last st
 ``infill_stop > 0`` (not in the paper) ends (5)–(6) once t < infill_stop·T: the last, nearly
 clean steps then denoise the whole input, so omega_bar may move a little (M_d > 0) to agree
 with the repaired omega, and P2's gradient on omega_bar takes effect.
+``guide_every = N > 1`` (not in the paper) guides only every N-th step, counted back from the
+last, with ``N·eta_t``: guidance then costs 1/N of a detector forward and backward per step.
 Optionally each sample's gradient is capped in RMS (``grad_clip``) so a step can't diverge.
 Hard constraints (arpro/constraints.py) enter as ``frozen`` input elements, in-filled from
 ``x_bad`` at every step of an in-filling arm (after ``infill_stop`` too), and as ``bounds``:
@@ -145,9 +147,10 @@ def guided_masked_diffusion(
                 output = _predicting_clamped_x0(output, x_t, alphas_cumprod[t], repairer.prediction_type, bounds)
             step = scheduler.step(output, t, x_t, generator=chain)
             x_hat = step.prev_sample  # (4), denoising part
-            if loss is not None:
+            if loss is not None and (len(timesteps) - 1 - i) % settings.guide_every == 0:
                 at = x_t if settings.guide_on == "xt" else step.pred_original_sample
-                eta_t = eta * (math.sqrt(1 - alphas_cumprod[t].item()) if settings.eta_schedule == "sigma" else 1.0)
+                eta_t = eta * settings.guide_every  # a step guided for the unguided ones before it
+                eta_t *= math.sqrt(1 - alphas_cumprod[t].item()) if settings.eta_schedule == "sigma" else 1.0
                 if guided is None:
                     x_hat = x_hat - eta_t * _gradient(loss, at, settings.grad_clip)  # (4), guidance term
                 else:  # the same term on the guided rows alone: no detector cost for the others

@@ -47,6 +47,8 @@ class RepairSettings:
     guide_on: str = setting("xt", "xt: the gradient at x_t (paper); x0: at the denoised estimate.", choices=("xt", "x0"))
     guidance_scale: float | None = setting(None, "Overall eta; default: the detector's suggested scale.",
                                            check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")
+    guide_every: int = setting(1, "Guide every N-th step only (the last step always), with eta × N; 1: every step "
+                               "(the paper).", check=lambda v: v >= 1, rule="at least 1")
     eta_schedule: str = setting("sigma", "sigma: eta_t = scale·sqrt(1 − ᾱ_t), growing with t; constant: eta_t = scale.",
                                 choices=("sigma", "constant"))
     grad_clip: float = setting(1.0, "Cap on each sample's gradient RMS per element; 0: the raw gradient (paper).",

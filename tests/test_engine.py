@@ -5,6 +5,7 @@ import torch
 
 import arpro
 from arpro import ArproError, RepairSettings
+from arpro.engine import guided_masked_diffusion
 
 FAST = dict(steps=20)
 
@@ -63,6 +64,28 @@ def test_guidance_lowers_the_score_against_unguided_infilling(gaussian, tiny_rep
     result = arpro.repair(x, gaussian, tiny_repairer, settings=RepairSettings(**FAST), progress=False)
     assert result.arms["guided"].metrics["Ms"].mean() < result.arms["infill"].metrics["Ms"].mean()
     assert result.arms["guided"].metrics["Momega"].mean() < result.arms["infill"].metrics["Momega"].mean()
+
+
+@pytest.mark.parametrize("every,guided", [(1, 12), (4, 3), (5, 3), (50, 1)])
+def test_guide_every_guides_every_nth_step_back_from_the_last(tiny_repairer, anomalous_rows, every, guided):
+    settings = RepairSettings(steps=20, guide_every=every)  # SDEdit at t0 0.6: 12 denoising steps
+    at = []
+    loss = lambda x: at.append(x.detach().clone()) or x.pow(2).flatten(1).sum(1)  # noqa: E731
+    x_fix = guided_masked_diffusion(anomalous_rows, torch.ones_like(anomalous_rows), tiny_repairer, settings,
+                                    range(len(anomalous_rows)), loss=loss, eta=0.1, infill=True, progress=False)
+    assert len(at) == guided
+    unguided = guided_masked_diffusion(anomalous_rows, torch.ones_like(anomalous_rows), tiny_repairer, settings,
+                                       range(len(anomalous_rows)), loss=None, eta=0.1, infill=True, progress=False)
+    assert not torch.equal(x_fix, unguided)  # the last step is always guided, so the result moves
+
+
+def test_guide_every_one_is_the_paper_loop(gaussian, tiny_repairer, anomalous_rows):
+    default = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=RepairSettings(**FAST), progress=False)
+    strided = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=RepairSettings(guide_every=1, **FAST),
+                           progress=False)
+    assert torch.equal(default.arms["guided"].x_fix, strided.arms["guided"].x_fix)
+    with pytest.raises(ArproError, match="--guide-every must be at least 1"):
+        RepairSettings(guide_every=0)
 
 
 def test_empty_mask_returns_the_input_without_nan(gaussian, tiny_repairer, anomalous_rows):
