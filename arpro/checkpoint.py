@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from arpro import plugins
 from arpro.errors import ArproError
 from arpro.models import Detector, Model
-from arpro.outputs import staging
+from arpro.outputs import make_ordinary, staging
 
 if TYPE_CHECKING:
     from arpro.protocols import Dataset
@@ -34,10 +34,8 @@ def save(model: Model, path: Path, extra: dict[str, dict] | None = None) -> Path
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"arpro": json.dumps(header), **{key: json.dumps(value) for key, value in (extra or {}).items()}}
     with staging(path, directory=False) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
+        save_file(tensors, str(tmp), metadata=metadata)  # writes a new file, 0600
+        make_ordinary(tmp)
         os.replace(tmp, path)
     return path
 
@@ -49,9 +47,6 @@ def save_folder(model: Model, path: Path) -> Path:
     path = Path(path)
     with staging(path, directory=True) as tmp:
         model.save_folder(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a checkpoint is an ordinary folder
         if path.is_dir() and not {p.name for p in path.iterdir()} <= {p.name for p in tmp.iterdir()}:
             raise ArproError(f"{path} holds files that are not a {model.folder_format} checkpoint; choose another --out")
         with staging(path, directory=True) as previous:  # removed once the new folder is in place

@@ -67,6 +67,7 @@ def staging(target: Path, *, directory: bool) -> Iterator[Path]:
             fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
             os.close(fd)
             path = Path(name)
+        make_ordinary(path)
         lock, _ = _try_lock(path, wait=True)
     except OSError as error:
         raise ArproError(f"cannot write to {target}: {error.strerror or error}") from None
@@ -102,6 +103,14 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
             if target.is_dir():
                 shutil.rmtree(target)
             os.replace(item, target)
+
+
+def make_ordinary(path: Path) -> None:
+    """Give a staged file or folder the permissions ``open``/``mkdir`` would (0666/0777 less the
+    umask): mkstemp and mkdtemp make 0600/0700, and an output is an ordinary file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe
 from sklearn.metrics import roc_auc_score
 
 import arpro
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)
+    print(describe(), flush=True)
     surface = plugins.get("dataset", "surface")(root=None, category=None, seed=args.seed, image_size=args.image_size)
     rows = measure(f"surface seed {args.seed}", surface, args.detectors)
     if args.kolektor is not None:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe
 
 import arpro
 
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)
+    print(describe(), flush=True)
     rows = []
     for candidate in args.candidates:
         run = arpro.resolve(arpro.RunSpec(detector=args.detector, dataset="surface", dataset_options={"seed": args.seed},

@@ -114,3 +114,20 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" ")[2] for line in lines] == ["1/3", "2/3", "3/3"]
     assert lines[0].startswith("training x: 1/3 loss=1.00 ") and lines[-1].endswith("s")
+
+
+def test_written_files_have_ordinary_permissions(tmp_path):
+    """Staged writes (mkstemp makes 0600) end as ordinary files: 0666 less the umask, as open() would make them."""
+    import stat
+
+    from arpro import checkpoint, plugins
+
+    umask = os.umask(0o022)
+    try:
+        outputs.write_atomic(tmp_path / "record.json", "{}")
+        model = plugins.get("detector", "gaussian")(input_shape=[3])
+        checkpoint.save(model, tmp_path / "model.safetensors")
+    finally:
+        os.umask(umask)
+    for name in ("record.json", "model.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644

@@ -391,7 +391,7 @@ def test_cli_repairs_a_1024x768_grayscale_image_at_its_own_size(tmp_path):
 
     path = tmp_path / "big.png"
     painted_defect_image().save(path)
-    proc = run_cli("repair", "--detector", "fastflow", "--input", str(path), "--steps", "3", "--out", str(tmp_path / "out"),
+    proc = run_cli("repair", "--detector", "fastflow", "--input", str(path), "--steps", "3", "--arms", "infill,guided", "--out", str(tmp_path / "out"),
                    "--quiet")
     assert proc.returncode == 0, proc.stderr
     before = np.asarray(Image.open(path))
