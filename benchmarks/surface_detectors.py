@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe
 from sklearn.metrics import roc_auc_score
 
 import arpro
 from arpro import plugins
+from machine import describe
 
 
 def per_kind(test: arpro.Split, decomposition: arpro.Decomposition) -> list[dict]:

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe
 
 import arpro
+from machine import describe
 
 
 def main() -> None:
