@@ -82,15 +82,18 @@ def settings_for(run: arpro.Run, **given) -> arpro.RepairSettings:
 
 
 def timed_repair(run: arpro.Run, x: torch.Tensor, settings: arpro.RepairSettings, arms, batch: int):
-    """Repair ``x`` in batches of ``batch`` (sample i has seed i); per-arm seconds and guided figures."""
+    """Repair ``x`` in batches of ``batch`` (sample i has seed i); per-arm seconds and guided figures.
+
+    Each arm runs alone: arms asked for together run as one stacked batch and share its seconds."""
     seconds = {arm: 0.0 for arm in arms}
     figures: dict[str, list[float]] = {m: [] for m in METRICS + ("all_hold",)}
     for start in range(0, len(x), batch):
-        result = run.repair(x[start : start + batch], settings=settings, seed=start, arms=arms, progress=False)
+        results = {arm: run.repair(x[start : start + batch], settings=settings, seed=start, arms=(arm,), progress=False)
+                   for arm in arms}
         for arm in arms:
-            seconds[arm] += result.arms[arm].seconds
+            seconds[arm] += results[arm].arms[arm].seconds
         if "guided" in arms:
-            guided = result.arms["guided"]
+            guided = results["guided"].arms["guided"]
             for m in METRICS:
                 figures[m] += guided.metrics[m].tolist()
             figures["all_hold"] += torch.stack(list(guided.holds.values())).all(0).float().tolist()
