@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-from sklearn.metrics import roc_auc_score
 
 import arpro
 from arpro import plugins
@@ -34,10 +33,9 @@ def per_kind(test: arpro.Split, decomposition: arpro.Decomposition) -> list[dict
     rows = []
     for kind in [*sorted(set(kinds) - {"good"}), "all"]:
         keep = torch.tensor([k == "good" or kind in (k, "all") for k in kinds])
-        labels, score = test.labels[keep].numpy(), decomposition.score[keep].numpy()
-        masks = test.masks[keep].flatten().numpy() > 0.5
-        rows.append(dict(kind=kind, n=int(labels.sum()), image_auroc=roc_auc_score(labels, score),
-                         pixel_auroc=roc_auc_score(masks, decomposition.alpha[keep].flatten().numpy())))
+        labels, masks = test.labels[keep], test.masks[keep] > 0.5
+        rows.append(dict(kind=kind, n=int(labels.sum()), image_auroc=arpro.auroc(labels, decomposition.score[keep]),
+                         pixel_auroc=arpro.auroc(masks, decomposition.alpha[keep])))
     return rows
 
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-from sklearn.metrics import roc_auc_score
 
 import arpro
 from arpro import checkpoint, plugins
@@ -60,8 +59,8 @@ def main() -> None:
             detector, origin = cached_model("detector", name, dataset, args.model_dir)
             with torch.no_grad():
                 d = detector.decompose(test.x)
-            image_auroc = roc_auc_score(test.labels.numpy(), d.score.numpy())
-            pixel_auroc = roc_auc_score(test.masks.flatten().numpy(), d.alpha.flatten().numpy())
+            image_auroc = arpro.auroc(test.labels, d.score)
+            pixel_auroc = arpro.auroc(test.masks > 0.5, d.alpha)
             row = dict(category=category, detector=name, image_auroc=image_auroc, pixel_auroc=pixel_auroc,
                        n_normal=int((test.labels == 0).sum()), n_anomalous=int(test.labels.sum()), model=origin)  # fmt: skip
             rows.append(row)
