@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import arpro
 from arpro_timeseries.simulate import COLUMNS as PROCESS_COLUMNS
 from arpro_timeseries.simulate import simulate
 from arpro_timeseries.windows import Rows, TimeSeriesDataset
