@@ -201,6 +201,65 @@ def test_a_checkpoint_from_before_normalise_keeps_window_normalisation(process, 
     save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"arpro": json.dumps(header)})
     loaded = checkpoint.load(tmp_path / "old.safetensors", "detector", "gpt2")
     assert loaded.config["normalise"] == "window"
+    assert loaded.config["variability"] == 3.0  # saved with the option: kept
     x = process.test().x[:2]
     with torch.no_grad():
         assert torch.equal(loaded.score(x), model.score(x))
+
+
+def test_variability_sees_a_frozen_reading_and_louder_noise(detector, process):
+    """A repeated value and a 6× noise level raise the variability part of alpha on that feature alone."""
+    x = process.test().x[:4].clone()
+    noisy = int(detector.variability_on.nonzero()[0])
+    frozen, loud = x.clone(), x.clone()
+    frozen[:, 8:24, noisy] = frozen[:, 8:9, noisy]
+    loud[:, :, noisy] += 5 * (x[:, :, noisy] - x[:, :, noisy].roll(1, 1)) / 2 ** 0.5
+    with torch.no_grad():
+        base, still, rough = (detector._variability(v) for v in (x, frozen, loud))
+    assert base.sum() < 0.05 * still[..., noisy].sum()  # normal cells score (almost) nothing
+    for changed in (still, rough):
+        assert changed[..., noisy].sum() > base[..., noisy].sum() + 1.0
+        others = [d for d in range(x.shape[2]) if d != noisy]
+        assert torch.equal(changed[..., others], base[..., others])
+
+
+def test_a_checkpoint_from_before_variability_scores_reconstruction_alone(process, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
+                                                        variability=0.0)
+    model.calibrate(process.train().x[:8])
+    path = checkpoint.save(model, tmp_path / "new.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        header, tensors = json.loads(f.metadata()["arpro"]), {k: f.get_tensor(k) for k in f.keys()}
+    del header["config"]["variability"]
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"arpro": json.dumps(header)})
+    loaded = checkpoint.load(tmp_path / "old.safetensors", "detector", "gpt2")
+    assert loaded.config["variability"] == 0.0
+    x = process.test().x[:2]
+    with torch.no_grad():
+        assert torch.equal(loaded.score(x), model.score(x))
+
+
+def test_variability_has_a_gradient_and_an_off_switch(process):
+    torch.manual_seed(0)
+    off = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
+                                                     variability=0.0)
+    off.calibrate(process.train().x[:16])
+    assert not hasattr(off, "variability_lo")
+    on = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
+    on.load_state_dict(off.state_dict(), strict=False)
+    on.calibrate(process.train().x)
+    x = process.test().x[:2].clone()
+    x[:, 4:20, int(on.variability_on.nonzero()[0])] = 0.0  # frozen
+    x.requires_grad_(True)
+    on.decompose(x).score.sum().backward()
+    assert x.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert torch.all(on.score(x) > off.score(x))
+    with pytest.raises(arpro.ArproError, match="variability must be >= 0"):
+        plugins.get("detector", "gpt2").for_dataset(process, variability=-1.0)

@@ -16,9 +16,12 @@ steps as tokens), as reconstruction models:
 3. the transformer backbone (``GPT2Model`` / ``LlamaModel`` built from a config; no hub);
 4. a linear reconstruction head back to ``D`` features (de-normalised under ``"window"``).
 
-Decomposition (paper Example 2.2): ``alpha[t, d] = (x̂[t, d] − x[t, d])²`` and
-``beta = 0``, so ``s(x) = Σ_{t,d} alpha`` is exactly the window's total squared
-reconstruction error (the usual reconstruction score, as a sum rather than a mean).
+Decomposition (paper Example 2.2): ``alpha[t, d] = (x̂[t, d] − x[t, d])² + w · v[t, d]`` and
+``beta = 0``, so ``s(x) = Σ_{t,d} alpha`` is exactly the window's total squared reconstruction
+error (the usual reconstruction score, as a sum rather than a mean) plus ``w`` (config
+``variability``, default 3; 0 turns it off) times the variability score ``v`` of
+:mod:`arpro_timeseries.variability`, which sees frozen readings and noise-level changes that a
+reconstruction misses. ``v`` is zero on almost every normal cell.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 import arpro
+from arpro_timeseries import variability as variability_score
 from arpro_timeseries.bundled import ShippedModel
 
 # Backbone sizes. "paper": GPT-2 first 6 layers of GPT-2 small; Llama-2 first 4 layers at
@@ -47,6 +51,7 @@ PRESETS: dict[str, dict[str, dict[str, int]]] = {
 
 
 NORMALISATIONS = ("dataset", "window")
+VARIABILITY_RANGES = ("eps_still", "eps_rough", "on", "lo", "hi")
 
 
 class ReconstructionDetector(ShippedModel, arpro.Detector):
@@ -66,9 +71,12 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
     def __init__(self, input_shape: list[int], preset: str = "small", n_layer: int | None = None,
                  hidden: int | None = None, n_head: int | None = None, intermediate: int | None = None,
                  bottleneck: int | None = None, eps: float = 1e-2, train_steps: int = 3000, batch_size: int = 64,
-                 lr: float = 1e-3, pretrained: str | None = None, normalise: str = "dataset") -> None:
+                 lr: float = 1e-3, pretrained: str | None = None, normalise: str = "dataset",
+                 variability: float = 3.0) -> None:
         if normalise not in NORMALISATIONS:
             raise arpro.ArproError(f"{self.name}: normalise must be one of {', '.join(NORMALISATIONS)}, not {normalise!r}")
+        if not 0.0 <= variability < float("inf"):
+            raise arpro.ArproError(f"{self.name}: variability must be >= 0 and finite, not {variability!r}")
         if preset not in PRESETS[self.family]:
             raise arpro.ArproError(f"{self.name}: unknown preset {preset!r} (choose {', '.join(PRESETS[self.family])})")
         size = dict(PRESETS[self.family][preset])
@@ -83,11 +91,15 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
         self.expand = nn.Linear(bottleneck, size["hidden"])
         self.backbone = self.build_backbone(t, **size)
         self.head = nn.Linear(size["hidden"], d)
+        if variability > 0:  # the normal ranges of the variability statistics, set by calibrate()
+            for key in VARIABILITY_RANGES:
+                self.register_buffer(f"variability_{key}", torch.zeros(0))
 
     @classmethod
     def upgrade_config(cls, config: dict) -> dict:
-        """Checkpoints saved before ``normalise`` existed normalised every window: keep them so."""
-        return {"normalise": "window", **config}
+        """Checkpoints saved before ``normalise`` existed normalised every window, and those saved
+        before ``variability`` existed scored reconstruction alone: keep them so."""
+        return {"normalise": "window", "variability": 0.0, **config}
 
     def build_backbone(self, length: int, n_layer: int, hidden: int, n_head: int, intermediate: int) -> nn.Module:
         raise NotImplementedError
@@ -126,12 +138,31 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
         return self.head(h)
 
     def reference_score(self, x: Tensor) -> Tensor:
-        """The window's total squared reconstruction error, computed with ``mse_loss``."""
-        return torch.nn.functional.mse_loss(self.reconstruct(x), x, reduction="none").sum((1, 2))
+        """The window's total squared reconstruction error, computed with ``mse_loss``, plus its
+        weighted variability score."""
+        error = torch.nn.functional.mse_loss(self.reconstruct(x), x, reduction="none").sum((1, 2))
+        return error + self._variability(x).sum((1, 2))
 
     def decompose(self, x: Tensor) -> arpro.Decomposition:
-        alpha = (self.reconstruct(x) - x).pow(2)
+        alpha = (self.reconstruct(x) - x).pow(2) + self._variability(x)
         return arpro.Decomposition(alpha=alpha, beta=x.new_zeros(x.shape[0]))
+
+    def _variability(self, x: Tensor) -> Tensor:
+        """``w · v`` per cell; zero while the normal ranges are not fitted (during training) or ``w = 0``."""
+        weight = self.config["variability"]
+        if weight == 0 or self.variability_lo.numel() == 0:
+            return torch.zeros_like(x)
+        ranges = {key: getattr(self, f"variability_{key}") for key in VARIABILITY_RANGES}
+        return weight * variability_score.score(x, ranges)
+
+    @torch.no_grad()
+    def calibrate(self, train: Tensor, batch_size: int = 64) -> None:
+        """Fit the variability score's normal ranges, then the thresholds on the whole score."""
+        if self.config["variability"] > 0:
+            error = torch.cat([(self.reconstruct(b) - b).pow(2).flatten(0, 1) for b in train.split(batch_size)])
+            for key, value in variability_score.fit(train, error.median(0).values).items():
+                setattr(self, f"variability_{key}", value.to(self.head.weight))
+        super().calibrate(train, batch_size)
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
         """AdamW on the mean squared reconstruction error of normal windows, then calibrate.
