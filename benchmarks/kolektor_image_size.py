@@ -13,7 +13,7 @@ each). ``--option KEY=VALUE`` (JSON values) adds dataset options, e.g. ``patchnn
 the CLI's ``--option`` does. The size with the best image AUROC on the choose half is picked there; the report half
 was not looked at to pick it. Image AUROC ranks ``s(x)`` (the sum of alpha) of good against
 cracked images; pixel AUROC ranks alpha against the masks. Prints the thread count, the time
-each size took, and one table.
+each size took, the process's peak resident memory so far, and one table.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def measure(root: Path, size: int, batch: int, options: dict) -> list[dict]:
         rows.append(dict(image_size=size, options=options, half=half, n_good=int((labels == 0).sum()),
                          n_crack=int(labels.sum()),
                          image_auroc=arpro.auroc(labels, score[keep]), pixel_auroc=arpro.auroc(masks, alpha[keep]),
-                         fit_s=round(fitted), total_s=round(time.time() - started)))
+                         fit_s=round(fitted), total_s=round(time.time() - started),
+                         peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 1)))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -88,10 +90,11 @@ def main() -> None:
     best = max(choose, key=choose.get)
     print(f"load average at the end {os.getloadavg()[0]:.2f}; options {options}; "
           f"picked on the choose half: image_size {best}\n")
-    print("| image_size | half | good / crack | image AUROC | pixel AUROC | fit + score |\n|---|---|---|---|---|---|")
+    print("| image_size | half | good / crack | image AUROC | pixel AUROC | fit + score | peak memory |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['image_size']} | {r['half']} | {r['n_good']} / {r['n_crack']} | {r['image_auroc']:.3f} | "
-              f"{r['pixel_auroc']:.3f} | {r['total_s']} s |")
+              f"{r['pixel_auroc']:.3f} | {r['total_s']} s | {r['peak_rss_gb']} GB |")
 
 
 if __name__ == "__main__":
