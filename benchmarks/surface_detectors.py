@@ -1,7 +1,7 @@
 """Image and pixel AUROC per defect kind of the image detectors on the embedded surface set
 (and, with --kolektor, on the real KolektorSDD in MVTec layout).
 
-    OMP_NUM_THREADS=1 python benchmarks/surface_detectors.py [--seed 1] [--detectors patchnn fastflow]
+    OMP_NUM_THREADS=1 python benchmarks/surface_detectors.py [--seed 1] [--detectors patchnn fastflow efficientad]
         [--kolektor ../shared/data/kolektorsdd] [--out runs/surface_detectors.json]
 
 Each detector is obtained as the CLI does (``arpro.obtain_model``, seed 0): the bundled
