@@ -263,3 +263,17 @@ def test_variability_has_a_gradient_and_an_off_switch(process):
         assert torch.all(on.score(x) > off.score(x))
     with pytest.raises(arpro.ArproError, match="variability must be >= 0"):
         plugins.get("detector", "gpt2").for_dataset(process, variability=-1.0)
+
+
+def test_variability_median_is_torchs_median():
+    """The sorting-network median equals torch.median (lower middle value) for every window length."""
+    from arpro_timeseries.variability import _lower_median
+
+    generator = torch.Generator().manual_seed(0)
+    for n in range(1, 17):
+        windows = torch.randn(5, 7, n, generator=generator)
+        for w in (windows, windows.round()):  # with ties too
+            assert torch.equal(_lower_median(w), w.median(-1).values)
+    windows.requires_grad_(True)
+    _lower_median(windows).sum().backward()
+    assert torch.equal(windows.grad.sum(-1), torch.ones(5, 7))  # one element per window carries the gradient

@@ -28,6 +28,8 @@ here was chosen on plant seed 1 (docs/timeseries.md).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor
 
@@ -44,20 +46,54 @@ def _step_changes(x: Tensor) -> tuple[Tensor, Tensor]:
     return first.pow(2), (first[:, 1:] - first[:, :-1]).pow(2)
 
 
-def _around(values: Tensor, steps: int, length: int) -> Tensor:
-    """The ``steps`` consecutive values around each of ``length`` time steps, ``[B, length, D, steps]``."""
+def _around(values: Tensor, steps: int, length: int, reduce) -> Tensor:
+    """``reduce`` (over the last axis) of the ``steps`` consecutive values around each of ``length``
+    time steps, ``[B, length, D]``: reduced once per full window, then spread to the steps."""
     steps = min(steps, values.shape[1])
-    windows = values.unfold(1, steps, 1)
-    start = (torch.arange(length, device=values.device) - steps // 2).clamp(0, windows.shape[1] - 1)
-    return windows[:, start]
+    reduced = reduce(values.unfold(1, steps, 1))  # [B, windows, D]
+    start = (torch.arange(length, device=values.device) - steps // 2).clamp(0, reduced.shape[1] - 1)
+    return reduced[:, start]
 
 
 def statistics(x: Tensor, eps_still: Tensor, eps_rough: Tensor) -> tuple[Tensor, Tensor]:
     """Stillness and roughness of every cell of ``x`` ``[B, T, D]``."""
     first, second = _step_changes(x)
-    still = (_around(first, STILL_STEPS, x.shape[1]).mean(-1) + eps_still).log()
-    rough = (_around(second, ROUGH_STEPS, x.shape[1]).median(-1).values + eps_rough).log()
+    still = (_around(first, STILL_STEPS, x.shape[1], lambda w: w.mean(-1)) + eps_still).log()
+    rough = (_around(second, ROUGH_STEPS, x.shape[1], _lower_median) + eps_rough).log()
     return still, rough
+
+
+def _lower_median(windows: Tensor) -> Tensor:
+    """``windows.median(-1).values`` (the lower middle value), with its gradient on that element.
+
+    torch's median over 16 values per window took half of a guided step's detector cost on
+    the plant (10 ms of 19 for 16 windows); a sorting network of element-wise minima and maxima
+    finds the value in a quarter of that time, and a gather carries the gradient."""
+    with torch.no_grad():
+        values = list(windows.contiguous().unbind(-1))  # 2× faster than on the strided unfold view
+        for i, j in _sorting_network(len(values)):
+            values[i], values[j] = torch.minimum(values[i], values[j]), torch.maximum(values[i], values[j])
+        middle = values[(len(values) - 1) // 2].unsqueeze(-1)
+        index = (windows == middle).to(torch.uint8).argmax(-1, keepdim=True)
+    return windows.gather(-1, index).squeeze(-1)
+
+
+@lru_cache
+def _sorting_network(n: int) -> tuple[tuple[int, int], ...]:
+    """Batcher's odd-even merge sort for ``n`` values: the compare-exchange pairs in order (the
+    network of the next power of two, without the pairs that touch its padding, which would be
+    +inf and never move)."""
+    size, pairs, p = 1 << max(n - 1, 0).bit_length(), [], 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple(pairs)
 
 
 def fit(train: Tensor, error: Tensor, batch_size: int = 256) -> dict[str, Tensor]:
