@@ -26,6 +26,7 @@ from arpro.spec import RunSpec, load_dataset, resolve
 NEAR_CHANCE_AUROC = 0.6  # below: the detector is near chance
 WEAK_AUROC = 0.8  # below: it detects, but too poorly to explain
 MIN_ALL_HOLD = 0.5  # the share of repairs that must satisfy every property
+MIN_TNR = 0.5  # the share of repairs that must score as normal: the counterfactual must look like one
 CHECK_LIMIT = 16  # anomalous test inputs repaired by default
 
 
@@ -89,6 +90,9 @@ def problems(detection: dict, infill: dict, repair: dict) -> list[str]:
         found.append(f"P1–P4 all hold for only {repair['all_hold']:.0%} of repairs ({weakest.upper()} holds for "
                      f"{repair['holds'][weakest]:.0%}): see what it depends on in docs/concepts.md, or try --samples K "
                      "or arpro calibrate")
+    if repair["tnr"] < MIN_TNR:
+        found.append(f"repairs rarely score as normal (TNR {repair['tnr']:.0%}): they do not show what a normal input "
+                     "would look like; train the repairer longer, or widen omega (--mask, --mask-quantile)")
     return found
 
 

@@ -165,3 +165,13 @@ def test_repair_warns_when_p1_fails_often_and_hints_at_check(barely_trained, tmp
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(warnings) == 1 and report["warnings"] == [warnings[0].removeprefix("warning: ")]
     assert report["settings"]["detector_checkpoint"] == str(detector)
+
+
+def test_the_verdict_names_repairs_that_rarely_score_as_normal():
+    from arpro.check import problems
+
+    detection, infill = {"auroc": 0.95}, {"beats_naive": True}
+    repair = {"holds": {"p1": 1.0, "p2": 1.0}, "all_hold": 1.0, "tnr": 0.25}
+    found = problems(detection, infill, repair)
+    assert len(found) == 1 and found[0].startswith("repairs rarely score as normal (TNR 25%)")
+    assert problems(detection, infill, {**repair, "tnr": 0.5}) == []

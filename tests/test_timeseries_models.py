@@ -263,6 +263,9 @@ def test_variability_has_a_gradient_and_an_off_switch(process):
         assert torch.all(on.score(x) > off.score(x))
     with pytest.raises(arpro.ArproError, match="variability must be >= 0"):
         plugins.get("detector", "gpt2").for_dataset(process, variability=-1.0)
+    with pytest.raises(arpro.ArproError, match="needs windows of at least 3 steps, not 2"):
+        plugins.get("detector", "gpt2")(input_shape=[2, 4])
+    assert plugins.get("detector", "gpt2")(input_shape=[2, 4], variability=0.0).config["variability"] == 0.0
 
 
 def test_variability_median_is_torchs_median():

@@ -84,6 +84,9 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
             if value is not None:
                 size[key] = int(value)
         t, d = (int(v) for v in input_shape)
+        if variability > 0 and t < 3:
+            raise arpro.ArproError(f"{self.name}: the variability score needs windows of at least 3 steps, not {t}; "
+                                   "use longer windows or --model-option variability=0")
         bottleneck = int(bottleneck) if bottleneck is not None else max(2, d // 3)
         super().__init__()
         self.config.update(input_shape=[t, d], **size, bottleneck=bottleneck)  # the resolved preset
