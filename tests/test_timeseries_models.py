@@ -183,25 +183,26 @@ def test_detection_metrics():
     assert (m["precision"], m["recall"], m["f1"], m["auroc"]) == (0.5, 0.5, 0.5, 0.25)
 
 
-def test_a_checkpoint_from_before_normalise_keeps_window_normalisation(process, tmp_path):
-    """Checkpoints saved before the option existed were trained with per-window normalisation."""
+@pytest.mark.parametrize("saved, missing, expected", [
+    ({"normalise": "window"}, "normalise", {"normalise": "window", "variability": 3.0}),  # per-window, as trained
+    ({"variability": 0.0}, "variability", {"variability": 0.0}),  # reconstruction alone, as trained
+])
+def test_a_checkpoint_from_before_an_option_loads_as_it_was_trained(process, tmp_path, saved, missing, expected):
     import json
 
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    model = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
-                                                        normalise="window")
+    model = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1, **saved)
     model.calibrate(process.train().x[:8])
     path = checkpoint.save(model, tmp_path / "new.safetensors")
     with safe_open(str(path), framework="pt") as f:
         header, tensors = json.loads(f.metadata()["arpro"]), {k: f.get_tensor(k) for k in f.keys()}
-    del header["config"]["normalise"]
+    del header["config"][missing]
     save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"arpro": json.dumps(header)})
     loaded = checkpoint.load(tmp_path / "old.safetensors", "detector", "gpt2")
-    assert loaded.config["normalise"] == "window"
-    assert loaded.config["variability"] == 3.0  # saved with the option: kept
+    assert {key: loaded.config[key] for key in expected} == expected
     x = process.test().x[:2]
     with torch.no_grad():
         assert torch.equal(loaded.score(x), model.score(x))
@@ -221,28 +222,6 @@ def test_variability_sees_a_frozen_reading_and_louder_noise(detector, process):
         assert changed[..., noisy].sum() > base[..., noisy].sum() + 1.0
         others = [d for d in range(x.shape[2]) if d != noisy]
         assert torch.equal(changed[..., others], base[..., others])
-
-
-def test_a_checkpoint_from_before_variability_scores_reconstruction_alone(process, tmp_path):
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    model = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
-                                                        variability=0.0)
-    model.calibrate(process.train().x[:8])
-    path = checkpoint.save(model, tmp_path / "new.safetensors")
-    with safe_open(str(path), framework="pt") as f:
-        header, tensors = json.loads(f.metadata()["arpro"]), {k: f.get_tensor(k) for k in f.keys()}
-    del header["config"]["variability"]
-    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"arpro": json.dumps(header)})
-    loaded = checkpoint.load(tmp_path / "old.safetensors", "detector", "gpt2")
-    assert loaded.config["variability"] == 0.0
-    x = process.test().x[:2]
-    with torch.no_grad():
-        assert torch.equal(loaded.score(x), model.score(x))
 
 
 def test_variability_has_a_gradient_and_an_off_switch(process):
