@@ -259,3 +259,25 @@ def test_variability_median_is_torchs_median():
     windows.requires_grad_(True)
     _lower_median(windows).sum().backward()
     assert torch.equal(windows.grad.sum(-1), torch.ones(5, 7))  # one element per window carries the gradient
+
+
+def test_the_fixed_target_gradient_drops_only_the_reconstructions_own_term(detector, process):
+    """gradient="fixed-target": d(score)/dx = −2(x̂ − x) + d(w·v)/dx; "exact" adds the term through x̂. Same values."""
+    x = process.test().x[:3].clone().requires_grad_(True)
+    assert detector.config["gradient"] == "fixed-target"
+    fixed_score = detector.decompose(x).score
+    (fixed,) = torch.autograd.grad(fixed_score.sum(), x)
+    with torch.no_grad():
+        x_hat = detector.reconstruct(x)
+    (variability,) = torch.autograd.grad(detector._variability(x).sum(), x)
+    assert torch.allclose(fixed, -2 * (x_hat - x) + variability, atol=1e-6)
+    detector.config["gradient"] = "exact"
+    try:
+        exact_score = detector.decompose(x).score
+        (exact,) = torch.autograd.grad(exact_score.sum(), x)
+    finally:
+        detector.config["gradient"] = "fixed-target"
+    assert torch.equal(exact_score, fixed_score)
+    assert not torch.allclose(exact, fixed)
+    with pytest.raises(arpro.ArproError, match="gradient must be one of fixed-target, exact"):
+        plugins.get("detector", "gpt2").for_dataset(process, gradient="approximate")
