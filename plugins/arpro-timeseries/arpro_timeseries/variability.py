@@ -66,9 +66,9 @@ def statistics(x: Tensor, eps_still: Tensor, eps_rough: Tensor) -> tuple[Tensor,
 def _lower_median(windows: Tensor) -> Tensor:
     """``windows.median(-1).values`` (the lower middle value), with its gradient on that element.
 
-    torch's median over 16 values per window took half of a guided step's detector cost on
-    the plant (10 ms of 19 for 16 windows); a sorting network of element-wise minima and maxima
-    finds the value in a quarter of that time, and a gather carries the gradient."""
+    torch's median over 16 values per window took half of this score's time on the plant (10 ms of
+    19, forward and backward, for 16 windows, scratch timing); a sorting network of element-wise
+    minima and maxima finds the value in about a quarter of that, and a gather carries the gradient."""
     with torch.no_grad():
         values = list(windows.contiguous().unbind(-1))  # 2× faster than on the strided unfold view
         for i, j in _sorting_network(len(values)):
