@@ -22,6 +22,12 @@ over the ``k x k`` input pixels it covers, ``alpha`` ``[B, H, W]`` is the sum ov
 ``beta = 0``, so ``s(x) = sum(alpha)`` exactly: how far, in excess of normal variation, the
 picture's patches lie from every normal patch. The nearest neighbour is found without
 gradients and its distance recomputed with them, so ``∇s`` is the gradient of the minimum.
+
+Memory: no patch matrix is built except under gradients. Patches are gathered ``SEARCH_CHUNK``
+rows at a time from the padded feature maps (the same values ``F.unfold`` gives, searched in the
+same chunks, so the same results), and fit computes feature maps ``FIT_IMAGES`` pictures at a
+time; what still grows with the training set is a few bytes per training pixel (the maps, the
+random permutations, the held-out distances), about the size of the training tensor itself.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from arpro_vision.backbone import check_input_size, image_hw
 from arpro_vision.bundled import ShippedModel
 
 SEARCH_CHUNK = 4096  # query patches per nearest-neighbour block: bounds the patches' and distance matrix's memory
-FIT_IMAGES = 16  # training pictures whose feature maps fit computes at once (the blur's buffers are ~17x a gray picture)
+FIT_IMAGES = 16  # training pictures whose feature maps fit computes at once (blur buffers: ~17x a gray picture)
 CORESET_POOL = 20000  # training patches the greedy coreset chooses from, per scale
 
 
@@ -141,7 +147,8 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
             self.register_buffer(f"bank_{k}", torch.zeros(0))  # [bank_size, patch²], set by fit
 
     def _padded(self, x: Tensor) -> list[Tensor]:
-        """Per scale: the feature map, pooled and reflect-padded for patches, ``[B, 1, H/k + patch − 1, W/k + patch − 1]``."""
+        """Per scale: the feature map, pooled and reflect-padded for patches,
+        ``[B, 1, H/k + patch − 1, W/k + patch − 1]``."""
         check_input_size(self.name, self.config["input_shape"], x)
         gray = x.mean(1, keepdim=True)
         flat = gray - gaussian_blur(gray, self.config["highpass_sigma"])
@@ -210,14 +217,16 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
             flat = train.new_empty(train.shape[0], *train.shape[2:])  # filled in place: see nearest
             for start in range(0, train.shape[0], FIT_IMAGES):
                 gray = train[start : start + FIT_IMAGES].mean(1, keepdim=True)
-                flat[start : start + FIT_IMAGES] = (gray - gaussian_blur(gray, self.config["highpass_sigma"])).squeeze(1)
+                blurred = gaussian_blur(gray, self.config["highpass_sigma"])
+                flat[start : start + FIT_IMAGES] = (gray - blurred).squeeze(1)
             flat = flat.flatten()
             flat = flat[torch.randperm(flat.numel(), generator=generator)[:1000000]]
             self.feature_std = (1.4826 * (flat - flat.median()).abs().median()).clamp_min(1e-6).reshape(())
             excess, p = [], self.config["patch"]
             for k, bank_map, held_map in zip(self.config["scales"], self._fit_maps(train[0::2]),
                                              self._fit_maps(train[1::2]), strict=True):
-                pool = patch_rows(bank_map, p, torch.randperm(patch_count(bank_map, p), generator=generator)[:CORESET_POOL])
+                rows = torch.randperm(patch_count(bank_map, p), generator=generator)[:CORESET_POOL]
+                pool = patch_rows(bank_map, p, rows)
                 bank = greedy_coreset(pool, bank_size, generator)
                 setattr(self, f"bank_{k}", bank)
                 d2 = nearest_distances(held_map, p, bank)
