@@ -87,6 +87,43 @@ def test_patchnn_decomposition_is_exact_and_differentiable(fitted):
     assert bool((detector.tau > 0).all())  # omega = alpha >= tau never takes pixels with no excess
 
 
+def test_patchnn_patch_rows_are_unfolds_rows():
+    from arpro_vision.patch_nn import patch_count, patch_rows
+
+    padded = torch.randn(3, 1, 11, 9, generator=torch.Generator().manual_seed(0))  # not square, several pictures
+    full = torch.nn.functional.unfold(padded, 5).transpose(1, 2).reshape(-1, 25)
+    assert patch_count(padded, 5) == full.shape[0] == 3 * 7 * 5
+    assert torch.equal(patch_rows(padded, 5, torch.arange(full.shape[0])), full)
+    rows = torch.tensor([104, 0, 34, 35, 36, 70, 3])  # any order, across picture boundaries
+    assert torch.equal(patch_rows(padded, 5, rows), full[rows])
+
+
+def test_patchnn_chunking_does_not_change_fit_or_scores(fitted, monkeypatch):
+    """Fit and distances with search chunks of 7 patches (cutting across pictures) and feature maps
+    of 3 pictures at a time equal the one-chunk results, and the chunked path without gradients
+    equals the all-at-once one exactly."""
+    import arpro_vision.patch_nn as patch_nn
+
+    data, _ = fitted
+    train, x = data.train().x, data.test().x
+    runs = {}
+    for search, images in ((10**9, 10**9), (7, 10**9), (7, 3)):
+        monkeypatch.setattr(patch_nn, "SEARCH_CHUNK", search)
+        monkeypatch.setattr(patch_nn, "FIT_IMAGES", images)
+        detector = plugins.get("detector", "patchnn").for_dataset(data, bank_size=128)
+        detector.fit(train, seed=0, progress=False)
+        with torch.no_grad():
+            runs[search, images] = detector.state_dict(), torch.cat([d.flatten() for d in detector._distances(x)])
+    one_state, one_d2 = runs[10**9, 10**9]
+    assert bool((one_d2 > 0).all())
+    for key, (state, d2) in runs.items():
+        assert state.keys() == one_state.keys()
+        assert all(torch.equal(one_state[k], state[k]) for k in one_state), key  # banks, excess, tau, train scores
+        assert torch.equal(one_d2, d2), key
+    graded = detector._distances(x.clone().requires_grad_(True))  # patches built at once, for autograd
+    assert torch.equal(torch.cat([d.detach().flatten() for d in graded]), one_d2)
+
+
 def test_patchnn_flags_defects_on_tiny_surfaces(fitted):
     data, detector = fitted
     test = data.test()

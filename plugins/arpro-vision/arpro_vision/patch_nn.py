@@ -22,6 +22,12 @@ over the ``k x k`` input pixels it covers, ``alpha`` ``[B, H, W]`` is the sum ov
 ``beta = 0``, so ``s(x) = sum(alpha)`` exactly: how far, in excess of normal variation, the
 picture's patches lie from every normal patch. The nearest neighbour is found without
 gradients and its distance recomputed with them, so ``∇s`` is the gradient of the minimum.
+
+Memory: no patch matrix is built except under gradients. Patches are gathered ``SEARCH_CHUNK``
+rows at a time from the padded feature maps (the same values ``F.unfold`` gives, searched in the
+same chunks, so the same results), and fit computes feature maps ``FIT_IMAGES`` pictures at a
+time; what still grows with the training set is a few bytes per training pixel (the maps, the
+random permutations, the held-out distances), about the size of the training tensor itself.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from arpro import ArproError
 from arpro_vision.backbone import check_input_size, image_hw
 from arpro_vision.bundled import ShippedModel
 
-SEARCH_CHUNK = 4096  # query patches per nearest-neighbour block (bounds the distance matrix's memory)
+SEARCH_CHUNK = 4096  # query patches per nearest-neighbour block: bounds the patches' and distance matrix's memory
+FIT_IMAGES = 16  # training pictures whose feature maps fit computes at once (blur buffers: ~17x a gray picture)
 CORESET_POOL = 20000  # training patches the greedy coreset chooses from, per scale
 
 
@@ -51,9 +58,50 @@ def gaussian_blur(gray: Tensor, sigma: float) -> Tensor:
 
 
 def nearest(queries: Tensor, bank: Tensor) -> Tensor:
-    """Index into ``bank`` ``[M, D]`` of each query's nearest row (``queries`` ``[N, D]``), without gradients."""
+    """Index into ``bank`` ``[M, D]`` of each query's nearest row (``queries`` ``[N, D]``), without
+    gradients, ``SEARCH_CHUNK`` queries at a time. Each chunk's answer is written into one tensor
+    made beforehand: kept as a list of small pieces, allocated between the large transient distance
+    blocks, they fragmented glibc's heap (measured at 256 px: about 16 MB lost per chunk, 9 GB after
+    900 chunks of one fit)."""
+    index = torch.empty(queries.shape[0], dtype=torch.long, device=queries.device)
     with torch.no_grad():
-        return torch.cat([torch.cdist(chunk, bank).argmin(1) for chunk in queries.split(SEARCH_CHUNK)])
+        for start in range(0, queries.shape[0], SEARCH_CHUNK):
+            index[start : start + SEARCH_CHUNK] = torch.cdist(queries[start : start + SEARCH_CHUNK], bank).argmin(1)
+    return index
+
+
+def patch_rows(padded: Tensor, patch: int, rows: Tensor) -> Tensor:
+    """Rows ``rows`` of the patch matrix ``F.unfold(padded, patch).transpose(1, 2).reshape(-1, patch²)``
+    of a one-channel ``padded`` ``[B, 1, H', W']``, gathered without building the other rows: the
+    same values, in memory that grows with ``len(rows)`` only (row ``b·L + l`` is picture ``b``'s
+    ``l``-th position, row-major, of ``L = (H' − patch + 1)(W' − patch + 1)``)."""
+    height, width = padded.shape[-2:]
+    columns = width - patch + 1
+    positions = (height - patch + 1) * columns
+    image, position = rows // positions, rows % positions
+    corner = image * (height * width) + (position // columns) * width + position % columns
+    offsets = torch.arange(patch, device=rows.device)
+    offsets = (offsets.unsqueeze(1) * width + offsets).flatten()  # unfold's order: kernel row, then column
+    return padded.reshape(-1)[corner.unsqueeze(1) + offsets]
+
+
+def patch_count(padded: Tensor, patch: int) -> int:
+    """Rows of ``padded``'s patch matrix: pictures x positions."""
+    return padded.shape[0] * (padded.shape[-2] - patch + 1) * (padded.shape[-1] - patch + 1)
+
+
+def nearest_distances(padded: Tensor, patch: int, bank: Tensor) -> Tensor:
+    """Each patch's (every row of ``patch_rows``, in order) squared distance to its nearest bank
+    row, without gradients, ``SEARCH_CHUNK`` rows at a time: peak memory grows with the chunk, not with
+    the number of pictures or their size, and the chunks (hence the results) are ``nearest``'s."""
+    count = patch_count(padded, patch)
+    d2 = padded.new_empty(count)  # filled in place, not concatenated: see nearest
+    with torch.no_grad():
+        for start in range(0, count, SEARCH_CHUNK):
+            stop = min(start + SEARCH_CHUNK, count)
+            chunk = patch_rows(padded, patch, torch.arange(start, stop, device=padded.device))
+            d2[start:stop] = (chunk - bank[torch.cdist(chunk, bank).argmin(1)]).pow(2).sum(1)
+    return d2
 
 
 def greedy_coreset(features: Tensor, size: int, generator: torch.Generator) -> Tensor:
@@ -98,29 +146,46 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
         for k in scales:
             self.register_buffer(f"bank_{k}", torch.zeros(0))  # [bank_size, patch²], set by fit
 
-    def _patches(self, x: Tensor) -> list[Tensor]:
-        """Per scale: every position's patch vector, ``[B, positions, patch²]``."""
+    def _padded(self, x: Tensor) -> list[Tensor]:
+        """Per scale: the feature map, pooled and reflect-padded for patches,
+        ``[B, 1, H/k + patch − 1, W/k + patch − 1]``."""
         check_input_size(self.name, self.config["input_shape"], x)
         gray = x.mean(1, keepdim=True)
         flat = gray - gaussian_blur(gray, self.config["highpass_sigma"])
         limit = self.config["saturation"]
         flat = limit * torch.tanh(flat / self.feature_std / limit)
         p = self.config["patch"]
-        out = []
-        for k in self.config["scales"]:
-            pooled = F.avg_pool2d(flat, k) if k > 1 else flat
-            padded = F.pad(pooled, (p // 2,) * 4, mode="reflect")
-            out.append(F.unfold(padded, p).transpose(1, 2))
-        return out
+        return [F.pad(F.avg_pool2d(flat, k) if k > 1 else flat, (p // 2,) * 4, mode="reflect")
+                for k in self.config["scales"]]
+
+    def _fit_maps(self, x: Tensor) -> list[Tensor]:
+        """``_padded`` of many pictures, ``FIT_IMAGES`` at a time, filled in place (see ``nearest``)."""
+        maps = None
+        for start in range(0, x.shape[0], FIT_IMAGES):
+            parts = self._padded(x[start : start + FIT_IMAGES])
+            maps = maps or [part.new_empty(x.shape[0], *part.shape[1:]) for part in parts]
+            for whole, part in zip(maps, parts, strict=True):
+                whole[start : start + FIT_IMAGES] = part
+        return maps
+
+    def _patches(self, x: Tensor) -> list[Tensor]:
+        """Per scale: every position's patch vector, ``[B, positions, patch²]`` (all at once: the
+        gradient path and ``reference_score``)."""
+        return [F.unfold(padded, self.config["patch"]).transpose(1, 2) for padded in self._padded(x)]
 
     def _distances(self, x: Tensor) -> list[Tensor]:
-        """Per scale: squared distance of each position's patch to its nearest bank patch, ``[B, positions]``."""
-        out = []
-        for k, patches in zip(self.config["scales"], self._patches(x), strict=True):
+        """Per scale: squared distance of each position's patch to its nearest bank patch, ``[B, positions]``.
+        Without gradients, chunk by chunk (``nearest_distances``); with them, the patches are built at once
+        (autograd keeps them) and the distance is recomputed differentiably, the nearest found without gradients."""
+        out, p = [], self.config["patch"]
+        for k, padded in zip(self.config["scales"], self._padded(x), strict=True):
             bank = getattr(self, f"bank_{k}")
-            flat = patches.reshape(-1, patches.shape[-1])
+            if not (torch.is_grad_enabled() and padded.requires_grad):
+                out.append(nearest_distances(padded, p, bank).reshape(x.shape[0], -1))
+                continue
+            flat = F.unfold(padded, p).transpose(1, 2).reshape(-1, p * p)
             neighbour = bank[nearest(flat.detach(), bank)]
-            out.append((flat - neighbour).pow(2).sum(1).reshape(patches.shape[:2]))
+            out.append((flat - neighbour).pow(2).sum(1).reshape(x.shape[0], -1))
         return out
 
     def decompose(self, x: Tensor) -> arpro.Decomposition:
@@ -149,19 +214,22 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
         bank_size = int(options.get("bank_size", self.config["bank_size"]))
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            gray = train.mean(1, keepdim=True)
-            flat = (gray - gaussian_blur(gray, self.config["highpass_sigma"])).flatten()
+            flat = train.new_empty(train.shape[0], *train.shape[2:])  # filled in place: see nearest
+            for start in range(0, train.shape[0], FIT_IMAGES):
+                gray = train[start : start + FIT_IMAGES].mean(1, keepdim=True)
+                blurred = gaussian_blur(gray, self.config["highpass_sigma"])
+                flat[start : start + FIT_IMAGES] = (gray - blurred).squeeze(1)
+            flat = flat.flatten()
             flat = flat[torch.randperm(flat.numel(), generator=generator)[:1000000]]
             self.feature_std = (1.4826 * (flat - flat.median()).abs().median()).clamp_min(1e-6).reshape(())
-            excess = []
-            for k, bank_patches, held_patches in zip(self.config["scales"], self._patches(train[0::2]),
-                                                     self._patches(train[1::2]), strict=True):
-                pool = bank_patches.reshape(-1, bank_patches.shape[-1])
-                pool = pool[torch.randperm(pool.shape[0], generator=generator)[:CORESET_POOL]]
+            excess, p = [], self.config["patch"]
+            for k, bank_map, held_map in zip(self.config["scales"], self._fit_maps(train[0::2]),
+                                             self._fit_maps(train[1::2]), strict=True):
+                rows = torch.randperm(patch_count(bank_map, p), generator=generator)[:CORESET_POOL]
+                pool = patch_rows(bank_map, p, rows)
                 bank = greedy_coreset(pool, bank_size, generator)
                 setattr(self, f"bank_{k}", bank)
-                held = held_patches.reshape(-1, held_patches.shape[-1])
-                d2 = (held - bank[nearest(held, bank)]).pow(2).sum(1)
+                d2 = nearest_distances(held_map, p, bank)
                 excess.append(torch.quantile(d2[torch.randperm(d2.shape[0], generator=generator)[:100000]],
                                              self.config["excess_quantile"]))
             self.excess = torch.stack(excess)
