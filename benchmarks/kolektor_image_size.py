@@ -29,6 +29,7 @@ import torch
 
 import arpro
 from arpro import plugins
+from arpro.settings import parse_options
 from machine import describe
 
 
@@ -76,13 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe(), flush=True)
-    options = {}
-    for item in args.option:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    options = parse_options(args.option, "--option")
     rows = [row for size in args.sizes for row in measure(args.kolektor, size, args.batch, options)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
