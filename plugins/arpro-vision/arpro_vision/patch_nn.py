@@ -146,14 +146,17 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
         for k in scales:
             self.register_buffer(f"bank_{k}", torch.zeros(0))  # [bank_size, patch²], set by fit
 
+    def _highpass(self, x: Tensor) -> Tensor:
+        """The gray picture less its illumination (its Gaussian blur), ``[B, 1, H, W]``."""
+        gray = x.mean(1, keepdim=True)
+        return gray - gaussian_blur(gray, self.config["highpass_sigma"])
+
     def _padded(self, x: Tensor) -> list[Tensor]:
         """Per scale: the feature map, pooled and reflect-padded for patches,
         ``[B, 1, H/k + patch − 1, W/k + patch − 1]``."""
         check_input_size(self.name, self.config["input_shape"], x)
-        gray = x.mean(1, keepdim=True)
-        flat = gray - gaussian_blur(gray, self.config["highpass_sigma"])
         limit = self.config["saturation"]
-        flat = limit * torch.tanh(flat / self.feature_std / limit)
+        flat = limit * torch.tanh(self._highpass(x) / self.feature_std / limit)
         p = self.config["patch"]
         return [F.pad(F.avg_pool2d(flat, k) if k > 1 else flat, (p // 2,) * 4, mode="reflect")
                 for k in self.config["scales"]]
@@ -216,9 +219,7 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
         with torch.no_grad():
             flat = train.new_empty(train.shape[0], *train.shape[2:])  # filled in place: see nearest
             for start in range(0, train.shape[0], FIT_IMAGES):
-                gray = train[start : start + FIT_IMAGES].mean(1, keepdim=True)
-                blurred = gaussian_blur(gray, self.config["highpass_sigma"])
-                flat[start : start + FIT_IMAGES] = (gray - blurred).squeeze(1)
+                flat[start : start + FIT_IMAGES] = self._highpass(train[start : start + FIT_IMAGES]).squeeze(1)
             flat = flat.flatten()
             flat = flat[torch.randperm(flat.numel(), generator=generator)[:1000000]]
             self.feature_std = (1.4826 * (flat - flat.median()).abs().median()).clamp_min(1e-6).reshape(())
