@@ -50,6 +50,8 @@ VISION = ("fastflow", "efficientad")
 BEFORE: dict[str, dict] = {name: {"guide_every": 1} for name in DETECTORS}
 BEFORE["fastflow"].update(guidance_scale=1e-3, scheduler="ddim", steps=50)
 BEFORE["efficientad"].update(guidance_scale=2e-3)
+for name in ("gpt2", "llama2"):
+    BEFORE[name].update(guidance_scale=0.03, steps=50)
 PAPER = {"scheduler": "ddpm", "guide_every": 1}  # and steps: all the repairer's training timesteps
 METRICS = ("Ms", "Momega", "Momega_bar")
 SECTIONS = ("startup", "floor", "arms", "batch", "paper", "candidates")

@@ -68,14 +68,20 @@ def _lower_median(windows: Tensor) -> Tensor:
 
     torch's median over 16 values per window took half of this score's time on the plant (10 ms of
     19, forward and backward, for 16 windows, scratch timing); a sorting network of element-wise
-    minima and maxima finds the value in about a quarter of that, and a gather carries the gradient."""
+    minima and maxima finds the value in about a quarter of that, and a gather carries the gradient to
+    the first element equal to it (as torch's does). That element is found by element-wise selects
+    over the window's columns, not by an argmax over its last axis, which took longer than the
+    network: the score fell from 1.5 s to 0.6 s of a guided gpt2 repair of 64 windows (cProfile)."""
     with torch.no_grad():
-        values = list(windows.contiguous().unbind(-1))  # 2× faster than on the strided unfold view
+        columns = windows.movedim(-1, 0).contiguous().unbind(0)  # contiguous columns: a third faster
+        values = list(columns)
         for i, j in _sorting_network(len(values)):
             values[i], values[j] = torch.minimum(values[i], values[j]), torch.maximum(values[i], values[j])
-        middle = values[(len(values) - 1) // 2].unsqueeze(-1)
-        index = (windows == middle).to(torch.uint8).argmax(-1, keepdim=True)
-    return windows.gather(-1, index).squeeze(-1)
+        middle = values[(len(values) - 1) // 2]
+        index = torch.zeros(middle.shape, dtype=torch.long, device=middle.device)
+        for k in range(len(columns) - 1, -1, -1):  # last to first, so the first equal element wins
+            index = torch.where(columns[k] == middle, k, index)
+    return windows.gather(-1, index.unsqueeze(-1)).squeeze(-1)
 
 
 @lru_cache
