@@ -73,7 +73,7 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
 
     def __init__(self, input_shape: list[int], preset: str = "small", n_layer: int | None = None,
                  hidden: int | None = None, n_head: int | None = None, intermediate: int | None = None,
-                 bottleneck: int | None = None, eps: float = 1e-2, train_steps: int = 3000, batch_size: int = 64,
+                 bottleneck: int | None = None, eps: float = 1e-2, train_steps: int = 800, batch_size: int = 64,
                  lr: float = 1e-3, pretrained: str | None = None, normalise: str = "dataset",
                  variability: float = 3.0, gradient: str = "fixed-target") -> None:
         if normalise not in NORMALISATIONS:
