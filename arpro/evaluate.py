@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -95,13 +96,22 @@ def scores(detector, x: Tensor) -> Tensor:
         return torch.cat([detector.score(batch) for batch in x.split(64)])
 
 
+CONFORMAL_MINIMUM = 19  # held-out normal samples a finite 95% conformal threshold needs: ceil((n + 1)·0.95) <= n
+
+
 def tnr_threshold(run: Run) -> float:
-    """The conformal 95% threshold of the held-out normal scores (the validation split, else the
-    test split's normal samples): below it, a score counts as non-anomalous (TNR)."""
+    """The conformal 95% threshold of the held-out normal scores (validation, else the test split's normal samples):
+    below it a score counts as normal (TNR). Under 19 it would be infinite, so a smaller validation split is pooled."""
     test, held_out = run.dataset.test(), run.dataset.validation()
-    normal = held_out.x if held_out is not None else test.x[test.labels == 0]
-    if len(normal) == 0:
-        raise ArproError(f"dataset {run.spec.dataset!r} has no held-out normal samples to calibrate the TNR threshold on")
+    test_normal = test.x[test.labels == 0]
+    normal = test_normal if held_out is None else held_out.x
+    if held_out is not None and len(normal) < CONFORMAL_MINIMUM:
+        normal = torch.cat([normal, test_normal])
+        print(f"note: the validation split has {len(held_out)} samples, too few for a 95% TNR threshold; it is pooled "
+              f"with the test split's {len(test_normal)} normal samples", file=sys.stderr)
+    if len(normal) < CONFORMAL_MINIMUM:
+        raise ArproError(f"dataset {run.spec.dataset!r} has {len(normal)} held-out normal samples; the 95% TNR "
+                         f"threshold needs at least {CONFORMAL_MINIMUM} (more normal data, or a smaller window or stride)")
     return conformal_threshold(scores(run.detector, normal))
 
 

@@ -31,6 +31,35 @@ def test_conformal_threshold_is_the_ceil_rank():
     assert conformal_threshold(torch.arange(1.0, 11.0)) == float("inf")  # n = 10 is too few for 95%
 
 
+class _SumDetector:
+    def score(self, x):
+        return x.sum(1)
+
+
+def _run_with(validation: int, test_normal: int):
+    from types import SimpleNamespace
+
+    normal_test = torch.arange(100.0, 100.0 + test_normal).view(-1, 1)
+    test = arpro.Split(x=torch.cat([normal_test, torch.full((3, 1), 1e6)]),
+                       labels=torch.tensor([0] * test_normal + [1] * 3))
+    held_out = arpro.Split(x=torch.arange(1.0, 1.0 + validation).view(-1, 1), labels=torch.zeros(validation, dtype=torch.long))
+    dataset = SimpleNamespace(test=lambda: test, validation=lambda: held_out)
+    return SimpleNamespace(dataset=dataset, detector=_SumDetector(), spec=SimpleNamespace(dataset="tiny"))
+
+
+def test_tnr_threshold_is_never_infinite(capsys):
+    """Too small a validation split is pooled with the test normals (a note says so), never an
+    infinite threshold under which every repair would count as normal; too few in all is refused."""
+    from arpro.evaluate import tnr_threshold
+
+    assert tnr_threshold(_run_with(validation=19, test_normal=5)) == 19.0  # enough: the validation split alone
+    assert capsys.readouterr().err == ""
+    pooled = tnr_threshold(_run_with(validation=7, test_normal=22))  # 29 scores: rank 29, the largest
+    assert pooled == 121.0 and "pooled" in capsys.readouterr().err
+    with pytest.raises(arpro.ArproError, match="needs at least 19"):
+        tnr_threshold(_run_with(validation=7, test_normal=5))
+
+
 def test_outputs_and_tables(reference):
     spec = json.loads((reference / "settings.json").read_text())
     assert spec["settings"]["guidance_scale"] == 0.5  # the value used (gaussian's), not null
