@@ -13,7 +13,7 @@ from arpro.errors import RunFailed
 if TYPE_CHECKING:  # `arpro list-plugins` prints with this console and must not import torch
     from arpro.result import RepairResult
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 240)  # piped or logged: don't squash wide tables to 80
 
 
 def print_plugins(as_json: bool) -> None:
@@ -46,10 +46,8 @@ def print_report(result: RepairResult, labels: dict[str, str]) -> None:
                  for arm in result.arms.values()]
         table.add_row(labels[prop], *cells)
     table.add_row("all hold", *[f"{a.all_hold.float().mean().item():.2f}" for a in result.arms.values()])
-    if len(result.arms) > 1:  # the arms ran as one batch: its time, not each arm's
-        table.add_row("seconds (one batch)", f"{next(iter(result.arms.values())).seconds:.1f}", *[""] * (len(result.arms) - 1))
-    else:
-        table.add_row("seconds", *[f"{a.seconds:.1f}" for a in result.arms.values()])
+    seconds = next(iter(result.arms.values())).seconds  # the arms ran as one batch: its time, not each arm's
+    table.add_row("seconds" + (" (one batch)" if len(result.arms) > 1 else ""), f"{seconds:.1f}", *[""] * (len(result.arms) - 1))
     console.print(table)
 
 
@@ -66,10 +64,12 @@ def print_trust(result: RepairResult) -> None:
 
 
 def print_summary(summary: dict) -> None:
-    """The paper's tables, as written to tables.md (:func:`arpro.summary.paper_tables`)."""
+    """The paper's tables of tables.md (:func:`arpro.summary.paper_tables`), a row per quantity where wider than tall."""
     from arpro.summary import paper_tables
 
     for (head, rows), title in zip(paper_tables(summary), ("mean ± std; lower is better", "verdicts, TNR, seconds")):
+        if len(head) > len(rows) + 1:
+            head, *rows = [list(column) for column in zip(head, *rows)]
         table = Table(*head, title=title)
         for row in rows:
             table.add_row(*row)
