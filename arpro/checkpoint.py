@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -134,6 +135,7 @@ def obtain_model(
     bundled = cls.bundled_checkpoint(dataset)
     if bundled is not None:
         return load(bundled, kind, name)
+    torch.manual_seed(seed)  # the initial weights: torch seeds its global generator at random in each process
     model = cls.for_dataset(dataset)
     model.fit(dataset.train().x, seed=seed, progress=progress)
     return model.eval()

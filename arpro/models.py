@@ -172,8 +172,7 @@ class Detector(Model):
 
     threshold_quantile: ClassVar[float] = 0.9
     guidance_scale: ClassVar[float] = 1.0  # suggested eta for this detector's score scale
-    # RepairSettings fields this detector repairs best with (e.g. {"eta_schedule": "constant"});
-    # a run uses them for the settings the user leaves out.
+    # the RepairSettings this detector repairs best with, where the user sets none (e.g. {"eta_schedule": "constant"})
     repair_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:

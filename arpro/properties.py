@@ -28,8 +28,7 @@ PropertySpec = Union[str, tuple[str, dict[str, Any]], Property]
 
 
 def _option_value(text: str) -> Any:
-    """A command-line option value: JSON where it parses (numbers, true, null), else the string;
-    ``a;b`` is a list."""
+    """A command-line option value: JSON where it parses (numbers, true, null), else the string; ``a;b`` is a list."""
     if ";" in text:
         return [_option_value(item) for item in text.split(";")]
     try:

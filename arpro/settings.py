@@ -15,8 +15,7 @@ from typing import Any
 
 from arpro.errors import ArproError
 
-# The three arms, in the order they are reported. "baseline" is the paper's: the same
-# start, no guidance, no in-filling; "infill" adds in-filling; "guided" adds guidance.
+# In report order: "baseline" (the paper's: no guidance nor in-filling), "infill" adds in-filling, "guided" guidance.
 ARMS = ("baseline", "infill", "guided")
 
 

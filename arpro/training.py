@@ -207,6 +207,7 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
         pass  # an --out that cannot be written fails now, not after training
     overrides = model_options or {}
     cls.check_config(overrides, "--model-option")
+    torch.manual_seed(seed)  # the initial weights: torch seeds its global generator at random in each process
     try:
         model = cls.for_dataset(data, **overrides)
     except TypeError as error:

@@ -46,6 +46,7 @@ def main() -> None:
     if args.resume:
         model = checkpoint.load(args.resume, kind, args.model)
     else:
+        torch.manual_seed(args.seed)  # the initial weights, as arpro train seeds them
         model = plugins.get(kind, args.model).for_dataset(dataset, **dict(o.split("=", 1) for o in args.model_option))
     options = {} if args.lr is None else {"lr": args.lr}
     steps = args.steps or model.config["train_steps"]

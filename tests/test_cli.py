@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import run_cli
 
 from arpro import checkpoint, plugins
@@ -196,6 +197,27 @@ def test_train_and_reuse_a_checkpoint(tmp_path):
     assert checkpoint.read_header(ckpt)["name"] == "gaussian"
     proc = run_cli("repair", "--detector", "gaussian", "--detector-checkpoint", str(ckpt), "--out", str(tmp_path / "o"), *FAST)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_training_gives_the_same_weights_for_the_same_seed(tmp_path):
+    """torch seeds its global generator at random in every process, and models draw their initial
+    weights from it: training seeds it first, so the state of the process does not matter."""
+    from arpro.checkpoint import obtain_model
+    from arpro.training import train_and_save
+
+    trained = []
+    for i, state in enumerate((1, 2)):
+        torch.manual_seed(state)  # another process's random start
+        train_and_save("repairer", "mlp-ddpm", tmp_path / f"{i}.safetensors", holdout=0.0,
+                       model_options={"train_steps": 2, "width": 32, "depth": 1})
+        trained.append((tmp_path / f"{i}.safetensors").read_bytes())
+    assert trained[0] == trained[1]
+    data = plugins.get("dataset", "process")(train_steps=300, validation_steps=100, test_steps=100, window=16, fit_steps=2)
+    weights = []
+    for state in (1, 2):  # no bundled checkpoint for these options: trained now
+        torch.manual_seed(state)
+        weights.append(obtain_model("detector", "gpt2", data, progress=False).state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 @pytest.mark.parametrize("args, expected", [

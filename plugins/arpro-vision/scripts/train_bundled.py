@@ -48,6 +48,7 @@ def main() -> None:
     out = args.out or CHECKPOINTS / f"{args.model}-{stem}-64.safetensors"
     kind = "repairer" if args.model == "ddpm" else "detector"
     cls = arpro.get(kind, args.model)
+    torch.manual_seed(0)  # the initial weights, as arpro train seeds them (torch's own start-up seed is random)
     model = cls.for_dataset(dataset, **({"block_out_channels": args.channels} if args.channels else {}))
     if args.lr is not None:
         model.config["lr"] = args.lr
