@@ -297,6 +297,24 @@ def test_ts_csv_finds_the_label_and_excludes_columns(tmp_path):
         dataset("ts-csv", path, exclude_columns="nosuch", window=16).train()
 
 
+def test_ts_csv_never_takes_an_annotation_of_the_labels_for_a_feature(tmp_path, capsys):
+    """SKAB's files carry "changepoint" (1 where an anomaly starts) beside "anomaly": a detector
+    given it as a feature would read the answer, so it is left out, with a note."""
+    n = 200
+    values = _signals(n, 2, 0)
+    labels = np.zeros(n, dtype=int)
+    labels[150:160] = 1
+    starts = np.zeros(n, dtype=int)
+    starts[150] = 1
+    path = write_series(tmp_path / "series.csv", ";", datetime=range(n), a=values[:, 0], b=values[:, 1],
+                        anomaly=labels, changepoint=starts)
+    ds = dataset("ts-csv", path, window=16, stride=4)
+    assert ds.columns == ["a", "b"]
+    assert int(ds.test().labels.sum()) > 0  # "anomaly" is the label, not "changepoint"
+    assert "'changepoint' annotates the labels" in capsys.readouterr().err
+    assert ds.read_input(path).x.shape[-1] == 2  # a user's file may carry it too
+
+
 def test_ts_csv_warns_when_test_data_lies_far_outside_training(tmp_path, capsys):
     n = 200
     values = _signals(n, 2, 0)

@@ -14,6 +14,9 @@ from arpro import ArproError
 TIME_NAMES = {"time", "timestamp", "datetime", "date_time", "date time"}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 LABEL_NAMES = {"label", "labels", "attack", "normal/attack", "anomaly", "is_anomaly"}
+# annotations derived from the labels (SKAB's "changepoint" marks where each anomaly starts): never
+# features, since a detector given one reads the answer, and never taken for the label itself
+ANNOTATION_NAMES = {"changepoint", "change_point", "changepoints"}
 
 
 def is_time_column(name: str) -> bool:
@@ -23,6 +26,10 @@ def is_time_column(name: str) -> bool:
 def is_label_column(name: str) -> bool:
     n = str(name).replace(" ", "").lower()
     return n in LABEL_NAMES or n.startswith("attack")
+
+
+def is_annotation_column(name: str) -> bool:
+    return str(name).replace(" ", "").lower() in ANNOTATION_NAMES
 
 
 def _head(path: Path, lines: int = 12) -> list[str]:

@@ -195,7 +195,12 @@ class TimeSeriesCsv(TimeSeriesDataset):
         missing = [c for c in excluded if c not in frame.columns]
         if missing:
             raise ArproError(f"{path}: exclude_columns names {missing[0]!r}, which is not a column of the file")
-        columns = [c for c in frame.columns if c not in (time_col, label_col, *excluded)]
+        annotations = [c for c in frame.columns if csvio.is_annotation_column(c) and c not in (label_col, *excluded)]
+        if annotations and not getattr(self, "_annotations_noted", False):
+            self._annotations_noted = True
+            print(f"note: ts-csv: {', '.join(map(repr, annotations))} annotates the labels; it is not used as a feature",
+                  file=sys.stderr)
+        columns = [c for c in frame.columns if c not in (time_col, label_col, *excluded, *annotations)]
         values = csvio.numeric(frame, columns, path, fill_nan=o.get("fill_nan", "error"))
         times = frame[time_col].astype(str).tolist() if time_col else None
         return columns, Rows(values, labels.astype(np.int64), times), labelled
