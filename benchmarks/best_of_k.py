@@ -23,7 +23,6 @@ import cProfile
 import os
 import pstats
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from arpro import api, best_of, engine
 from arpro.calibration import calibration_ids
 from arpro.settings import parse_weights
 from machine import describe
+from startup import wall_seconds
 
 
 def load_average() -> str:
@@ -80,11 +80,9 @@ def time_command(args: argparse.Namespace, count: int) -> None:
     with tempfile.TemporaryDirectory() as out:
         for _ in range(args.repeats):
             for k in walls:
-                command = [executable, "repair", "--detector", args.detector, "--count", str(count),
-                           "--samples", str(k), "--arms", args.arms, "--out", out, "--overwrite", "--quiet"]
-                started = time.perf_counter()
-                subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-                walls[k].append(time.perf_counter() - started)
+                walls[k].append(wall_seconds([executable, "repair", "--detector", args.detector, "--count", str(count),
+                                              "--samples", str(k), "--arms", args.arms, "--out", out, "--overwrite",
+                                              "--quiet"]))
     ratios = [many / one for one, many in zip(walls[1], walls[args.samples])]
     print(f"arpro repair --count {count} --arms {args.arms}, whole command: K=1 median {statistics.median(walls[1]):.2f} s, "
           f"K={args.samples} median {statistics.median(walls[args.samples]):.2f} s, ratio median "

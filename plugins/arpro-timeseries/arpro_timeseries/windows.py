@@ -230,7 +230,8 @@ class TimeSeriesDataset(arpro.Dataset):
         present) -> non-overlapping windows, the last one aligned to the file's end."""
         path = Path(path)
         frame = csvio.read_csv(path, delimiter=self.options.get("delimiter"))
-        ignore = {c for c in frame.columns if csvio.is_time_column(c) or csvio.is_label_column(c) or csvio.is_annotation_column(c)}
+        ignore = {c for c in frame.columns
+                  if csvio.is_time_column(c) or csvio.is_label_column(c) or csvio.is_annotation_column(c)}
         ignore |= {self.options.get("time_column"), self.options.get("label_column"), *self.excluded_columns()} - {None}
         csvio.check_feature_columns(frame, self.columns, ignore, path, self.name)
         values = csvio.numeric(frame, self.columns, path, fill_nan=self.options.get("fill_nan", "error"))
