@@ -7,7 +7,6 @@ A constraint (``guides = False``) tells the engine which input elements are froz
   keeps them equal to ``x_bad`` (eq. 6), and after ``--infill-stop`` they stay in-filled;
 - bounds project the scheduler's x̂0 at every step and clamp the final repair, in every arm;
   elements of ``x_bad`` outside them join omega, since keeping them would break the bounds.
-
 Each reports a metric that is exactly 0 when it holds. See docs/concepts.md.
 """
 

@@ -22,10 +22,10 @@ Hard constraints (arpro/constraints.py) enter as ``frozen`` input elements, in-f
 ``x_bad`` at every step of an in-filling arm (after ``infill_stop`` too), and as ``bounds``:
 each step's x̂0 is clamped to them (the network output is rebuilt to predict the clamped x̂0,
 so the scheduler's x_{t-1} follows from it) and so is the final repair.
-The baselines are this same loop with ``lambda = 0`` (no guidance) and/or without (6). The arms
-run as one batch: each row carries its own flags for (5)–(6) and for the guidance term, whose
-loss and gradient are computed on the guided rows alone, and the denoiser sees each arm's rows
-as a call of their own, so each arm's repair is bit-identical to running that arm alone.
+The baselines are this same loop with ``lambda = 0`` (no guidance) and/or without (6). The arms run
+as one batch: each row has its own flags for (5)–(6) and guidance (loss and gradient on guided rows
+only). BLAS picks kernels by batch size, so every denoiser call has one size, an arm's rows or
+``repairer.min_batch`` if more (padded: small arms share a call), and each arm is bit-identical alone.
 """
 
 from __future__ import annotations
@@ -110,12 +110,10 @@ def guided_masked_diffusion(
 
     ``infill`` and ``guide`` may be per-row flags (``[B]`` bool) so that several arms run as one
     batch: (5)–(6) apply to the ``infill`` rows, and ``loss`` (over the ``guide`` rows only, all rows
-    when ``guide`` is None) to the guided ones. The repairer sees ``arm_rows`` rows per call (all at
-    once when None): BLAS picks its kernels by batch size (MKL rounds a row differently at 8 rows
-    than at 24), so each arm's rows are denoised as a batch of their own, as when it runs alone.
-    Randomness is drawn per sample from generators seeded by ``seeds``, one stream for the denoising
-    chain and one for the in-filling noise of eq. 5, so every arm (guided or not, in-filling or not)
-    starts from the same noise and a sample's noise does not depend on the batch it is in.
+    when ``guide`` is None) to the guided ones; ``arm_rows``, each arm's rows (default all), sets the
+    denoiser's call size. Randomness is drawn per sample from generators seeded by ``seeds``, one for
+    the denoising chain and one for eq. 5's in-filling noise, so every arm starts from the same noise
+    and a sample's noise does not depend on the batch it is in.
     ``frozen`` (``[B, *X]``, 1 = keep ``x_bad``) and ``bounds`` (low, high) are the hard constraints.
     """
     scheduler = repairer.make_scheduler(settings.scheduler)
@@ -130,7 +128,8 @@ def guided_masked_diffusion(
     omega_bar_f, frozen_f = 1 - omega_f, None if frozen is None else frozen[fill].bool()
     infill_from = settings.infill_stop * scheduler.config.num_train_timesteps
 
-    blocks = [slice(i, i + (arm_rows or len(x_bad))) for i in range(0, len(x_bad), arm_rows or len(x_bad))]
+    arm_rows = arm_rows or len(x_bad)
+    blocks = [slice(i, i + arm_rows) for i in range(0, len(x_bad), arm_rows)]
     eps = _per_sample_noise(x_bad.shape, chain)
     if settings.start == "noise":
         x_t = eps
@@ -140,9 +139,8 @@ def guided_masked_diffusion(
 
     with progress_bar(label, total=len(timesteps), enabled=progress) as advance:
         for i, t in enumerate(timesteps):
-            t_batch = t.expand(x_bad.shape[0])
             with torch.no_grad():
-                output = torch.cat([repairer(x_t[b], t_batch[b]) for b in blocks])
+                output = _denoise(repairer, x_t, t, max(arm_rows, repairer.min_batch))
             if bounds is not None:
                 output = _predicting_clamped_x0(output, x_t, alphas_cumprod[t], repairer.prediction_type, bounds)
             step = scheduler.step(output, t, x_t, generator=chain)
@@ -170,6 +168,13 @@ def guided_masked_diffusion(
                 x_t = x_hat
             advance()
     return x_t.detach() if bounds is None else x_t.detach().clamp(*bounds)
+
+
+def _denoise(repairer: Repairer, x_t: Tensor, t: Tensor, rows: int) -> Tensor:
+    """The repairer's output in calls of exactly ``rows`` rows, the last one zero-padded."""
+    x = torch.cat([x_t, x_t.new_zeros(pad, *x_t.shape[1:])]) if (pad := -len(x_t) % rows) else x_t
+    t = t.expand(rows)
+    return torch.cat([repairer(x[i:i + rows], t) for i in range(0, len(x), rows)])[:len(x_t)]
 
 
 def _predicting_clamped_x0(output: Tensor, x_t: Tensor, alpha_cumprod: Tensor, prediction_type: str,

@@ -1,21 +1,18 @@
 """Does a repairer in-fill well? Its unguided in-fill, through arpro's own loop, against a naive fill.
 
-A repair regenerates the masked region ω of an input from its surroundings. A repairer
-that does that worse than filling ω with the training mean (or, along time, by linear
-interpolation) makes every explanation built on it worse than no model at all; this
-module measures it on held-out normal samples, with masks of the shapes repairs use:
+A repair regenerates the masked region ω of an input from its surroundings. A repairer that
+does that worse than filling ω with the training mean (or, along time, by linear interpolation)
+makes every explanation built on it worse than no model at all; this module measures it on
+held-out normal samples, with masks of the shapes repairs use: rows ``[D]``, a random quarter of
+the features; series ``[T, D]``, a block of a fifth of the time steps (all features) and a random
+quarter of the features (all time steps); images ``[C, H, W]``, a square of a quarter of the side.
 
-- rows ``[D]``: a random quarter of the features;
-- series ``[T, D]``: a block of a fifth of the time steps (all features), and a random
-  quarter of the features (all time steps);
-- images ``[C, H, W]``: a square of a quarter of the side (all channels).
-
-The figure is the mean squared in-fill error over the masked elements, in the model's
-space, of the repairer and of the naive fill: the training mean, which is also where a
-repair's in-fill starts (``Repairer.prefill``). ``ratio`` is the repairer's error over the
-naive fill's, the worst over the masks; the repairer beats the naive fill when ``ratio < 1``.
-For time blocks, linear interpolation between the block's neighbours is reported beside
-them: on smooth signals it is a harder bar, which a good repairer roughly matches.
+The figure is the mean squared in-fill error over the masked elements, in the model's space, of
+the repairer and of the naive fill: the training mean, which is also where a repair's in-fill
+starts (``Repairer.prefill``). ``ratio`` is the repairer's error over the naive fill's, the worst
+over the masks; the repairer beats the naive fill when ``ratio < 1``. For time blocks, linear
+interpolation between the block's neighbours is reported beside them: on smooth signals it is a
+harder bar, which a good repairer roughly matches.
 """
 
 from __future__ import annotations

@@ -164,10 +164,9 @@ class Model(nn.Module):
 class Detector(Model):
     """An anomaly detector with a linear decomposition ``s(x) = sum(alpha(x)) + beta(x)``.
 
-    Subclasses implement :meth:`decompose` and :meth:`fit`; ``fit`` must end by calling
-    :meth:`calibrate` on the normal training data so that the feature thresholds ``tau``
-    (paper: the per-feature 90% quantile of training feature scores) and the training
-    score statistics are stored with the model.
+    Subclasses implement :meth:`decompose` and :meth:`fit`, which ends by calling :meth:`calibrate`
+    on the normal training data: it stores the feature thresholds ``tau`` (paper: the per-feature
+    90% quantile of training feature scores) and the training score statistics with the model.
     """
 
     threshold_quantile: ClassVar[float] = 0.9
@@ -247,15 +246,15 @@ class Detector(Model):
 class Repairer(Model):
     """A diffusion model trained on normal samples, driven step by step by the engine.
 
-    The engine owns the loop (eqs. 4–7); the repairer gives it the network output for
-    one step and the diffusers scheduler that turns that output into ``x_{t-1}``.
-    ``prediction_type`` follows diffusers: ``"epsilon"`` (the noise) or ``"sample"``
-    (``x0`` directly, as Diffusion-TS does). The noise schedule is read from the config
-    keys ``num_train_timesteps`` and ``beta_schedule`` (default 1000, ``"linear"``), and
-    ``beta_start`` and ``beta_end`` where the config has them (default diffusers').
+    The engine owns the loop (eqs. 4–7); the repairer gives it the network output for one step
+    and the diffusers scheduler that turns that output into ``x_{t-1}``. ``prediction_type``
+    follows diffusers: ``"epsilon"`` (the noise) or ``"sample"`` (``x0``, as Diffusion-TS). The
+    noise schedule is read from the config keys ``num_train_timesteps`` and ``beta_schedule``
+    (default 1000, ``"linear"``), ``beta_start`` and ``beta_end`` (default diffusers').
     """
 
     prediction_type: ClassVar[str] = "epsilon"
+    min_batch: ClassVar[int] = 1  # calls of fewer rows are padded to it (engine.py): where a call costs as much anyway
 
     def __init__(self) -> None:
         super().__init__()

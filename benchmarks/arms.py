@@ -5,11 +5,11 @@
 For each detector, on the inputs `arpro repair --detector NAME` takes by default (8 anomalous
 test samples, default settings, bundled checkpoints), it times the repair call (models loaded,
 start-up excluded: it is the same for every arm set) of: the guided arm alone; all three arms
-stacked in one batch, as arpro runs them (each arm's rows denoised as a call of their own, so that
-each arm is bit-identical to running it alone); the same with one denoiser call for all rows (what
-stacking would cost if bit-identity were given up: MKL then rounds small batches differently); and
-the three arms one after another (each alone, summed: what the stacking replaced). It then prints
-how far one denoiser call's repairs are from each arm alone, and for which batch sizes M a
+stacked in one batch, as arpro runs them (denoiser calls of one size, an arm's rows or the
+repairer's ``min_batch`` if more, so that each arm is bit-identical to running it alone); the same
+with the engine told that all rows are one arm (one denoiser call of all rows, padded to
+``min_batch``); and the three arms one after another (each alone, summed: what the stacking
+replaced). It then prints how far the one-call repairs are from each arm alone, and for which batch sizes M a
 256-wide `nn.Linear` gives row results at M rows that differ from the same rows among 3M (run it
 with MKL_CBWR=AUTO,STRICT to see MKL's reproducible mode). Repetitions are interleaved, their order alternating, and medians are reported with
 the ratios to the guided arm alone (bar: all arms <= 1.3x).

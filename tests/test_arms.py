@@ -100,3 +100,16 @@ def test_cli_repair_runs_the_guided_arm_by_default_and_the_arms_asked_for(tmp_pa
     assert "seconds (one batch)" in " ".join(both.stdout.split())  # rich may wrap the label
     bad = run_cli(*common, "--arms", "guided,best", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and not (tmp_path / "bad").exists()
+
+def test_small_arms_share_one_padded_denoiser_call(gaussian, wide_repairer, table, monkeypatch):
+    """The MLP repairer's min_batch (32) packs three arms of 8 rows into one call per step, every call of 32 rows."""
+    calls: list[int] = []
+    forward = type(wide_repairer).forward
+    monkeypatch.setattr(type(wide_repairer), "forward", lambda self, x_t, t: calls.append(len(x_t)) or forward(self, x_t, t))
+    x = table.test().anomalous().x[:8]
+    arpro.repair(x, gaussian, wide_repairer, settings=arpro.RepairSettings(steps=5, start="noise"), seed=5, progress=False)
+    assert calls == [32] * 5  # three arms of 8 rows, one call per step
+    calls.clear()
+    arpro.repair(table.test().anomalous().x[:40], gaussian, wide_repairer, settings=arpro.RepairSettings(steps=5, start="noise"),
+                 arms=("infill", "guided"), seed=5, progress=False)
+    assert calls == [40, 40] * 5  # arms of more rows than min_batch: a call per arm, unpadded

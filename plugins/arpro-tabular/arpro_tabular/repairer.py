@@ -27,6 +27,9 @@ class MlpDDPM(arpro.Repairer):
     name = "mlp-ddpm"
     domain = "tabular"
     is_default = True
+    # one 256-wide forward: 0.91 ms at 8 rows, 1.10 at 32, 1.42 at 64 (one thread): padding calls to 32 rows
+    # lets `repair --arms` denoise three arms of 8 rows in one call, each still bit-identical to running alone
+    min_batch = 32
 
     def __init__(self, input_shape: list[int], width: int = 256, depth: int = 3, train_steps: int = 4000, batch_size:
                  int = 128, lr: float = 1e-3, num_train_timesteps: int = 1000, beta_schedule: str = "linear") -> None:
