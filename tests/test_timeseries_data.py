@@ -361,6 +361,29 @@ def test_ts_csv_folder_splits_each_file_and_no_window_straddles_two(tmp_path):
     assert int(ds.train().labels.sum()) == 0
 
 
+def test_ts_csv_reads_subfolders_of_experiments_as_skab_lays_them_out(tmp_path):
+    """SKAB: anomaly-free/anomaly-free.csv (no label column) beside valve1/0.csv, valve2/0.csv, ... :
+    a folder without CSV files of its own is read through its subfolders, and the ids name them."""
+    root = tmp_path / "skab"
+    root.mkdir()
+    write_experiments(root / "valve1", count=2)
+    (root / "valve1" / "normal.csv").rename(tmp_path / "normal.csv")
+    write_experiments(root / "valve2", count=1)
+    (root / "valve2" / "normal.csv").unlink()
+    (root / "anomaly-free").mkdir()
+    (tmp_path / "normal.csv").rename(root / "anomaly-free" / "anomaly-free.csv")
+    ds = dataset("ts-csv", root, window=8, stride=4, test_stride=4)
+    rows = ds._data["rows"]
+    assert len(rows["train"]) + len(rows["validation"]) == 60  # the normal recording alone trains
+    assert len(rows["test"]) == 3 * 60 and rows["test"].starts == [0, 60, 120]  # every labelled file tests
+    names = sorted({i.split("@")[1].rsplit(":", 1)[0] for i in ds.test().ids})
+    assert names == ["valve1/run0", "valve1/run1", "valve2/run0"]  # run0 twice, told apart by its folder
+    assert len(ds.test()) == 3 * 14  # 14 windows per 60-row file: none straddles two files
+    with pytest.raises(ArproError, match="no CSV files in this folder or its subfolders"):
+        (tmp_path / "empty" / "sub").mkdir(parents=True)
+        dataset("ts-csv", tmp_path / "empty", window=8).train()
+
+
 def test_ts_csv_folder_train_fraction_and_refusals(tmp_path):
     root = write_experiments(tmp_path / "runs")
     ds = dataset("ts-csv", root, train_fraction=0.25, window=8, stride=4)

@@ -158,9 +158,19 @@ class HAI(_PublishedLayout):
         return columns, Rows(values, labels, times)
 
 
+def _csv_files(paths) -> list[Path]:
+    return sorted(p for p in paths if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz")))
+
+
+def _experiment_name(path: Path, root: Path) -> str:
+    """The file's path under the folder without its .csv/.csv.gz: ``run07``, or ``valve1/0`` in a subfolder."""
+    name = path.relative_to(root).as_posix()
+    return name[: -len(".csv.gz")] if name.lower().endswith(".csv.gz") else name[: -len(".csv")]
+
+
 class TimeSeriesCsv(TimeSeriesDataset):
     """Any time-series CSV (--data-root FILE.csv, a folder with train.csv and test.csv, or a folder
-    of experiment CSVs).
+    of experiment CSVs, or of subfolders of them when it holds no CSV itself).
 
     Options: ``delimiter`` (sniffed from , ; tab), ``time_column`` (``time``/``timestamp``
     found automatically), ``label_column`` (found by its usual names: ``label``, ``anomaly``,
@@ -226,9 +236,10 @@ class TimeSeriesCsv(TimeSeriesDataset):
         for path in files:
             cols, rows, labelled = self._read(path, label_required=False)
             if columns is not None and cols != columns:
-                raise ArproError(f"{path}: its feature columns {cols[:5]} differ from those of {files[0].name} {columns[:5]}")
+                first = _experiment_name(files[0], self.root)
+                raise ArproError(f"{path}: its feature columns {cols[:5]} differ from those of {first} {columns[:5]}")
             columns = cols
-            rows.times = [f"{path.stem}:{t}" for t in rows.times]  # ids name the experiment
+            rows.times = [f"{_experiment_name(path, self.root)}:{t}" for t in rows.times]  # ids name the experiment
             cut = self._head_rows(len(rows)) if labelled else len(rows)
             if labelled and rows.labels[:cut].any():
                 print(f"warning: {path}: {int(rows.labels[:cut].sum())} anomalous rows in its first {cut} (training) "
@@ -256,9 +267,9 @@ class TimeSeriesCsv(TimeSeriesDataset):
                 if test_columns != columns:
                     raise ArproError(f"{self.root}: test.csv has columns {test_columns}, train.csv has {columns}")
                 return _split_train(columns, train, test)
-            files = sorted(p for p in self.root.iterdir() if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz")))
+            files = _csv_files(self.root.iterdir()) or _csv_files(self.root.rglob("*"))  # SKAB: anomaly-free/, valve1/, ...
             if not files:
-                raise ArproError(f"{self.root}: no CSV files in this folder")
+                raise ArproError(f"{self.root}: no CSV files in this folder or its subfolders")
             return self._load_experiments(files)
         if "train_rows" in self.options:
             raise ArproError("ts-csv: train_rows applies to a folder of experiment files; a single file takes train_fraction")
