@@ -1,5 +1,5 @@
 """Figures in the layout of the paper's Figure 6: original, baseline and guided repair of
-chosen features, the anomalous span (omega) shaded."""
+chosen features, omega (the cells the repair may change) shaded, and each one's score."""
 
 from __future__ import annotations
 
@@ -65,7 +65,9 @@ def plot_repairs(result: arpro.RepairResult, columns: list[str], out_dir: Path, 
             ax.set_xlabel("time step", fontsize=8)
             ax.tick_params(labelsize=7)
         axes[0, 0].legend(fontsize=7, loc="best")
-        fig.suptitle(f"{result.ids[i]}: s(x_bad) = {float(result.score_bad[i]):.2f}; anomalous span (omega) shaded", fontsize=9)
+        scores = f"s(x_bad) = {float(result.score_bad[i]):.2f}" + "".join(
+            f", {arm} s(x_fix) = {float(result.arms[arm].score[i]):.2f}" for arm in arms if arm in result.arms)
+        fig.suptitle(f"{result.ids[i]}: {scores}; shaded: omega, the cells the repair may change", fontsize=9)
         fig.tight_layout()
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(result.ids[i]))
         path = Path(out_dir) / f"repair-{i:02d}-{safe}.png"
