@@ -27,7 +27,9 @@ def plot_rows(result: arpro.RepairResult, columns: list[str], path: Path) -> Pat
         for arm_name, arm in result.arms.items():
             ax.plot(positions, arm.x_fix[i].numpy(), ".--", color=COLOURS.get(arm_name), label=arm_name, lw=1)
         ax.set_ylabel("z-score")
-        ax.set_title(f"{result.ids[i]}  (omega shaded, s(x_bad) = {float(result.score_bad[i]):.1f})", fontsize=9)
+        scores = "".join(f", {name} {float(arm.score[i]):.1f}" for name, arm in result.arms.items())
+        ax.set_title(f"{result.ids[i]}  (omega shaded; s(x_bad) = {float(result.score_bad[i]):.1f}, s(x_fix): {scores[2:]})",
+                     fontsize=9)
     axes[0, 0].legend(loc="upper right", fontsize=8, ncol=4)
     axes[-1, 0].set_xticks(list(positions), columns, rotation=90, fontsize=7)
     fig.tight_layout()
