@@ -35,13 +35,11 @@ def conformal_threshold(normal_scores: torch.Tensor, confidence: float = 0.95) -
 
 
 def summarize(records: list[dict], timings: list[dict], properties: list[dict]) -> dict:
-    """Per category: mean ± std and median of each metric per arm, how often each property
-    holds, TNR, all-hold rate, median seconds, how many inputs scored below the TNR threshold
-    before any repair; a warning when too many guided repairs fail P1; and Delta, the median over categories of the
-    percentage improvement of guided over the baseline.
-
-    ``properties``: ``{"name", "metric", "label"}`` of each property reported in the run.
-    """
+    """Per category: mean ± std and median of each metric per arm, how often each property holds, TNR,
+    all-hold rate, median seconds, how many inputs scored below the TNR threshold before any repair;
+    warnings when too many guided repairs fail P1 or inputs score normal already; and Delta, the median
+    over categories of the percentage improvement of guided over the baseline. ``properties``:
+    ``{"name", "metric", "label"}`` of each property reported in the run."""
     seconds: dict[tuple[str, str], list[float]] = {}
     for t in timings:
         for arm in ARMS:
@@ -84,10 +82,12 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
             if base != 0:
                 gains.append(100.0 * (base - guided) / abs(base))
         delta[metric] = statistics.median(gains) if gains else None
-    warning = p1_warning([r["guided"]["holds"]["p1"] for r in records  # non-finite repairs are failures, not this
-                          if "p1" in r.get("guided", {}).get("holds", {}) and not r["guided"].get("failed")])
-    return {"categories": table, "delta": delta, "arms": arms, "properties": properties,
-            "warnings": [warning] if warning else []}
+    warnings = [p1_warning([r["guided"]["holds"]["p1"] for r in records  # non-finite repairs are failures, not this
+                            if "p1" in r.get("guided", {}).get("holds", {}) and not r["guided"].get("failed")])]
+    if 2 * sum(below := [r["input_non_anomalous"] for r in records if "input_non_anomalous" in r]) > len(below):
+        warnings.append(f"{sum(below)} of {len(below)} anomalous inputs already score below the TNR threshold before any "
+                        "repair: the detector hardly tells them from normal ones, so TNR says little; run `arpro check`")
+    return {"categories": table, "delta": delta, "arms": arms, "properties": properties, "warnings": [w for w in warnings if w]}
 
 
 def all_hold_label(summary: dict) -> str:

@@ -136,6 +136,10 @@ def test_evaluate_tables_count_inputs_already_below_threshold_and_warn_on_p1():
     assert summary["categories"]["c"]["inputs_non_anomalous"] == 1
     assert "1 of 3" in markdown_tables(summary)
     assert len(summary["warnings"]) == 1 and "2 of 3 inputs" in markdown_tables(summary)
+    mostly_below = summarize([record(True, True), record(True, True), record(False, True)], [],
+                             [{"name": "p1", "metric": "Ms", "label": "Ms"}])  # 2 of 3 already below: TNR says little
+    assert mostly_below["warnings"] == ["2 of 3 anomalous inputs already score below the TNR threshold before any repair: "
+                                        "the detector hardly tells them from normal ones, so TNR says little; run `arpro check`"]
 
 
 def test_train_repairer_cli_validates_only_repairers():
