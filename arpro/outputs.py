@@ -4,7 +4,7 @@ Everything is written first to a staging path beside its target, ``.NAME.partial
 that the writing process holds an exclusive ``flock`` on, then moved into place. A run
 killed with SIGKILL leaves its staging behind, unlocked; the next write of the same target
 removes every unlocked leftover, so only a live run's staging is ever kept. Missing parent
-folders are created, with a note on stderr.
+folders are created, with a note on stderr once the write succeeded; a write that fails removes them.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ def staging(target: Path, *, directory: bool) -> Iterator[Path]:
     """A locked staging folder or file beside ``target``; it is removed afterwards unless the
     caller moved it (or its contents) into place."""
     target = Path(target).absolute()
+    created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]  # deepest first
     try:
-        if not target.parent.is_dir():
+        if created:
             target.parent.mkdir(parents=True)
-            print(f"note: created folder {target.parent}", file=sys.stderr)
         clear_stale_staging(target)
         prefix = f".{target.name}{PARTIAL}"
         if directory:
@@ -73,12 +73,17 @@ def staging(target: Path, *, directory: bool) -> Iterator[Path]:
         raise ArproError(f"cannot write to {target}: {error.strerror or error}") from None
     try:
         yield path
+        if created:  # only now: an error leaves no note, nor the folders made for it (below)
+            print(f"note: created folder {target.parent}", file=sys.stderr)
+        created = []
     finally:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
         os.close(lock)
+        for folder in (f for f in created if not any(f.iterdir())):  # deepest first: each emptied by the one before
+            folder.rmdir()
 
 
 @contextmanager

@@ -203,8 +203,6 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
         raise ArproError(f"--out {out} is a folder; give the checkpoint file to write, e.g. {out / (name + '.safetensors')}")
     if out.exists() and not overwrite:
         raise ArproError(f"{out} already exists; pass --overwrite to replace it")
-    with staging(out, directory=folder):
-        pass  # an --out that cannot be written fails now, not after training
     overrides = model_options or {}
     cls.check_config(overrides, "--model-option")
     torch.manual_seed(seed)  # the initial weights: torch seeds its global generator at random in each process
@@ -212,6 +210,8 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
         model = cls.for_dataset(data, **overrides)
     except TypeError as error:
         raise ArproError(f"{kind} {name!r} does not take --model-option {', '.join(overrides)}: {error}") from None
+    with staging(out, directory=folder):  # after the checks of the options, so that a bad one creates no folder
+        pass  # an --out that cannot be written fails now, not after training
     train, held_out = infill_quality.split(data, holdout) if kind == "repairer" else (data.train().x, None)
     distributed = devices * num_nodes > 1
     fabric = launch_fabric(devices, strategy, num_nodes, device=device, precision=precision) \

@@ -70,8 +70,9 @@ def test_core_size():
     # an afternoon's reading: hardening, certification (best-of-K, Learn-then-Test), configurable
     # properties, the hard constraints (arpro/constraints.py), the trust checks (arpro check, the
     # repairer's in-fill validation: check.py, checked.py, infill_quality.py), devices and precision
-    # (devices.py), folder checkpoints, the thread policy (threads.py) and the stacked arms included
-    assert sum(lengths.values()) <= 4759
+    # (devices.py), folder checkpoints, the thread policy (threads.py), the stacked arms and a failed run's
+    # removal of the --out folders it created (outputs.py) included
+    assert sum(lengths.values()) <= 4764
 
 
 def test_public_api_exports_resolve():

@@ -204,6 +204,11 @@ CASES = [
     ("check limit 0", ["check", "--detector", "gaussian", "--limit", "0"], "--limit"),
     ("check without anomalous test rows", ["check", "--detector", "gaussian", "--dataset", "csv", "--data-root",
                                            "{bad}/rows.csv"], "labelled test split"),
+    # an --out in folders that do not exist yet: they are not left behind, and no "created folder" note is printed
+    ("repair into new folders, missing input", ["repair", "--detector", "gaussian", "--quiet", "--out", "new/deeper/out",
+                                                "--input", "nope.csv"], "nope.csv"),
+    ("train into new folders, unknown model option", [*TRAIN, "--out", "new/deeper/m.safetensors", "--model-option",
+                                                      "bogus=1"], "bogus"),
     ("train repairer holdout too large", [*TRAIN_REPAIRER, "--out", "m.safetensors", "--holdout", "0.9"], "--holdout"),
     ("report malformed summary", ["report", "{bad}/bad_summary", "--out", "page.html"], "summary.json"),
     ("report missing folder", ["report", "{bad}/nowhere"], "nowhere"),
