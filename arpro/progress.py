@@ -34,14 +34,8 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
 
 @contextmanager
 def _live_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-    ]
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(description, total=total, info="")
 

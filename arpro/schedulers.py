@@ -14,13 +14,8 @@ SCHEDULERS = ("ddpm", "ddim")
 def make_scheduler(kind: str, *, num_train_timesteps: int, beta_schedule: str, prediction_type: str, **betas: float):
     """A diffusers scheduler of ``kind`` ("ddpm" or "ddim") with the given training schedule
     (``betas``: ``beta_start``, ``beta_end``, default diffusers')."""
-    options = dict(
-        num_train_timesteps=num_train_timesteps,
-        beta_schedule=beta_schedule,
-        prediction_type=prediction_type,
-        clip_sample=False,
-        **betas,
-    )
+    options = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type,
+                   clip_sample=False, **betas)
     if kind == "ddpm":
         from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 

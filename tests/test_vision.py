@@ -346,6 +346,16 @@ def test_folder_dataset_holds_out_normals(tmp_path):
         plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=0).train()
 
 
+def test_model_options_are_never_silently_ignored_for_a_bundled_checkpoint():
+    """`--option fastflow_backbone_weights=...` on the embedded default: no shipped model was built with it."""
+    textures = plugins.get("dataset", "textures")
+    plain, asked = textures(root=None, category=None), textures(root=None, category=None, fastflow_backbone_weights="r.pth")
+    assert plugins.get("detector", "fastflow").bundled_checkpoint(plain) is not None
+    assert plugins.get("detector", "fastflow").bundled_checkpoint(asked) is None  # trained with the weights instead
+    assert plugins.get("detector", "efficientad").bundled_checkpoint(asked) is not None  # not its option
+    assert plugins.get("repairer", "ddpm").bundled_checkpoint(textures(root=None, category=None, train_steps=5)) is None
+
+
 def test_bundled_demo_path(tmp_path):
     """The `arpro repair --detector fastflow|efficientad` path with no input: embedded default + bundled checkpoints."""
     reg = plugins.registry()

@@ -49,4 +49,6 @@ class ShippedModel:
 
     @classmethod
     def bundled_checkpoint(cls, dataset) -> Path | None:
-        return bundled(cls.name, dataset)
+        """None where the dataset's options set this model's own (``<name>_*``, ``train_steps``, ...): the
+        shipped model was not built with them, so it is trained with them instead of silently kept."""
+        return None if model_options(dataset, f"{cls.name}_") else bundled(cls.name, dataset)
