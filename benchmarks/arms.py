@@ -11,7 +11,8 @@ with the engine told that all rows are one arm (one denoiser call of all rows, p
 ``min_batch``); and the three arms one after another (each alone, summed: what the stacking
 replaced). It then prints how far the one-call repairs are from each arm alone, and for which batch sizes M a
 256-wide `nn.Linear` gives row results at M rows that differ from the same rows among 3M (run it
-with MKL_CBWR=AUTO,STRICT to see MKL's reproducible mode). Repetitions are interleaved, their order alternating, and medians are reported with
+with MKL_CBWR=AUTO,STRICT to see MKL's reproducible mode), and what one forward of the tables' MLP
+DDPM costs at 8 to 212 rows. Repetitions are interleaved, their order alternating, and medians are reported with
 the ratios to the guided arm alone (bar: all arms <= 1.3x).
 """
 
@@ -87,6 +88,25 @@ def main() -> None:
     with torch.no_grad():
         differ = [m for m in range(1, 64) if not torch.equal(linear(x[:m]), linear(torch.cat([x[:m]] * 3))[:m])]
     print(f"nn.Linear(256, 256), torch {torch.__version__}: rows at M differ from the same rows among 3M for M in {differ}")
+    print(f"the tables' MLP DDPM, one forward, ms at M rows (median of 200, after 20 warm-up calls): {mlp_forward_ms()}")
+
+
+def mlp_forward_ms(rows=(8, 16, 32, 64, 212)) -> dict[int, float]:
+    """What a denoiser call of the bundled MLP DDPM's shape costs by its rows: why it pads calls to ``min_batch``."""
+    repairer = arpro.get("repairer", "mlp-ddpm")(input_shape=[30]).eval()
+    times = {}
+    for m in rows:
+        x, t = torch.randn(m, 30), torch.full((m,), 500)
+        with torch.no_grad():
+            for _ in range(20):
+                repairer(x, t)
+            samples = []
+            for _ in range(200):
+                started = time.perf_counter()
+                repairer(x, t)
+                samples.append(time.perf_counter() - started)
+        times[m] = round(1e3 * statistics.median(samples), 2)
+    return times
 
 
 if __name__ == "__main__":
