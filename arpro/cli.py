@@ -174,7 +174,7 @@ def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile 
 @app.command()
 @with_run_options
 def evaluate(spec, out: Path, overwrite: bool, quiet: bool, categories: Categories = None, limit: Limit = None,
-             chunk_size: ChunkSize = 16, devices: Devices = 1, strategy: Strategy = "ddp", num_nodes: NumNodes = 1,
+             chunk_size: ChunkSize = None, devices: Devices = 1, strategy: Strategy = "ddp", num_nodes: NumNodes = 1,
              keep_going: KeepGoing = False, calibration: Calibration = None) -> None:
     """Evaluate over a dataset: baseline vs in-filling vs guided, the paper's tables; resumable."""
     from arpro import evaluate as ev

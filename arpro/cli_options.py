@@ -14,7 +14,8 @@ InputFile = Annotated[Optional[Path], typer.Option("--input", help="Input file; 
 Count = Annotated[int, typer.Option("--count", help="Anomalous samples to repair when no --input is given.")]
 Categories = Annotated[Optional[list[str]], typer.Option("--category", help="Category (repeatable); default: all.")]
 Limit = Annotated[Optional[int], typer.Option("--limit", help="At most this many anomalous inputs per category.")]
-ChunkSize = Annotated[int, typer.Option("--chunk-size", help="Inputs repaired per batch (and per resume unit).")]
+ChunkSize = Annotated[Optional[int], typer.Option("--chunk-size", help="Inputs repaired per batch (and per resume unit); "
+                                                   "default: the dataset's, 64 rows or windows, 16 images.")]
 Category = Annotated[Optional[str], typer.Option("--category", help="Category to ablate on; default: the first.")]
 AblateLimit = Annotated[int, typer.Option("--limit", help="Anomalous inputs (the paper used 100).")]
 Figure = Annotated[bool, typer.Option("--figure", help="Also draw repair.png, the figure to read (matplotlib: "

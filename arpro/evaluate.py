@@ -281,7 +281,7 @@ def start_run_dir(out: Path, config: dict, resume: bool) -> None:
     write_atomic(out / "settings.json", json.dumps(config, indent=2) + "\n")
 
 
-def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | None = None, chunk_size: int = 16,
+def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | None = None, chunk_size: int | None = None,
         devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, overwrite: bool = False,
         calibration: dict | None = None, progress: bool = True) -> dict | None:
     """Evaluate ``spec`` over its dataset into ``out``, resuming a run with the same settings.
@@ -289,6 +289,9 @@ def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | No
 
     Returns the summary on rank 0 (``None`` on other ranks of a multi-process run).
     """
+    if chunk_size is None:
+        dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
+        chunk_size = type(dataset).evaluate_chunk
     if chunk_size < 1 or (limit is not None and limit < 1) or devices < 1 or num_nodes < 1:
         raise ArproError("--chunk-size, --limit, --devices and --num-nodes must be at least 1")
     config = {"arpro_version": __version__, **spec.to_dict(), "categories": list(categories), "limit": limit,

@@ -189,6 +189,7 @@ class Dataset(ABC):
     embedded: ClassVar[bool] = False  # True: needs no data on disk; the domain's default
     value_range: ClassVar[tuple[float, float] | None] = None  # every valid input value lies here (images: -1, 1)
     accepted_options: ClassVar[tuple[str, ...] | None] = None  # --option names (fnmatch patterns); None: any
+    evaluate_chunk: ClassVar[int] = 16  # evaluate's default --chunk-size; larger where a batch costs little more
 
     def __init__(self, root: Path | None = None, category: str | None = None, **options: Any) -> None:
         self.root = root

@@ -177,3 +177,14 @@ def test_one_seed_per_sample_matches_the_batch_it_came_from():
     picked = run.repair(x[[1, 3]], seed=[8, 10], progress=False)
     for arm in ("infill", "guided"):
         assert torch.equal(picked.arms[arm].x_fix, whole.arms[arm].x_fix[[1, 3]])
+
+
+def test_the_default_chunk_size_is_the_datasets(tmp_path):
+    """64 rows or windows per batch, where a batch of more costs little more; 16 images, where it does not."""
+    from arpro import plugins
+
+    out = tmp_path / "e"
+    proc = run_cli("evaluate", "--detector", "gaussian", "--limit", "3", "--steps", "4", "--quiet", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "settings.json").read_text())["chunk_size"] == 64
+    assert [plugins.get("dataset", name).evaluate_chunk for name in ("process", "csv", "textures")] == [64, 64, 16]
