@@ -67,7 +67,7 @@ def print_summary(summary: dict) -> None:
     """The paper's tables of tables.md (:func:`arpro.summary.paper_tables`), a row per quantity where wider than tall."""
     from arpro.summary import paper_tables
 
-    for (head, rows), title in zip(paper_tables(summary), ("mean ± std; lower is better", "verdicts, TNR, seconds")):
+    for (head, rows), title in zip(paper_tables(summary), ("mean ± std; lower is better", "verdicts, TNR, seconds", "by anomaly kind")):
         if len(head) > len(rows) + 1:
             head, *rows = [list(column) for column in zip(head, *rows)]
         table = Table(*head, title=title)

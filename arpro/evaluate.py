@@ -159,6 +159,8 @@ def run_chunk(job: Job, start: int, stop: int) -> tuple[list[dict], list[dict]]:
     for offset, record in enumerate(records):
         record.update(category=job.category, index=start + offset, chunk=start,
                       input_non_anomalous=record["score_bad"] < job.threshold)  # scored normal before any repair
+        if job.anomalous.kinds:  # the anomaly kind, where the dataset knows it: tables.md breaks TNR down by it
+            record["kind"] = job.anomalous.kinds[start + offset]
         timing = {"category": job.category, "index": start + offset}
         for arm_name, arm in result.arms.items():
             score = float(arm.score[offset])

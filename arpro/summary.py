@@ -87,7 +87,23 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
     if 2 * sum(below := [r["input_non_anomalous"] for r in records if "input_non_anomalous" in r]) > len(below):
         warnings.append(f"{sum(below)} of {len(below)} anomalous inputs already score below the TNR threshold before any "
                         "repair: the detector hardly tells them from normal ones, so TNR says little; run `arpro check`")
-    return {"categories": table, "delta": delta, "arms": arms, "properties": properties, "warnings": [w for w in warnings if w]}
+    return {"categories": table, "delta": delta, "arms": arms, "properties": properties, "by_kind": by_kind(records, arms),
+            "warnings": [w for w in warnings if w]}
+
+
+def by_kind(records: list[dict], arms: list[str]) -> dict:
+    """Per category and anomaly kind (where records name more than one kind): n, and per arm TNR, the
+    all-hold rate and how often P1 holds; it shows which kinds a repair cannot bring below the threshold."""
+    groups: dict[str, list[dict]] = {}
+    for record in sorted((r for r in records if "kind" in r), key=lambda r: (r["category"], r["kind"])):
+        groups.setdefault(f"{record['category']}/{record['kind']}", []).append(record)
+    if len({r["kind"] for r in records if "kind" in r}) < 2:
+        return {}
+    return {group: {"n": len(rows), **{arm: {"tnr": statistics.fmean(r[arm]["non_anomalous"] for r in rows),
+                                              "all_hold": statistics.fmean(r[arm]["all_hold"] for r in rows),
+                                              "p1": statistics.fmean(r[arm]["holds"].get("p1", math.nan) for r in rows)}
+                                        for arm in arms}}
+            for group, rows in groups.items()}
 
 
 def all_hold_label(summary: dict) -> str:
@@ -117,7 +133,12 @@ def paper_tables(summary: dict) -> list[tuple[list[str], list[list[str]]]]:
                  *[f"{entry[a][m]['holds']:.2f}" if m in entry[a] else "–" for m in metrics for a in arms],
                  f"{entry.get('inputs_non_anomalous', 0)} of {entry['n']}"]
                 for category, entry in summary["categories"].items()]
-    return [(head, rows), (verdict_head, verdicts)]
+    tables = [(head, rows), (verdict_head, verdicts)]
+    if kinds := summary.get("by_kind"):
+        kind_head = ["category/kind", "n", *[f"{a} {label}" for label in ("TNR", "all hold", "P1 holds") for a in arms]]
+        tables.append((kind_head, [[name, str(e["n"]), *[f"{e[a][key]:.2f}" for key in ("tnr", "all_hold", "p1") for a in arms]]
+                                   for name, e in kinds.items()]))
+    return tables
 
 
 def guarantee_text(summary: dict) -> str:

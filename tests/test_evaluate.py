@@ -188,3 +188,26 @@ def test_the_default_chunk_size_is_the_datasets(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "settings.json").read_text())["chunk_size"] == 64
     assert [plugins.get("dataset", name).evaluate_chunk for name in ("process", "csv", "textures")] == [64, 64, 16]
+
+
+def test_records_carry_the_anomaly_kind_and_tables_break_tnr_down_by_it():
+    """Where the dataset knows each input's kind, records name it and tables.md gets a row per kind."""
+    from arpro.evaluate import Job, run_chunk
+    from arpro.summary import markdown_tables
+
+    run = arpro.resolve(arpro.RunSpec(detector="gaussian", settings={"steps": 4}), progress=False)
+    anomalous = run.dataset.test().anomalous().subset(list(range(6)))
+    anomalous.kinds = ["spike", "bias", "spike", "bias", "bias", "spike"]
+    records, _ = run_chunk(Job("plant", run, anomalous, threshold=1e9, chunk_size=6), 0, 6)
+    assert [r["kind"] for r in records] == anomalous.kinds
+    records[1]["guided"]["non_anomalous"] = False  # one bias repair left above the threshold
+    props = [{"name": "p1", "metric": "Ms", "label": "Ms"}]
+    kinds = summarize(records, [], props)["by_kind"]
+    assert list(kinds) == ["plant/bias", "plant/spike"]
+    assert kinds["plant/bias"]["n"] == 3 and kinds["plant/bias"]["guided"]["tnr"] == pytest.approx(2 / 3)
+    assert kinds["plant/spike"]["guided"]["tnr"] == 1.0
+    table = markdown_tables(summarize(records, [], props))
+    assert "| plant/bias | 3 |" in table and "guided TNR" in table
+    for r in records:
+        r["kind"] = "spike"  # one kind: nothing to break down
+    assert summarize(records, [], props)["by_kind"] == {} and "category/kind" not in markdown_tables(summarize(records, [], props))
