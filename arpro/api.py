@@ -18,7 +18,7 @@ from arpro.models import Detector, Repairer
 from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
 from arpro.protocols import Dataset, Decomposition, Property, PropertyContext, TrainingStats
 from arpro.result import ArmResult, RepairResult
-from arpro.settings import ARMS, RepairSettings
+from arpro.settings import ARMS, MASK_RULES, RepairSettings
 
 P2_TOLERANCE_PER_ELEMENT = 0.01  # default delta2 = 0.01 · |omega_bar| (input elements outside omega)
 P4_TOLERANCE_OF_TRAIN_STD = 0.1  # default delta4 = 0.1 · std of the detector's training scores
@@ -29,6 +29,7 @@ def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, qu
 
     - ``"train"`` (paper): ``alpha_i(x_bad) >= tau_i``, tau the training quantile per feature;
     - ``"top"`` (reference code): alpha at or above the input's own ``quantile`` of alpha;
+    - ``"top-train"``: both, so that an input's top elements that score as normal ones do stay in omega_bar;
     - a tensor: a mask given on the input ``[B, *X]`` or on the features ``[B, *F]``.
     """
     alpha = bad.alpha.detach()
@@ -37,14 +38,16 @@ def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, qu
         if omega.shape != alpha.shape:
             raise ArproError(f"mask of shape {tuple(mask.shape[1:])} does not fit features {tuple(alpha.shape[1:])}")
         return (omega > 0.5).to(alpha.dtype)
+    if mask not in MASK_RULES:
+        raise ArproError(f"mask must be {', '.join(map(repr, MASK_RULES))} or a mask tensor, not {mask!r}")
+    if mask != "top" and not detector.is_calibrated:
+        raise ArproError(f"detector {detector.name!r} has no training thresholds; fit it first or use --mask top")
+    above_tau = alpha >= detector.tau.to(alpha.device) if mask != "top" else None
     if mask == "train":
-        if not detector.is_calibrated:
-            raise ArproError(f"detector {detector.name!r} has no training thresholds; fit it first or use --mask top")
-        return (alpha >= detector.tau.to(alpha.device)).to(alpha.dtype)
-    if mask == "top":
-        cut = torch.quantile(alpha.flatten(1).float(), quantile, dim=1).to(alpha.dtype)
-        return (alpha >= cut.view(-1, *[1] * (alpha.dim() - 1))).to(alpha.dtype)
-    raise ArproError(f"mask must be 'train', 'top' or a mask tensor, not {mask!r}")
+        return above_tau.to(alpha.dtype)
+    cut = torch.quantile(alpha.flatten(1).float(), quantile, dim=1).to(alpha.dtype)
+    top = alpha >= cut.view(-1, *[1] * (alpha.dim() - 1))
+    return (top if above_tau is None else top & above_tau).to(alpha.dtype)
 
 
 def check_input(x_bad: Tensor, repairer: Repairer) -> None:
@@ -98,7 +101,7 @@ def repair(
 
     ``properties`` names the properties that guide the repair (names, ``(name, options)`` pairs or
     instances; ``"+NAME"`` adds to P1–P4); the result always reports P1–P4 as well. ``mask``
-    ("train", "top", or a tensor on the input or the features) replaces ``settings.mask``. ``dataset``
+    (a rule of ``MASK_RULES``, or a tensor on the input or the features) replaces ``settings.mask``. ``dataset``
     (and its training ``stats``, computed when not given) tells properties the feature names and ranges.
     Sample ``i`` draws its noise from ``seed + i`` in every arm (or from ``seed[i]``, given one per sample).
     """

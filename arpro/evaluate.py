@@ -32,7 +32,7 @@ from arpro.outputs import LOCK_FILE, exclusive, write_atomic
 from arpro.progress import progress_bar
 from arpro.protocols import InputBatch, Split
 from arpro.result import RepairResult
-from arpro.settings import ARMS
+from arpro.settings import ARMS, MASK_RULES
 from arpro.spec import Run, RunSpec, load_dataset, resolve, without
 from arpro.summary import conformal_threshold, summarize, write_tables
 
@@ -119,8 +119,8 @@ def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_si
                exclude: list[str] = ()) -> list[Job]:
     """One job per category: its resolved run, anomalous test inputs (less ``exclude``, a
     calibration split) and conformal threshold."""
-    if spec.settings.mask not in ("train", "top", "truth"):
-        raise ArproError(f"--mask for evaluate must be train, top or truth, not {spec.settings.mask!r}")
+    if spec.settings.mask not in (*MASK_RULES, "truth"):
+        raise ArproError(f"--mask for evaluate must be {', '.join(MASK_RULES)} or truth, not {spec.settings.mask!r}")
     base = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
     wanted = categories or base.categories() or [""]
     if len(wanted) > 1 and (spec.detector_checkpoint or spec.repairer_checkpoint):

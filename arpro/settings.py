@@ -16,6 +16,7 @@ from typing import Any
 from arpro.errors import ArproError
 
 # In report order: "baseline" (the paper's: no guidance nor in-filling), "infill" adds in-filling, "guided" guidance.
+MASK_RULES = ("train", "top", "top-train")  # omega from the detector's alpha (api.compute_omega)
 ARMS = ("baseline", "infill", "guided")
 
 
@@ -54,9 +55,9 @@ class RepairSettings:
                                check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")
     infill_stop: float = setting(0.0, "In-fill only while t >= this fraction of T; later steps regenerate the "
                                  "whole input (0: the paper).", check=lambda v: 0.0 <= v < 1.0, rule="in [0, 1)")
-    mask: str = setting("train", "omega: train (paper: alpha >= tau), top (the input's top quantile), truth "
-                        "(ground-truth masks), or a .npy file.")
-    mask_quantile: float = setting(0.9, "Quantile of the input's alpha for --mask top.",
+    mask: str = setting("train", "omega: train (paper: alpha >= tau), top (the input's top quantile), top-train "
+                        "(top, among the elements above tau), truth (ground-truth masks), or a .npy file.")
+    mask_quantile: float = setting(0.9, "Quantile of the input's alpha for --mask top and top-train.",
                                    check=lambda v: 0.0 <= v <= 1.0, rule="in [0, 1]")
     delta2: float | None = setting(None, "P2 tolerance on L2; default: 0.01 per element of omega_bar.",
                                    check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")

@@ -30,7 +30,7 @@ from arpro.outputs import staged_output
 from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
 from arpro.protocols import Dataset, InputBatch, Split, TrainingStats
 from arpro.result import RepairResult
-from arpro.settings import ARMS, MAX_SEED, RepairSettings
+from arpro.settings import ARMS, MASK_RULES, MAX_SEED, RepairSettings
 from arpro.devices import check_device, check_precision, current_fabric, place, use_fabric
 
 
@@ -170,7 +170,7 @@ class Run:
             if truth is None:
                 raise ArproError("--mask truth needs ground-truth masks: the test samples of a dataset that has them")
             mask = truth
-        elif settings.mask not in ("train", "top"):
+        elif settings.mask not in MASK_RULES:
             mask = read_mask(Path(settings.mask), x_bad.shape)
         return repair(x_bad, self.detector, self.repairer, properties=self.spec.properties, settings=settings,
                       mask=mask, seed=self.spec.seed if seed is None else seed, arms=arms, ids=ids, progress=progress,

@@ -124,6 +124,16 @@ def test_train_mask_uses_the_detector_thresholds(gaussian, anomalous_rows):
     assert torch.equal(omega, (bad.alpha >= gaussian.tau).float())
 
 
+def test_top_train_mask_keeps_top_elements_that_score_as_normal_out_of_omega(gaussian, anomalous_rows):
+    bad = gaussian.decompose(anomalous_rows)
+    top, train = (arpro.compute_omega(gaussian, bad, rule, quantile=0.5) for rule in ("top", "train"))
+    both = arpro.compute_omega(gaussian, bad, "top-train", quantile=0.5)
+    assert torch.equal(both, top * train)
+    assert (top - both).sum() > 0  # some of the top half lie below tau: kept exactly, not repaired
+    with pytest.raises(ArproError, match="'train', 'top', 'top-train'"):
+        arpro.compute_omega(gaussian, bad, "best")
+
+
 def test_nan_input_is_refused(gaussian, tiny_repairer, anomalous_rows):
     x = anomalous_rows[:2].clone()
     x[1, 4] = float("nan")
