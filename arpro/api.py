@@ -42,12 +42,11 @@ def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, qu
         raise ArproError(f"mask must be {', '.join(map(repr, MASK_RULES))} or a mask tensor, not {mask!r}")
     if mask != "top" and not detector.is_calibrated:
         raise ArproError(f"detector {detector.name!r} has no training thresholds; fit it first or use --mask top")
-    above_tau = alpha >= detector.tau.to(alpha.device) if mask != "top" else None
-    if mask == "train":
-        return above_tau.to(alpha.dtype)
-    cut = torch.quantile(alpha.flatten(1).float(), quantile, dim=1).to(alpha.dtype)
-    top = alpha >= cut.view(-1, *[1] * (alpha.dim() - 1))
-    return (top if above_tau is None else top & above_tau).to(alpha.dtype)
+    keep = alpha >= detector.tau.to(alpha.device) if mask != "top" else torch.ones_like(alpha, dtype=torch.bool)
+    if mask != "train":  # and at or above the input's own quantile
+        cut = torch.quantile(alpha.flatten(1).float(), quantile, dim=1).to(alpha.dtype)
+        keep &= alpha >= cut.view(-1, *[1] * (alpha.dim() - 1))
+    return keep.to(alpha.dtype)
 
 
 def check_input(x_bad: Tensor, repairer: Repairer) -> None:

@@ -59,13 +59,8 @@ class Job:
     def repair(self, indices: Sequence[int], progress: bool = False) -> RepairResult:
         """The inputs at ``indices`` repaired, input ``k`` seeded by ``seed + k`` wherever it is repaired."""
         split = self.anomalous.subset(list(indices))
-        return self.run.repair(
-            split.x,
-            truth=split.masks,
-            ids=split.ids or [str(k) for k in indices],
-            seed=[self.run.spec.seed + k for k in indices],
-            progress=progress,
-        )
+        return self.run.repair(split.x, truth=split.masks, ids=split.ids or [str(k) for k in indices],
+                               seed=[self.run.spec.seed + k for k in indices], progress=progress)
 
 
 def auroc(labels: Tensor, values: Tensor) -> float:

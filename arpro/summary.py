@@ -94,11 +94,11 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
 def by_kind(records: list[dict], arms: list[str]) -> dict:
     """Per category and anomaly kind (where records name more than one kind): n, and per arm TNR, the
     all-hold rate and how often P1 holds; it shows which kinds a repair cannot bring below the threshold."""
+    if len({r["kind"] for r in records if "kind" in r}) < 2:
+        return {}
     groups: dict[str, list[dict]] = {}
     for record in sorted((r for r in records if "kind" in r), key=lambda r: (r["category"], r["kind"])):
         groups.setdefault(f"{record['category']}/{record['kind']}", []).append(record)
-    if len({r["kind"] for r in records if "kind" in r}) < 2:
-        return {}
     return {group: {"n": len(rows), **{arm: {"tnr": statistics.fmean(r[arm]["non_anomalous"] for r in rows),
                                               "all_hold": statistics.fmean(r[arm]["all_hold"] for r in rows),
                                               "p1": statistics.fmean(r[arm]["holds"].get("p1", math.nan) for r in rows)}

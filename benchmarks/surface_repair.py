@@ -9,7 +9,7 @@ reported figures come from ``arpro evaluate ... --option seed=1`` (docs/vision.m
 candidate (``RepairSettings`` fields; the rest from the detector's ``repair_defaults``) runs the CLI's path (``arpro.resolve`` of a ``RunSpec``: the bundled models, the detector's
 ``repair_defaults``), on the first ``--limit`` defective test pictures taken in turn from each
 kind; batch b draws its noise from seed b·batch, the same for every candidate and arm. Printed per
-candidate and arm: the medians of Ms and Mω̄ and the share of pictures where P1 holds.
+candidate and arm: the medians of Ms and Mω̄ and the shares of pictures where P1 and all of P1–P4 hold.
 """
 
 from __future__ import annotations
@@ -50,24 +50,25 @@ def main() -> None:
         for start in range(0, len(x), args.batch):
             result = run.repair(x[start : start + args.batch], seed=start, progress=False)
             for arm, outcome in result.arms.items():
-                into = values.setdefault(arm, {"Ms": [], "Momega_bar": [], "P1": []})
+                into = values.setdefault(arm, {"Ms": [], "Momega_bar": [], "P1": [], "all": []})
                 into["Ms"] += outcome.metrics["Ms"].tolist()
                 into["Momega_bar"] += outcome.metrics["Momega_bar"].tolist()
                 into["P1"] += outcome.holds["p1"].tolist()
+                into["all"] += outcome.all_hold.tolist()
         row = {"settings": candidate, "n": len(x), "wall_s": round(time.time() - started, 1)}
         for arm, v in values.items():
             row[arm] = {"Ms": statistics.median(v["Ms"]), "Momega_bar": statistics.median(v["Momega_bar"]),
-                        "P1": sum(v["P1"]) / len(v["P1"])}
+                        "P1": sum(v["P1"]) / len(v["P1"]), "all_hold": sum(v["all"]) / len(v["all"])}
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"load average at the end {os.getloadavg()[0]:.2f}\n")
-    print("| settings | arm | median Ms | median Mω̄ | P1 holds |\n|---|---|---|---|---|")
+    print("| settings | arm | median Ms | median Mω̄ | P1 holds | all hold |\n|---|---|---|---|---|---|")
     for r in rows:
         for arm in ("baseline", "infill", "guided"):
             a = r[arm]
-            print(f"| {json.dumps(r['settings'])} | {arm} | {a['Ms']:.4g} | {a['Momega_bar']:.4g} | {a['P1']:.2f} |")
+            print(f"| {json.dumps(r['settings'])} | {arm} | {a['Ms']:.4g} | {a['Momega_bar']:.4g} | {a['P1']:.2f} | {a['all_hold']:.2f} |")
 
 
 if __name__ == "__main__":
