@@ -64,12 +64,12 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
     embedding_key: ClassVar[str]
     layer_key: ClassVar[str]
     guidance_scale = 0.025  # with the repair_defaults below, chosen on process(seed=1) (docs/timeseries.md)
-    # in-filling to the last step keeps omega_bar exact (P2); omega is each window's top 10% of alpha among the
+    # in-filling to the last step keeps omega_bar exact (P2); omega is each window's top 3% of alpha among the
     # cells above their training quantile tau: tau alone flags ~40% of a faulty window's cells and P4 then rarely
-    # holds, and the top 10% alone also repairs cells that score as normal ones, which P4 pays for too; 40 steps
+    # holds, and a larger top share also repairs cells that score as normal ones, which P4 pays for too; 40 steps
     # (32 from t0 = 0.8) match paper mode's guided Ms at 1/12 of its time on the validation windows (docs/results.md)
     repair_defaults = {"eta_schedule": "constant", "guide_on": "x0", "infill_stop": 0.0, "t0": 0.8, "mask": "top-train",
-                       "mask_quantile": 0.9, "steps": 40}
+                       "mask_quantile": 0.97, "steps": 40}
     smoke_fit_options: ClassVar[dict] = {"steps": 5}  # what the core's identity test passes to fit()
 
     def __init__(self, input_shape: list[int], preset: str = "small", n_layer: int | None = None,
