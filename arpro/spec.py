@@ -115,7 +115,7 @@ def load_dataset(spec: str | None, data_root: Path | None, *, domain: str, **opt
 def read_mask(path: Path, shape: torch.Size) -> Tensor:
     """A user's mask from a ``.npy`` file (never unpickled), with or without the batch axis."""
     if path.suffix != ".npy" or not path.is_file():
-        raise ArproError(f"--mask must be train, top, truth or an existing .npy file, not {str(path)!r}")
+        raise ArproError(f"--mask must be {', '.join(MASK_RULES)}, truth or an existing .npy file, not {str(path)!r}")
     try:
         mask = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
     except Exception as error:

@@ -112,6 +112,7 @@ CASES = [
     ("mask quantile negative", [*REPAIR, "--mask", "top", "--mask-quantile", "-0.1"], "--mask-quantile"),
     ("mask of wrong shape", [*REPAIR, "--mask", "{bad}/wrong_shape.npy"], "(7, 7)"),
     ("mask not npy", [*REPAIR, "--mask", "{bad}/mask.txt"], "--mask"),
+    ("mask rule unknown", [*REPAIR, "--mask", "best"], "train, top, top-train, truth"),
     ("mask of pickled objects", [*REPAIR, "--mask", "{bad}/objects.npy"], "objects.npy"),
     ("t0 zero", [*REPAIR, "--t0", "0"], "--t0"),
     ("t0 above 1", [*REPAIR, "--t0", "1.5"], "--t0"),
