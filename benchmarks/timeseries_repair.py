@@ -117,7 +117,7 @@ def main() -> None:
     anomalous = dataset.test().anomalous()
     pick = torch.linspace(0, len(anomalous) - 1, min(args.n, len(anomalous))).round().long().unique()
     x_bad, ids = anomalous.x[pick].contiguous(), [anomalous.ids[i] for i in pick.tolist()]
-    kind_of = dict(zip(anomalous.ids, anomalous.kinds))
+    kinds = [anomalous.kinds[i] for i in pick.tolist()]
     threshold = conformal_threshold(scores(detector, dataset.validation().x), 0.95)
     given = dict(steps=args.steps, t0=args.t0, guidance_scale=args.scale, guide_on=args.guide_on,
                  grad_clip=args.grad_clip, eta_schedule=args.eta_schedule, infill_stop=args.infill_stop,
@@ -194,7 +194,7 @@ def main() -> None:
               f"guided all hold {g['all_hold']:.2f}")
     else:
         paired_tables(per_arm, arms, stats, summary)
-    kind_table(per_arm, arms, [kind_of[i] for i in ids], threshold)
+    kind_table(per_arm, arms, kinds, threshold)
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "per_arm": per_arm, "ids": ids}, indent=1))
 

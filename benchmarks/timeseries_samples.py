@@ -23,6 +23,7 @@ import torch
 import arpro
 from arpro import conformal_threshold, plugins, scores
 from arpro_timeseries import variability
+from arpro_timeseries.detectors import VARIABILITY_RANGES
 from machine import describe
 
 MEDIAN_OF_CHI2_1 = 0.4549  # the median of a squared standard normal
@@ -30,7 +31,7 @@ MEDIAN_OF_CHI2_1 = 0.4549  # the median of a squared standard normal
 
 def score_parts(detector, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per window: the reconstruction error, and the weighted stillness and roughness terms."""
-    ranges = {k: getattr(detector, f"variability_{k}") for k in ("eps_still", "eps_rough", "on", "lo", "hi")}
+    ranges = {k: getattr(detector, f"variability_{k}") for k in VARIABILITY_RANGES}
     weight = detector.config["variability"]
     with torch.no_grad():
         still, rough = variability.statistics(x, ranges["eps_still"], ranges["eps_rough"])
