@@ -2,7 +2,9 @@
 better than a naive fill, and does the default repair keep P1–P4? It ends with one verdict.
 
 An explanation of a detector at chance, made by a repairer that in-fills worse than the
-training mean, misleads whoever reads it; this says so before anyone does.
+training mean, misleads whoever reads it; this says so before anyone does. The detector is
+judged first: where it cannot be trusted and no repairer checkpoint exists, none is trained
+(minutes to hours on a CPU) only to explain it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from arpro.evaluate import auroc, f1, scores, tnr_threshold
 from arpro.outputs import write_atomic
 from arpro.protocols import Split
 from arpro.result import P1_FAILURE_SHARE
-from arpro.spec import RunSpec, load_dataset, resolve
+from arpro.spec import RunSpec, load_dataset, obtain_models, resolve
 
 NEAR_CHANCE_AUROC = 0.6  # below: the detector is near chance
 WEAK_AUROC = 0.8  # below: it detects, but too poorly to explain
@@ -39,30 +41,36 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
     if not (test.labels == 0).any() or not (test.labels == 1).any():
         raise ArproError(f"dataset {dataset.name!r} has no labelled test split with both normal and anomalous "
                          "samples; arpro check needs one (--dataset, --data-root)")
-    run = resolve(spec, dataset=dataset, progress=progress)
-    threshold = tnr_threshold(run)
-    test_scores = scores(run.detector, test.x)
+    detector = obtain_models(spec, dataset, ("detector",), progress=progress)["detector"]
+    threshold = tnr_threshold(dataset, detector)
+    test_scores = scores(detector, test.x)
     anomalous_scores = test_scores[test.labels == 1]
     detection = {"auroc": auroc(test.labels, test_scores), "f1": f1(test.labels, test_scores >= threshold), "threshold": threshold,
                  "n_normal": int((test.labels == 0).sum()), "n_anomalous": int((test.labels == 1).sum()),
                  "anomalous_below_threshold": int((anomalous_scores < threshold).sum())}
 
     repairer_path = spec.repairer_checkpoint or plugins.get("repairer", spec.repairer).bundled_checkpoint(dataset)
-    infill = infill_quality.recorded(repairer_path)
-    if infill is None:
-        held_out = dataset.validation()
-        normal = held_out.x if held_out is not None else test.x[test.labels == 0]
-        infill = {**infill_quality.measure(run.repairer, normal, settings=spec.settings, seed=spec.seed,
-                                           progress=progress), "source": "measured now on held-out normal samples"}
+    if repairer_path is None and detection["auroc"] < WEAK_AUROC:  # no repairer trained (minutes to hours) for nothing
+        print(f"note: the repair was not checked: no repairer checkpoint, and a detector at AUROC {detection['auroc']:.2f} "
+              "cannot be trusted whatever the repairer does; pass --repairer-checkpoint FILE to check it too",
+              file=sys.stderr)
+        infill = repair = None
     else:
-        infill["source"] = "recorded when the repairer was trained"
-
-    anomalous = test.anomalous()
-    chosen = anomalous.subset(anomalous.spread(limit))
-    result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress)
-    guided = result.arms["guided"]
-    repair = {"n": len(chosen), "holds": {p: float(v.float().mean()) for p, v in guided.holds.items()},
-              "all_hold": float(guided.all_hold.float().mean()), "tnr": float((guided.score < threshold).float().mean())}
+        run = resolve(spec, dataset=dataset, progress=progress, detector=detector)
+        infill = infill_quality.recorded(repairer_path)
+        if infill is None:
+            held_out = dataset.validation()
+            normal = held_out.x if held_out is not None else test.x[test.labels == 0]
+            infill = {**infill_quality.measure(run.repairer, normal, settings=spec.settings, seed=spec.seed,
+                                               progress=progress), "source": "measured now on held-out normal samples"}
+        else:
+            infill["source"] = "recorded when the repairer was trained"
+        anomalous = test.anomalous()
+        chosen = anomalous.subset(anomalous.spread(limit))
+        result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress)
+        guided = result.arms["guided"]
+        repair = {"n": len(chosen), "holds": {p: float(v.float().mean()) for p, v in guided.holds.items()},
+                  "all_hold": float(guided.all_hold.float().mean()), "tnr": float((guided.score < threshold).float().mean())}
 
     name = f"{dataset.name}:{dataset.category}" if dataset.category else dataset.name
     report = {"arpro_version": __version__, "spec": spec.to_dict(), "dataset": name, "detection": detection, "infill": infill,
@@ -71,13 +79,15 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
     return report
 
 
-def problems(detection: dict, infill: dict, repair: dict) -> list[str]:
-    """What is wrong, each with what to do: the verdict's parts."""
+def problems(detection: dict, infill: dict | None, repair: dict | None) -> list[str]:
+    """What is wrong, each with what to do: the verdict's parts (``None``: that part was not checked)."""
     found = []
     if detection["auroc"] < WEAK_AUROC:
         how = "near chance" if detection["auroc"] < NEAR_CHANCE_AUROC else "weak"
         found.append(f"detector {how} (AUROC {detection['auroc']:.2f}): train it longer (--model-option train_steps=N), "
                      "give it pretrained backbone_weights, or choose another detector")
+    if infill is None or repair is None:
+        return found
     if not infill["beats_naive"]:
         found.append(f"repairer in-fills worse than the naive fill, the training mean (error ratio {infill['ratio']:.2f}): "
                      "train it longer (arpro train repairer --model-option train_steps=N)")
@@ -133,11 +143,14 @@ def print_check(report: dict) -> None:
     table.add_row("detector AUROC (test split)", f"{d['auroc']:.3f} ({d['n_normal']} normal, {d['n_anomalous']} anomalous)")
     table.add_row("detector F1 at the TNR threshold", f"{d['f1']:.3f} (threshold {d['threshold']:.4g})")
     table.add_row("anomalous inputs already below it", f"{d['anomalous_below_threshold']} of {d['n_anomalous']}")
-    for kind, m in infill["masks"].items():
-        other = f" (linear interpolation {m['linear interpolation']:.3g})" if "linear interpolation" in m else ""
-        table.add_row(f"in-fill MSE, {kind}", f"repairer {m['repairer']:.3g} vs training mean {m['training mean']:.3g}{other}")
-    table.add_row("in-fill ratio to the naive fill", f"{infill['ratio']:.2f} ({infill['source']}, {infill['n']} samples)")
-    holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in r["holds"].items())
-    table.add_row(f"default repair, {r['n']} anomalous inputs", f"{holds}; all hold {r['all_hold']:.2f}; TNR {r['tnr']:.2f}")
+    if infill is None or r is None:
+        table.add_row("repairer and default repair", "not checked: no repairer checkpoint, and the detector cannot be trusted")
+    else:
+        for kind, m in infill["masks"].items():
+            other = f" (linear interpolation {m['linear interpolation']:.3g})" if "linear interpolation" in m else ""
+            table.add_row(f"in-fill MSE, {kind}", f"repairer {m['repairer']:.3g} vs training mean {m['training mean']:.3g}{other}")
+        table.add_row("in-fill ratio to the naive fill", f"{infill['ratio']:.2f} ({infill['source']}, {infill['n']} samples)")
+        holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in r["holds"].items())
+        table.add_row(f"default repair, {r['n']} anomalous inputs", f"{holds}; all hold {r['all_hold']:.2f}; TNR {r['tnr']:.2f}")
     console.print(table)
     print(f"verdict: {report['verdict']}", flush=True)  # one line, however wide the terminal

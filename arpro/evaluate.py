@@ -30,7 +30,8 @@ from arpro.devices import launch_fabric
 from arpro.errors import ArproError
 from arpro.outputs import LOCK_FILE, exclusive, write_atomic
 from arpro.progress import progress_bar
-from arpro.protocols import InputBatch, Split
+from arpro.models import Detector
+from arpro.protocols import Dataset, InputBatch, Split
 from arpro.result import RepairResult
 from arpro.settings import ARMS, MASK_RULES
 from arpro.spec import Run, RunSpec, load_dataset, resolve, without
@@ -94,10 +95,10 @@ def scores(detector, x: Tensor) -> Tensor:
 CONFORMAL_MINIMUM = 19  # held-out normal samples a finite 95% conformal threshold needs: ceil((n + 1)·0.95) <= n
 
 
-def tnr_threshold(run: Run) -> float:
+def tnr_threshold(dataset: Dataset, detector: Detector) -> float:
     """The conformal 95% threshold of the held-out normal scores (validation, else the test split's normal samples):
     below it a score counts as normal (TNR). Under 19 it would be infinite, so a smaller validation split is pooled."""
-    test, held_out = run.dataset.test(), run.dataset.validation()
+    test, held_out = dataset.test(), dataset.validation()
     test_normal = test.x[test.labels == 0]
     normal = test_normal if held_out is None else held_out.x
     if held_out is not None and len(normal) < CONFORMAL_MINIMUM:
@@ -105,9 +106,9 @@ def tnr_threshold(run: Run) -> float:
         print(f"note: the validation split has {len(held_out)} samples, too few for a 95% TNR threshold; it is pooled "
               f"with the test split's {len(test_normal)} normal samples", file=sys.stderr)
     if len(normal) < CONFORMAL_MINIMUM:
-        raise ArproError(f"dataset {run.spec.dataset!r} has {len(normal)} held-out normal samples; the 95% TNR "
+        raise ArproError(f"dataset {dataset.name!r} has {len(normal)} held-out normal samples; the 95% TNR "
                          f"threshold needs at least {CONFORMAL_MINIMUM} (more normal data, or a smaller window or stride)")
-    return conformal_threshold(scores(run.detector, normal))
+    return conformal_threshold(scores(detector, normal))
 
 
 def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_size: int, progress: bool = True,
@@ -123,7 +124,7 @@ def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_si
     jobs = []
     for category in wanted:
         run = resolve(replace(spec, dataset=f"{base.name}:{category}" if category else base.name), progress=progress)
-        threshold = tnr_threshold(run)
+        threshold = tnr_threshold(run.dataset, run.detector)
         anomalous = without(run.dataset.test().anomalous(), exclude)
         if spec.settings.mask == "truth" and anomalous.masks is None:
             raise ArproError(f"dataset {run.spec.dataset!r} has no ground-truth masks for --mask truth")

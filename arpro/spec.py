@@ -182,24 +182,29 @@ class Run:
         return TrainingStats(lambda: self.dataset.train().x)
 
 
-def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = True) -> Run:
+def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = True,
+            detector: Detector | None = None) -> Run:
     """Load the spec's dataset (unless given) and obtain its models: from checkpoints, bundled
-    ones, or trained now. ``--steps`` is checked against the repairer's schedule first."""
+    ones, or trained now (the spec's ``detector``, when already obtained, may be given).
+    ``--steps`` is checked against the repairer's schedule first."""
     dataset = dataset or load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
     repairer_cls = plugins.get("repairer", spec.repairer)
     path = spec.repairer_checkpoint or repairer_cls.bundled_checkpoint(dataset)
     config = read_header(path)["config"] if path and Path(path).is_file() else {}
     if path is None or Path(path).is_file():  # a folder's schedule is checked once it is read
         check_steps(spec.settings.steps, config.get("num_train_timesteps", repairer_cls.default_train_timesteps()))
-    models = {}
+    models = obtain_models(spec, dataset, ("repairer",) if detector else ("detector", "repairer"), progress=progress)
+    return Run(spec, dataset, detector or models["detector"], models["repairer"])
+
+
+def obtain_models(spec: RunSpec, dataset: Dataset, kinds: Sequence[str], *, progress: bool = True) -> dict:
+    """The spec's models of ``kinds`` ("detector", "repairer"): from checkpoints, bundled ones, or
+    trained now, placed on the spec's device."""
     on_cpu = (spec.device, spec.precision) == ("cpu", "32")  # as ever: Lightning is not even imported
     fabric = None if on_cpu else current_fabric(spec.device, spec.precision)
     with nullcontext() if on_cpu else use_fabric(fabric):  # a model trained now trains there too
-        for kind, name, path in (("detector", spec.detector, spec.detector_checkpoint),
-                                 ("repairer", spec.repairer, spec.repairer_checkpoint)):
-            model = obtain_model(kind, name, dataset, checkpoint_path=path, seed=spec.seed, progress=progress)
-            models[kind] = place(model, fabric)
-    return Run(spec, dataset, models["detector"], models["repairer"])
+        return {kind: place(obtain_model(kind, getattr(spec, kind), dataset, checkpoint_path=getattr(spec, f"{kind}_checkpoint"),
+                                         seed=spec.seed, progress=progress), fabric) for kind in kinds}
 
 
 def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, count: int = 8, overwrite: bool = False,

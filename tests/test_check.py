@@ -95,6 +95,21 @@ def test_check_flags_a_detector_at_chance_and_an_untrained_repairer(barely_train
     assert hint("autoencoder", str(barely_trained / "ae.safetensors")).startswith("warning: `arpro check` on csv found")
 
 
+def test_check_trains_no_repairer_to_explain_a_detector_that_cannot_be_trusted(barely_trained, monkeypatch, capsys):
+    import arpro.spec
+
+    obtained = []
+    real = arpro.spec.obtain_model
+    monkeypatch.setattr(arpro.spec, "obtain_model", lambda kind, *a, **k: obtained.append(kind) or real(kind, *a, **k))
+    spec = arpro.RunSpec(detector="autoencoder", dataset="csv", data_root=barely_trained / "data.csv",
+                         detector_checkpoint=barely_trained / "ae.safetensors")  # no repairer checkpoint, none bundled
+    report = run_check(spec, limit=4, progress=False)
+    assert obtained == ["detector"]
+    assert report["infill"] is None and report["repair"] is None
+    assert report["verdict"].startswith("detector near chance (AUROC 0.") and "repairer" not in report["verdict"]
+    assert "the repair was not checked" in capsys.readouterr().err
+
+
 def test_a_detector_never_checked_gets_a_hint_and_a_retrained_one_loses_its_record(barely_trained, tmp_path):
     path = tmp_path / "ae.safetensors"
     path.write_bytes((barely_trained / "ae.safetensors").read_bytes())

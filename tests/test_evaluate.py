@@ -36,15 +36,14 @@ class _SumDetector:
         return x.sum(1)
 
 
-def _run_with(validation: int, test_normal: int):
+def _dataset_and_detector(validation: int, test_normal: int):
     from types import SimpleNamespace
 
     normal_test = torch.arange(100.0, 100.0 + test_normal).view(-1, 1)
     test = arpro.Split(x=torch.cat([normal_test, torch.full((3, 1), 1e6)]),
                        labels=torch.tensor([0] * test_normal + [1] * 3))
     held_out = arpro.Split(x=torch.arange(1.0, 1.0 + validation).view(-1, 1), labels=torch.zeros(validation, dtype=torch.long))
-    dataset = SimpleNamespace(test=lambda: test, validation=lambda: held_out)
-    return SimpleNamespace(dataset=dataset, detector=_SumDetector(), spec=SimpleNamespace(dataset="tiny"))
+    return SimpleNamespace(name="tiny", test=lambda: test, validation=lambda: held_out), _SumDetector()
 
 
 def test_tnr_threshold_is_never_infinite(capsys):
@@ -52,12 +51,12 @@ def test_tnr_threshold_is_never_infinite(capsys):
     infinite threshold under which every repair would count as normal; too few in all is refused."""
     from arpro.evaluate import tnr_threshold
 
-    assert tnr_threshold(_run_with(validation=19, test_normal=5)) == 19.0  # enough: the validation split alone
+    assert tnr_threshold(*_dataset_and_detector(validation=19, test_normal=5)) == 19.0  # enough: the validation split alone
     assert capsys.readouterr().err == ""
-    pooled = tnr_threshold(_run_with(validation=7, test_normal=22))  # 29 scores: rank 29, the largest
+    pooled = tnr_threshold(*_dataset_and_detector(validation=7, test_normal=22))  # 29 scores: rank 29, the largest
     assert pooled == 121.0 and "pooled" in capsys.readouterr().err
     with pytest.raises(arpro.ArproError, match="needs at least 19"):
-        tnr_threshold(_run_with(validation=7, test_normal=5))
+        tnr_threshold(*_dataset_and_detector(validation=7, test_normal=5))
 
 
 def test_outputs_and_tables(reference):
