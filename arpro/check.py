@@ -9,8 +9,10 @@ judged first: where it cannot be trusted and no repairer checkpoint exists, none
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -74,18 +76,20 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
 
     name = f"{dataset.name}:{dataset.category}" if dataset.category else dataset.name
     report = {"arpro_version": __version__, "spec": spec.to_dict(), "dataset": name, "detection": detection, "infill": infill,
-              "repair": repair, "problems": problems(detection, infill, repair)}
+              "repair": repair, "problems": problems(detection, infill, repair, inspect.signature(type(detector)).parameters)}
     report["verdict"] = "; ".join(report["problems"]) or "ok"
     return report
 
 
-def problems(detection: dict, infill: dict | None, repair: dict | None) -> list[str]:
-    """What is wrong, each with what to do: the verdict's parts (``None``: that part was not checked)."""
+def problems(detection: dict, infill: dict | None, repair: dict | None, detector_options: Collection[str] = ()) -> list[str]:
+    """The verdict's parts, each with what to do (the detector's from its ``detector_options``; ``None``: not checked)."""
     found = []
     if detection["auroc"] < WEAK_AUROC:
         how = "near chance" if detection["auroc"] < NEAR_CHANCE_AUROC else "weak"
-        found.append(f"detector {how} (AUROC {detection['auroc']:.2f}): train it longer (--model-option train_steps=N), "
-                     "give it pretrained backbone_weights, or choose another detector")
+        ways = [f"train it longer (--model-option {key}=N)" for key in ("train_steps", "epochs") if key in detector_options][:1]
+        ways += ["give it pretrained backbone_weights"] * ("backbone_weights" in detector_options)
+        found.append(f"detector {how} (AUROC {detection['auroc']:.2f}): {', '.join(ways + [''])}"
+                     f"{'or ' if ways else ''}choose another detector")
     if infill is None or repair is None:
         return found
     if not infill["beats_naive"]:

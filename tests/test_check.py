@@ -194,3 +194,15 @@ def test_the_verdict_names_repairs_that_rarely_score_as_normal():
     found = problems(detection, infill, repair)
     assert len(found) == 1 and found[0].startswith("repairs rarely score as normal (TNR 25%)")
     assert problems(detection, infill, {**repair, "tnr": 0.5}) == []
+
+
+def test_the_advice_for_a_weak_detector_names_only_options_it_has():
+    from arpro.check import problems
+
+    weak = {"auroc": 0.64}
+    assert problems(weak, None, None, ("patch", "scales")) == ["detector weak (AUROC 0.64): choose another detector"]
+    assert problems(weak, None, None, ("hidden", "epochs")) == [
+        "detector weak (AUROC 0.64): train it longer (--model-option epochs=N), or choose another detector"]
+    assert problems({"auroc": 0.5}, None, None, ("backbone_weights", "train_steps")) == [
+        "detector near chance (AUROC 0.50): train it longer (--model-option train_steps=N), give it pretrained "
+        "backbone_weights, or choose another detector"]
