@@ -24,13 +24,12 @@ from arpro.errors import ArproError
 from arpro.evaluate import auroc, f1, scores, tnr_threshold
 from arpro.outputs import write_atomic
 from arpro.protocols import Split
-from arpro.result import P1_FAILURE_SHARE
+from arpro.result import MIN_TNR, P1_FAILURE_SHARE
 from arpro.spec import RunSpec, load_dataset, obtain_models, resolve
 
 NEAR_CHANCE_AUROC = 0.6  # below: the detector is near chance
 WEAK_AUROC = 0.8  # below: it detects, but too poorly to explain
 MIN_ALL_HOLD = 0.5  # the share of repairs that must satisfy every property
-MIN_TNR = 0.5  # the share of repairs that must score as normal: the counterfactual must look like one
 CHECK_LIMIT = 16  # anomalous test inputs repaired by default
 
 

@@ -11,6 +11,7 @@ from torch import Tensor
 # More than this share of guided repairs raising the score (P1 failing) is warned about: the
 # explanations of such a run say more about the repairer than about the input.
 P1_FAILURE_SHARE = 0.1
+MIN_TNR = 0.5  # the share of repairs that must score as normal: the counterfactual must look like one
 
 
 def p1_warning(p1_holds: list[bool]) -> str | None:

@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 from arpro.outputs import write_atomic
-from arpro.result import p1_warning
+from arpro.result import MIN_TNR, p1_warning
 from arpro.settings import ARMS
+
+MIN_GROUP = 5  # a category or kind of fewer inputs is too small to warn about
 
 
 def conformal_threshold(normal_scores: torch.Tensor, confidence: float = 0.95) -> float:
@@ -37,7 +39,8 @@ def conformal_threshold(normal_scores: torch.Tensor, confidence: float = 0.95) -
 def summarize(records: list[dict], timings: list[dict], properties: list[dict]) -> dict:
     """Per category: mean ± std and median of each metric per arm, how often each property holds, TNR,
     all-hold rate, median seconds, how many inputs scored below the TNR threshold before any repair;
-    warnings when too many guided repairs fail P1 or inputs score normal already; and Delta, the median
+    warnings when too many guided repairs fail P1, inputs score normal already, or a kind's (else a category's)
+    repairs rarely score as normal; and Delta, the median
     over categories of the percentage improvement of guided over the baseline. ``properties``:
     ``{"name", "metric", "label"}`` of each property reported in the run."""
     seconds: dict[tuple[str, str], list[float]] = {}
@@ -87,7 +90,14 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
     if 2 * sum(below := [r["input_non_anomalous"] for r in records if "input_non_anomalous" in r]) > len(below):
         warnings.append(f"{sum(below)} of {len(below)} anomalous inputs already score below the TNR threshold before any "
                         "repair: the detector hardly tells them from normal ones, so TNR says little; run `arpro check`")
-    return {"categories": table, "delta": delta, "arms": arms, "properties": properties, "by_kind": by_kind(records, arms),
+    kinds = by_kind(records, arms)
+    groups = kinds or table
+    rare = [f"{name} ({entry['guided']['tnr']:.2f} of {entry['n']})" for name, entry in groups.items()
+            if "guided" in entry and entry["n"] >= MIN_GROUP and entry["guided"]["tnr"] < MIN_TNR]
+    if rare:
+        warnings.append(f"guided repairs rarely score as normal (TNR below {MIN_TNR}) for {', '.join(rare)}: there a repair "
+                        "shows what changes within omega, not what a normal input would look like")
+    return {"categories": table, "delta": delta, "arms": arms, "properties": properties, "by_kind": kinds,
             "warnings": [w for w in warnings if w]}
 
 

@@ -71,9 +71,10 @@ def test_core_size():
     # properties, the hard constraints (arpro/constraints.py), the trust checks (arpro check, the
     # repairer's in-fill validation: check.py, checked.py, infill_quality.py), devices and precision
     # (devices.py), folder checkpoints, the thread policy (threads.py), the stacked arms and a failed run's
-    # removal of the --out folders it created (outputs.py), evaluate's table by anomaly kind and the
-    # top-train mask and check's detector-first order (no repairer trained for an untrustworthy detector) and its advice included
-    assert sum(lengths.values()) <= 4802
+    # removal of the --out folders it created (outputs.py), evaluate's table by anomaly kind, the
+    # top-train mask, check's detector-first order (no repairer trained for a detector that cannot be
+    # trusted) and its advice, and evaluate's warning on kinds whose repairs rarely score as normal
+    assert sum(lengths.values()) <= 4812
 
 
 def test_public_api_exports_resolve():

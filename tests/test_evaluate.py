@@ -189,6 +189,29 @@ def test_the_default_chunk_size_is_the_datasets(tmp_path):
     assert [plugins.get("dataset", name).evaluate_chunk for name in ("process", "csv", "textures")] == [64, 64, 16]
 
 
+def test_a_kind_whose_repairs_rarely_score_as_normal_is_named_in_a_warning():
+    from arpro.evaluate import Job, run_chunk
+
+    run = arpro.resolve(arpro.RunSpec(detector="gaussian", settings={"steps": 4}), progress=False)
+    anomalous = run.dataset.test().anomalous().subset(list(range(10)))
+    anomalous.kinds = ["spike", "bias"] * 5
+    records, _ = run_chunk(Job("plant", run, anomalous, threshold=1e9, chunk_size=10), 0, 10)
+    props = [{"name": "p1", "metric": "Ms", "label": "Ms"}]
+    assert not any("rarely score as normal" in w for w in summarize(records, [], props)["warnings"])
+    for r in records[1:7:2]:  # three of the five bias repairs left above the threshold
+        r["guided"]["non_anomalous"] = False
+    rare = [w for w in summarize(records, [], props)["warnings"] if "rarely score as normal" in w]
+    assert len(rare) == 1 and "plant/bias (0.40 of 5)" in rare[0] and "spike" not in rare[0]
+    for r in records:
+        r["kind"] = "spike"  # one kind: the category is judged instead, 7 of 10 normal
+    assert not any("rarely score as normal" in w for w in summarize(records, [], props)["warnings"])
+    records[0]["guided"]["non_anomalous"] = records[2]["guided"]["non_anomalous"] = False
+    assert not any("rarely score as normal" in w for w in summarize(records, [], props)["warnings"])  # 0.5: not below
+    records[4]["guided"]["non_anomalous"] = False
+    rare = [w for w in summarize(records, [], props)["warnings"] if "rarely score as normal" in w]
+    assert len(rare) == 1 and "plant (0.40 of 10)" in rare[0]
+
+
 def test_records_carry_the_anomaly_kind_and_tables_break_tnr_down_by_it():
     """Where the dataset knows each input's kind, records name it and tables.md gets a row per kind."""
     from arpro.evaluate import Job, run_chunk
