@@ -16,7 +16,8 @@ backward per step and never back-propagates through the denoiser. At the last st
 clean steps then denoise the whole input, so omega_bar may move a little (M_d > 0) to agree
 with the repaired omega, and P2's gradient on omega_bar takes effect.
 ``guide_every = N > 1`` (not in the paper) guides only every N-th step, counted back from the
-last, with ``N·eta_t``: guidance then costs 1/N of a detector forward and backward per step.
+last, with ``N·eta_t``: guidance then costs 1/N of a detector forward and backward per step;
+with ``guide_at = "end"`` the same number of guided steps are the last ones in a row.
 Optionally each sample's gradient is capped in RMS (``grad_clip``) so a step can't diverge.
 Hard constraints (arpro/constraints.py) enter as ``frozen`` input elements, in-filled from
 ``x_bad`` at every step of an in-filling arm (after ``infill_stop`` too), and as ``bounds``:
@@ -145,7 +146,7 @@ def guided_masked_diffusion(
                 output = _predicting_clamped_x0(output, x_t, alphas_cumprod[t], repairer.prediction_type, bounds)
             step = scheduler.step(output, t, x_t, generator=chain)
             x_hat = step.prev_sample  # (4), denoising part
-            if loss is not None and (len(timesteps) - 1 - i) % settings.guide_every == 0:
+            if loss is not None and guided_step(len(timesteps) - 1 - i, len(timesteps), settings):
                 at = x_t if settings.guide_on == "xt" else step.pred_original_sample
                 eta_t = eta * settings.guide_every  # a step guided for the unguided ones before it
                 eta_t *= math.sqrt(1 - alphas_cumprod[t].item()) if settings.eta_schedule == "sigma" else 1.0
@@ -168,6 +169,14 @@ def guided_masked_diffusion(
                 x_t = x_hat
             advance()
     return x_t.detach() if bounds is None else x_t.detach().clamp(*bounds)
+
+
+def guided_step(back: int, steps: int, settings: RepairSettings) -> bool:
+    """Whether the step ``back`` steps before the last of ``steps`` is guided: every one, every
+    ``guide_every``-th (``guide_at="spread"``), or as many at the end in a row (``"end"``)."""
+    if settings.guide_at == "end":
+        return back < math.ceil(steps / settings.guide_every)
+    return back % settings.guide_every == 0
 
 
 def _denoise(repairer: Repairer, x_t: Tensor, t: Tensor, rows: int) -> Tensor:

@@ -49,6 +49,8 @@ class RepairSettings:
                                            check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")
     guide_every: int = setting(1, "Guide every N-th step only (the last step always), with eta × N; 1: every step "
                                "(the paper).", check=lambda v: v >= 1, rule="at least 1")
+    guide_at: str = setting("spread", "Which steps --guide-every N guides: spread, every N-th back from the last; end, "
+                            "the last ⌈steps/N⌉ in a row (as many).", choices=("spread", "end"))
     eta_schedule: str = setting("sigma", "sigma: eta_t = scale·sqrt(1 − ᾱ_t), growing with t; constant: eta_t = scale.",
                                 choices=("sigma", "constant"))
     grad_clip: float = setting(1.0, "Cap on each sample's gradient RMS per element; 0: the raw gradient (paper).",

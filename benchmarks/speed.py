@@ -191,7 +191,8 @@ def section_arms(run: arpro.Run, x: torch.Tensor, batch: int, repeats: int, fast
                 seconds[mode][arm].append(s[arm])
     for mode, (settings, arms) in modes.items():
         med = {arm: statistics.median(seconds[mode].get(arm, [float("nan")])) for arm in arpro.ARMS}
-        changed = {k: v for k, v in settings.to_dict().items() if k in BEFORE[name] or k in ("steps", "guidance_scale")}
+        shown = (*BEFORE[name], "steps", "guidance_scale", "guide_at")
+        changed = {k: v for k, v in settings.to_dict().items() if k in shown}
         print(f"| {name} | {mode} {changed} | {len(x)} | {med['baseline']:.3f} | {med['infill']:.3f} | "
               f"{med['guided']:.3f} | {med['guided'] / med['infill']:.2f} | {summary(figures[mode])} |")
     fast[name] = ({"guided": statistics.median(seconds["default"]["guided"])}, figures["default"])

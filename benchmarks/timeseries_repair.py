@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--t0", type=float)
     parser.add_argument("--scale", type=float, help="guidance scale (default: the detector's)")
     parser.add_argument("--guide-every", type=int, help="guide every k-th step (default: the detector's)")
+    parser.add_argument("--guide-at", help="spread or end: which steps --guide-every guides (default: the detector's)")
     parser.add_argument("--guide-on", help="xt (paper) or x0")
     parser.add_argument("--grad-clip", type=float)
     parser.add_argument("--eta-schedule", help="constant or sigma")
@@ -120,7 +121,8 @@ def main() -> None:
     x_bad, ids = anomalous.x[pick].contiguous(), [anomalous.ids[i] for i in pick.tolist()]
     kinds = [anomalous.kinds[i] for i in pick.tolist()]
     threshold = conformal_threshold(scores(detector, dataset.validation().x), 0.95)
-    given = dict(steps=args.steps, t0=args.t0, guidance_scale=args.scale, guide_on=args.guide_on, guide_every=args.guide_every,
+    given = dict(steps=args.steps, t0=args.t0, guidance_scale=args.scale, guide_on=args.guide_on,
+                 guide_every=args.guide_every, guide_at=args.guide_at,
                  grad_clip=args.grad_clip, eta_schedule=args.eta_schedule, infill_stop=args.infill_stop,
                  mask=args.mask, mask_quantile=args.mask_quantile, samples=args.samples)
     settings = arpro.RepairSettings.for_detector(detector, **{k: v for k, v in given.items() if v is not None})

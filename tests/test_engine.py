@@ -79,6 +79,25 @@ def test_guide_every_guides_every_nth_step_back_from_the_last(tiny_repairer, ano
     assert not torch.equal(x_fix, unguided)  # the last step is always guided, so the result moves
 
 
+@pytest.mark.parametrize("every", [1, 4, 5])
+def test_guide_at_end_guides_as_many_steps_the_last_ones_in_a_row(tiny_repairer, anomalous_rows, every):
+    from arpro.engine import guided_step
+
+    spread, end = (RepairSettings(steps=20, guide_every=every, guide_at=at) for at in ("spread", "end"))
+    count = -(-12 // every)  # SDEdit at t0 0.6: 12 denoising steps
+    assert [back for back in range(12) if guided_step(back, 12, end)] == list(range(count))
+    assert sum(guided_step(back, 12, spread) for back in range(12)) == count
+    repairs = {}
+    for settings in (spread, end):
+        at = []
+        loss = lambda x: at.append(1) or x.pow(2).flatten(1).sum(1)  # noqa: E731
+        x_fix = guided_masked_diffusion(anomalous_rows, torch.ones_like(anomalous_rows), tiny_repairer, settings,
+                                        range(len(anomalous_rows)), loss=loss, eta=0.1, infill=True, progress=False)
+        assert len(at) == count
+        repairs[settings.guide_at] = x_fix
+    assert torch.equal(repairs["spread"], repairs["end"]) == (every == 1)
+
+
 def test_guide_every_one_is_the_paper_loop(gaussian, tiny_repairer, anomalous_rows):
     default = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=RepairSettings(**FAST), progress=False)
     strided = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=RepairSettings(guide_every=1, **FAST),

@@ -68,10 +68,10 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
     # cells above their training quantile tau: tau alone flags ~40% of a faulty window's cells and P4 then rarely
     # holds, and a larger top share also repairs cells that score as normal ones, which P4 pays for too; 40 steps
     # (32 from t0 = 0.8) match paper mode's guided Ms at 1/12 of its time on the validation windows, and guidance
-    # on every 3rd of them at 0.01 (×3) repairs as well as every step at 0.025 for 2/3 of the detector's cost
+    # on the last third of them at 0.01 (×3) repairs as well as every step at 0.025 for 1/3 of the detector's cost
     # (docs/results.md, docs/timeseries.md)
     repair_defaults = {"eta_schedule": "constant", "guide_on": "x0", "infill_stop": 0.0, "t0": 0.8, "mask": "top-train",
-                       "mask_quantile": 0.97, "steps": 40, "guide_every": 3}
+                       "mask_quantile": 0.97, "steps": 40, "guide_every": 3, "guide_at": "end"}
     smoke_fit_options: ClassVar[dict] = {"steps": 5}  # what the core's identity test passes to fit()
 
     def __init__(self, input_shape: list[int], preset: str = "small", n_layer: int | None = None,
