@@ -47,12 +47,12 @@ import startup  # noqa: E402
 DETECTORS = ("gaussian", "autoencoder", "gpt2", "llama2", "fastflow", "efficientad")
 VISION = ("fastflow", "efficientad")
 # each detector's repair settings before issue 14, where they differ from today's defaults
-BEFORE: dict[str, dict] = {name: {"guide_every": 1} for name in DETECTORS}
+BEFORE: dict[str, dict] = {name: {"guide_every": 1, "guide_at": "spread"} for name in DETECTORS}
 BEFORE["fastflow"].update(guidance_scale=1e-3, scheduler="ddim", steps=50)
 BEFORE["efficientad"].update(guidance_scale=2e-3)
 for name in ("gpt2", "llama2"):
     BEFORE[name].update(guidance_scale=0.03, steps=50)
-PAPER = {"scheduler": "ddpm", "guide_every": 1}  # and steps: all the repairer's training timesteps
+PAPER = {"scheduler": "ddpm", "guide_every": 1, "guide_at": "spread"}  # and steps: all the repairer's training timesteps
 METRICS = ("Ms", "Momega", "Momega_bar")
 SECTIONS = ("startup", "floor", "arms", "batch", "paper", "candidates")
 
@@ -191,7 +191,7 @@ def section_arms(run: arpro.Run, x: torch.Tensor, batch: int, repeats: int, fast
                 seconds[mode][arm].append(s[arm])
     for mode, (settings, arms) in modes.items():
         med = {arm: statistics.median(seconds[mode].get(arm, [float("nan")])) for arm in arpro.ARMS}
-        shown = (*BEFORE[name], "steps", "guidance_scale", "guide_at")
+        shown = (*BEFORE[name], "steps", "guidance_scale")
         changed = {k: v for k, v in settings.to_dict().items() if k in shown}
         print(f"| {name} | {mode} {changed} | {len(x)} | {med['baseline']:.3f} | {med['infill']:.3f} | "
               f"{med['guided']:.3f} | {med['guided'] / med['infill']:.2f} | {summary(figures[mode])} |")
