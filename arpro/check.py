@@ -87,8 +87,8 @@ def problems(detection: dict, infill: dict | None, repair: dict | None, detector
         how = "near chance" if detection["auroc"] < NEAR_CHANCE_AUROC else "weak"
         ways = [f"train it longer (--model-option {key}=N)" for key in ("train_steps", "epochs") if key in detector_options][:1]
         ways += ["give it pretrained backbone_weights"] * ("backbone_weights" in detector_options)
-        found.append(f"detector {how} (AUROC {detection['auroc']:.2f}): {', '.join(ways + [''])}"
-                     f"{'or ' if ways else ''}choose another detector")
+        advice = ", ".join([*ways, "or choose another detector"]) if ways else "choose another detector"
+        found.append(f"detector {how} (AUROC {detection['auroc']:.2f}): {advice}")
     if infill is None or repair is None:
         return found
     if not infill["beats_naive"]:

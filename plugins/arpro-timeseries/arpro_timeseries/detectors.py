@@ -63,7 +63,7 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
     family: ClassVar[str]
     embedding_key: ClassVar[str]
     layer_key: ClassVar[str]
-    guidance_scale = 0.01  # applied ×3 at each guided step (guide_every); with the repair_defaults below, chosen on process(seed=1)
+    guidance_scale = 0.01  # applied ×3 at each guided step (guide_every); chosen on process(seed=1) with these defaults:
     # in-filling to the last step keeps omega_bar exact (P2); omega is each window's top 3% of alpha among the
     # cells above their training quantile tau: tau alone flags ~40% of a faulty window's cells and P4 then rarely
     # holds, and a larger top share also repairs cells that score as normal ones, which P4 pays for too; 40 steps
