@@ -146,15 +146,21 @@ def train_denoiser(
     seed: int = 0,
     progress: bool = True,
     extra_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+    weighting: str = "uniform",
 ) -> list[float]:
     """Train a repairer's network on normal samples with the standard DDPM objective.
 
     The target is the noise (``prediction_type="epsilon"``) or ``x0`` (``"sample"``);
-    ``extra_loss(x0, prediction)`` adds a model-specific term (e.g. Diffusion-TS's
-    Fourier loss). ``steps``, ``batch_size`` and ``lr`` default to the model's config
-    (``train_steps``, ``batch_size``, ``lr``; else batch 64, lr 1e-4). AdamW, as in the
-    paper, through :func:`arpro.training.fit_loop`. Returns the loss per step.
+    ``extra_loss(x0, prediction)`` adds a model-specific term per sample (shape ``[B]``, e.g.
+    Diffusion-TS's Fourier loss). ``weighting="snr+1"`` weights each sample's x0 loss by
+    ``1 / (1 − ᾱ_t)``, the v-prediction objective written on x0 (Salimans & Ho, 2022), so the
+    low-noise steps, where x0 is almost the input, weigh as much as the others. ``steps``,
+    ``batch_size`` and ``lr`` default to the model's config (``train_steps``, ``batch_size``,
+    ``lr``; else batch 64, lr 1e-4). AdamW, as in the paper, through
+    :func:`arpro.training.fit_loop`. Returns the loss per step.
     """
+    if weighting not in ("uniform", "snr+1") or (weighting == "snr+1" and model.prediction_type != "sample"):
+        raise ArproError(f"weighting {weighting!r} is not one for prediction_type {model.prediction_type!r}")
     given = {k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr).items() if v is not None}
     scheduler = model.make_scheduler("ddpm")
     timesteps = len(scheduler.alphas_cumprod)
@@ -165,8 +171,12 @@ def train_denoiser(
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)  # drawn on the CPU on every device
         prediction = model(scheduler.add_noise(x0, noise, t), t)
         target = noise if model.prediction_type == "epsilon" else x0
-        loss = torch.nn.functional.mse_loss(prediction, target)
-        return loss if extra_loss is None else loss + extra_loss(x0, prediction)
+        loss = (prediction - target).pow(2).flatten(1).mean(1)
+        if extra_loss is not None:
+            loss = loss + extra_loss(x0, prediction)
+        if weighting == "snr+1":
+            loss = loss / (1 - scheduler.alphas_cumprod.to(x0.device)[t])
+        return loss.mean()
 
     options = fit_options(model, given, batch_size=64, lr=1e-4)
     return fit_loop(model, loss_fn, train, seed=seed, progress=progress, **options)

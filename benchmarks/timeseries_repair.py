@@ -55,7 +55,7 @@ def paired_tables(per_arm: dict, arms: list[str], stats, summary: dict) -> None:
     paired = (guided_omega < torch.tensor(per_arm["infill"]["Momega"])).double().mean().item()
     print(f"\nguided median beats every other arm: {wins}")
     print(f"bars: guided P1 {g['p1']:.2f} (>= 0.95), guided TNR {g['tnr']:.2f} (>= 0.9), "
-          f"guided Mω < infill Mω in {paired:.2f} of windows (>= 0.7)")
+          f"guided Mω < infill Mω in {paired:.3f} of windows (>= 0.7)")
     print("\nPaired, window by window (same windows, same seeds): the fraction of windows where guided is lower,")
     print("and the median of (guided − arm)")
     print("| metric | " + " | ".join(f"guided < {a} | median(guided − {a})" for a in arms if a != "guided") + " |")

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from arpro import checkpoint, plugins
+from arpro.settings import parse_options
 from machine import describe
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "plugins/arpro-timeseries/arpro_timeseries/checkpoints"
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=0, help="save a checkpoint every CHUNK steps (0: only at the end)")
     parser.add_argument("--resume", type=Path, default=None, help="continue training this checkpoint instead of a fresh model")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's lr)")
-    parser.add_argument("--model-option", action="append", default=[], help="model config KEY=VALUE (strings)")
+    parser.add_argument("--model-option", action="append", default=[], help="model config KEY=VALUE (JSON values where they parse)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe())
@@ -47,7 +48,7 @@ def main() -> None:
         model = checkpoint.load(args.resume, kind, args.model)
     else:
         torch.manual_seed(args.seed)  # the initial weights, as arpro train seeds them
-        model = plugins.get(kind, args.model).for_dataset(dataset, **dict(o.split("=", 1) for o in args.model_option))
+        model = plugins.get(kind, args.model).for_dataset(dataset, **parse_options(args.model_option, "--model-option"))
     options = {} if args.lr is None else {"lr": args.lr}
     steps = args.steps or model.config["train_steps"]
     out = args.out or CHECKPOINTS / f"{args.model}-process.safetensors"

@@ -7,13 +7,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from arpro import ArproError, checkpoint
+from arpro import ArproError, Repairer, checkpoint
 from arpro.cli import app
-from arpro.training import fit_loop, rank_seed
+from arpro.training import fit_loop, rank_seed, train_denoiser
 from conftest import run_cli
 
 STEPS, BATCH, LR, SEED = 4, 5, 0.05, 7
@@ -133,3 +134,32 @@ def test_train_refuses_zero_devices(tmp_path):
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, ArproError) and "--devices" in str(result.exception)
     assert not list(tmp_path.iterdir())
+
+
+class ZeroX0(Repairer):
+    """Predicts x0 = 0 whatever it sees: its loss on constant data is known at every t."""
+
+    name, domain, prediction_type = "zero-x0", "tabular", "sample"
+
+    def __init__(self, num_train_timesteps: int = 50) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x_t, t):
+        return torch.zeros_like(x_t) + 0 * self.bias
+
+    def fit(self, train, *, seed=0, progress=True, **options):
+        return None
+
+
+def test_snr_plus_one_weighting_divides_each_samples_x0_loss_by_one_minus_alpha_bar():
+    train = torch.ones(64, 3)  # every sample's x0 loss is exactly 1
+    model = ZeroX0()
+    uniform = train_denoiser(model, train, steps=3, batch_size=16, lr=0.0, seed=1, progress=False)
+    weighted = train_denoiser(model, train, steps=3, batch_size=16, lr=0.0, seed=1, progress=False, weighting="snr+1")
+    assert uniform == [1.0, 1.0, 1.0]
+    one_minus = 1 - model.make_scheduler("ddpm").alphas_cumprod
+    assert all(1 / one_minus.max() <= w <= 1 / one_minus.min() for w in weighted) and all(w > 1 for w in weighted)
+    with pytest.raises(ArproError, match="weighting 'snr\\+1' is not one for prediction_type 'epsilon'"):
+        model.prediction_type = "epsilon"
+        train_denoiser(model, train, steps=1, batch_size=16, progress=False, weighting="snr+1")

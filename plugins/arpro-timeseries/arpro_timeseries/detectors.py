@@ -19,7 +19,7 @@ steps as tokens), as reconstruction models:
 Decomposition (paper Example 2.2): ``alpha[t, d] = (x̂[t, d] − x[t, d])² + w · v[t, d]`` and
 ``beta = 0``, so ``s(x) = Σ_{t,d} alpha`` is exactly the window's total squared reconstruction
 error (the usual reconstruction score, as a sum rather than a mean) plus ``w`` (config
-``variability``, default 3; 0 turns it off) times the variability score ``v`` of
+``variability``, default 10; 0 turns it off) times the variability score ``v`` of
 :mod:`arpro_timeseries.variability`, which sees frozen readings and noise-level changes that a
 reconstruction misses. ``v`` is zero on almost every normal cell.
 """
@@ -78,7 +78,7 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
                  hidden: int | None = None, n_head: int | None = None, intermediate: int | None = None,
                  bottleneck: int | None = None, eps: float = 1e-2, train_steps: int = 800, batch_size: int = 64,
                  lr: float = 1e-3, pretrained: str | None = None, normalise: str = "dataset",
-                 variability: float = 3.0, gradient: str = "fixed-target") -> None:
+                 variability: float = 10.0, gradient: str = "fixed-target") -> None:
         if normalise not in NORMALISATIONS:
             raise arpro.ArproError(f"{self.name}: normalise must be one of {', '.join(NORMALISATIONS)}, not {normalise!r}")
         if gradient not in GRADIENTS:
