@@ -9,7 +9,6 @@ judged first: where it cannot be trusted and no repairer checkpoint exists, none
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from collections.abc import Collection
@@ -75,7 +74,7 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
 
     name = f"{dataset.name}:{dataset.category}" if dataset.category else dataset.name
     report = {"arpro_version": __version__, "spec": spec.to_dict(), "dataset": name, "detection": detection, "infill": infill,
-              "repair": repair, "problems": problems(detection, infill, repair, inspect.signature(type(detector)).parameters)}
+              "repair": repair, "problems": problems(detection, infill, repair, detector.config_parameters() or {})}
     report["verdict"] = "; ".join(report["problems"]) or "ok"
     return report
 

@@ -84,16 +84,16 @@ def main() -> None:
 
 def low_noise(repairer, detector, x: torch.Tensor, seed: int) -> None:
     """x̂0 of the windows noised to a few low levels: its distance from them and its stillness."""
-    alphas_cumprod = repairer.make_scheduler("ddpm").alphas_cumprod
+    scheduler = repairer.make_scheduler("ddpm")
     generator = torch.Generator().manual_seed(seed + 2)
     print("\n| t | noise σ | mean (x̂0 − x)² | median stillness of x̂0 |")
     print("|---|---|---|---|")
     for t in (1, 10, 50, 100):
         steps = torch.full((len(x),), t)
-        noisy = repairer.make_scheduler("ddpm").add_noise(x, torch.randn(x.shape, generator=generator), steps)
+        noisy = scheduler.add_noise(x, torch.randn(x.shape, generator=generator), steps)
         with torch.no_grad():
             x0 = repairer(noisy, steps)
-        print(f"| {t} | {(1 - alphas_cumprod[t]).sqrt():.3f} | {(x0 - x).pow(2).mean():.4f} | "
+        print(f"| {t} | {(1 - scheduler.alphas_cumprod[t]).sqrt():.3f} | {(x0 - x).pow(2).mean():.4f} | "
               f"{score_parts(detector, x0)['stillness'].median():.1f} |")
 
 
