@@ -5,8 +5,9 @@
 
 A window is anomalous if any of its time steps is attacked. The decision threshold is the
 95% split-conformal threshold of the held-out normal (validation) windows' scores; AUROC
-needs no threshold. Per kind, the windows overlapping an attack of that kind are scored
-against all normal test windows (AUROC, and F1 at the same threshold). Models: the bundled
+needs no threshold. Per kind, the windows overlapping an attack of that kind (or its aftermath,
+until the plant has settled) are scored against all normal test windows (AUROC, and F1 at the
+same threshold). Models: the bundled
 checkpoints (trained on the seed-0 plant), or ``--detector-ckpt NAME=FILE``. Settings were
 chosen on ``--dataset-seed 1``; seed 2 (the default here) was used for nothing but reporting.
 
@@ -40,7 +41,7 @@ def windows_of_kind(dataset, test: arpro.Split) -> dict[str, torch.Tensor]:
     for kind in ATTACK_KINDS:
         hit = torch.zeros(len(test), dtype=torch.bool)
         for a in (a for a in dataset.attacks() if a["kind"] == kind):
-            hit |= (starts < a["stop"]) & (starts + dataset.window > a["start"])
+            hit |= (starts < a["settled"]) & (starts + dataset.window > a["start"])
         out[kind] = hit
     return out
 

@@ -70,8 +70,22 @@ def test_attacks_cover_all_kinds_and_match_labels():
     assert {a["kind"] for a in attacks} == {"stuck", "spike", "drift", "actuator", "blockage", "bias", "noise"}
     labels = ds._data["rows"]["test"].labels
     for a in attacks:
-        assert labels[a["start"] : a["stop"]].all()
-    assert labels.sum() == sum(a["stop"] - a["start"] for a in attacks)
+        assert a["settled"] >= a["stop"]
+        assert labels[a["start"] : a["settled"]].all()
+    assert labels.sum() == sum(a["settled"] - a["start"] for a in attacks)
+
+
+def test_an_attacks_aftermath_is_labelled_until_every_valve_is_open():
+    from arpro_timeseries.simulate import COLUMNS
+
+    ds = dataset("process")
+    rows = ds._data["rows"]["test"]
+    valves = rows.values[:, [COLUMNS.index(f"MV{k}01") for k in (1, 2, 3)]]
+    aftermath = [a for a in ds.attacks() if a["settled"] > a["stop"]]
+    assert aftermath, "the default plant has attacks whose aftermath outlasts them"
+    for a in aftermath:  # a valve is still closing or reopening right after the attack
+        assert valves[a["stop"]].min() < 0.9
+    assert valves[rows.labels == 0].min() > 0.95  # normal rows: every valve open (noise 0.005)
 
 
 def test_stuck_sensor_really_sticks():

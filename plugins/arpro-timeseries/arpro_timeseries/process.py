@@ -46,10 +46,10 @@ class Process(TimeSeriesDataset):
             values, labels, schedule = simulate(int(o.get(key, default)), seed=1000 * self.seed + offset, attacks=attacks)
             kinds = ["normal"] * len(values)
             for attack in schedule:
-                kinds[attack["start"] : attack["stop"]] = [attack["kind"]] * (attack["stop"] - attack["start"])
+                kinds[attack["start"] : attack["settled"]] = [attack["kind"]] * (attack["settled"] - attack["start"])
             splits.append(Rows(values, labels, kinds=kinds))
         return list(PROCESS_COLUMNS), *splits
 
     def attacks(self) -> list[dict]:
-        """The attacks injected into the test series (kind, target, start, stop rows)."""
+        """The attacks injected into the test series (kind, target, start, stop and settled rows)."""
         return simulate(int(self.options.get("test_steps", 12000)), seed=1000 * self.seed + 2, attacks=True)[2]

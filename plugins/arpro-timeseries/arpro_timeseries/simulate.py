@@ -26,6 +26,11 @@ Attacks, injected into the test series only and labelled per time step:
 Stuck, drift and actuator attacks last 10–40 steps, spikes 1–3; blockage, bias and noise are
 sustained, 80–200 steps (longer than the default window of 64).
 
+Labels cover each attack from ``start`` to ``settled``: past ``stop`` while any valve is not
+fully open. Normal operation never fills a tank far enough for its controller to close a valve,
+so a closing valve after an actuator attack or a blockage is the attack's aftermath (a tank it
+overfilled, draining), not normal operation.
+
 Everything is deterministic from the seed. 12 000 rows (the default test series) took 0.26 s
 on this machine with its 2 cores shared by other jobs.
 """
@@ -187,6 +192,10 @@ def _simulate(n: int, seed: int, attacks: bool, attack_gap: tuple[int, int]):
         out[i] = row
     out = np.array(out)
 
+    # normal operation never fills a tank far enough for a controller to close a valve: a valve that is
+    # not fully open is the attack's aftermath (an overfilled tank draining), still part of the anomaly
+    valve_closed = (out[:, [COLUMNS.index(v) for v in ACTUATORS if v.startswith("MV")]] < 0.999).any(1)
+
     loud = np.ones((len(COLUMNS), n))  # cavitation multiplies a pump's vibration and current noise
     for a in schedule:
         if a["kind"] == "noise":
@@ -202,7 +211,11 @@ def _simulate(n: int, seed: int, attacks: bool, attack_gap: tuple[int, int]):
     spread = out.std(0) + 1e-6
     for a in schedule:
         s, e = a["start"], a["stop"]
-        labels[s:e] = 1
+        settled = e
+        while settled < n and valve_closed[settled]:
+            settled += 1
+        a["settled"] = settled
+        labels[s:settled] = 1
         if a["kind"] not in ("stuck", "spike", "drift", "bias"):
             continue  # the physics or the noise carried it
         j = COLUMNS.index(a["target"])
