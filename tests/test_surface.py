@@ -152,6 +152,38 @@ def test_patchnn_checkpoint_roundtrip_and_errors(fitted, tmp_path):
         fresh.fit(data.train().x[:1], progress=False)
 
 
+def test_patchnn_pools_over_flat_windows_for_thin_straight_defects(tmp_path):
+    """A scale [h, w] pools over h x w windows: its alpha is spread evenly over each window, the
+    decomposition stays exact, the checkpoint keeps the scale, and a thin line along the window
+    scores higher there than the same dark pixels scattered as specks."""
+    data = surface(n_train=16)
+    detector = plugins.get("detector", "patchnn").for_dataset(data, scales=[[1, 8], 2], bank_size=128)
+    detector.fit(data.train().x, seed=0, progress=False)
+    assert detector.config["scales"] == [[1, 8], 2] and detector.bank_1x8.shape == (128, 25)
+    normal = data.train().x[1:2]  # an odd-numbered picture: held out of the bank
+    line, specks = normal.clone(), normal.clone()
+    line[..., 16, 4:28] -= 1.0  # 24 pixels in one row
+    specks[..., torch.arange(4, 28) % 6 * 5 + 2, torch.arange(4, 28)] -= 1.0  # the same 24, scattered
+    x = torch.cat([normal, line, specks])
+    with torch.no_grad():
+        d = detector.decompose(x)
+        assert torch.allclose(d.score, detector.reference_score(x), rtol=1e-4, atol=1e-4)
+        flat = plugins.get("detector", "patchnn").for_dataset(data, scales=[[1, 8]], bank_size=128)
+        flat.fit(data.train().x, seed=0, progress=False)
+        alpha = flat.decompose(x).alpha
+    assert torch.equal(alpha, alpha[..., ::8].repeat_interleave(8, -1))  # even over each 1 x 8 window
+    assert alpha[1].sum() > alpha[2].sum() and alpha[1].sum() > alpha[0].sum()
+    path = tmp_path / "flat.safetensors"
+    checkpoint.save(flat, path)
+    loaded = checkpoint.load(path, "detector", "patchnn")
+    assert loaded.config["scales"] == [[1, 8]]
+    with torch.no_grad():
+        assert torch.equal(loaded.decompose(x).alpha, alpha)
+    for bad in ([[1, 8, 2]], [[0, 4]], ["4"], [[1, 5]]):
+        with pytest.raises(arpro.ArproError, match="patchnn scale"):
+            plugins.get("detector", "patchnn").for_dataset(data, scales=bad)
+
+
 def test_cli_trains_patchnn_and_a_ddpm_and_repairs_surface_pictures(tmp_path):
     from conftest import run_cli
 

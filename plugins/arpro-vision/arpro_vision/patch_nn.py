@@ -10,15 +10,17 @@ Features, differentiable in ``x``: the gray image (mean of the channels) minus i
 (``highpass_sigma`` model pixels; removes uneven illumination), in units of the training
 pictures' robust high-pass std (1.4826 x median absolute deviation: the grain's), squashed
 softly to ±``saturation`` by ``saturation·tanh(v / saturation)`` so that a part's edge, many
-std deep, weighs no more than a faint crack; at each scale ``k`` of ``scales`` it is
-average-pooled by ``k`` and every ``patch`` x ``patch`` neighbourhood (reflect-padded) is one
-feature vector. Fitting keeps,
+std deep, weighs no more than a faint crack; at each scale of ``scales`` it is average-pooled
+over windows of ``k`` x ``k`` pixels (a scale ``k``) or ``h`` x ``w`` pixels (a scale ``[h, w]``:
+a window one pixel high and eight wide keeps a thin crack along it while it averages isolated
+specks away) and every ``patch`` x ``patch`` neighbourhood (reflect-padded) is one feature
+vector. Fitting keeps,
 per scale, a greedy k-centre coreset of ``bank_size`` training patches (the memory bank), chosen
 from the even-numbered training pictures, and measures the odd-numbered pictures' squared
 nearest-neighbour distances ``d²``; ``excess`` is their ``excess_quantile``.
 
-Decomposition: at each position of scale ``k``, ``max(d² − excess_k, 0)`` is spread evenly
-over the ``k x k`` input pixels it covers, ``alpha`` ``[B, H, W]`` is the sum over scales and
+Decomposition: at each position of a scale, ``max(d² − excess, 0)`` is spread evenly over the
+input pixels its pooling window covers, ``alpha`` ``[B, H, W]`` is the sum over scales and
 ``beta = 0``, so ``s(x) = sum(alpha)`` exactly: how far, in excess of normal variation, the
 picture's patches lie from every normal patch. The nearest neighbour is found without
 gradients and its distance recomputed with them, so ``∇s`` is the gradient of the minimum.
@@ -116,6 +118,20 @@ def greedy_coreset(features: Tensor, size: int, generator: torch.Generator) -> T
     return features[chosen].clone()
 
 
+def pooling_window(scale: int | list[int]) -> tuple[int, int]:
+    """A scale's pooling window, (height, width): ``k`` is ``k`` x ``k``, ``[h, w]`` is ``h`` x ``w``."""
+    window = (scale, scale) if isinstance(scale, int) else tuple(scale)
+    if len(window) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in window):
+        raise ArproError(f"patchnn scale {scale!r} must be a whole number >= 1 or a pair [height, width] of them")
+    return window
+
+
+def bank_name(window: tuple[int, int]) -> str:
+    """The buffer holding a scale's memory bank: ``bank_4`` for 4 x 4 (as checkpoints name it), ``bank_1x8``."""
+    height, width = window
+    return f"bank_{height}" if height == width else f"bank_{height}x{width}"
+
+
 class PatchNNDetector(ShippedModel, arpro.Detector):
     """Nearest-neighbour distances of illumination-flattened pixel patches; no pretrained weights."""
 
@@ -130,24 +146,26 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
     repair_defaults = {"guide_on": "x0", "eta_schedule": "constant", "infill_stop": 0.1, "mask": "top-train",
                        "mask_quantile": 0.97}
 
-    def __init__(self, input_shape: list[int], patch: int = 5, scales: list[int] | None = None,
+    def __init__(self, input_shape: list[int], patch: int = 5, scales: list[int | list[int]] | None = None,
                  highpass_sigma: float = 4.0, saturation: float = 2.0, bank_size: int = 1024,
                  excess_quantile: float = 0.99) -> None:
         super().__init__()
-        scales = [1, 2, 4] if scales is None else [int(k) for k in scales]
-        self.config["scales"] = scales
+        scales = [1, 2, 4] if scales is None else scales
+        self.windows = [pooling_window(k) for k in scales]
+        self.config["scales"] = [h if h == w else [h, w] for h, w in self.windows]
         height, width = image_hw(input_shape)
         if patch < 1 or patch % 2 == 0:
             raise ArproError(f"patchnn patch must be an odd number of pixels, not {patch}")
-        if not scales or any(k < 1 or height % k or width % k or min(height, width) // k <= patch // 2 for k in scales):
+        if not scales or any(height % h or width % w or min(height // h, width // w) <= patch // 2
+                             for h, w in self.windows):
             raise ArproError(f"patchnn scales {scales} must each divide the image size {height}x{width} and leave "
                              f"more than {patch // 2} pixels per side")
         if highpass_sigma <= 0 or saturation <= 0 or bank_size < 1 or not 0.0 < excess_quantile <= 1.0:
             raise ArproError("patchnn needs highpass_sigma > 0, saturation > 0, bank_size >= 1 and excess_quantile in (0, 1]")
         self.register_buffer("feature_std", torch.zeros(0))  # set by fit
         self.register_buffer("excess", torch.zeros(0))  # [len(scales)], set by fit
-        for k in scales:
-            self.register_buffer(f"bank_{k}", torch.zeros(0))  # [bank_size, patch²], set by fit
+        for window in self.windows:
+            self.register_buffer(bank_name(window), torch.zeros(0))  # [bank_size, patch²], set by fit
 
     def _highpass(self, x: Tensor) -> Tensor:
         """The gray picture less its illumination (its Gaussian blur), ``[B, 1, H, W]``."""
@@ -161,8 +179,8 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
         limit = self.config["saturation"]
         flat = limit * torch.tanh(self._highpass(x) / self.feature_std / limit)
         p = self.config["patch"]
-        return [F.pad(F.avg_pool2d(flat, k) if k > 1 else flat, (p // 2,) * 4, mode="reflect")
-                for k in self.config["scales"]]
+        return [F.pad(F.avg_pool2d(flat, window) if window != (1, 1) else flat, (p // 2,) * 4, mode="reflect")
+                for window in self.windows]
 
     def _fit_maps(self, x: Tensor) -> list[Tensor]:
         """``_padded`` of many pictures, ``FIT_IMAGES`` at a time, filled in place (see ``nearest``)."""
@@ -184,8 +202,8 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
         Without gradients, chunk by chunk (``nearest_distances``); with them, the patches are built at once
         (autograd keeps them) and the distance is recomputed differentiably, the nearest found without gradients."""
         out, p = [], self.config["patch"]
-        for k, padded in zip(self.config["scales"], self._padded(x), strict=True):
-            bank = getattr(self, f"bank_{k}")
+        for window, padded in zip(self.windows, self._padded(x), strict=True):
+            bank = getattr(self, bank_name(window))
             if not (torch.is_grad_enabled() and padded.requires_grad):
                 out.append(nearest_distances(padded, p, bank).reshape(x.shape[0], -1))
                 continue
@@ -199,16 +217,16 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
             raise ArproError("patchnn is not fitted: train it (arpro train detector --detector patchnn) first")
         height, width = x.shape[-2:]
         alpha = x.new_zeros(x.shape[0], height, width)
-        for k, excess, d2 in zip(self.config["scales"], self.excess, self._distances(x), strict=True):
-            over = (d2 - excess).clamp_min(0).reshape(x.shape[0], 1, height // k, width // k) / (k * k)
-            alpha = alpha + F.interpolate(over, scale_factor=k, mode="nearest").squeeze(1)
+        for (h, w), excess, d2 in zip(self.windows, self.excess, self._distances(x), strict=True):
+            over = (d2 - excess).clamp_min(0).reshape(x.shape[0], 1, height // h, width // w) / (h * w)
+            alpha = alpha + F.interpolate(over, scale_factor=(h, w), mode="nearest").squeeze(1)
         return arpro.Decomposition(alpha=alpha, beta=x.new_zeros(x.shape[0]))
 
     def reference_score(self, x: Tensor) -> Tensor:
         """The sum over scales and positions of the excess distance, from a full distance matrix."""
         score = x.new_zeros(x.shape[0])
-        for k, excess, patches in zip(self.config["scales"], self.excess, self._patches(x), strict=True):
-            d2 = torch.cdist(patches, getattr(self, f"bank_{k}").unsqueeze(0).expand(x.shape[0], -1, -1)).amin(2) ** 2
+        for window, excess, patches in zip(self.windows, self.excess, self._patches(x), strict=True):
+            d2 = torch.cdist(patches, getattr(self, bank_name(window)).unsqueeze(0).expand(x.shape[0], -1, -1)).amin(2) ** 2
             score = score + (d2 - excess).clamp_min(0).sum(1)
         return score
 
@@ -227,12 +245,12 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
             flat = flat[torch.randperm(flat.numel(), generator=generator)[:1000000]]
             self.feature_std = (1.4826 * (flat - flat.median()).abs().median()).clamp_min(1e-6).reshape(())
             excess, p = [], self.config["patch"]
-            for k, bank_map, held_map in zip(self.config["scales"], self._fit_maps(train[0::2]),
-                                             self._fit_maps(train[1::2]), strict=True):
+            for window, bank_map, held_map in zip(self.windows, self._fit_maps(train[0::2]),
+                                                  self._fit_maps(train[1::2]), strict=True):
                 rows = torch.randperm(patch_count(bank_map, p), generator=generator)[:CORESET_POOL]
                 pool = patch_rows(bank_map, p, rows)
                 bank = greedy_coreset(pool, bank_size, generator)
-                setattr(self, f"bank_{k}", bank)
+                setattr(self, bank_name(window), bank)
                 d2 = nearest_distances(held_map, p, bank)
                 excess.append(torch.quantile(d2[torch.randperm(d2.shape[0], generator=generator)[:100000]],
                                              self.config["excess_quantile"]))
