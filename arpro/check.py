@@ -51,7 +51,7 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
 
     repairer_path = spec.repairer_checkpoint or plugins.get("repairer", spec.repairer).bundled_checkpoint(dataset)
     if repairer_path is None and detection["auroc"] < WEAK_AUROC:  # no repairer trained (minutes to hours) for nothing
-        print(f"note: the repair was not checked: no repairer checkpoint, and a detector at AUROC {detection['auroc']:.2f} "
+        print(f"note: the repair was not checked: no repairer checkpoint, and a detector at AUROC {detection['auroc']:.3f} "
               "cannot be trusted whatever the repairer does; pass --repairer-checkpoint FILE to check it too",
               file=sys.stderr)
         infill = repair = None
@@ -87,7 +87,7 @@ def problems(detection: dict, infill: dict | None, repair: dict | None, detector
         ways = [f"train it longer (--model-option {key}=N)" for key in ("train_steps", "epochs") if key in detector_options][:1]
         ways += ["give it pretrained backbone_weights"] * ("backbone_weights" in detector_options)
         advice = ", ".join([*ways, "or choose another detector"]) if ways else "choose another detector"
-        found.append(f"detector {how} (AUROC {detection['auroc']:.2f}): {advice}")
+        found.append(f"detector {how} (AUROC {detection['auroc']:.3f}): {advice}")
     if infill is None or repair is None:
         return found
     if not infill["beats_naive"]:

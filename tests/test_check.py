@@ -200,9 +200,11 @@ def test_the_advice_for_a_weak_detector_names_only_options_it_has():
     from arpro.check import problems
 
     weak = {"auroc": 0.64}
-    assert problems(weak, None, None, ("patch", "scales")) == ["detector weak (AUROC 0.64): choose another detector"]
+    assert problems(weak, None, None, ("patch", "scales")) == ["detector weak (AUROC 0.640): choose another detector"]
     assert problems(weak, None, None, ("hidden", "epochs")) == [
-        "detector weak (AUROC 0.64): train it longer (--model-option epochs=N), or choose another detector"]
+        "detector weak (AUROC 0.640): train it longer (--model-option epochs=N), or choose another detector"]
+    # just below the bar: printed so that it reads as below it (not "0.80")
+    assert problems({"auroc": 0.796}, None, None) == ["detector weak (AUROC 0.796): choose another detector"]
     assert problems({"auroc": 0.5}, None, None, ("backbone_weights", "train_steps")) == [
-        "detector near chance (AUROC 0.50): train it longer (--model-option train_steps=N), give it pretrained "
+        "detector near chance (AUROC 0.500): train it longer (--model-option train_steps=N), give it pretrained "
         "backbone_weights, or choose another detector"]
