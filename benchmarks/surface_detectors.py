@@ -2,7 +2,7 @@
 (and, with --kolektor, on the real KolektorSDD in MVTec layout).
 
     OMP_NUM_THREADS=1 python benchmarks/surface_detectors.py [--seed 1] [--detectors patchnn fastflow efficientad]
-        [--kolektor ../shared/data/kolektorsdd] [--out runs/surface_detectors.json]
+        [--kolektor ../shared/data/kolektorsdd] [--option 'patchnn_scales=[[1,16],[16,1]]'] [--out runs/surface_detectors.json]
 
 Each detector is obtained as the CLI does (``arpro.obtain_model``, seed 0): the bundled
 checkpoint where one exists (patchnn on surface at 64 px), otherwise fitted with its defaults
@@ -10,6 +10,8 @@ on the dataset's normal training pictures. ``--seed`` picks the surface set's te
 settings were chosen on seed 0, and docs/vision.md reports seed 1. Image AUROC ranks
 ``s(x)``, the sum of alpha, between the normal pictures and those of one kind ("all": every
 defective picture); pixel AUROC ranks alpha against the masks over the pictures of that kind.
+``--option KEY=VALUE`` (JSON values) adds dataset options to both sets, e.g. ``patchnn_*`` model
+options, as the CLI's ``--option`` does (with one, patchnn is fitted, not the bundled file).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 import arpro
 from arpro import plugins
+from arpro.settings import parse_options
 from machine import describe
 
 
@@ -60,19 +63,23 @@ def main() -> None:
     parser.add_argument("--detectors", nargs="+", default=["patchnn"])
     parser.add_argument("--kolektor", type=Path, default=None, help="KolektorSDD in MVTec layout (commutator/...)")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--option", action="append", default=[], help="KEY=VALUE dataset option (JSON value)")
     parser.add_argument("--out", type=Path, default=Path("runs/surface_detectors.json"))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    options = parse_options(args.option, "--option")
     torch.set_num_threads(args.threads)
     print(describe(), flush=True)
-    surface = plugins.get("dataset", "surface")(root=None, category=None, seed=args.seed, image_size=args.image_size)
+    surface = plugins.get("dataset", "surface")(root=None, category=None, seed=args.seed, image_size=args.image_size,
+                                                **options)
     rows = measure(f"surface seed {args.seed}", surface, args.detectors)
     if args.kolektor is not None:
-        kolektor = plugins.get("dataset", "mvtec")(root=args.kolektor, category="commutator", image_size=args.image_size)
+        kolektor = plugins.get("dataset", "mvtec")(root=args.kolektor, category="commutator", image_size=args.image_size,
+                                                   **options)
         rows += measure("KolektorSDD", kolektor, args.detectors)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"load average at the end {os.getloadavg()[0]:.2f}\n")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}; options {options}\n")
     print("| dataset | detector | kind | n | image AUROC | pixel AUROC |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['dataset']} | {r['detector']} | {r['kind']} | {r['n']} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} |")
