@@ -122,7 +122,6 @@ def main() -> None:
     x_bad, ids = anomalous.x[pick].contiguous(), [anomalous.ids[i] for i in pick.tolist()]
     kinds = [anomalous.kinds[i] for i in pick.tolist()]
     threshold = conformal_threshold(scores(detector, dataset.validation().x), 0.95)
-    already_below = int((scores(detector, x_bad) < threshold).sum())  # what TNR counts without any repair
     given = dict(steps=args.steps, t0=args.t0, guidance_scale=args.scale, guide_on=args.guide_on,
                  guide_every=args.guide_every, guide_at=args.guide_at,
                  grad_clip=args.grad_clip, eta_schedule=args.eta_schedule, infill_stop=args.infill_stop,
@@ -130,12 +129,14 @@ def main() -> None:
     settings = arpro.RepairSettings.for_detector(detector, **{k: v for k, v in given.items() if v is not None})
 
     per_arm: dict[str, dict[str, list]] = {}
+    score_bad: list[float] = []  # s(x_bad), as the repair computed it: what TNR counts without any repair
     started = time.perf_counter()
     for start in range(0, len(x_bad), args.batch):
         result = arpro.repair(
             x_bad[start : start + args.batch], detector, repairer, settings=settings,
             seed=args.seed + start, ids=ids[start : start + args.batch], progress=False, arms=args.arms.split(","),
         )
+        score_bad += result.score_bad.tolist()
         for arm, r in result.arms.items():
             rec = per_arm.setdefault(arm, {"score": [], "p1": [], "all_hold": [], "seconds": 0.0, **{m: [] for m, _ in METRICS}})
             rec["score"] += r.score.tolist()
@@ -146,6 +147,7 @@ def main() -> None:
                 rec[m] += r.metrics[m].tolist()
     total = time.perf_counter() - started
     n = len(x_bad)
+    already_below = sum(s < threshold for s in score_bad)
 
     def stats(values):
         t = torch.tensor(values, dtype=torch.float64)
