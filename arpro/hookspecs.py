@@ -7,7 +7,7 @@ default plugin (the properties P1–P4, ``arpro.properties``) through these same
 The rules every hook below shares:
 
 - **Register import paths**: ``register("pkg.models:MyDetector", name=..., domain=...,
-  description=..., default=False)``; the class is imported on first use (``arpro.get``) and
+  description=..., default=False, baseline=False)``; the class is imported on first use (``arpro.get``) and
   must have that ``name`` and ``domain``, so listing and choosing plugins imports no torch.
   ``register(cls)`` reads all of it from the class (cheap classes only: the core's properties).
 - **When**: the ``arpro_register_*`` hooks are called once per process, the first time
@@ -26,6 +26,10 @@ The rules every hook below shares:
   When several claim ``default=True`` in one domain, the built-in one (of ``arpro``,
   ``arpro-tabular``, ``arpro-vision`` or ``arpro-timeseries``) wins and a warning names the
   others; several third-party claims without a built-in one are an error.
+- **Baselines**: a detector registered with ``baseline=True`` is its domain's simple, strong
+  reference (PCA for windows, PatchCore for pictures); ``arpro check`` fits it on the same
+  training split and says when the checked detector does worse. A plugin may decide at
+  registration (cheaply: no imports of torch) which of its detectors is the baseline.
 """
 
 from __future__ import annotations

@@ -195,6 +195,12 @@ class Detector(Model):
         """
         return None
 
+    def provenance(self) -> dict[str, str]:
+        """Where the detector's weights came from, as ``arpro check`` prints and records it: e.g.
+        ``{"backbone": "efficientnet_lite0, ImageNet, from package ... (sha256 ...)"}``. A ``"problem"``
+        entry (e.g. "backbone weights are random: ...") joins the check's verdict. Default: nothing to say."""
+        return {}
+
     def input_mask(self, omega: Tensor, input_shape: torch.Size) -> Tensor:
         """Map a feature mask ``[B, *F]`` onto the input ``[B, *X]``.
 

@@ -42,18 +42,20 @@ class Entry:
     default: bool
     distribution: str
     version: str
+    baseline: bool = False
 
     @classmethod
     def of(cls, kind: str, target: type | str, distribution: str, version: str, *, name: str | None = None,
-           domain: str = "", description: str = "", default: bool = False) -> Entry:
+           domain: str = "", description: str = "", default: bool = False, baseline: bool = False) -> Entry:
         """What ``register(target, ...)`` records: a class describes itself; a path needs ``name=``."""
         if isinstance(target, str):
             if name is None or ":" not in target:
                 raise TypeError(f"register({target!r}) needs a 'module:Class' path and name=")
-            return cls(kind, name, target, domain, description, default, distribution, version)
+            return cls(kind, name, target, domain, description, default, distribution, version, baseline)
         doc = (target.__doc__ or "").strip()
         return cls(kind, target.name, target, getattr(target, "domain", ""), doc.splitlines()[0] if doc else "",
-                   getattr(target, "is_default", False) or getattr(target, "embedded", False), distribution, version)
+                   getattr(target, "is_default", False) or getattr(target, "embedded", False), distribution, version,
+                   baseline)
 
     @cached_property
     def obj(self) -> type:
@@ -119,6 +121,12 @@ class Registry:
             return (preferred or candidates)[0].obj
         names = ", ".join(e.name for e in candidates) or "none installed"
         raise ArproError(f"no default {kind} for domain {domain!r}; pass --{kind} (available: {names})")
+
+    def baseline(self, domain: str) -> type | None:
+        """The detector registered with ``baseline=True`` for ``domain`` (a built-in one first), or None."""
+        marked = sorted((e for e in self.entries["detector"].values() if e.baseline and e.domain == domain),
+                        key=lambda e: (e.distribution not in BUILT_IN, e.name))
+        return marked[0].obj if marked else None
 
     def __iter__(self):
         for kind in KINDS:
@@ -191,3 +199,8 @@ def get(kind: str, name: str) -> type:
 def get_default(kind: str, domain: str) -> type:
     """The ``kind`` a run of ``domain`` uses when none is named (see :mod:`arpro.hookspecs`)."""
     return registry().default(kind, domain)
+
+
+def get_baseline(domain: str) -> type | None:
+    """The simple detector that ``arpro check`` measures every ``domain`` detector against (see :mod:`arpro.hookspecs`)."""
+    return registry().baseline(domain)
