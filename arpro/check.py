@@ -3,8 +3,10 @@ better than a naive fill, and does the default repair keep P1–P4? It ends with
 
 An explanation of a detector at chance, made by a repairer that in-fills worse than the
 training mean, misleads whoever reads it; this says so before anyone does. The detector is
-judged first: where it cannot be trusted and no repairer checkpoint exists, none is trained
-(minutes to hours on a CPU) only to explain it.
+judged first, against its domain's baseline (a simple, strong detector such as PCA, fitted on
+the same training split: a detector that loses to it is not worth explaining), and where it
+cannot be trusted and no repairer checkpoint exists, none is trained (minutes to hours on a
+CPU) only to explain it.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from pathlib import Path
 import torch
 
 from arpro import infill_quality, plugins
+from arpro.checkpoint import obtain_model
 from arpro._version import __version__
 from arpro.checked import record_path, sha256
 from arpro.errors import ArproError
 from arpro.evaluate import auroc, f1, scores, tnr_threshold
 from arpro.outputs import write_atomic
-from arpro.protocols import Split
+from arpro.protocols import Dataset, Split
 from arpro.result import MIN_TNR, P1_FAILURE_SHARE
 from arpro.spec import RunSpec, load_dataset, obtain_models, resolve
 
@@ -30,6 +33,38 @@ NEAR_CHANCE_AUROC = 0.6  # below: the detector is near chance
 WEAK_AUROC = 0.8  # below: it detects, but too poorly to explain
 MIN_ALL_HOLD = 0.5  # the share of repairs that must satisfy every property
 CHECK_LIMIT = 16  # anomalous test inputs repaired by default
+BASELINE_MARGIN = 0.01  # AUROC within which a detector counts as level with the baseline, not worse
+
+
+def kind_aurocs(test: Split, values: torch.Tensor) -> dict[str, float]:
+    """Each anomaly kind's AUROC against all the normal test samples ({} where the dataset names no kinds)."""
+    if not test.kinds:
+        return {}
+    normal = test.labels == 0
+    kinds = dict.fromkeys(k for k, label in zip(test.kinds, test.labels.tolist(), strict=True) if label == 1)
+    return {kind: auroc(test.labels[keep], values[keep])
+            for kind in kinds for keep in [normal | torch.tensor([k == kind for k in test.kinds])]}
+
+
+def baseline_detection(spec: RunSpec, dataset: Dataset, detection: dict, *, progress: bool) -> dict | None:
+    """The domain's baseline detector fitted on the same training split, and its AUROC on the same test
+    split; the checked detector's own figures when it is the baseline; None when the domain has none."""
+    cls = plugins.get_baseline(dataset.domain)
+    if cls is None:
+        return None
+    if cls.name == spec.detector:
+        return {"detector": cls.name, "auroc": detection["auroc"], "kinds": detection["kinds"], "is_checked": True}
+    if progress:
+        print(f"note: fitting the {cls.name} baseline on the same training split, to compare", file=sys.stderr)
+    try:
+        baseline = obtain_model("detector", cls.name, dataset, seed=spec.seed, progress=progress)
+    except ArproError as error:
+        print(f"note: the {cls.name} baseline was not measured: {error}", file=sys.stderr)
+        return None
+    test = dataset.test()
+    values = scores(baseline, test.x)
+    return {"detector": cls.name, "auroc": auroc(test.labels, values), "kinds": kind_aurocs(test, values),
+            "is_checked": False}
 
 
 def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> dict:
@@ -47,7 +82,10 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
     anomalous_scores = test_scores[test.labels == 1]
     detection = {"auroc": auroc(test.labels, test_scores), "f1": f1(test.labels, test_scores >= threshold), "threshold": threshold,
                  "n_normal": int((test.labels == 0).sum()), "n_anomalous": int((test.labels == 1).sum()),
-                 "anomalous_below_threshold": int((anomalous_scores < threshold).sum())}
+                 "anomalous_below_threshold": int((anomalous_scores < threshold).sum()),
+                 "kinds": kind_aurocs(test, test_scores)}
+    baseline = baseline_detection(spec, dataset, detection, progress=progress)
+    provenance = detector.provenance()
 
     repairer_path = spec.repairer_checkpoint or plugins.get("repairer", spec.repairer).bundled_checkpoint(dataset)
     if repairer_path is None and detection["auroc"] < WEAK_AUROC:  # no repairer trained (minutes to hours) for nothing
@@ -73,21 +111,35 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
                   "all_hold": float(guided.all_hold.float().mean()), "tnr": float((guided.score < threshold).float().mean())}
 
     name = f"{dataset.name}:{dataset.category}" if dataset.category else dataset.name
-    report = {"arpro_version": __version__, "spec": spec.to_dict(), "dataset": name, "detection": detection, "infill": infill,
-              "repair": repair, "problems": problems(detection, infill, repair, detector.config_parameters() or {})}
+    report = {"arpro_version": __version__, "spec": spec.to_dict(), "dataset": name, "detection": detection,
+              "baseline": baseline, "provenance": provenance, "infill": infill, "repair": repair,
+              "problems": problems(detection, infill, repair, detector.config_parameters() or {}, baseline,
+                                   provenance.get("problem"))}
     report["verdict"] = "; ".join(report["problems"]) or "ok"
     return report
 
 
-def problems(detection: dict, infill: dict | None, repair: dict | None, detector_options: Collection[str] = ()) -> list[str]:
+def problems(detection: dict, infill: dict | None, repair: dict | None, detector_options: Collection[str] = (),
+             baseline: dict | None = None, weights_problem: str | None = None) -> list[str]:
     """The verdict's parts, each with what to do (the detector's from its ``detector_options``; ``None``: not checked)."""
     found = []
-    if detection["auroc"] < WEAK_AUROC:
-        how = "near chance" if detection["auroc"] < NEAR_CHANCE_AUROC else "weak"
-        ways = [f"train it longer (--model-option {key}=N)" for key in ("train_steps", "epochs") if key in detector_options][:1]
+    score = detection["auroc"]
+    how = "near chance" if score < NEAR_CHANCE_AUROC else "weak" if score < WEAK_AUROC else None
+    worse = baseline is not None and not baseline["is_checked"] and score < baseline["auroc"] - BASELINE_MARGIN
+    if how or worse:
+        ways = [f"use --detector {baseline['detector']}"] if worse else []
+        ways += [f"train it longer (--model-option {key}=N)" for key in ("train_steps", "epochs") if key in detector_options][:1]
         ways += ["give it pretrained backbone_weights"] * ("backbone_weights" in detector_options)
         advice = ", ".join([*ways, "or choose another detector"]) if ways else "choose another detector"
-        found.append(f"detector {how} (AUROC {detection['auroc']:.3f}): {advice}")
+        if worse and how:
+            what = f"{how} (AUROC {score:.3f}) and worse than the {baseline['detector']} baseline ({baseline['auroc']:.3f})"
+        elif worse:
+            what = f"worse than the {baseline['detector']} baseline (AUROC {score:.3f} vs {baseline['auroc']:.3f})"
+        else:
+            what = f"{how} (AUROC {score:.3f})"
+        found.append(f"detector {what}: {advice}")
+    if weights_problem:
+        found.append(weights_problem)
     if infill is None or repair is None:
         return found
     if not infill["beats_naive"]:
@@ -125,7 +177,8 @@ def record(spec: RunSpec, report: dict) -> Path | None:
         return None
     path = Path(spec.detector_checkpoint)
     summary = {"sha256": sha256(path), "detector": spec.detector, "dataset": report["dataset"],
-               "verdict": report["verdict"], "detection": report["detection"], "arpro_version": __version__}
+               "verdict": report["verdict"], "detection": report["detection"], "baseline": report["baseline"],
+               "provenance": report["provenance"], "arpro_version": __version__}
     try:
         write_atomic(record_path(path), json.dumps(summary, indent=2) + "\n")
     except ArproError as error:
@@ -140,9 +193,18 @@ def print_check(report: dict) -> None:
 
     from arpro.display import console
 
-    d, infill, r = report["detection"], report["infill"], report["repair"]
+    d, base, infill, r = report["detection"], report["baseline"], report["infill"], report["repair"]
     table = Table("check", "result", title="arpro check")
+    for key, value in report["provenance"].items():
+        if key != "problem":
+            table.add_row(f"detector {key}", value)
     table.add_row("detector AUROC (test split)", f"{d['auroc']:.3f} ({d['n_normal']} normal, {d['n_anomalous']} anomalous)")
+    if base is not None:
+        table.add_row(f"baseline {base['detector']} AUROC, same split",
+                      "the checked detector is the baseline" if base["is_checked"] else f"{base['auroc']:.3f}")
+    for kind, value in d["kinds"].items():
+        other = "" if base is None or base["is_checked"] else f" (baseline {base['kinds'].get(kind, float('nan')):.3f})"
+        table.add_row(f"  AUROC, {kind}", f"{value:.3f}{other}")
     table.add_row("detector F1 at the TNR threshold", f"{d['f1']:.3f} (threshold {d['threshold']:.4g})")
     table.add_row("anomalous inputs already below it", f"{d['anomalous_below_threshold']} of {d['n_anomalous']}")
     if infill is None or r is None:

@@ -88,9 +88,12 @@ def test_check_flags_a_detector_at_chance_and_an_untrained_repairer(barely_train
     assert proc.returncode == 1, proc.stderr
     verdict = proc.stdout.strip().splitlines()[-1]
     assert verdict.startswith("verdict: detector near chance (AUROC 0.")
+    assert "and worse than the pca-rows baseline (" in verdict and "use --detector pca-rows" in verdict
+    assert "baseline pca-rows AUROC, same split" in proc.stdout
     assert "repairer in-fills worse than the naive fill" in verdict
     record = read_record(barely_trained / "ae.safetensors")  # written beside the checkpoint the user named
     assert record["verdict"] == verdict.removeprefix("verdict: ")
+    assert record["baseline"]["detector"] == "pca-rows" and record["baseline"]["auroc"] > 0.9  # x2 = -x1: PCA's Q sees it
     assert abs(record["detection"]["auroc"] - 0.5) < 0.1
     assert hint("autoencoder", str(barely_trained / "ae.safetensors")).startswith("warning: `arpro check` on csv found")
 
@@ -208,3 +211,37 @@ def test_the_advice_for_a_weak_detector_names_only_options_it_has():
     assert problems({"auroc": 0.5}, None, None, ("backbone_weights", "train_steps")) == [
         "detector near chance (AUROC 0.500): train it longer (--model-option train_steps=N), give it pretrained "
         "backbone_weights, or choose another detector"]
+
+
+def test_the_verdict_names_a_detector_worse_than_the_baseline_and_a_weights_problem():
+    from arpro.check import problems
+
+    baseline = {"detector": "pca", "auroc": 0.79, "kinds": {}, "is_checked": False}
+    found = problems({"auroc": 0.85}, None, None, {"train_steps"}, baseline)
+    assert found == []  # better than the baseline and not weak
+    found = problems({"auroc": 0.70}, None, None, {"train_steps"}, {**baseline, "auroc": 0.95})
+    assert found == ["detector weak (AUROC 0.700) and worse than the pca baseline (0.950): use --detector pca, "
+                     "train it longer (--model-option train_steps=N), or choose another detector"]
+    found = problems({"auroc": 0.86}, None, None, (), {**baseline, "auroc": 0.95})
+    assert found == ["detector worse than the pca baseline (AUROC 0.860 vs 0.950): use --detector pca, "
+                     "or choose another detector"]
+    assert problems({"auroc": 0.945}, None, None, (), {**baseline, "auroc": 0.95}) == []  # within the margin
+    assert problems({"auroc": 0.70}, None, None, (), {**baseline, "auroc": 0.95, "is_checked": True}) == [
+        "detector weak (AUROC 0.700): choose another detector"]
+    assert problems({"auroc": 0.9}, None, None, (), None, "backbone weights are random") == ["backbone weights are random"]
+
+
+def test_kind_aurocs_rank_each_kind_against_every_normal_sample():
+    from arpro.check import kind_aurocs
+
+    split = arpro.Split(torch.zeros(6, 1), torch.tensor([0, 0, 1, 1, 1, 0]), kinds=["good", "good", "a", "b", "a", "good"])
+    values = torch.tensor([0.1, 0.2, 0.9, 0.15, 0.3, 0.25])
+    assert kind_aurocs(split, values) == {"a": 1.0, "b": pytest.approx(1 / 3)}
+    assert kind_aurocs(arpro.Split(split.x, split.labels), values) == {}
+
+
+def test_each_domain_with_a_built_in_baseline_names_it():
+    assert plugins.get_baseline("tabular").name == "pca-rows"
+    assert plugins.get_baseline("timeseries").name == "pca"
+    assert plugins.get_baseline("image").name in {"patchcore", "patchnn"}
+    assert plugins.get_baseline("no-such-domain") is None
