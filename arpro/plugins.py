@@ -162,7 +162,24 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]]]:
             continue
         pm.register(module, name=ep.name)
         origins[ep.name] = (dist, ep.dist.version if ep.dist is not None else "unknown")
+    _refuse_unknown_hooks(pm, origins)
     return pm, origins
+
+
+def _refuse_unknown_hooks(pm: pluggy.PluginManager, origins: dict[str, tuple[str, str]]) -> None:
+    """A hook implementation with no spec (a misspelled ``arpro_register_property``) would never be
+    called; pluggy's ``check_pending`` finds it, and this names the plugin, the hook and the close spec."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as error:
+        name = pm.get_name(error.plugin) or str(error.plugin)
+        specs = [hook for hook in vars(pm.hook) if getattr(vars(pm.hook)[hook], "spec", None) is not None]
+        unknown = sorted(hook for hook, caller in vars(pm.hook).items() if getattr(caller, "spec", 1) is None
+                         and any(impl.plugin is error.plugin for impl in caller.get_hookimpls()))
+        close = [difflib.get_close_matches(hook, specs, n=1) for hook in unknown]
+        hints = "".join(f" (did you mean {c[0]}?)" for c in close if c)
+        raise ArproError(f"plugin {name!r} from {origins.get(name, (name,))[0]} implements unknown hook(s) "
+                         f"{', '.join(unknown)}{hints}; the hooks are listed in arpro.hookspecs") from None
 
 
 @cache

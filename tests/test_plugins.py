@@ -48,6 +48,13 @@ def test_two_plugins_with_one_name_is_an_error_naming_both(fresh_registry, monke
         plugins.registry()
 
 
+def test_a_misspelled_hook_is_an_error_naming_the_plugin_and_the_hook(fresh_registry, monkeypatch):
+    with_extra_entry_points(monkeypatch, EntryPoint("misspelled", "misspelled_plugin", "arpro"))
+    with pytest.raises(ArproError, match=r"plugin 'misspelled' from misspelled implements unknown hook\(s\) "
+                                         r"arpro_register_property \(did you mean arpro_register_properties\?\)"):
+        plugins.registry()
+
+
 def test_a_broken_plugin_warns_and_the_rest_load(fresh_registry, monkeypatch, capsys):
     with_extra_entry_points(monkeypatch, EntryPoint("broken", "no_such_module_for_arpro", "arpro"))
     registry = plugins.registry()
