@@ -12,6 +12,8 @@ def arpro_register_detectors(register):
              description="Per-column Gaussian negative log-likelihood (paper Example 2.3).")
     register("arpro_tabular.detectors:AutoencoderDetector", name="autoencoder", domain="tabular",
              description="Per-column squared reconstruction error of an MLP autoencoder (paper Example 2.2).")
+    register("arpro_tabular.pca:PCARowsDetector", name="pca-rows", domain="tabular", baseline=True,
+             description="PCA of the normal rows; score = Q (squared residual) + Hotelling T² of the row.")
 
 
 @arpro.hookimpl

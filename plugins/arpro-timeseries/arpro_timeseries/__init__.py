@@ -12,6 +12,8 @@ def arpro_register_detectors(register):
              description="GPT-2 backbone (transformers GPT2Model) reconstructing each window; score = squared error.")
     register("arpro_timeseries.detectors:Llama2Detector", name="llama2", domain="timeseries",
              description="Llama-2 backbone (transformers LlamaModel) reconstructing each window; score = squared error.")
+    register("arpro_timeseries.pca:PCADetector", name="pca", domain="timeseries", baseline=True,
+             description="PCA of the normal rows; score = Q (squared residual) + Hotelling T², summed over the window.")
 
 
 @arpro.hookimpl
