@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from arpro import plugins
 from arpro.errors import ArproError
 from arpro.models import Detector, Model
-from arpro.outputs import make_ordinary, staging
+from arpro.outputs import make_ordinary, staging, unmark
 
 if TYPE_CHECKING:
     from arpro.protocols import Dataset
@@ -51,6 +51,8 @@ def save_folder(model: Model, path: Path) -> Path:
         if path.is_dir() and not {p.name for p in path.iterdir()} <= {p.name for p in tmp.iterdir()}:
             raise ArproError(f"{path} holds files that are not a {model.folder_format} checkpoint; choose another --out")
         with staging(path, directory=True) as previous:  # removed once the new folder is in place
+            unmark(tmp)
+            unmark(previous)  # empty now, so that the old folder can replace it
             if path.exists():
                 os.replace(path, previous)
             os.replace(tmp, path)

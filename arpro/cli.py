@@ -9,6 +9,7 @@ called only when the command line names a command the core lacks, so that the co
 from __future__ import annotations
 
 import functools
+import signal
 import inspect
 import sys
 import typing
@@ -296,8 +297,19 @@ train_app.command("detector")(train_command("detector"))
 train_app.command("repairer")(train_command("repairer"))
 
 
+_signalled: list[int] = []  # the signal that interrupted the run (typer turns Ctrl-C into a bare exit 130)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so that every staging folder and lock is cleaned up on the way out."""
+    _signalled.append(signum)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    """Entry point: a user error, usage errors included, is one ``error:`` line on stderr, exit status 2."""
+    """Entry point: a user error, usage errors included, is one ``error:`` line on stderr, exit status 2.
+    Ctrl-C and SIGTERM clean up what the run was writing and print one ``interrupted`` line (exit 128 + signal)."""
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         if names_a_plugin_command(sys.argv[1:]):
             from arpro import plugins
@@ -307,13 +319,20 @@ def main() -> None:
     except ArproError as error:
         code = _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
+        _signalled.append(signal.SIGINT)
+        code = None
     except Exception as error:  # typer's (click's) usage errors carry format_message and exit_code
         if not hasattr(error, "format_message"):
             raise
         ctx, message = getattr(error, "ctx", None), error.format_message()  # no message: help was printed
         code = _fail(message + (f" (see `{ctx.command_path} --help`)" if ctx else "")) if message else error.exit_code
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if _signalled:
+        print("interrupted", file=sys.stderr)
+        code = 128 + _signalled.pop(0)
+        _signalled.clear()
     sys.exit(code if isinstance(code, int) else 0)
 
 

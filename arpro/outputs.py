@@ -1,9 +1,12 @@
 """Writing results whole or not at all, and leaving nothing behind.
 
-Everything is written first to a staging path beside its target, ``.NAME.partial-XXXX``,
+Everything is written first to a staging path beside its target, ``.NAME.partial-XXXXXXXX``,
 that the writing process holds an exclusive ``flock`` on, then moved into place. A run
 killed with SIGKILL leaves its staging behind, unlocked; the next write of the same target
-removes every unlocked leftover, so only a live run's staging is ever kept. Missing parent
+removes the unlocked leftovers that are arpro's own: a staging folder holds the marker file
+``.arpro-staging``, a staging file has the exact name ``mkstemp`` gave it, and neither is ever
+a symbolic link. Anything else that merely looks like staging (a user's ``.out.partial-notes``
+folder) is left alone, and no lock is ever opened through a symbolic link. Missing parent
 folders are created, with a note on stderr once the write succeeded; a write that fails removes them.
 """
 
@@ -12,7 +15,9 @@ from __future__ import annotations
 import fcntl
 import glob
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,12 +28,14 @@ from arpro.errors import ArproError
 
 PARTIAL = ".partial-"
 LOCK_FILE = ".arpro.lock"  # in a folder a run holds (arpro evaluate's --out)
+STAGING_MARKER = ".arpro-staging"  # written into every staging folder arpro makes: only those are ever removed
+STAGED_FILE = re.compile(r"[a-z0-9_]{8}\.tmp")  # what follows PARTIAL in a name mkstemp gave a staging file
 
 
 def _try_lock(path: Path, flags: int = os.O_RDONLY, wait: bool = False) -> tuple[int, bool]:
-    """An open descriptor of ``path`` and whether it holds the exclusive lock (False: another
-    process holds it). The caller closes the descriptor either way."""
-    fd = os.open(path, flags, 0o644)
+    """An open descriptor of ``path`` (never through a symbolic link: ``O_NOFOLLOW``) and whether it
+    holds the exclusive lock (False: another process holds it). The caller closes the descriptor either way."""
+    fd = os.open(path, flags | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
@@ -36,9 +43,25 @@ def _try_lock(path: Path, flags: int = os.O_RDONLY, wait: bool = False) -> tuple
     return fd, True
 
 
+def is_own_staging(path: Path, target_name: str) -> bool:
+    """Whether ``path`` is staging arpro made for ``target_name``: a real folder holding the marker
+    file, or a real file with the name mkstemp gave it; never a symbolic link."""
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        marker = path / STAGING_MARKER
+        return marker.is_file() and not marker.is_symlink()
+    suffix = path.name.removeprefix(f".{target_name}{PARTIAL}")
+    return path.is_file() and STAGED_FILE.fullmatch(suffix) is not None
+
+
 def clear_stale_staging(target: Path) -> None:
-    """Remove the staging of ``target`` left by killed runs (no process holds its lock)."""
-    for leftover in Path(target).parent.glob(f".{glob.escape(Path(target).name)}{PARTIAL}*"):
+    """Remove the staging of ``target`` left by killed runs: arpro's own (:func:`is_own_staging`),
+    and only where no process holds its lock."""
+    name = Path(target).name
+    for leftover in Path(target).parent.glob(f".{glob.escape(name)}{PARTIAL}*"):
+        if not is_own_staging(leftover, name):
+            continue
         try:
             fd, locked = _try_lock(leftover)
         except OSError:
@@ -63,6 +86,7 @@ def staging(target: Path, *, directory: bool) -> Iterator[Path]:
         prefix = f".{target.name}{PARTIAL}"
         if directory:
             path = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+            (path / STAGING_MARKER).write_text(f"{os.getpid()}\n")
         else:
             fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
             os.close(fd)
@@ -86,6 +110,11 @@ def staging(target: Path, *, directory: bool) -> Iterator[Path]:
             folder.rmdir()
 
 
+def unmark(staged_folder: Path) -> None:
+    """Take the marker out of a staging folder that is about to become the target itself."""
+    (Path(staged_folder) / STAGING_MARKER).unlink(missing_ok=True)
+
+
 @contextmanager
 def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a staging directory; on success move its files into ``out``, on failure discard it.
@@ -101,7 +130,7 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     with staging(out, directory=True) as stage:
         yield stage
         out.mkdir(exist_ok=True)
-        for item in sorted(stage.iterdir()):
+        for item in sorted(p for p in stage.iterdir() if p.name != STAGING_MARKER):
             target = out / item.name
             if target.is_dir() and not item.is_dir():
                 raise ArproError(f"cannot replace directory {target} with a file")
@@ -128,8 +157,18 @@ def write_atomic(path: Path, text: str) -> None:
 @contextmanager
 def exclusive(folder: Path, command: str) -> Iterator[None]:
     """Hold ``folder``'s lock (``.arpro.lock`` in it, naming the holder's process) while one
-    run writes there; a second run gets an error naming that process."""
-    fd, locked = _try_lock(Path(folder) / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    run writes there; a second run gets an error naming that process. A lock path that is a
+    symbolic link or not a regular file is refused, never opened through or truncated."""
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd, locked = _try_lock(path, os.O_RDWR | os.O_CREAT)
+    except OSError as error:
+        what = "a symbolic link" if path.is_symlink() else error.strerror or str(error)
+        raise ArproError(f"cannot lock {folder}: {path} is {what}; arpro never writes through one, "
+                         "remove it or choose another --out") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ArproError(f"cannot lock {folder}: {path} is not a regular file; remove it or choose another --out")
     if not locked:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)

@@ -95,7 +95,7 @@ def test_repair_killed_mid_run_leaves_nothing_after_the_next_run(tmp_path):
 def test_train_killed_mid_run_leaves_nothing_after_the_next_run(tmp_path):
     out = tmp_path / "models" / "ae.safetensors"
     out.parent.mkdir()
-    stale = out.parent / f".{out.name}.partial-killed.tmp"  # a save cut by SIGKILL: unlocked staging
+    stale = out.parent / f".{out.name}.partial-killed01.tmp"  # a save cut by SIGKILL: unlocked staging, as mkstemp names it
     stale.write_bytes(b"half a checkpoint")
     args = ["train", "detector", "--detector", "autoencoder", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "arpro.cli", *args, "--model-option", "epochs=100000"],
@@ -104,6 +104,47 @@ def test_train_killed_mid_run_leaves_nothing_after_the_next_run(tmp_path):
     again = run_cli(*args, "--model-option", "epochs=2")
     assert again.returncode == 0, again.stderr
     assert out.exists() and leftovers(out.parent) == []
+
+
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path, monkeypatch, capsys):
+    victim, out = tmp_path / "victim.txt", tmp_path / "out"
+    victim.write_text("keep me\n")
+    out.mkdir()
+    (out / outputs.LOCK_FILE).symlink_to(victim)
+    code, err = run_in_process(["evaluate", "--detector", "gaussian", "--limit", "4", "--steps", "5", "--quiet",
+                                "--out", str(out)], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "is a symbolic link; arpro never writes through one" in err, err
+    assert victim.read_text() == "keep me\n" and (out / outputs.LOCK_FILE).is_symlink()
+
+
+def test_a_folder_that_only_looks_like_staging_is_never_removed(tmp_path, monkeypatch, capsys):
+    notes = tmp_path / ".out.partial-notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("notes\n")
+    linked = tmp_path / ".out.partial-abcd1234.tmp"  # the shape of a staging file, but a link to a user's file
+    linked.symlink_to(notes / "keep.txt")
+    code, err = run_in_process(["repair", "--detector", "gaussian", "--count", "2", "--steps", "5", "--quiet",
+                                "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    assert code == 0, err
+    assert (notes / "keep.txt").read_text() == "notes\n" and linked.is_symlink()
+    assert not (tmp_path / "out" / outputs.STAGING_MARKER).exists()
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_clean_up_and_say_interrupted(tmp_path, signum, code):
+    out = tmp_path / "runs" / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "arpro.cli", "repair", "--detector", "gaussian", "--count", "64",
+                             "--steps", "400", "--quiet", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not leftovers(tmp_path):
+        time.sleep(0.02)
+    time.sleep(0.5)  # into the repair itself
+    assert proc.poll() is None, "the run ended before it could be signalled"
+    os.kill(proc.pid, signum)
+    assert proc.wait(timeout=60) == code
+    assert proc.stderr.read().splitlines()[-1] == "interrupted"
+    assert leftovers(tmp_path) == [] and not out.exists()
 
 
 def test_plain_progress_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
