@@ -26,7 +26,8 @@ from arpro.cli_options import (AblateLimit, Arms, Calibration, Categories, Categ
                                Figure, Fraction, Grid, Holdout, InputFile, KeepGoing, Limit, NumNodes, Risk, SamplesGrid,
                                ScaleGrid, Strategy, WeightGrid)
 from arpro.errors import ArproError
-from arpro.settings import MAX_SEED, RepairSettings, option_name, parse_arms, parse_grid, parse_options, parse_weights
+from arpro.settings import (MAX_SAMPLES, MAX_SEED, RepairSettings, option_name, parse_arms, parse_counts, parse_grid,
+                            parse_options, parse_weights)
 
 app = typer.Typer(
     name="arpro",
@@ -217,7 +218,7 @@ def calibrate(spec, out: Path, overwrite: bool, quiet: bool, risk: Risk = 0.1, s
 
     record = learn_then_test(spec, out, risk=risk, scales=parse_grid(scale_grid, "--scale-grid"),
                              weights=parse_grid(weight_grid, "--weight-grid"),
-                             samples=[int(k) for k in parse_grid(samples_grid, "--samples-grid")],
+                             samples=parse_counts(samples_grid, "--samples-grid", MAX_SAMPLES),
                              fraction=fraction, overwrite=overwrite, progress=not quiet)
     console.print(f"certified {record['chosen']} ({record['n']} calibration inputs); {record['guarantee']}")
     console.print(f"wrote {out}; apply it with `arpro repair|evaluate --calibration {out}`")

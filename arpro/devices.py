@@ -51,6 +51,19 @@ def check_precision(precision: str, device: str) -> str:
     return precision
 
 
+def check_process_count(devices: int, num_nodes: int, accelerator: str) -> None:
+    """Refuse ``--devices``/``--num-nodes`` below 1, and more CPU processes on this node than it has
+    usable cores: each rank is a whole Python process with its own copy of the models, so a typo
+    (``--devices 1000``) would start processes until the kernel's out-of-memory killer steps in."""
+    from arpro.threads import usable_cpus
+
+    if devices < 1 or num_nodes < 1:
+        raise ArproError(f"--devices and --num-nodes must be at least 1, not {devices} and {num_nodes}")
+    if accelerator == "cpu" and devices > usable_cpus():
+        raise ArproError(f"--devices {devices} on the CPU: this machine has {usable_cpus()} usable core(s), "
+                         "so at most that many processes help; lower --devices")
+
+
 def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, *, device: str = "cpu",
                   precision: str = "32") -> Fabric:
     """Lightning Fabric on ``device`` at ``precision``: one process, or ``devices`` x ``num_nodes`` ranks
@@ -64,6 +77,7 @@ def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, *
 
     accelerator, _, index = check_device(device).partition(":")
     check_precision(precision, accelerator)
+    check_process_count(devices, num_nodes, accelerator)
     if index and devices * num_nodes > 1:
         raise ArproError(f"--device {device} names one GPU; with --devices {devices} give --device cuda")
     chosen = (DDPStrategy(find_unused_parameters=True) if strategy == "ddp" else strategy) if devices * num_nodes > 1 else "auto"

@@ -27,6 +27,7 @@ def setting(default: Any, help: str, *, choices: tuple[str, ...] = (), check: Ca
 
 
 MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED, the range NumPy and every framework accept
+MAX_SAMPLES = 1024  # best-of-K draws per input: K x the batch is repaired at once
 
 
 def option_name(name: str) -> str:
@@ -66,7 +67,8 @@ class RepairSettings:
     delta4: float | None = setting(None, "P4 tolerance; default: 0.1 × the std of the detector's training scores.",
                                    check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")
     samples: int = setting(1, "Repairs drawn per input (best-of-K): the lowest-score draw meeting every constraint "
-                           "is returned.", check=lambda v: v >= 1, rule="at least 1")
+                           f"is returned; at most {MAX_SAMPLES} (every draw of a batch is held in memory at once).",
+                           check=lambda v: 1 <= v <= MAX_SAMPLES, rule=f"1 to {MAX_SAMPLES}")
     confidence: float = setting(0.9, "Confidence of the Clopper-Pearson bound on each input's violation rate "
                                 "(best-of-K).", check=lambda v: 0.0 < v < 1.0, rule="in (0, 1)")
     weights: dict[str, float] = field(default_factory=dict, metadata={
@@ -142,6 +144,14 @@ def parse_grid(grid: str, flag: str = "--grid") -> list[float]:
     if not values or not all(0 < v < math.inf for v in values):
         raise ArproError(f"{flag} values must be positive and finite")
     return values
+
+
+def parse_counts(grid: str, flag: str, most: int) -> list[int]:
+    """``"1,4,16"`` -> ``[1, 4, 16]``: whole numbers from 1 to ``most``."""
+    values = parse_grid(grid, flag)
+    if not all(v == int(v) and 1 <= v <= most for v in values):
+        raise ArproError(f"{flag} values must be whole numbers from 1 to {most}, got {grid!r}")
+    return [int(v) for v in values]
 
 
 def parse_arms(arms: str) -> tuple[str, ...]:

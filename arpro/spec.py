@@ -125,6 +125,9 @@ def read_mask(path: Path, shape: torch.Size) -> Tensor:
     return mask
 
 
+MAX_COUNT = 10_000  # inputs `arpro repair` takes from a dataset: they are repaired as one batch
+
+
 def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8,
                 exclude: Sequence[str] = ()) -> tuple[InputBatch, Tensor | None]:
     """A user's input file, else ``count`` anomalous test samples not in ``exclude`` (a calibration
@@ -133,8 +136,9 @@ def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8
         if not Path(input_path).exists():
             raise ArproError(f"--input {input_path} does not exist")
         return dataset.read_input(Path(input_path)), None
-    if count < 1:
-        raise ArproError("--count must be at least 1")
+    if not 1 <= count <= MAX_COUNT:
+        raise ArproError(f"--count must be 1 to {MAX_COUNT} (one batch; `arpro evaluate` repairs whole datasets in "
+                         f"chunks), not {count}")
     anomalous = without(dataset.test().anomalous(), exclude)
     if len(anomalous) == 0:
         raise ArproError(f"dataset {dataset.name!r} has no anomalous test samples; pass --input")

@@ -226,6 +226,12 @@ CASES = [
                                            "--option", "n_train=1", "--out", "m.safetensors"], "at least 2"),
     ("patchnn even patch", ["train", "detector", "--detector", "patchnn", "--dataset", "surface", "--model-option",
                             "patch=4", "--out", "m.safetensors"], "odd"),
+    ("devices above the cores", [*EVALUATE, "--out", "out", "--devices", "1000"], "--devices 1000 on the CPU"),
+    ("devices zero", [*TRAIN, "--out", "m.safetensors", "--devices", "0"], "at least 1"),
+    ("samples far too many", [*REPAIR, "--samples", "1000000000"], "--samples must be 1 to 1024"),
+    ("count far too many", [*REPAIR, "--count", "1000000000"], "--count must be 1 to 10000"),
+    ("samples grid not whole", ["calibrate", "--detector", "gaussian", "--out", "cal.json", "--samples-grid", "1.5"],
+     "--samples-grid values must be whole numbers"),
     ("image tiled not a bool", ["repair", "--detector", "fastflow", "--out", "out", "--input", "{bad}/thin.png",
                                 "--option", "tiled=yes"], "tiled must be"),
 ]
