@@ -392,6 +392,7 @@ def test_ts_csv_reads_subfolders_of_experiments_as_skab_lays_them_out(tmp_path):
     assert len(rows["test"]) == 3 * 60 and rows["test"].starts == [0, 60, 120]  # every labelled file tests
     names = sorted({i.split("@")[1].rsplit(":", 1)[0] for i in ds.test().ids})
     assert names == ["valve1/run0", "valve1/run1", "valve2/run0"]  # run0 twice, told apart by its folder
+    assert sorted(set(ds.test().kinds)) == ["normal", "valve1", "valve2"]  # each anomaly's kind: its folder
     assert len(ds.test()) == 3 * 14  # 14 windows per 60-row file: none straddles two files
     with pytest.raises(ArproError, match="no CSV files in this folder or its subfolders"):
         (tmp_path / "empty" / "sub").mkdir(parents=True)
@@ -422,3 +423,120 @@ def test_ts_csv_folder_warns_about_anomalous_rows_in_a_training_head(tmp_path, c
     assert int(ds.train().labels.sum()) == 0  # the windows with faulty rows are left out
     err = capsys.readouterr().err
     assert "run0.csv: 10 anomalous rows in its first 30 (training) rows" in err
+
+
+# -- ts-csv: a training file or folder beside a test folder (TEP, SKAB), the time index, kinds ----------
+
+
+def write_runs(root: Path, runs: int = 3, n: int = 60, fault_at: int = 20, train_rows: int | None = 120) -> Path:
+    """TEP's layout in small: ``train.csv`` (normal, a ``label`` column of zeros) beside ``test/d00.csv`` (normal
+    throughout), ``test/d01.csv``, ... (faulty from row ``fault_at``), every file with a ``sample`` index column."""
+    (root / "test").mkdir(parents=True)
+    if train_rows:
+        values = _signals(train_rows, 2, 0)
+        write_series(root / "train.csv", ",", sample=range(train_rows), a=values[:, 0], b=values[:, 1],
+                     label=[0] * train_rows)
+    for run in range(runs):
+        values = _signals(n, 2, run + 1)
+        labels = (np.arange(n) >= fault_at).astype(int) * (run > 0)
+        write_series(root / "test" / f"d{run:02d}.csv", ",", sample=range(n), a=values[:, 0], b=values[:, 1],
+                     label=labels)
+    return root
+
+
+def test_ts_csv_reads_a_training_file_beside_a_test_folder_and_takes_the_index_column_for_time(tmp_path, capsys):
+    root = write_runs(tmp_path / "tep")
+    ds = dataset("ts-csv", root, window=8, stride=4, test_stride=4)
+    assert ds.columns == ["a", "b"]  # 'sample' counts the rows: the time index, not a sensor
+    err = capsys.readouterr().err
+    assert err.count("note: ts-csv: column 'sample' of train.csv") == 1 and "time index" in err
+    rows = ds._data["rows"]
+    assert len(rows["train"]) + len(rows["validation"]) == 120 and len(rows["test"]) == 3 * 60
+    test = ds.test()
+    assert test.ids[0] == "test@d00:0" and "test@d01:20" in test.ids  # ids name the run and its sample
+    assert set(test.kinds) == {"normal", "d01", "d02"}  # kinds from the runs' file names
+    assert all((kind == "normal") == (label == 0) for kind, label in zip(test.kinds, test.labels.tolist()))
+    batch = ds.read_input(root / "test" / "d01.csv")  # a user's file with the same index column
+    assert batch.x.shape[1:] == (8, 2) and batch.meta["times"][:2] == ["0", "1"]
+
+
+def test_ts_csv_validation_windows_overlap_until_the_tnr_threshold_has_enough(tmp_path, capsys):
+    root = write_runs(tmp_path / "tep", train_rows=300)  # 30 held-out rows: 7 windows of 8 every 4 rows
+    ds = dataset("ts-csv", root, window=8, stride=4)
+    assert ds.validation_stride() == 1 and len(ds.validation()) == 23
+    assert "validation windows every 1 rows, not every 4" in capsys.readouterr().err
+    roomy = dataset("ts-csv", write_runs(tmp_path / "roomy", train_rows=1000), window=8, stride=4)
+    assert roomy.validation_stride() == 4 and len(roomy.validation()) >= 19  # enough already: stride kept
+
+
+def test_ts_csv_a_folder_of_runs_trains_on_their_heads_and_names_the_layout_beside_it(tmp_path):
+    root = write_runs(tmp_path / "tep")
+    ds = dataset("ts-csv", root / "test", train_rows=20, window=8, stride=4, test_stride=4)
+    assert ds.columns == ["a", "b"] and sorted(set(ds.test().kinds)) == ["d01", "d02", "normal"]
+    with pytest.raises(ArproError) as error:
+        dataset("ts-csv", root / "test", window=8).train()
+    message = str(error.value)
+    assert "no training rows" in message and "(in d00.csv it is 0 throughout)" in message
+    assert f"--data-root {root}, where train.csv trains and test/ tests" in message
+
+
+def test_ts_csv_anomaly_free_folder_beside_a_test_folder_and_kinds_from_subfolders(tmp_path):
+    root = write_runs(tmp_path / "bed", train_rows=None)
+    (root / "anomaly-free").mkdir()
+    values = _signals(200, 2, 7)
+    write_series(root / "anomaly-free" / "free.csv", ",", datetime=pd.date_range("2024-01-01", periods=200, freq="s"),
+                 a=values[:, 0], b=values[:, 1])
+    for run, valve in ((1, "valve1"), (2, "valve2")):
+        (root / "test" / valve).mkdir()
+        (root / "test" / f"d{run:02d}.csv").rename(root / "test" / valve / "0.csv")
+    (root / "test" / "d00.csv").unlink()
+    ds = dataset("ts-csv", root, window=8, stride=4, test_stride=4)
+    assert ds.columns == ["a", "b"] and len(ds._data["rows"]["train"]) + len(ds._data["rows"]["validation"]) == 200
+    assert sorted(set(ds.test().kinds)) == ["normal", "valve1", "valve2"]
+    assert "test@valve2/0:24" in ds.test().ids  # ids name the subfolder
+
+
+def test_ts_csv_kinds_from_a_column(tmp_path):
+    n = 200
+    values = _signals(n, 2, 0)
+    labels = np.zeros(n, dtype=int)
+    labels[120:130], labels[160:170] = 1, 1
+    fault = np.where(np.arange(n) < 150, "leak", "stuck valve")
+    when = pd.date_range("2024-01-01", periods=n, freq="min").strftime("%Y-%m-%d %H:%M")
+    path = write_series(tmp_path / "series.csv", ",", stamp=when, a=values[:, 0], b=values[:, 1], label=labels,
+                        fault=fault)
+    ds = dataset("ts-csv", path, kind_column="fault", window=10, stride=5, test_stride=10)
+    assert ds.columns == ["a", "b"]  # the kind column is no feature, and 'stamp' holds date-times: the time
+    assert sorted(set(ds.test().kinds)) == ["leak", "normal", "stuck valve"]
+    assert dataset("ts-csv", path, exclude_columns="fault", window=10).test().kinds == []  # no kinds by default
+
+
+def test_ts_csv_layout_mistakes_are_one_clear_line(tmp_path):
+    root = write_runs(tmp_path / "tep")
+    with pytest.raises(ArproError, match="kind_column names 'fault', which is not a column of the file"):
+        dataset("ts-csv", root, kind_column="fault", window=8).train()
+    with pytest.raises(ArproError, match="train.csv and test, which are split already"):
+        dataset("ts-csv", root, train_rows=20, window=8).train()
+    (root / "train").mkdir()
+    with pytest.raises(ArproError, match="both train.csv and train hold training data; keep one of them"):
+        dataset("ts-csv", root, window=8).train()
+    (root / "train").rmdir()
+    values = _signals(60, 3, 5)
+    write_series(root / "test" / "d03.csv", ",", sample=range(60), a=values[:, 0], b=values[:, 1], c=values[:, 2],
+                 label=[0] * 60)
+    with pytest.raises(ArproError, match=r"d03.csv: its feature columns \['a', 'b', 'c'\] differ from those of"):
+        dataset("ts-csv", root, window=8).train()
+    empty = write_runs(tmp_path / "empty", runs=0)
+    with pytest.raises(ArproError, match="test: no CSV files in this folder or its subfolders"):
+        dataset("ts-csv", empty, window=8).train()
+
+
+def test_index_columns_are_found_by_their_content():
+    from arpro_timeseries.csvio import index_column
+
+    frame = pd.DataFrame({"flow": [0.5, 0.7, 0.6], "n": [3, 7, 12], "t": ["2024-01-01 10:00", "2024-01-01 10:01", "x"]})
+    assert index_column(frame) == ("n", "whole numbers that rise in every row")
+    assert index_column(frame[["flow", "t"]]) is None  # a float sensor, and a column with a cell that is no date-time
+    when = pd.DataFrame({"when": ["2024-01-01 10:00", "2024-01-01 10:00", "2024-01-01 10:01"], "on": [1, 1, 0]})
+    assert index_column(when) == ("when", "date-times that never fall")
+    assert index_column(pd.DataFrame({"n": [1, 3, 2]})) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,26 @@ def is_label_column(name: str) -> bool:
 
 def is_annotation_column(name: str) -> bool:
     return str(name).replace(" ", "").lower() in ANNOTATION_NAMES
+
+
+def index_column(frame: pd.DataFrame) -> tuple[str, str] | None:
+    """(name, what it holds) of the first column that can only be a time index, whatever its name: whole
+    numbers that rise in every row (a sample counter), or date-times that never fall; None if none does."""
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_bool_dtype(column) or len(column) < 2:
+            continue
+        if pd.api.types.is_numeric_dtype(column):
+            values = column.to_numpy(dtype=np.float64)
+            if np.isfinite(values).all() and (values == np.round(values)).all() and (np.diff(values) > 0).all():
+                return name, "whole numbers that rise in every row"
+            continue
+        with warnings.catch_warnings():  # a column that is no date-time is the common case, not a warning
+            warnings.simplefilter("ignore")
+            times = pd.to_datetime(column, errors="coerce", format="mixed")
+        if times.notna().all() and times.is_monotonic_increasing:
+            return name, "date-times that never fall"
+    return None
 
 
 def _head(path: Path, lines: int = 12) -> list[str]:
@@ -118,7 +139,8 @@ def numeric(frame: pd.DataFrame, columns: list[str], path: Path, fill_nan: str =
     for j, column in enumerate(columns):
         raw = frame[column]
         values = pd.to_numeric(raw, errors="coerce")
-        bad = (values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")).to_numpy()
+        suspect = values.isna() & raw.notna()  # the string test below costs more than parsing: only where needed
+        bad = (suspect & (raw.astype(str).str.strip() != "")).to_numpy() if suspect.any() else suspect.to_numpy()
         if bad.any():
             row = int(bad.argmax())
             raise ArproError(f"{path}: column {column!r} has a non-numeric value {raw.iloc[row]!r} in data row {row + 1}")

@@ -35,6 +35,7 @@ from arpro_timeseries import csvio
 
 
 FAR_OUTSIDE_Z = 10  # a test feature whose median |z| exceeds this is flagged: it will look anomalous everywhere
+CONFORMAL_MINIMUM = 19  # held-out normal windows that a finite 95% conformal threshold (arpro's TNR) needs
 
 class Rows:
     """A table of feature rows with labels and time stamps (before standardisation).
@@ -119,6 +120,7 @@ class TimeSeriesDataset(arpro.Dataset):
         self.stride = int(options.get("stride", max(1, self.window // 4)))
         self.test_stride = int(options.get("test_stride", self.window))
         self.downsample = int(options.get("downsample", 1))
+        self.index_column: str | None = None  # a column a loader took for the time index by its content (ts-csv)
         if self.window < 2 or self.stride < 1 or self.test_stride < 1:
             raise ArproError(f"dataset {self.name}: window must be >= 2 and strides >= 1")
 
@@ -176,20 +178,24 @@ class TimeSeriesDataset(arpro.Dataset):
         """Windows ``[..., D]`` in the model's space back to the file's units."""
         return x.detach().cpu().numpy() * self._data["std"] + self._data["mean"]
 
+    def _starts(self, rows: Rows, stride: int, drop_anomalous: bool) -> list[int]:
+        """First rows of the windows of ``rows`` (per segment, none straddling two), less anomalous ones if asked."""
+        bounds = [*rows.starts, len(rows)]
+        starts = [a + s for a, b in zip(bounds, bounds[1:]) for s in window_starts(b - a, self.window, stride)]
+        if not drop_anomalous:
+            return starts
+        anomalous = np.concatenate([[0], np.cumsum(rows.labels)])  # anomalous rows before each row
+        return [s for s in starts if anomalous[s + self.window] == anomalous[s]]
+
     def _split(self, name: str, stride: int, drop_anomalous: bool) -> arpro.Split:
         rows: Rows = self._data["rows"][name]
         d = len(self.columns)
-        bounds = [*rows.starts, len(rows)]
-        starts = [a + s for a, b in zip(bounds, bounds[1:]) for s in window_starts(b - a, self.window, stride)]
+        starts = self._starts(rows, stride, drop_anomalous)
         values = torch.from_numpy(self.standardise(rows.values))
         labels = torch.from_numpy(rows.labels)
         if starts:
             idx = torch.tensor(starts)[:, None] + torch.arange(self.window)[None, :]
             step_labels = labels[idx]  # [N, T]
-            if drop_anomalous:
-                keep = step_labels.amax(1) == 0
-                idx, step_labels = idx[keep], step_labels[keep]
-                starts = [s for s, k in zip(starts, keep.tolist()) if k]
             x = values[idx]  # [N, T, D]
         else:
             x = torch.zeros(0, self.window, d)
@@ -200,13 +206,28 @@ class TimeSeriesDataset(arpro.Dataset):
         return arpro.Split(x, step_labels.amax(1) if len(starts) else torch.zeros(0, dtype=torch.long), masks, ids,
                            kinds=kinds or [])
 
+    def validation_stride(self) -> int:
+        """``stride``, or where that cuts fewer than the 19 held-out normal windows a 95% conformal threshold
+        needs, the largest smaller stride that cuts 19 (1 when none does): overlapping windows of the
+        same held-out rows, rather than a threshold from the test split's normal windows."""
+        rows = self._data["rows"]["validation"]
+
+        def count(stride: int) -> int:
+            return len(self._starts(rows, stride, drop_anomalous=True))
+
+        stride = next((s for s in range(self.stride, 1, -1) if count(s) >= CONFORMAL_MINIMUM), 1)
+        if count(stride) > count(self.stride):
+            print(f"note: {self.source}: validation windows every {stride} rows, not every {self.stride}, so that the "
+                  f"95% TNR threshold has the {CONFORMAL_MINIMUM} held-out normal windows it needs", file=sys.stderr)
+        return stride
+
     @cached_property
     def _train(self) -> arpro.Split:
         return self._split("train", self.stride, drop_anomalous=True)
 
     @cached_property
     def _validation(self) -> arpro.Split:
-        return self._split("validation", self.stride, drop_anomalous=True)
+        return self._split("validation", self.validation_stride(), drop_anomalous=True)
 
     @cached_property
     def _test(self) -> arpro.Split:
@@ -233,7 +254,8 @@ class TimeSeriesDataset(arpro.Dataset):
         frame = csvio.read_csv(path, delimiter=self.options.get("delimiter"))
         ignore = {c for c in frame.columns
                   if csvio.is_time_column(c) or csvio.is_label_column(c) or csvio.is_annotation_column(c)}
-        ignore |= {self.options.get("time_column"), self.options.get("label_column"), *self.excluded_columns()} - {None}
+        ignore |= {self.options.get("time_column"), self.options.get("label_column"), self.options.get("kind_column"),
+                   self.index_column, *self.excluded_columns()} - {None}
         csvio.check_feature_columns(frame, self.columns, ignore, path, self.name)
         values = csvio.numeric(frame, self.columns, path, fill_nan=self.options.get("fill_nan", "error"))
         if len(values) < self.window:
@@ -243,7 +265,7 @@ class TimeSeriesDataset(arpro.Dataset):
         starts = window_starts(len(values), self.window, self.window)
         x = torch.from_numpy(self.standardise(values))
         idx = torch.tensor(starts)[:, None] + torch.arange(self.window)[None, :]
-        time_column = next((c for c in frame.columns if csvio.is_time_column(c)), None)
+        time_column = next((c for c in frame.columns if csvio.is_time_column(c) or c == self.index_column), None)
         times = frame[time_column].astype(str).tolist() if time_column else [str(i + 1) for i in range(len(frame))]
         return arpro.InputBatch(
             x[idx], [f"rows{s + 1}-{s + self.window}" for s in starts], {"path": str(path), "starts": starts, "times": times}
