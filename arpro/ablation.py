@@ -9,14 +9,13 @@ same seeds.
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
 
 from arpro.api import reported_properties
 from arpro.errors import ArproError
-from arpro.outputs import staged_output
+from arpro.outputs import staged_output, strict_json
 from arpro.progress import progress_bar
 from arpro.protocols import Split
 from arpro.spec import Run, RunSpec
@@ -60,7 +59,7 @@ def write_ablation(rows: list[dict], metrics: dict[str, str], out_dir: Path, rec
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    (out_dir / "ablation.json").write_text(json.dumps({**record, "rows": rows}, indent=2) + "\n")
+    (out_dir / "ablation.json").write_text(strict_json({**record, "rows": rows}, indent=2) + "\n")
     with (out_dir / "ablation.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

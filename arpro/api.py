@@ -196,10 +196,12 @@ def repair(
 def evaluate_repair(
     detector: Detector, properties: Sequence[Property], ctx: PropertyContext, x_fix: Tensor, seconds: float
 ) -> ArmResult:
-    """Every property's metric and verdict for ``x_fix``."""
+    """Every property's metric and verdict for ``x_fix``. A repair whose values, or whose score or the
+    input's, are not finite (a score that overflowed) failed: no property holds for it."""
     failed = ~x_fix.flatten(1).isfinite().all(1)
     with torch.no_grad():
         fix = detector.decompose(x_fix)
+        failed |= ~fix.score.isfinite() | ~ctx.bad.score.isfinite()
         metrics, holds = {}, {}
         for p in properties:
             value = p.metric(ctx, x_fix, fix)

@@ -27,7 +27,7 @@ import torch
 from arpro._version import __version__
 from arpro.best_of import OBJECTIVE, binomial_cdf, choose
 from arpro.errors import ArproError, RunFailed
-from arpro.outputs import write_atomic
+from arpro.outputs import strict_json, write_atomic
 from arpro.progress import progress_bar
 from arpro.properties import expand_properties, make_property
 from arpro.spec import RunSpec, resolve
@@ -100,7 +100,7 @@ def calibrate(spec: RunSpec, out: Path, *, risk: float, scales: list[float], wei
         "chosen": None if best is None else {k: best[k] for k in ("guidance_scale", "weights", "samples")},
         "guarantee": guarantee(risk, confidence, best is not None),
     }
-    write_atomic(Path(out), json.dumps(record, indent=2) + "\n")
+    write_atomic(Path(out), strict_json(record, indent=2) + "\n")
     if best is None:
         raise RunFailed(f"no setting is certified at --risk {risk} with --confidence {confidence} "
                         f"(the lowest violation rate was {min(r['risk'] for r in rows):.2f}); wrote {out}")

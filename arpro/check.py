@@ -11,7 +11,6 @@ CPU) only to explain it.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Collection
 from pathlib import Path
@@ -24,7 +23,7 @@ from arpro._version import __version__
 from arpro.checked import record_path, sha256
 from arpro.errors import ArproError
 from arpro.evaluate import auroc, f1, scores, tnr_threshold
-from arpro.outputs import write_atomic
+from arpro.outputs import strict_json, write_atomic
 from arpro.protocols import Dataset, Split
 from arpro.result import MIN_TNR, P1_FAILURE_SHARE
 from arpro.spec import RunSpec, load_dataset, obtain_models, resolve
@@ -180,7 +179,7 @@ def record(spec: RunSpec, report: dict) -> Path | None:
                "verdict": report["verdict"], "detection": report["detection"], "baseline": report["baseline"],
                "provenance": report["provenance"], "arpro_version": __version__}
     try:
-        write_atomic(record_path(path), json.dumps(summary, indent=2) + "\n")
+        write_atomic(record_path(path), strict_json(summary, indent=2) + "\n")
     except ArproError as error:
         print(f"note: the check was not recorded: {error}", file=sys.stderr)
         return None

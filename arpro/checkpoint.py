@@ -9,6 +9,7 @@ write a folder in another tool's format (``Model.folder_format``, e.g. diffusers
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import Tensor
 
 from arpro import plugins
 from arpro.errors import ArproError
@@ -33,6 +35,10 @@ def save(model: Model, path: Path, extra: dict[str, dict] | None = None) -> Path
     kind = "detector" if isinstance(model, Detector) else "repairer"
     header = {"kind": kind, "name": model.name, "config": model.config}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise ArproError(f"{model.name}: not saved, {', '.join(broken[:3])} hold values that are not finite (NaN or "
+                         "Inf): the training data's statistics overflow float32 or training diverged; rescale the data")
     metadata = {"arpro": json.dumps(header), **{key: json.dumps(value) for key, value in (extra or {}).items()}}
     with staging(path, directory=False) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)  # writes a new file, 0600
@@ -114,6 +120,21 @@ def load(path: Path, kind: str, name: str | None = None) -> Model:
     return model.eval()
 
 
+def check_training_data(x: Tensor, dataset: Dataset) -> Tensor:
+    """``x`` (the normal training split), refused with the first offending feature's name when it holds
+    NaN or Inf or values whose squares overflow float32 (every variance, every squared error would):
+    a model fitted on it would be nothing but NaN."""
+    limit = math.sqrt(torch.finfo(torch.float32).max)
+    bad = ~x.isfinite() | (x.abs() > limit)
+    if bad.any():
+        feature = bad.flatten(0, -2).any(0).nonzero().flatten()[0].item() if x.dim() > 1 else 0
+        names = dataset.feature_names() or []
+        which = repr(names[feature]) if feature < len(names) else f"feature {feature}"
+        raise ArproError(f"the training data of {dataset.name!r} holds values that are not finite or whose squares "
+                         f"overflow float32 (|x| > {limit:.2g}) in {which}, in the model's units: rescale or drop it")
+    return x
+
+
 def _finite(model: Model, path: Path) -> Model:
     broken = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()), None)
     if broken is not None:
@@ -139,5 +160,5 @@ def obtain_model(
         return load(bundled, kind, name)
     torch.manual_seed(seed)  # the initial weights: torch seeds its global generator at random in each process
     model = cls.for_dataset(dataset)
-    model.fit(dataset.train().x, seed=seed, progress=progress)
+    model.fit(check_training_data(dataset.train().x, dataset), seed=seed, progress=progress)
     return model.eval()

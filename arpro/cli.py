@@ -13,6 +13,7 @@ import signal
 import inspect
 import sys
 import typing
+import warnings
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
@@ -311,6 +312,9 @@ def main() -> None:
     """Entry point: a user error, usage errors included, is one ``error:`` line on stderr, exit status 2.
     Ctrl-C and SIGTERM clean up what the run was writing and print one ``interrupted`` line (exit 128 + signal)."""
     previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # numpy's floating-point warnings ("overflow encountered in reduce") name its internals, not the user's data;
+    # what overflowed is refused by the finiteness checks with one error naming the column instead
+    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     try:
         if names_a_plugin_command(sys.argv[1:]):
             from arpro import plugins

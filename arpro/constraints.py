@@ -55,6 +55,21 @@ def _numbers(value: Any, option: str) -> list[float] | float | None:
     raise ValueError(f"option {option!r} must be a number or a list of numbers, not {value!r}")
 
 
+def load_mask(path: Path | str, what: str) -> Tensor:
+    """A 0/1 mask from a ``.npy`` file (never unpickled), checked: numbers only, every value finite and in [0, 1]."""
+    try:
+        array = np.load(path, allow_pickle=False)
+        mask = torch.from_numpy(array.astype(np.float32)) if array.dtype.kind in "biuf" else None
+    except Exception as error:
+        raise ArproError(f"cannot read {what} {path}: {error}") from None
+    if mask is None:
+        raise ArproError(f"{what} {path} holds {array.dtype} values, not numbers")
+    if not (mask.isfinite().all() and (mask >= 0).all() and (mask <= 1).all()):
+        raise ArproError(f"{what} {path} must hold 0/1 values (1 = the element is in it), found NaN, Inf or values "
+                         "outside [0, 1]")
+    return mask
+
+
 def last_axis_mask(ctx: PropertyContext, names: list[str], prop: str) -> Tensor:
     """``[*X]`` bool: the elements whose last-axis index is one of the named features."""
     known = ctx.feature_names
@@ -86,7 +101,7 @@ class Immutable(Constraint):
         if self.columns is not None:
             keep = last_axis_mask(ctx, self.columns, self.name)
         else:
-            keep = torch.from_numpy(np.load(self.mask, allow_pickle=False).astype(np.float32)) > 0.5
+            keep = load_mask(self.mask, "property 'immutable': mask") > 0.5
             if tuple(keep.shape) == ctx.feature_shape and ctx.detector is not None:
                 keep = ctx.detector.input_mask(keep.unsqueeze(0), ctx.x_bad.shape)[0]
             if tuple(keep.shape) != ctx.input_shape:

@@ -28,7 +28,7 @@ from arpro.api import reported_properties
 from arpro.best_of import OBJECTIVE
 from arpro.devices import launch_fabric
 from arpro.errors import ArproError
-from arpro.outputs import LOCK_FILE, exclusive, write_atomic
+from arpro.outputs import LOCK_FILE, exclusive, strict_json, write_atomic
 from arpro.progress import progress_bar
 from arpro.models import Detector
 from arpro.protocols import Dataset, InputBatch, Split
@@ -181,13 +181,13 @@ def load_complete_records(path: Path, expected: dict[tuple[str, int], int]) -> l
     for record in records:
         by_chunk.setdefault((record["category"], record["chunk"]), []).append(record)
     complete = [r for key, rs in by_chunk.items() if expected.get(key) == len(rs) for r in rs]
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in complete))
+    write_atomic(path, "".join(strict_json(r) + "\n" for r in complete))
     return complete
 
 
 def append_records(path: Path, records: list[dict]) -> None:
     with path.open("a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
+        f.write("".join(strict_json(r) + "\n" for r in records))
         f.flush()
         os.fsync(f.fileno())
 
@@ -210,7 +210,7 @@ def evaluate(jobs: list[Job], out_dir: Path, *, advance: Callable[[], None] = la
     finished = {(r["category"], r["chunk"]) for r in done}
     kept = {(r["category"], r["index"]) for r in done}  # timings of the records kept, once each
     timings = {(t["category"], t["index"]): t for t in read_jsonl(timings_path) if (t["category"], t["index"]) in kept}
-    write_atomic(timings_path, "".join(json.dumps(t) + "\n" for t in timings.values()))
+    write_atomic(timings_path, "".join(strict_json(t) + "\n" for t in timings.values()))
     for job, start, stop in work:
         if (job.category, start) not in finished:
             records, timings = run_chunk(job, start, stop)
@@ -225,7 +225,7 @@ def merge_shards(out_dir: Path, world: int) -> None:
     for name in (RECORDS, TIMINGS) if world > 1 else ():
         rows = [row for rank in range(world) for row in read_jsonl(shard_path(out_dir, name, rank, world))]
         rows.sort(key=lambda r: (r["category"], r["index"]))
-        write_atomic(out_dir / name, "".join(json.dumps(r) + "\n" for r in rows))
+        write_atomic(out_dir / name, "".join(strict_json(r) + "\n" for r in rows))
         for rank in range(world):
             shard_path(out_dir, name, rank, world).unlink(missing_ok=True)
 
@@ -276,7 +276,7 @@ def start_run_dir(out: Path, config: dict, resume: bool) -> None:
     for part in out.glob("*.rank*.jsonl"):
         part.unlink()
     shutil.rmtree(out / "gallery", ignore_errors=True)
-    write_atomic(out / "settings.json", json.dumps(config, indent=2) + "\n")
+    write_atomic(out / "settings.json", strict_json(config, indent=2) + "\n")
 
 
 def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | None = None, chunk_size: int | None = None,

@@ -66,6 +66,17 @@ def _fits(value: Any, hint: Any) -> bool:
     return isinstance(value, origin or hint) if isinstance(origin or hint, type) else True
 
 
+def _all_finite(value: Any) -> bool:
+    """No NaN or infinity in a JSON-like value (a number, or lists and dicts of them)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(map(_all_finite, value))
+    if isinstance(value, dict):
+        return all(map(_all_finite, value.values()))
+    return True
+
+
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
@@ -112,6 +123,8 @@ class Model(nn.Module):
         for key, value in config.items():
             if key in hints and not _fits(value, hints[key]):
                 raise ArproError(f"{source}: {key}={value!r} is not a {_type_name(hints[key])}")
+            if not _all_finite(value):
+                raise ArproError(f"{source}: {key}={value!r} is not finite")
         shape = config.get("input_shape")
         if isinstance(shape, list) and (any(d < 1 for d in shape) or math.prod(shape) > MAX_INPUT_ELEMENTS):
             raise ArproError(f"{source}: input_shape {shape} is not a sample size arpro can hold "

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import json
+import math
 import os
 import re
 import shutil
@@ -21,6 +23,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -180,3 +183,25 @@ def exclusive(folder: Path, command: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def strict_json(value: Any, indent: int | None = None) -> str:
+    """``value`` as strict JSON (``allow_nan=False``): a NaN or infinite number is written as ``null``,
+    and a top-level object lists where under ``"non_finite"`` (e.g. ``"inputs[0].score_bad"``), so a
+    reader can tell a missing figure from one that overflowed."""
+    where: list[str] = []
+
+    def clean(item: Any, path: str) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            where.append(path or "value")
+            return None
+        if isinstance(item, dict):
+            return {key: clean(v, f"{path}.{key}" if path else str(key)) for key, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(v, f"{path}[{i}]") for i, v in enumerate(item)]
+        return item
+
+    cleaned = clean(value, "")
+    if where and isinstance(cleaned, dict):
+        cleaned["non_finite"] = where
+    return json.dumps(cleaned, indent=indent, allow_nan=False)

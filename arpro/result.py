@@ -108,7 +108,7 @@ class RepairResult:
         for i in range(len(self)):
             record: dict[str, Any] = {
                 "id": self.ids[i] if self.ids else str(i),
-                "score_bad": float(self.score_bad[i]),
+                "score_bad": float(self.score_bad[i]),  # written as null (and listed under non_finite) if it overflowed
                 "omega_fraction": float(self.omega[i].float().mean()),
             }
             for arm_name, arm in self.arms.items():

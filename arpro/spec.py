@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
@@ -24,9 +23,10 @@ from arpro import plugins
 from arpro._version import __version__
 from arpro.api import check_steps, repair
 from arpro.checkpoint import obtain_model, read_header
+from arpro.constraints import load_mask
 from arpro.errors import ArproError
 from arpro.models import Detector, Repairer
-from arpro.outputs import staged_output
+from arpro.outputs import staged_output, strict_json
 from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
 from arpro.protocols import Dataset, InputBatch, Split, TrainingStats
 from arpro.result import RepairResult
@@ -116,10 +116,7 @@ def read_mask(path: Path, shape: torch.Size) -> Tensor:
     """A user's mask from a ``.npy`` file (never unpickled), with or without the batch axis."""
     if path.suffix != ".npy" or not path.is_file():
         raise ArproError(f"--mask must be {', '.join(MASK_RULES)}, truth or an existing .npy file, not {str(path)!r}")
-    try:
-        mask = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
-    except Exception as error:
-        raise ArproError(f"cannot read mask {path}: {error}") from None
+    mask = load_mask(path, "--mask")
     if mask.dim() == len(shape) - 1:
         mask = mask.unsqueeze(0).expand(shape[0], *mask.shape)
     return mask
@@ -225,7 +222,7 @@ def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, cou
         result = run.repair(batch.x, truth=truth, ids=batch.ids, arms=arms, progress=progress)
         report = {"arpro_version": __version__, "spec": spec.to_dict(), "input": str(input_path) if input_path else None,
                   "count": count, **result.to_dict()}
-        (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (stage / "report.json").write_text(strict_json(report, indent=2) + "\n")
         files = run.dataset.write_repairs(result, stage, batch) + (run.dataset.draw_repairs(result, stage, batch) if figure else [])
         written = [out / "report.json", *[out / p.name for p in files]]
         draws = {arm: a.draws.x_fix.contiguous() for arm, a in result.arms.items() if a.draws is not None}

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import statistics
 from pathlib import Path
 
 import torch
 
-from arpro.outputs import write_atomic
+from arpro.outputs import strict_json, write_atomic
 from arpro.result import MIN_TNR, p1_warning
 from arpro.settings import ARMS
 
@@ -189,7 +188,7 @@ def csv_rows(summary: dict) -> list[dict]:
 
 def write_tables(out: Path, summary: dict) -> None:
     """summary.json, tables.md and tables.csv, each written whole or not at all."""
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(out / "summary.json", strict_json(summary, indent=2) + "\n")
     write_atomic(out / "tables.md", markdown_tables(summary))
     rows = csv_rows(summary)
     buffer = io.StringIO()

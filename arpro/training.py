@@ -195,7 +195,7 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
     writes the checkpoint and returns the model; the other ranks return ``None``.
     """
     from arpro import infill_quality, plugins
-    from arpro.checkpoint import save, save_folder
+    from arpro.checkpoint import check_training_data, save, save_folder
     from arpro.outputs import staging
     from arpro.spec import load_dataset
 
@@ -223,6 +223,7 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
     with staging(out, directory=folder):  # after the checks of the options, so that a bad one creates no folder
         pass  # an --out that cannot be written fails now, not after training
     train, held_out = infill_quality.split(data, holdout) if kind == "repairer" else (data.train().x, None)
+    check_training_data(train, data)
     distributed = devices * num_nodes > 1
     fabric = launch_fabric(devices, strategy, num_nodes, device=device, precision=precision) \
         if distributed or (device, precision) != ("cpu", "32") else None

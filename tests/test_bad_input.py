@@ -48,6 +48,8 @@ def bad(tmp_path_factory) -> Path:
     header, *lines = (root / "rows.csv").read_text().splitlines()
     (root / "duplicate.csv").write_text(header + ",mean radius\n" + "".join(line + ",99\n" for line in lines))
     (root / "empty.csv").write_text(header + "\n")
+    frame.head(40).assign(**{"mean radius": 3e38}).assign(**{"mean radius": [3e38] * 20 + [-3e38] * 20}).to_csv(
+        root / "train_overflow.csv", index=False)
     labelled = frame.head(40).assign(label=0)
     labelled.assign(**{"mean radius": ["x"] * 40}).to_csv(root / "train_text.csv", index=False)
 
@@ -64,6 +66,10 @@ def bad(tmp_path_factory) -> Path:
     header_checkpoint(root / "config_list.safetensors", {**d, "config": [30]})
     header_checkpoint(root / "huge_shape.safetensors", {**d, "config": {**d["config"], "input_shape": [10**9, 10**9]}})
     header_checkpoint(root / "bad_type.safetensors", {**d, "config": {**d["config"], "min_std": "abc"}})
+    header_checkpoint(root / "nan_config.safetensors", {**d, "config": {**d["config"], "min_std": float("nan")}})
+    header_checkpoint(root / "negative_config.safetensors", {**d, "config": {**d["config"], "min_std": -5}})
+    np.save(root / "nan_mask.npy", np.full(30, np.nan, dtype=np.float32))
+    np.save(root / "strings.npy", np.array(["a"] * 30))
     header_checkpoint(root / "nan.safetensors", d, {"mu": torch.full((30,), float("nan")), "sigma": torch.ones(30),
                                                     "tau": torch.ones(30), "train_scores": torch.ones(8)})
     header_checkpoint(root / "repairer.safetensors", {"kind": "repairer", "name": "mlp-ddpm", "config": {}})
@@ -226,6 +232,14 @@ CASES = [
                                            "--option", "n_train=1", "--out", "m.safetensors"], "at least 2"),
     ("patchnn even patch", ["train", "detector", "--detector", "patchnn", "--dataset", "surface", "--model-option",
                             "patch=4", "--out", "m.safetensors"], "odd"),
+    ("training column overflowing float32", [*TRAIN, "--dataset", "csv", "--data-root", "{bad}/train_overflow.csv",
+                                            "--out", "m.safetensors"], "'mean radius'"),
+    ("config value NaN", [*REPAIR, "--detector-checkpoint", "{bad}/nan_config.safetensors"], "min_std=nan is not finite"),
+    ("config value out of range", [*REPAIR, "--detector-checkpoint", "{bad}/negative_config.safetensors"],
+     "min_std must be positive"),
+    ("mask all NaN", [*REPAIR, "--mask", "{bad}/nan_mask.npy"], "0/1 values"),
+    ("immutable mask all NaN", [*REPAIR, "--property", "+immutable:mask={bad}/nan_mask.npy"], "0/1 values"),
+    ("immutable mask of strings", [*REPAIR, "--property", "+immutable:mask={bad}/strings.npy"], "not numbers"),
     ("devices above the cores", [*EVALUATE, "--out", "out", "--devices", "1000"], "--devices 1000 on the CPU"),
     ("devices zero", [*TRAIN, "--out", "m.safetensors", "--devices", "0"], "at least 1"),
     ("samples far too many", [*REPAIR, "--samples", "1000000000"], "--samples must be 1 to 1024"),

@@ -46,6 +46,27 @@ def test_non_finite_repairs_are_marked_failed_and_fail_the_run(tmp_path, monkeyp
     assert code == 0 and err.startswith("warning: 3 repair(s) ended non-finite"), err
 
 
+def test_an_overflowing_score_fails_the_repair_and_the_json_stays_strict(tmp_path, monkeypatch, capsys):
+    from sklearn.datasets import load_breast_cancer
+
+    rows = load_breast_cancer(as_frame=True).data.head(2)
+    (rows * 0 + 1e30).to_csv(tmp_path / "huge.csv", index=False)  # finite cells whose squared z-scores overflow
+    code, err = run_in_process(["repair", "--detector", "gaussian", "--input", str(tmp_path / "huge.csv"), "--steps", "5",
+                                "--quiet", "--out", str(tmp_path / "r")], monkeypatch, capsys)
+    assert code == 1 and err.startswith("error: 2 repair(s) ended non-finite"), err
+    text = (tmp_path / "r" / "report.json").read_text()
+    report = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in report.json"))
+    assert [i["score_bad"] for i in report["inputs"]] == [None, None]
+    assert "inputs[0].score_bad" in report["non_finite"]
+    assert all(i["guided"]["failed"] and not any(i["guided"]["holds"].values()) for i in report["inputs"])
+
+
+def test_strict_json_writes_null_and_says_where():
+    assert json.loads(outputs.strict_json({"a": [1.0, float("nan")], "b": {"c": float("inf")}})) == {
+        "a": [1.0, None], "b": {"c": None}, "non_finite": ["a[1]", "b.c"]}
+    assert outputs.strict_json([float("-inf")]) == "[null]"
+
+
 def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, monkeypatch, capsys):
     out = tmp_path / "busy"
     out.mkdir()

@@ -28,6 +28,8 @@ class GaussianDetector(arpro.Detector):
     repair_defaults = {"guide_every": 3}
 
     def __init__(self, input_shape: list[int], min_std: float = 1e-3) -> None:
+        if not 0 < min_std < float("inf"):
+            raise arpro.ArproError(f"{self.name}: min_std must be positive and finite, not {min_std!r}")
         super().__init__()
         self.register_buffer("mu", torch.zeros(input_shape))
         self.register_buffer("sigma", torch.ones(input_shape))
