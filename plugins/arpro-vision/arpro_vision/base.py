@@ -32,7 +32,7 @@ class ImageDataset(arpro.Dataset):
     value_range = (-1.0, 1.0)
     # training options of every model, and any one model's own as ``<model>_<key>``
     accepted_options: tuple[str, ...] = ("image_size", "max_pixels", "tiled", "train_steps", "batch_size", "lr",
-                                         "fastflow_*", "efficientad_*", "patchnn_*", "ddpm_*")
+                                         "fastflow_*", "efficientad_*", "patchnn_*", "patchcore_*", "ddpm_*")
 
     @property
     def image_size(self) -> int:

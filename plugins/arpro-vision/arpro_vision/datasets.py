@@ -49,6 +49,7 @@ class FolderLayoutDataset(ImageDataset):
     """
 
     accepted_options = (*ImageDataset.accepted_options, "crops")
+    reads_files = True  # pictures with a resolution of their own (a detector may ask for a larger image_size)
 
     layout = ""  # how the files are expected to be arranged, for error messages
     category_names: tuple[str, ...] = ()

