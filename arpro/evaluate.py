@@ -171,12 +171,7 @@ def load_complete_records(path: Path, expected: dict[tuple[str, int], int]) -> l
     """Records of chunks that finished; rewrite the file without partial chunks or torn lines."""
     if not path.exists():
         return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line torn by kill -9
+    records = read_jsonl(path, ("category", "chunk", "index"))
     by_chunk: dict[tuple[str, int], list[dict]] = {}
     for record in records:
         by_chunk.setdefault((record["category"], record["chunk"]), []).append(record)
@@ -230,8 +225,25 @@ def merge_shards(out_dir: Path, world: int) -> None:
             shard_path(out_dir, name, rank, world).unlink(missing_ok=True)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+def read_jsonl(path: Path, required: Sequence[str] = ("category", "index")) -> list[dict]:
+    """The records of one of the run's JSONL files. A line that does not parse was torn by a killed
+    run and is skipped (its input is repaired again); a line that parses to anything but a record
+    with the ``required`` keys is not arpro's, and is refused rather than guessed at."""
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if row is None:
+            continue
+        if not isinstance(row, dict) or not all(key in row for key in required):
+            raise ArproError(f"{path} line {number} is not an arpro record ({line[:40]!r}): the file was edited or is "
+                             "another tool's; move it away, or choose another --out")
+        rows.append(row)
+    return rows
 
 
 def check_guarantee(records: list[dict], calibration: dict) -> dict:
@@ -244,7 +256,7 @@ def check_guarantee(records: list[dict], calibration: dict) -> dict:
 
 def failed_repairs(out_dir: Path) -> list[str]:
     """``"ARM repair of CATEGORY/ID"`` for every recorded repair that ended non-finite."""
-    return [f"{arm} repair of {r['category']}/{r['id']}" for r in read_jsonl(out_dir / RECORDS)
+    return [f"{arm} repair of {r['category']}/{r['id']}" for r in read_jsonl(out_dir / RECORDS, ("category", "id"))
             for arm in ARMS if r.get(arm, {}).get("failed")]
 
 

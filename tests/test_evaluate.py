@@ -107,6 +107,25 @@ def test_resume_after_a_torn_write(reference, tmp_path):
     )
 
 
+def test_resume_after_a_torn_timings_line_and_a_foreign_record_is_one_error(reference, tmp_path):
+    out = tmp_path / "torn"
+    out.mkdir()
+    (out / "settings.json").write_text((reference / "settings.json").read_text())
+    lines = (reference / "records.jsonl").read_text().splitlines(keepends=True)
+    (out / "records.jsonl").write_text("".join(lines[:4]))
+    timings = (reference / "timings.jsonl").read_text().splitlines(keepends=True)
+    (out / "timings.jsonl").write_text("".join(timings[:3]) + timings[3][:9])  # cut mid-line, no newline
+    proc = run_cli(*ARGS, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+
+    (out / "records.jsonl").write_text("".join(lines[:4]) + "[]\n")
+    proc = run_cli(*ARGS, "--out", str(out))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and "records.jsonl line 5 is not an arpro record" in proc.stderr
+    assert (out / "records.jsonl").read_text().endswith("[]\n")  # left as it was
+
+
 def test_resume_after_kill_9(reference, tmp_path):
     out = tmp_path / "killed"
     slow = [*ARGS[:-3], "--steps", "100", "--chunk-size", "2", "--quiet"]
