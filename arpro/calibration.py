@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,10 +27,12 @@ import torch
 
 from arpro._version import __version__
 from arpro.best_of import OBJECTIVE, binomial_cdf, choose
+from arpro.checked import sha256
 from arpro.errors import ArproError, RunFailed
 from arpro.outputs import strict_json, write_atomic
 from arpro.progress import progress_bar
 from arpro.properties import expand_properties, make_property
+from arpro.settings import MAX_SAMPLES
 from arpro.spec import RunSpec, resolve
 
 SPLIT_SEED = 0  # the calibration/test split of anomalous inputs is fixed, so runs agree on it
@@ -81,12 +84,15 @@ def calibrate(spec: RunSpec, out: Path, *, risk: float, scales: list[float], wei
             settings = replace(base, guidance_scale=(base.guidance_scale or run.detector.guidance_scale) * scale,
                                samples=max(samples),
                                weights={**base.weights, **{p: weight for p in constraints}})
-            draws = run.repair(x, settings=settings, arms=("guided",), progress=False).arms["guided"].draws
+            arm = run.repair(x, settings=settings, arms=("guided",), progress=False).arms["guided"]
+            draws = arm.draws  # K draws [K, B]; with K = 1 there are none, and the arm is its only draw
+            score, holds, failed = (draws.score, draws.holds, draws.failed) if draws is not None else (
+                arm.score[None], {p: v[None] for p, v in arm.holds.items()}, arm.failed[None])
             for k in sorted(set(samples)):  # the first k of the draws are exactly a k-draw run's draws
-                chosen, violations = choose(draws.score[:k], {p: v[:k] for p, v in draws.holds.items()}, draws.failed[:k])
+                chosen, violations = choose(score[:k], {p: v[:k] for p, v in holds.items()}, failed[:k])
                 broken = int((violations[chosen, torch.arange(n)] > 0).sum())
                 p_value, certified = certify(broken, n, risk, level)
-                mean_score = float(draws.score[:k][chosen, torch.arange(n)].mean())
+                mean_score = float(score[:k][chosen, torch.arange(n)].mean())
                 rows.append({"guidance_scale": settings.guidance_scale, "weights": settings.weights, "samples": k,
                              "violations": broken, "risk": broken / n, "p_value": p_value, "certified": certified,
                              "mean_score": mean_score if math.isfinite(mean_score) else None})
@@ -116,22 +122,84 @@ def guarantee(risk: float, confidence: float, certified: bool = True) -> str:
             "(same dataset, detector, repairer and settings).")
 
 
-def apply(spec: RunSpec, path: Path | None) -> tuple[RunSpec, dict | None]:
-    """``spec`` with the certified settings of ``calibration.json`` at ``path``, and the file's
-    content (``spec`` and None without a file)."""
-    if path is None:
-        return spec, None
+CERTIFIED = {"guidance_scale": "--guidance-scale", "weights": "--weight", "samples": "--samples"}
+SAME_MODELS = ("detector", "repairer", "dataset", "data_root", "properties")  # another of these: another certificate
+
+
+def _number(value: object, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def read_calibration(path: Path) -> dict:
+    """``calibration.json``, checked key by key (types and ranges) before anything trusts it."""
     try:
         record = json.loads(Path(path).read_text())
-        chosen, calibrated = record["chosen"], record["spec"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ArproError(f"--calibration {path} is not a calibration.json written by arpro calibrate") from None
+    except (OSError, ValueError) as error:
+        raise ArproError(f"--calibration {path} is not a calibration.json written by arpro calibrate: {error}") from None
+    spec = record.get("spec") if isinstance(record, dict) else None
+    chosen = record.get("chosen") if isinstance(record, dict) else None
+    checks = {
+        "risk": isinstance(record, dict) and _number(record.get("risk"), 1e-12, 1 - 1e-12),
+        "confidence": isinstance(record, dict) and _number(record.get("confidence"), 1e-12, 1 - 1e-12),
+        "guarantee": isinstance(record, dict) and isinstance(record.get("guarantee"), str),
+        "calibration_ids": isinstance(record, dict) and isinstance(record.get("calibration_ids"), list)
+        and all(isinstance(i, str) for i in record["calibration_ids"]),
+        "spec": isinstance(spec, dict) and isinstance(spec.get("settings"), dict) and isinstance(spec.get("detector"), str),
+        "chosen": chosen is None or (isinstance(chosen, dict) and _number(chosen.get("guidance_scale"), 0, math.inf)
+                                     and isinstance(chosen.get("weights"), dict)
+                                     and all(isinstance(k, str) and _number(v, 0, math.inf) for k, v in chosen["weights"].items())
+                                     and isinstance(chosen.get("samples"), int) and _number(chosen["samples"], 1, MAX_SAMPLES)),
+    }
+    broken = [key for key, ok in checks.items() if not ok]
+    if broken:
+        raise ArproError(f"--calibration {path} is not a valid calibration.json: {broken[0]!r} is missing or out of range")
+    return record
+
+
+def apply(spec: RunSpec, path: Path | None, allow_uncertified: bool = False) -> tuple[RunSpec, dict | None]:
+    """``spec`` with the certified settings of ``calibration.json`` at ``path``, and the file's
+    content with its SHA-256 (``spec`` and None without a file).
+
+    The certified settings (guidance scale, λ, K) cannot be overridden. Any other difference from
+    the calibrated run that changes the repair (``--steps``, ``--mask``, a checkpoint, ...) voids the
+    guarantee: it is refused, unless ``allow_uncertified``; then the record's ``uncertified`` lists
+    the differences, and no guarantee is claimed."""
+    if path is None:
+        return spec, None
+    record = read_calibration(path)
+    chosen, calibrated, current = record["chosen"], record["spec"], spec.to_dict()
     if chosen is None:
         raise ArproError(f"--calibration {path} certifies no setting; recalibrate with a larger --risk")
-    for key in ("detector", "repairer", "dataset", "data_root", "properties"):
-        if calibrated.get(key) != spec.to_dict().get(key):
-            raise ArproError(f"--calibration {path} was made for {key} {calibrated.get(key)!r}, "
-                             f"not {spec.to_dict().get(key)!r}")
+    for key in SAME_MODELS:
+        if calibrated.get(key) != current.get(key):
+            raise ArproError(f"--calibration {path} was made for {key} {calibrated.get(key)!r}, not {current.get(key)!r}")
+    was, now = calibrated["settings"], current["settings"]
+    for key, flag in CERTIFIED.items():
+        if key in was and now.get(key) != was[key]:
+            raise ArproError(f"{flag} is certified by --calibration {path} (it chose {chosen[key]!r}); it cannot be "
+                             "overridden: drop it, or recalibrate")
+    changed = [f"--{key.replace('_', '-')} {now.get(key)!r} (certified with {was[key]!r})" for key in was
+               if key not in CERTIFIED and now.get(key) != was[key]]
+    changed += [f"--{key.replace('_', '-')} {current.get(key)!r} (certified with {calibrated.get(key)!r})"
+                for key in ("detector_checkpoint", "repairer_checkpoint", "dataset_options")
+                if calibrated.get(key) != current.get(key)]
+    if changed and not allow_uncertified:
+        raise ArproError(f"{changed[0]} changes the repair that --calibration {path} certified; drop it, or pass "
+                         "--allow-uncertified (then no guarantee is given)")
+    if changed:
+        print(f"warning: these settings are not the certified ones ({'; '.join(changed)}): --calibration {path} gives "
+              "no guarantee for them", file=sys.stderr)
     settings = replace(spec.settings, guidance_scale=chosen["guidance_scale"], weights=chosen["weights"],
                        samples=chosen["samples"])
-    return replace(spec, settings=settings), record
+    return replace(spec, settings=settings), {**record, "file": str(path), "sha256": sha256(Path(path)),
+                                              "uncertified": changed}
+
+
+def applied(record: dict | None) -> dict | None:
+    """What a run records of the calibration it applied: the file, its SHA-256, and the guarantee (None when
+    the run's settings were not the certified ones)."""
+    if record is None:
+        return None
+    return {"file": record["file"], "sha256": record["sha256"], "risk": record["risk"],
+            "confidence": record["confidence"], "guarantee": None if record["uncertified"] else record["guarantee"],
+            "uncertified": record["uncertified"]}

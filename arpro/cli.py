@@ -23,7 +23,7 @@ import typer
 from typer.main import get_command_name
 
 from arpro._version import __version__
-from arpro.cli_options import (AblateLimit, Arms, Calibration, Categories, Category, CheckLimit, ChunkSize, Count, Devices,
+from arpro.cli_options import (AblateLimit, AllowUncertified, Arms, Calibration, Categories, Category, CheckLimit, ChunkSize, Count, Devices,
                                Figure, Fraction, Grid, Holdout, InputFile, KeepGoing, Limit, NumNodes, Risk, SamplesGrid,
                                ScaleGrid, Strategy, WeightGrid)
 from arpro.errors import ArproError
@@ -151,19 +151,19 @@ def with_run_options(command):
 @app.command()
 @with_run_options
 def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile = None, count: Count = 8,
-           keep_going: KeepGoing = False, calibration: Calibration = None, figure: Figure = False,
-           arms: Arms = "guided") -> None:
+           keep_going: KeepGoing = False, calibration: Calibration = None, allow_uncertified: AllowUncertified = False,
+           figure: Figure = False, arms: Arms = "guided") -> None:
     """Repair anomalous inputs (the guided repair; --arms adds its unguided comparisons), judged by P1–P4."""
     from arpro import plugins
     from arpro.display import check_failures, console, print_report, print_trust
     from arpro.spec import repair_into
 
-    from arpro.calibration import apply
+    from arpro.calibration import applied, apply
 
-    spec, record = apply(spec, calibration)
+    spec, record = apply(spec, calibration, allow_uncertified)
     result, written = repair_into(out, spec, input_path=input_path, count=count, overwrite=overwrite,
                                   exclude=record["calibration_ids"] if record else (), progress=not quiet, figure=figure,
-                                  arms=parse_arms(arms))
+                                  arms=parse_arms(arms), calibration=applied(record))
     print_report(result, {p: f"{p.upper()} {plugins.get('property', p).label()}" for p in result.metric_names})
     for message in result.messages:
         console.print(f"[yellow]note:[/yellow] {message}")
@@ -178,14 +178,15 @@ def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile 
 @with_run_options
 def evaluate(spec, out: Path, overwrite: bool, quiet: bool, categories: Categories = None, limit: Limit = None,
              chunk_size: ChunkSize = None, devices: Devices = 1, strategy: Strategy = "ddp", num_nodes: NumNodes = 1,
-             keep_going: KeepGoing = False, calibration: Calibration = None) -> None:
+             keep_going: KeepGoing = False, calibration: Calibration = None,
+             allow_uncertified: AllowUncertified = False) -> None:
     """Evaluate over a dataset: baseline vs in-filling vs guided, the paper's tables; resumable."""
     from arpro import evaluate as ev
     from arpro.display import check_failures, console, print_summary
 
     from arpro.calibration import apply
 
-    spec, record = apply(spec, calibration)
+    spec, record = apply(spec, calibration, allow_uncertified)
     summary = ev.run(spec, out, categories=categories or [], limit=limit, chunk_size=chunk_size, devices=devices,
                      strategy=strategy, num_nodes=num_nodes, overwrite=overwrite, calibration=record, progress=not quiet)
     if summary is not None:  # rank 0

@@ -25,6 +25,8 @@ Arms = Annotated[str, typer.Option("--arms", help="Comma-separated arms to run a
 KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Exit 0 even when repairs end non-finite (NaN or Inf).")]
 Calibration = Annotated[Optional[Path], typer.Option("--calibration", help="A calibration.json of arpro calibrate: "
                                                      "its certified settings, on inputs it did not use.")]
+AllowUncertified = Annotated[bool, typer.Option("--allow-uncertified", help="With --calibration: run even when other "
+                             "settings than the certified ones change the repair (no guarantee is then given).")]
 Risk = Annotated[float, typer.Option("--risk", help="delta: the violation risk to certify (--confidence: 1 - gamma).")]
 ScaleGrid = Annotated[str, typer.Option("--scale-grid", help="Multipliers of the guidance scale to try.")]
 WeightGrid = Annotated[str, typer.Option("--weight-grid", help="Values of the constraint properties' lambda to try.")]

@@ -328,8 +328,16 @@ def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | No
         properties = [{"name": p.name, "metric": p.metric_name, "label": p.label()}
                       for p in reported_properties(spec.properties)]
         summary = summarize(read_jsonl(out / RECORDS), read_jsonl(out / TIMINGS), properties)
-        if calibration is not None:
-            summary["guarantee"] = check_guarantee(read_jsonl(out / RECORDS), calibration)
+        if calibration is not None and calibration["uncertified"]:
+            summary["warnings"].append(f"no guarantee: the settings are not those --calibration certified "
+                                       f"({'; '.join(calibration['uncertified'])})")
+        elif calibration is not None:
+            summary["guarantee"] = check = check_guarantee(read_jsonl(out / RECORDS), calibration)
+            if not check["within_risk"]:
+                summary["warnings"].append(f"the guided violation rate on the {check['n_test']} test inputs is "
+                                           f"{check['test_violation_rate']:.3f}, ABOVE the certified risk {check['risk']:g}: "
+                                           "the guarantee did not hold here (are these inputs like the calibration ones?)")
+            summary["calibration"] = {k: calibration[k] for k in ("file", "sha256")}
         write_tables(out, summary)
         for job in jobs:
             write_gallery(job, out)

@@ -210,7 +210,7 @@ def obtain_models(spec: RunSpec, dataset: Dataset, kinds: Sequence[str], *, prog
 
 def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, count: int = 8, overwrite: bool = False,
                 exclude: Sequence[str] = (), progress: bool = True, figure: bool = False,
-                arms: Sequence[str] = ARMS) -> tuple[RepairResult, list[Path]]:
+                arms: Sequence[str] = ARMS, calibration: dict | None = None) -> tuple[RepairResult, list[Path]]:
     """``arpro repair``: resolve ``spec``, repair its inputs, and write ``report.json`` and the
     domain's files (its figure too, with ``figure``) into ``out``, all at once at the end;
     returns the result and the files."""
@@ -221,7 +221,7 @@ def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, cou
         run = replace(run, **dict(zip(("detector", "repairer"), dataset.models_for(batch, run.detector, run.repairer))))
         result = run.repair(batch.x, truth=truth, ids=batch.ids, arms=arms, progress=progress)
         report = {"arpro_version": __version__, "spec": spec.to_dict(), "input": str(input_path) if input_path else None,
-                  "count": count, **result.to_dict()}
+                  "count": count, **({"calibration": calibration} if calibration else {}), **result.to_dict()}
         (stage / "report.json").write_text(strict_json(report, indent=2) + "\n")
         files = run.dataset.write_repairs(result, stage, batch) + (run.dataset.draw_repairs(result, stage, batch) if figure else [])
         written = [out / "report.json", *[out / p.name for p in files]]

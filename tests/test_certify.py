@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import replace
@@ -145,3 +146,53 @@ def test_mlp_ddpm_predicts_each_sample_as_it_would_alone(tiny_repairer):
         same = torch.cat([tiny_repairer(x[i : i + 1], torch.tensor([10])) for i in range(6)])
         assert torch.allclose(tiny_repairer(x, mixed), alone, atol=1e-5)
         assert torch.allclose(tiny_repairer(x, torch.full((6,), 10)), same, atol=1e-5)
+
+
+def test_a_certificate_cannot_be_voided_silently(tmp_path, monkeypatch, capsys):
+    cal = tmp_path / "calibration.json"
+    grid = ["--scale-grid", "1", "--weight-grid", "1", "--samples-grid", "1", "--steps", "10", "--quiet"]
+    assert run_cli_in_process(["calibrate", "--detector", "gaussian", "--out", str(cal), *grid], monkeypatch, capsys)[0] == 0
+    evaluate = ["evaluate", "--detector", "gaussian", "--quiet", "--calibration", str(cal)]
+    for changed, fragment in ((["--steps", "20"], "--steps 20 (certified with 10) changes the repair"),
+                              (["--steps", "10", "--samples", "4"], "--samples is certified by --calibration"),
+                              (["--steps", "10", "--guidance-scale", "2"], "--guidance-scale is certified")):
+        code, err = run_cli_in_process([*evaluate, *changed, "--out", str(tmp_path / "x")], monkeypatch, capsys)
+        assert code == 2 and err.count("\n") == 1 and fragment in err, err
+        assert not (tmp_path / "x").exists()
+
+    out = tmp_path / "uncertified"
+    code, err = run_cli_in_process([*evaluate, "--steps", "20", "--allow-uncertified", "--out", str(out)], monkeypatch, capsys)
+    assert code == 0 and "warning: these settings are not the certified ones (--steps 20" in err, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert "guarantee" not in summary and any(w.startswith("no guarantee") for w in summary["warnings"])
+    assert "Guarantee (arpro calibrate" not in (out / "tables.md").read_text()
+
+    import arpro.evaluate
+
+    real = arpro.evaluate.check_guarantee  # these repairs all keep P2-P4: make the test split break it half the time
+    monkeypatch.setattr(arpro.evaluate, "check_guarantee",
+                        lambda records, calibration: {**real(records, calibration), "test_violation_rate": 0.5,
+                                                      "within_risk": False})
+    code, err = run_cli_in_process([*evaluate, "--steps", "10", "--out", str(tmp_path / "s")], monkeypatch, capsys)
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert code == 0 and "is 0.500, ABOVE the certified risk 0.1" in err
+    assert summary["guarantee"]["within_risk"] is False and any("ABOVE" in w for w in summary["warnings"])
+
+    code, err = run_cli_in_process(["repair", "--detector", "gaussian", "--calibration", str(cal), "--steps", "10",
+                                    "--count", "2", "--quiet", "--out", str(tmp_path / "r")], monkeypatch, capsys)
+    recorded = json.loads((tmp_path / "r" / "report.json").read_text())["calibration"]
+    assert code == 0 and recorded["sha256"] == hashlib.sha256(cal.read_bytes()).hexdigest()
+    assert recorded["guarantee"].startswith("With probability at least 0.9") and recorded["uncertified"] == []
+
+
+@pytest.mark.parametrize("tamper", [{"risk": "abc"}, {"risk": 2}, {"chosen": {"guidance_scale": -1}}, {"spec": []},
+                                    {"calibration_ids": [1, 2]}, {"chosen": {"guidance_scale": 1, "weights": {},
+                                                                             "samples": 10**9}}])
+def test_a_tampered_calibration_file_is_one_error(tamper, tmp_path, monkeypatch, capsys):
+    record = {"risk": 0.1, "confidence": 0.9, "guarantee": "g", "calibration_ids": [], "spec": {"detector": "gaussian",
+              "settings": {}}, "chosen": {"guidance_scale": 1.0, "weights": {}, "samples": 1}}
+    (tmp_path / "cal.json").write_text(json.dumps({**record, **tamper}))
+    code, err = run_cli_in_process(["evaluate", "--detector", "gaussian", "--quiet", "--calibration",
+                                    str(tmp_path / "cal.json"), "--out", str(tmp_path / "e")], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "is not a valid calibration.json" in err, err
+    assert not (tmp_path / "e").exists()
