@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from arpro import plugins
 
 torch.set_num_threads(1)
+os.environ["ARPRO_OFFLINE"] = "1"  # the vision plugin's backbone resolver never tries the model hub in tests
 
 
 @pytest.fixture(scope="session")

@@ -83,8 +83,7 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
                 self.model = PatchcoreModel(layers=layers, backbone=backbone, pre_trained=False, num_neighbors=1)
             except (RuntimeError, ValueError) as error:  # an architecture timm does not know
                 raise ArproError(f"patchcore cannot build backbone {backbone!r}: {str(error).splitlines()[0]}") from None
-        del self.model.anomaly_map_generator  # the decomposition replaces anomalib's map
-        if len(self.model.layers) != len(layers):
+        if self.model.feature_extractor.layers != layers:  # anomalib drops (and logs) names the backbone lacks
             raise ArproError(f"patchcore: {backbone} has no feature module among {layers}")
         self.stride = int(self.model.feature_extractor.feature_extractor.feature_info.reduction()[0])
         coarsest = max(self.model.feature_extractor.feature_extractor.feature_info.reduction())
