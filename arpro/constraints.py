@@ -175,8 +175,9 @@ def apply_constraints(properties: list[Property], ctx: PropertyContext) -> tuple
     bound_pairs = [b for p in properties if (b := p.bounds(ctx)) is not None]
     omega, frozen, bounds, outside = ctx.omega, None, None, torch.zeros_like(ctx.x_bad, dtype=torch.bool)
     if bound_pairs:
-        bounds = (torch.stack([low.expand(ctx.input_shape) for low, _ in bound_pairs]).amax(0),
-                  torch.stack([high.expand(ctx.input_shape) for _, high in bound_pairs]).amin(0))
+        shape = ctx.x_bad.shape  # a property's bounds are [*X] (every input) or [B, *X] (each its own)
+        bounds = (torch.stack([low.expand(shape) for low, _ in bound_pairs]).amax(0),
+                  torch.stack([high.expand(shape) for _, high in bound_pairs]).amin(0))
         if (bounds[0] > bounds[1]).any():
             raise ArproError("the run's ranges leave no allowed value for some feature")
         outside = (ctx.x_bad < bounds[0]) | (ctx.x_bad > bounds[1])

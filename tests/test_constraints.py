@@ -8,6 +8,7 @@ import torch
 
 import arpro
 from arpro import plugins
+from arpro.constraints import Constraint
 from arpro.plugins import Entry, Registry
 from arpro.properties import expand_properties, make_property
 
@@ -127,6 +128,29 @@ def test_range_with_user_bounds_per_column(table, gaussian, tiny_repairer, anoma
                           settings=arpro.RepairSettings(steps=5))
     for arm in result.arms.values():
         assert arm.x_fix[:, 3].abs().max() <= 0.1 and arm.x_fix[:, 4].abs().max() <= 0.2
+
+
+class AroundInput(Constraint):
+    """Per-input bounds ``[B, *X]``, as writing-a-plugin.md allows: each value within 0.05 of its own input."""
+
+    name = "around-input"
+    metric_name = "M_around"
+
+    def bounds(self, ctx):
+        return ctx.x_bad - 0.05, ctx.x_bad + 0.05
+
+    def metric(self, ctx, x_fix, fix):
+        low, high = self.bounds(ctx)
+        return torch.maximum(low - x_fix, x_fix - high).clamp(min=0).flatten(1).amax(1)
+
+
+@pytest.mark.parametrize("samples", [1, 2])
+def test_per_input_bounds_hold_for_each_input(table, gaussian, tiny_repairer, anomalous_rows, samples):
+    result = arpro.repair(anomalous_rows, gaussian, tiny_repairer, properties=["p1", "p2", "p3", "p4", AroundInput()],
+                          dataset=table, progress=False, settings=arpro.RepairSettings(steps=5, samples=samples))
+    for arm in result.arms.values():
+        assert ((arm.x_fix - anomalous_rows).abs() <= 0.05 + 1e-6).all()
+        assert arm.holds["around-input"].all()
 
 
 def test_builtin_default_wins_with_a_warning(capsys):
