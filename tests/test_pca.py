@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import arpro
 from arpro import ArproError, checkpoint, plugins
 
 EIGENVALUES = torch.tensor([8.0, 4.0, 2.0, 1.0])  # cumulative shares 0.533, 0.8, 0.933, 1
@@ -44,6 +45,27 @@ def test_the_fewest_components_that_explain_the_variance_are_kept(name, variance
     detector, _ = fitted(name, variance)
     assert detector.components.shape == (4, k)
     torch.testing.assert_close(detector.eigenvalues, EIGENVALUES[:k], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["pca", "pca-rows"])
+def test_q_and_t2_are_each_in_units_of_their_mean_over_the_normal_rows(name):
+    detector, train = fitted(name)  # 3 components kept; the discarded eigenvalue is 1
+    d = detector.decompose(train)
+    rows = train.flatten(0, -2).shape[0]
+    torch.testing.assert_close(d.alpha.sum() / rows, torch.tensor(1.0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(d.beta.sum() / rows, torch.tensor(1.0), rtol=1e-4, atol=1e-4)
+
+
+def test_a_broken_tight_correlation_is_not_drowned_by_t2():
+    """x2 follows x1 closely in normal rows and -x1 in anomalous ones: only Q sees it, and T² of the other
+    columns must not hide it (it would, were the two statistics added in their own units)."""
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(800, generator=g)
+    sign = torch.cat([torch.ones(600), -torch.ones(200)])
+    rows = torch.stack([x1, sign * x1 + 0.1 * torch.randn(800, generator=g), *torch.randn(2, 800, generator=g)], 1)
+    detector = plugins.get("detector", "pca-rows")(input_shape=[4])
+    detector.fit(rows[:400], progress=False)
+    assert arpro.auroc(sign[400:] < 0, detector.score(rows[400:])) > 0.95
 
 
 def test_window_rows_repeated_by_overlapping_windows_count_once():

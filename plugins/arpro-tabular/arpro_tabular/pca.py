@@ -1,7 +1,7 @@
 """PCA of the normal rows as a decomposable table detector: the tabular baseline of ``arpro check``.
 
-The time-series plugin has the same detector for windows (``pca``); plugins do not import each
-other, so the few lines that fit the components are repeated there.
+The time-series plugin has the same detector for windows (``pca``, whose docstring says why the
+score is built so); plugins do not import each other, so the few lines that fit it are repeated here.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ class PCARowsDetector(arpro.Detector):
 
     With ``z`` the row less the training mean, ``P`` the kept components (the fewest whose
     eigenvalues ``λ`` explain ``variance`` of the total, default 0.9) and ``t = Pᵀz``:
-    ``alpha_i = (z − P t)_i²``, the Q statistic split by column exactly, and ``beta = Σ_j t_j² / λ_j``,
-    T² kept whole because its per-column contributions are signed (see the time-series ``pca``).
-    The rows arrive standardised with the normal training rows' mean and std (the datasets do it).
+    ``alpha_i = (z − P t)_i² / q``, the Q statistic split by column exactly, and
+    ``beta = Σ_j t_j² / (k λ_j)``, T², kept whole because its per-column contributions are signed.
+    Each is in units of its mean over the normal rows (``q``: the sum of the discarded eigenvalues;
+    ``k``), so that T² does not drown a broken tight correlation. The rows arrive standardised with
+    the normal training rows' mean and std (the datasets do it).
     """
 
     name = "pca-rows"
@@ -32,9 +34,8 @@ class PCARowsDetector(arpro.Detector):
         if not 0 < variance <= 1:
             raise arpro.ArproError(f"{self.name}: variance must be in (0, 1], not {variance!r}")
         super().__init__()
-        self.register_buffer("mean", torch.zeros(0))  # [D], set by fit
-        self.register_buffer("components", torch.zeros(0))  # [D, k]
-        self.register_buffer("eigenvalues", torch.zeros(0))  # [k]
+        for name in ("mean", "components", "eigenvalues", "q_mean"):  # [D], [D, k], [k], []: set by fit
+            self.register_buffer(name, torch.zeros(0))
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
         data = train.double()
@@ -46,17 +47,21 @@ class PCARowsDetector(arpro.Detector):
             raise arpro.ArproError(f"{self.name}: the training rows do not vary; PCA has nothing to fit")
         k = int((eigenvalues.cumsum(0) / total < self.config["variance"] - 1e-6).sum()) + 1
         k = min(k, int((eigenvalues > total * 1e-9).sum()))
-        self.mean, self.components, self.eigenvalues = (v.to(train.dtype) for v in (mean, vh[:k].T, eigenvalues[:k]))
+        q_mean = eigenvalues[k:].sum().clamp_min(total * 1e-6)
+        self.mean, self.components, self.eigenvalues, self.q_mean = (
+            v.to(train.dtype) for v in (mean, vh[:k].T, eigenvalues[:k], q_mean))
         self.calibrate(train)
 
     def decompose(self, x: Tensor) -> arpro.Decomposition:
         z = x - self.mean
         t = z @ self.components
-        alpha = (z - t @ self.components.T).pow(2)
-        return arpro.Decomposition(alpha=alpha, beta=(t.pow(2) / self.eigenvalues).sum(1))
+        alpha = (z - t @ self.components.T).pow(2) / self.q_mean
+        return arpro.Decomposition(alpha=alpha, beta=(t.pow(2) / self.eigenvalues).sum(1) / len(self.eigenvalues))
 
     def reference_score(self, x: Tensor) -> Tensor:
-        """``‖z‖² − ‖Pᵀz‖²`` (Q, the components being orthonormal) plus the quadratic form ``zᵀ P Λ⁻¹ Pᵀ z`` (T²)."""
+        """``‖z‖² − ‖Pᵀz‖²`` (Q, the components being orthonormal) and the quadratic form ``zᵀ P Λ⁻¹ Pᵀ z``
+        (T²), each over its normal mean."""
         z = x - self.mean
         precision = (self.components / self.eigenvalues) @ self.components.T
-        return z.pow(2).sum(1) - (z @ self.components).pow(2).sum(1) + ((z @ precision) * z).sum(1)
+        q = z.pow(2).sum(1) - (z @ self.components).pow(2).sum(1)
+        return q / self.q_mean + ((z @ precision) * z).sum(1) / len(self.eigenvalues)
