@@ -12,7 +12,7 @@ from torch import Tensor
 from arpro import plugins
 from arpro.best_of import DRAW_SEED_STRIDE, best_of
 from arpro.constraints import apply_constraints
-from arpro.engine import check_guidance, guided_masked_diffusion, property_loss
+from arpro.engine import check_guidance, guided_masked_diffusion, property_call, property_loss
 from arpro.errors import ArproError
 from arpro.models import Detector, Repairer
 from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
@@ -204,9 +204,9 @@ def evaluate_repair(
         failed |= ~fix.score.isfinite() | ~ctx.bad.score.isfinite()
         metrics, holds = {}, {}
         for p in properties:
-            value = p.metric(ctx, x_fix, fix)
+            value = property_call(p, "metric", ctx, x_fix, fix)
             metrics[p.metric_name] = value
-            holds[p.name] = p.holds(ctx, value) & ~failed
+            holds[p.name] = property_call(p, "holds", ctx, value) & ~failed
     return ArmResult(x_fix=x_fix, score=fix.score, metrics=metrics, holds=holds, seconds=seconds, failed=failed)
 
 

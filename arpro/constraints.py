@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from arpro import plugins
 from arpro.errors import ArproError
 from arpro.protocols import Decomposition, Property, PropertyContext
 
@@ -171,8 +172,11 @@ def apply_constraints(properties: list[Property], ctx: PropertyContext) -> tuple
     of bounds keeps its value: the engine's bounds widen to it there, and the range metric shows
     the violation). An input whose whole omega is frozen cannot be repaired: an error.
     """
-    frozen_masks = [m for p in properties if (m := p.frozen(ctx)) is not None]
-    bound_pairs = [b for p in properties if (b := p.bounds(ctx)) is not None]
+    frozen_masks, bound_pairs = [], []
+    for p in properties:
+        with plugins.blame("property", p.name, "in frozen() or bounds()"):
+            frozen_masks += [m for m in [p.frozen(ctx)] if m is not None]
+            bound_pairs += [b for b in [p.bounds(ctx)] if b is not None]
     omega, frozen, bounds, outside = ctx.omega, None, None, torch.zeros_like(ctx.x_bad, dtype=torch.bool)
     if bound_pairs:
         shape = ctx.x_bad.shape  # a property's bounds are [*X] (every input) or [B, *X] (each its own)

@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from arpro import plugins
 from arpro.errors import ArproError
 from arpro.models import Detector, Repairer
 from arpro.progress import progress_bar
@@ -56,9 +58,15 @@ def property_loss(
 
     def loss(x: Tensor) -> Tensor:
         fix = detector.decompose(x) if need_detector else None
-        return sum(weights.get(p.name, 1.0) * p.loss(ctx, x, fix) for p in properties)
+        return sum(weights.get(p.name, 1.0) * property_call(p, "loss", ctx, x, fix) for p in properties)
 
     return loss
+
+
+def property_call(prop: Property, method: str, *args: object) -> Any:
+    """``prop.method(*args)``; an exception of the plugin's code becomes one error naming the property."""
+    with plugins.blame("property", prop.name, f"in {method}()"):
+        return getattr(prop, method)(*args)
 
 
 def check_guidance(detector: Detector, properties: Sequence[Property], weights: dict[str, float],
@@ -69,7 +77,7 @@ def check_guidance(detector: Detector, properties: Sequence[Property], weights: 
     with torch.enable_grad():
         fix = detector.decompose(x) if any(p.needs_detector for p in properties) else None
         for p in properties:
-            if p.guides and weights.get(p.name, 1.0) > 0 and not p.loss(ctx, x, fix).requires_grad:
+            if p.guides and weights.get(p.name, 1.0) > 0 and not property_call(p, "loss", ctx, x, fix).requires_grad:
                 raise ArproError(f"property {p.name!r} guides the repair, but its loss has no gradient with respect "
                                  f"to x; make it differentiable, give it --weight {p.name}=0, or set guides = False")
 

@@ -66,6 +66,21 @@ def _fits(value: Any, hint: Any) -> bool:
     return isinstance(value, origin or hint) if isinstance(origin or hint, type) else True
 
 
+def check_types(function: Any, options: dict[str, Any], source: str) -> None:
+    """Refuse, naming ``source``, an option whose value does not fit ``function``'s type hint for it
+    (bool, int, float, str, lists and unions of them), or that holds NaN or infinity: before a
+    plugin's code ever sees it."""
+    try:
+        hints = typing.get_type_hints(inspect.unwrap(function))
+    except Exception:  # an annotation that does not evaluate: nothing to check types against
+        hints = {}
+    for key, value in options.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise ArproError(f"{source}: {key}={value!r} is not a {_type_name(hints[key])}")
+        if not _all_finite(value):
+            raise ArproError(f"{source}: {key}={value!r} is not finite")
+
+
 def _all_finite(value: Any) -> bool:
     """No NaN or infinity in a JSON-like value (a number, or lists and dicts of them)."""
     if isinstance(value, float):
@@ -116,15 +131,7 @@ class Model(nn.Module):
         unknown = sorted(set(config) - set(accepted)) if accepted is not None else []
         if unknown:
             raise ArproError(f"{source}: {cls.name!r} has no config key(s) {', '.join(unknown)}")
-        try:
-            hints = typing.get_type_hints(inspect.unwrap(cls.__init__))
-        except Exception:  # an annotation that does not evaluate: nothing to check types against
-            hints = {}
-        for key, value in config.items():
-            if key in hints and not _fits(value, hints[key]):
-                raise ArproError(f"{source}: {key}={value!r} is not a {_type_name(hints[key])}")
-            if not _all_finite(value):
-                raise ArproError(f"{source}: {key}={value!r} is not finite")
+        check_types(cls.__init__, config, source)
         shape = config.get("input_shape")
         if isinstance(shape, list) and (any(d < 1 for d in shape) or math.prod(shape) > MAX_INPUT_ELEMENTS):
             raise ArproError(f"{source}: input_shape {shape} is not a sample size arpro can hold "

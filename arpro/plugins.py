@@ -10,6 +10,8 @@ import difflib
 import importlib
 import sys
 from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache, cached_property, reduce
 from importlib.metadata import entry_points
 
@@ -221,3 +223,19 @@ def get_default(kind: str, domain: str) -> type:
 def get_baseline(domain: str) -> type | None:
     """The simple detector that ``arpro check`` measures every ``domain`` detector against (see :mod:`arpro.hookspecs`)."""
     return registry().baseline(domain)
+
+
+@contextmanager
+def blame(kind: str, name: str, doing: str) -> Iterator[None]:
+    """Turn an exception a plugin's code raises (not an :class:`ArproError`, which is already the user's
+    message) into one error naming the plugin's ``kind``, ``name`` and distribution, and what it was ``doing``."""
+    try:
+        yield
+    except ArproError:
+        raise
+    except Exception as error:
+        entry = registry().entries.get(kind, {}).get(name)
+        origin = f" of {entry.distribution}" if entry is not None else ""
+        detail = str(error).splitlines()[0] if str(error) else ""
+        raise ArproError(f"{kind} {name!r}{origin} failed {doing}: {type(error).__name__}"
+                         f"{': ' + detail if detail else ''}") from error

@@ -104,6 +104,9 @@ def make_property(spec: PropertySpec) -> Property:
     if unknown and not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values()):
         known = ", ".join(p.name for p in accepted) or "none"
         raise ArproError(f"property {name!r} has no option {unknown[0]!r} (options: {known})")
+    from arpro.models import check_types
+
+    check_types(cls.__init__, options, f"property {name!r}")
     try:
         prop = cls(**options)
     except (TypeError, ValueError) as error:

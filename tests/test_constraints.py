@@ -30,8 +30,9 @@ def test_property_specs_expand_and_record():
 
 @pytest.mark.parametrize("spec, fragment", [
     (("range", {"lo": 1}), "property 'range' has no option 'lo'"),
-    (("range", {"low": "x"}), "property 'range': option 'low' must be a number"),
-    (("immutable", {"columns": 3}), "property 'immutable': option 'columns'"),
+    (("range", {"low": "x"}), "property 'range': low='x' is not a float"),
+    (("immutable", {"columns": 3}), "property 'immutable': columns=3 is not a"),
+    (("range", {"low": float("nan")}), "property 'range': low=nan is not finite"),
     (("immutable", {"mask": "nosuch.npy"}), "option 'mask'"),
 ])
 def test_bad_options_name_the_property_and_option(spec, fragment):
@@ -142,6 +143,29 @@ class AroundInput(Constraint):
     def metric(self, ctx, x_fix, fix):
         low, high = self.bounds(ctx)
         return torch.maximum(low - x_fix, x_fix - high).clamp(min=0).flatten(1).amax(1)
+
+
+class Exploding(arpro.Property):
+    """A third-party property with a bug in its metric."""
+
+    name = "exploding"
+    metric_name = "M_boom"
+
+    def loss(self, ctx, x_fix, fix):
+        return fix.score
+
+    def metric(self, ctx, x_fix, fix):
+        raise RuntimeError("index 7 is out of bounds\nsecond line")
+
+    def holds(self, ctx, metric):
+        return metric < 0
+
+
+def test_an_exception_in_a_property_is_one_error_naming_it(table, gaussian, tiny_repairer, anomalous_rows):
+    with pytest.raises(arpro.ArproError) as error:
+        arpro.repair(anomalous_rows, gaussian, tiny_repairer, properties=["p1", Exploding()], dataset=table,
+                     progress=False, settings=arpro.RepairSettings(steps=3))
+    assert str(error.value) == "property 'exploding' failed in metric(): RuntimeError: index 7 is out of bounds"
 
 
 @pytest.mark.parametrize("samples", [1, 2])
