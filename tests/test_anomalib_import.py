@@ -91,7 +91,9 @@ def test_exported_torch_model_is_refused_with_a_recipe_that_works(anomalib_check
     monkeypatch.chdir(tmp_path)
     exec(re.search(r'python -c "(.*)"', message).group(1), {})
     converted, original = load(tmp_path / "model.ckpt", "detector", name), load(path, "detector", name)
-    assert converted.config == {**original.config, "backbone_weights": str(tmp_path / "model.ckpt")}
+    assert converted.config == {**original.config, "backbone_weights": str(tmp_path / "model.ckpt"),
+                                "weights_source": f"file {tmp_path / 'model.ckpt'}",
+                                "weights_sha256": converted.config["weights_sha256"]}
     theirs = original.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in converted.state_dict().items())  # so the same scores
 
@@ -114,8 +116,9 @@ def test_fastflow_config_is_inferred_from_tensors_alone(anomalib_checkpoints, tm
     checkpoint = torch.load(path, weights_only=True)
     model_state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     torch.save(model_state, tmp_path / "bare.pt")  # the torch model's state dict: no hyper-parameters, no size
-    assert load(tmp_path / "bare.pt", "detector", "fastflow").config == {
-        **load(path, "detector", "fastflow").config, "backbone_weights": str(tmp_path / "bare.pt")}
+    bare = load(tmp_path / "bare.pt", "detector", "fastflow").config
+    assert bare == {**load(path, "detector", "fastflow").config, "backbone_weights": str(tmp_path / "bare.pt"),
+                    "weights_source": f"file {tmp_path / 'bare.pt'}", "weights_sha256": bare["weights_sha256"]}
     transforms = checkpoint["anomalib_pre_processor_config"]["transform"]["init_args"]["transforms"]
     del transforms[1]  # Resize only: anomalib's model would see unnormalised images
     torch.save(checkpoint, tmp_path / "unnormalised.ckpt")

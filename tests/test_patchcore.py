@@ -79,7 +79,7 @@ def test_a_file_under_other_names_is_matched_by_key_order_and_shape(tmp_path):
     loaded = extractor(plugins.get("detector", "patchcore")(**TINY, backbone_weights=str(path))).state_dict()
     assert all(torch.equal(v, state[k]) for k, v in loaded.items() if not k.endswith("num_batches_tracked"))
     torch.save({"_k0.weight": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(ArproError, match="not a test_efficientnet backbone state dict"):
+    with pytest.raises(ArproError, match="not a test_efficientnet state dict"):
         plugins.get("detector", "patchcore")(**TINY, backbone_weights=str(tmp_path / "other.pth"))
 
 

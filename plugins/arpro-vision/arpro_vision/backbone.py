@@ -44,14 +44,14 @@ def random_weights_problem(arch: str) -> str:
     return f"backbone weights are random (no pretrained weights found): {fix}--model-option backbone_weights=PATH"
 
 
-def warn_random_init(name: str, what: str, arch: str, recipe: str = "") -> None:
-    """Say once per process (per detector), on stderr, that ``what`` is randomly initialised and how
+def warn_random_init(name: str, arch: str, recipe: str = "") -> None:
+    """Say once per process (per detector), on stderr, that its backbone is randomly initialised and how
     to fix it (``recipe``: a command that makes the weights file on a machine with network)."""
     if name in _warned:
         return
     _warned.add(name)
     made = f" Make the file once on a machine with network: {recipe}" if recipe else ""
-    print(f"warning: {name}: the {what}'s {random_weights_problem(arch)} (arpro train detector; or "
+    print(f"warning: {name}: {random_weights_problem(arch)} (arpro train detector; or "
           f"--option {name}_backbone_weights=PATH on repair/evaluate).{made}", file=sys.stderr)
 
 
@@ -198,7 +198,7 @@ class PretrainedBackboneMixin:
                 load_backbone(module, weights.state, weights.source.partition(" ")[2], what, prefer)
             self.config.update(weights_source=weights.source, weights_sha256=weights.sha256)
         if self.config["weights_source"] == RANDOM:
-            warn_random_init(self.name, what, arch, recipe)
+            warn_random_init(self.name, arch, recipe)
             self._keep_frozen(hide_module(owner, attribute))
         else:
             module.requires_grad_(False)

@@ -84,7 +84,7 @@ class FastFlowDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixin
                 hidden_ratio=hidden_ratio,
             )
         del self.model.anomaly_map_generator  # the decomposition replaces anomalib's map
-        self.attach_backbone(self.model, "feature_extractor", f"{backbone} backbone", prefer="feature_extractor.",
+        self.attach_backbone(self.model, "feature_extractor", backbone, prefer="feature_extractor.",
                              recipe=WEIGHTS_RECIPES[backbone])
         self.scales = [int(r) for r in self.model.feature_extractor.feature_info.reduction()]
 

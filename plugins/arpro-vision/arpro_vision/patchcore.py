@@ -90,7 +90,7 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
         if (height * self.factor) % coarsest or (width * self.factor) % coarsest:
             raise ArproError(f"patchcore needs image sides that are multiples of {coarsest // self.factor} "
                              f"(at {self.factor}x, the backbone's coarsest stride {coarsest}), got {height}x{width}")
-        self.attach_backbone(self.model.feature_extractor, "feature_extractor", f"{backbone} backbone")
+        self.attach_backbone(self.model.feature_extractor, "feature_extractor", backbone)
 
     @classmethod
     def dataset_defaults(cls, dataset: type) -> dict:
