@@ -215,6 +215,12 @@ class Detector(Model):
         """
         return None
 
+    @classmethod
+    def dataset_defaults(cls, dataset: type[Dataset]) -> dict[str, Any]:
+        """Dataset options this detector reads ``dataset``'s samples best with, where the user sets
+        none (e.g. a larger ``image_size`` for pictures read from files). Default: none."""
+        return {}
+
     def provenance(self) -> dict[str, str]:
         """Where the detector's weights came from, as ``arpro check`` prints and records it: e.g.
         ``{"backbone": "efficientnet_lite0, ImageNet, from package ... (sha256 ...)"}``. A ``"problem"``

@@ -68,6 +68,7 @@ class RunSpec:
             raise ArproError(f"repairer {repairer_cls.name!r} works on {repairer_cls.domain} data, "
                              f"detector {self.detector!r} on {domain}")
         self.repairer = repairer_cls.name
+        self.dataset_options = {**dataset_defaults(detector_cls, self.dataset, domain), **self.dataset_options}
         self.properties = expand_properties(self.properties)
         if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
             raise ArproError(f"--seed must be an integer from 0 to {MAX_SEED}, not {self.seed!r}")
@@ -88,6 +89,16 @@ class RunSpec:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out.update(properties=[property_record(p) for p in self.properties], settings=self.settings.to_dict())
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
+
+
+def dataset_defaults(detector: type[Detector], dataset: str | None, domain: str) -> dict[str, Any]:
+    """The detector's ``dataset_defaults`` for the dataset ``NAME[:CATEGORY]`` (or the domain's default);
+    none for a name that is not registered (``load_dataset`` says so in its place)."""
+    try:
+        cls = plugins.get("dataset", dataset.partition(":")[0]) if dataset else plugins.get_default("dataset", domain)
+    except ArproError:
+        return {}
+    return detector.dataset_defaults(cls)
 
 
 def load_dataset(spec: str | None, data_root: Path | None, *, domain: str, **options: Any) -> Dataset:

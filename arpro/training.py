@@ -197,7 +197,7 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
     from arpro import infill_quality, plugins
     from arpro.checkpoint import check_training_data, save, save_folder
     from arpro.outputs import staging
-    from arpro.spec import load_dataset
+    from arpro.spec import dataset_defaults, load_dataset
 
     cls = plugins.get(kind, name)
     device = check_device(device)
@@ -208,7 +208,8 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
     if folder and checkpoint_format != cls.folder_format:
         raise ArproError(f"--format must be arpro{' or ' + cls.folder_format if cls.folder_format else ''} for {kind} "
                          f"{name!r}, not {checkpoint_format!r}")
-    data = load_dataset(dataset, data_root, domain=cls.domain, **(dataset_options or {}))
+    defaults = dataset_defaults(cls, dataset, cls.domain) if kind == "detector" else {}
+    data = load_dataset(dataset, data_root, domain=cls.domain, **{**defaults, **(dataset_options or {})})
     if out.is_dir() and not folder:
         raise ArproError(f"--out {out} is a folder; give the checkpoint file to write, e.g. {out / (name + '.safetensors')}")
     if out.exists() and not overwrite:
