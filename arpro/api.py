@@ -114,9 +114,9 @@ def repair(
     properties = expand_properties(properties)
     reported = reported_properties(properties)
     guiding = reported[: len(properties)]
-    names = [p.name for p in guiding]
+    names = [p.name for p in guiding if p.guides]
     for name in settings.weights:
-        if name not in names or not guiding[names.index(name)].guides:
+        if name not in names:
             raise ArproError(f"weight given for {name!r}, which is not a guiding property ({', '.join(names)}); "
                              "constraints act by projection and take no weight")
     detector.eval().requires_grad_(False)

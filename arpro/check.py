@@ -11,6 +11,7 @@ CPU) only to explain it.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Collection
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from arpro import infill_quality, plugins
 from arpro.checkpoint import obtain_model
 from arpro._version import __version__
-from arpro.checked import record_path, sha256
+from arpro.checked import read_record, record_path, sha256
 from arpro.errors import ArproError
 from arpro.evaluate import auroc, f1, scores, tnr_threshold
 from arpro.outputs import strict_json, write_atomic
@@ -178,6 +179,10 @@ def record(spec: RunSpec, report: dict) -> Path | None:
     summary = {"sha256": sha256(path), "detector": spec.detector, "dataset": report["dataset"],
                "verdict": report["verdict"], "detection": report["detection"], "baseline": report["baseline"],
                "provenance": report["provenance"], "arpro_version": __version__}
+    run = report["spec"]  # one entry per dataset, dataset options and settings: a later check of others keeps it
+    key = json.dumps([report["dataset"], run["data_root"], run["dataset_options"], run["settings"]], sort_keys=True)
+    earlier = (read_record(path) or {}).get("checks", {})
+    summary["checks"] = {**earlier, key: {k: summary[k] for k in ("dataset", "verdict", "detection", "baseline")}}
     try:
         write_atomic(record_path(path), strict_json(summary, indent=2) + "\n")
     except ArproError as error:

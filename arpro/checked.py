@@ -47,6 +47,8 @@ def hint(detector: str, checkpoint: str | None) -> str | None:
     if record is None:
         return (f"hint: detector {detector!r} has not been checked on labelled data; run `arpro check --detector "
                 f"{detector} [--dataset ... --detector-checkpoint ...]` before trusting its explanations")
-    if record.get("verdict") != "ok":
-        return f"warning: `arpro check` on {record.get('dataset')} found: {record.get('verdict')}"
+    checks = record.get("checks") if isinstance(record.get("checks"), dict) else {}
+    failing = [c for c in [record, *checks.values()] if isinstance(c, dict) and c.get("verdict") != "ok"]
+    if failing:
+        return f"warning: `arpro check` on {failing[0].get('dataset')} found: {failing[0].get('verdict')}"
     return None

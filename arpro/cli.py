@@ -103,7 +103,8 @@ def _setting_param(f, kind: object) -> inspect.Parameter:
 
 OUTPUT_PARAMS = [
     inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY,
-                      annotation=Annotated[Path, typer.Option("--out", help="Output directory.")]),
+                      annotation=Annotated[Path, typer.Option("--out", help="Where to write: the results folder (calibrate: the "
+                                                                         "calibration.json file).")]),
     inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, default=False,
                       annotation=Annotated[bool, typer.Option("--overwrite", help="Replace existing results.")]),
     inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
@@ -127,6 +128,8 @@ def with_run_options(command):
         from arpro.spec import RunSpec
         from arpro.threads import use_threads
 
+        if "out" in kwargs and Path(kwargs["out"]) == Path("."):  # --out "" is the current folder too
+            raise ArproError("--out must name a folder or file of its own, not the current folder")
         given = {name: kwargs.pop(name) for name in taken}
         use_threads(given.pop("threads"))
         settings = {f.name: given.pop(f.name) for f in fields(RepairSettings)}

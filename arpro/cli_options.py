@@ -13,7 +13,8 @@ NumNodes = Annotated[int, typer.Option("--num-nodes", help="Nodes, for Lightning
 InputFile = Annotated[Optional[Path], typer.Option("--input", help="Input file; default: anomalous samples of the dataset.")]
 Count = Annotated[int, typer.Option("--count", help="Anomalous samples to repair when no --input is given.")]
 Categories = Annotated[Optional[list[str]], typer.Option("--category", help="Category (repeatable); default: all.")]
-Limit = Annotated[Optional[int], typer.Option("--limit", help="At most this many anomalous inputs per category.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", help="At most this many anomalous inputs per category, in "
+                 "total over its kinds (taken in turn from each kind: --limit 2 covers at most 2 kinds).")]
 ChunkSize = Annotated[Optional[int], typer.Option("--chunk-size", help="Inputs repaired per batch (and per resume unit); "
                                                    "default: the dataset's, 64 rows or windows, 16 images.")]
 Category = Annotated[Optional[str], typer.Option("--category", help="Category to ablate on; default: the first.")]

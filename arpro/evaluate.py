@@ -118,7 +118,7 @@ def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_si
     if spec.settings.mask not in (*MASK_RULES, "truth"):
         raise ArproError(f"--mask for evaluate must be {', '.join(MASK_RULES)} or truth, not {spec.settings.mask!r}")
     base = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
-    wanted = categories or base.categories() or [""]
+    wanted = categories or ([base.category] if base.category else base.categories()) or [""]
     if len(wanted) > 1 and (spec.detector_checkpoint or spec.repairer_checkpoint):
         raise ArproError("--detector-checkpoint/--repairer-checkpoint need a single --category")
     jobs = []

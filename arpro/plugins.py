@@ -23,6 +23,7 @@ from arpro.errors import ArproError
 
 DEFAULT_PLUGINS = ("arpro.properties",)
 BUILT_IN = {"arpro", "arpro-tabular", "arpro-vision", "arpro-timeseries"}  # the project's own distributions
+KIND_PLURALS = {"detector": "detectors", "repairer": "repairers", "property": "properties", "dataset": "datasets"}
 KINDS = {
     "detector": "arpro_register_detectors",
     "repairer": "arpro_register_repairers",
@@ -202,7 +203,7 @@ def registry() -> Registry:
             except ArproError:
                 raise
             except Exception as error:
-                _warn(f"plugin {impl.plugin_name!r} from {distribution} failed to register its {kind}s: {error}")
+                _warn(f"plugin {impl.plugin_name!r} from {distribution} failed to register its {KIND_PLURALS[kind]}: {error}")
     return reg
 
 

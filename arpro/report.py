@@ -72,6 +72,8 @@ def write_report(results: Path, out: Path, ablation_dir: Path | None = None, ove
     results = Path(results)
     if not results.is_dir():
         raise ArproError(f"{results} is not a directory")
+    if ablation_dir is not None and not (Path(ablation_dir) / "ablation.json").is_file():
+        raise ArproError(f"--ablation {ablation_dir} is not a folder written by arpro ablate (no ablation.json)")
     if Path(out).exists() and not overwrite:
         raise ArproError(f"{out} already exists; pass --overwrite to replace it")
     summary_path = results / "summary.json"

@@ -245,3 +245,18 @@ def test_each_domain_with_a_built_in_baseline_names_it():
     assert plugins.get_baseline("timeseries").name == "pca"
     assert plugins.get_baseline("image").name in {"patchcore", "patchnn"}
     assert plugins.get_baseline("no-such-domain") is None
+
+
+def test_a_later_check_with_other_options_keeps_the_earlier_one(tmp_path):
+    from arpro.check import record
+
+    checkpoint = tmp_path / "d.safetensors"
+    checkpoint.write_bytes(b"weights")
+    spec = arpro.RunSpec(detector="gaussian", detector_checkpoint=checkpoint)
+    base = {"dataset": "breast-cancer", "detection": {"auroc": 0.9}, "baseline": None, "provenance": {}}
+    for steps, verdict in ((10, "detector weak (AUROC 0.700): choose another detector"), (20, "ok")):
+        run = {"data_root": None, "dataset_options": {}, "settings": {"steps": steps}}
+        record(spec, {**base, "spec": run, "verdict": verdict})
+    saved = read_record(checkpoint)
+    assert saved["verdict"] == "ok" and len(saved["checks"]) == 2  # the latest on top, both kept
+    assert hint("gaussian", str(checkpoint)).startswith("warning: `arpro check` on breast-cancer found: detector weak")
