@@ -41,7 +41,10 @@ def save(model: Model, path: Path, extra: dict[str, dict] | None = None) -> Path
                          "Inf): the training data's statistics overflow float32 or training diverged; rescale the data")
     metadata = {"arpro": json.dumps(header), **{key: json.dumps(value) for key, value in (extra or {}).items()}}
     with staging(path, directory=False) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)  # writes a new file, 0600
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)  # writes a new file, 0600
+        except Exception as error:  # safetensors' own error type, e.g. for a full disk
+            raise ArproError(f"cannot write checkpoint {path}: {str(error).splitlines()[0]}") from None
         make_ordinary(tmp)
         os.replace(tmp, path)
     return path

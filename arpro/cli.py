@@ -8,6 +8,7 @@ called only when the command line names a command the core lacks, so that the co
 
 from __future__ import annotations
 
+import errno
 import functools
 import signal
 import inspect
@@ -330,6 +331,11 @@ def main() -> None:
     except KeyboardInterrupt:
         _signalled.append(signal.SIGINT)
         code = None
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            raise
+        where = f" writing {error.filename}" if error.filename else ""  # staged writes were removed on the way out
+        code = _fail(f"{error.strerror or error}{where}: nothing was half-written; free space and run again")
     except Exception as error:  # typer's (click's) usage errors carry format_message and exit_code
         if not hasattr(error, "format_message"):
             raise

@@ -61,6 +61,24 @@ def test_an_overflowing_score_fails_the_repair_and_the_json_stays_strict(tmp_pat
     assert all(i["guided"]["failed"] and not any(i["guided"]["holds"].values()) for i in report["inputs"])
 
 
+def test_a_full_disk_is_one_error_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import errno
+    import pathlib
+
+    real = pathlib.Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name == "report.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    code, err = run_in_process(["repair", "--detector", "gaussian", "--count", "2", "--steps", "5", "--quiet",
+                                "--out", str(tmp_path / "r")], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: No space left on device writing "), err
+    assert leftovers(tmp_path) == [] and not (tmp_path / "r").exists()
+
+
 def test_strict_json_writes_null_and_says_where():
     assert json.loads(outputs.strict_json({"a": [1.0, float("nan")], "b": {"c": float("inf")}})) == {
         "a": [1.0, None], "b": {"c": None}, "non_finite": ["a[1]", "b.c"]}
