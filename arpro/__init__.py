@@ -32,6 +32,7 @@ _MODULES = {
     "arpro.schedulers": ("make_scheduler",),
     "arpro.summary": ("conformal_threshold",),
     "arpro.evaluate": ("auroc", "f1", "scores"),
+    "arpro.limits": ("check_csv_size",),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -45,6 +45,8 @@ def bad(tmp_path_factory) -> Path:
     rows.assign(**{"mean radius": ["1", "abc", "2"]}).to_csv(root / "text.csv", index=False)
     rows.drop(columns=["mean radius"]).to_csv(root / "narrow.csv", index=False)
     rows.assign(**{"mean radius": [1.0, 1e300, 2.0]}).to_csv(root / "huge_number.csv", index=False)
+    rows.assign(**{"mean radius": ["True", "False", "True"]}).to_csv(root / "booleans.csv", index=False)
+    (root / "wide.csv").write_text(",".join(f"c{i}" for i in range(20_001)) + "\n" + ",".join(["1"] * 20_001) + "\n")
     header, *lines = (root / "rows.csv").read_text().splitlines()
     (root / "duplicate.csv").write_text(header + ",mean radius\n" + "".join(line + ",99\n" for line in lines))
     (root / "empty.csv").write_text(header + "\n")
@@ -246,6 +248,8 @@ CASES = [
      "'immutable', which is not a guiding property (p1, p2, p3, p4)"),
     ("out empty", ["repair", "--detector", "gaussian", "--out", "", "--quiet"], "--out must name a folder"),
     ("report ablation not an ablation", ["report", "{bad}", "--ablation", "{bad}"], "not a folder written by arpro ablate"),
+    ("csv true/false cell", [*REPAIR, "--input", "{bad}/booleans.csv"], "true/false value"),
+    ("csv far too wide", [*REPAIR, "--input", "{bad}/wide.csv"], "more than 10,000 columns"),
     ("devices above the cores", [*EVALUATE, "--out", "out", "--devices", "1000"], "--devices 1000 on the CPU"),
     ("devices zero", [*TRAIN, "--out", "m.safetensors", "--devices", "0"], "at least 1"),
     ("samples far too many", [*REPAIR, "--samples", "1000000000"], "--samples must be 1 to 1024"),

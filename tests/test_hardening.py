@@ -211,3 +211,24 @@ def test_written_files_have_ordinary_permissions(tmp_path):
         os.umask(umask)
     for name in ("record.json", "model.safetensors"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+
+
+def test_csv_size_is_counted_on_the_raw_bytes_across_blocks(tmp_path, monkeypatch):
+    from arpro import ArproError, limits
+
+    monkeypatch.setattr(limits, "_BLOCK", 7)  # a header and rows spread over many blocks
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,c\n1,2,3\n4,5,6\n")
+    limits.check_csv_size(path)
+    monkeypatch.setattr(limits, "MAX_CSV_COLUMNS", 2)
+    with pytest.raises(ArproError, match="more than 2 columns"):
+        limits.check_csv_size(path)
+    monkeypatch.setattr(limits, "MAX_CSV_COLUMNS", 3)
+    monkeypatch.setattr(limits, "MAX_CSV_ROWS", 2)
+    with pytest.raises(ArproError, match="more than 2 rows"):
+        limits.check_csv_size(path)
+    path.write_text("x\n" * 2 + "a,b,c,d\n")  # the header on line 2 is the one counted
+    monkeypatch.setattr(limits, "MAX_CSV_ROWS", 10)
+    limits.check_csv_size(path)
+    with pytest.raises(ArproError, match="more than 3 columns"):
+        limits.check_csv_size(path, header_line=2)

@@ -36,6 +36,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ArproError(f"CSV file {path} does not exist")
+    arpro.check_csv_size(path)
     try:
         frame = pd.read_csv(path, skipinitialspace=True)
     except Exception as error:
@@ -59,6 +60,11 @@ def numeric_columns(frame: pd.DataFrame, columns: list[str], source: Path | str)
     if missing:
         raise ArproError(f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}")
     for column in columns:
+        truth_values = frame[column].map(lambda v: isinstance(v, (bool, np.bool_)))
+        if truth_values.any():  # pandas reads True/False cells as booleans, which to_numeric would make 1/0
+            row = int(truth_values.to_numpy().argmax())
+            raise ArproError(f"{source}: column {column!r} has a true/false value {frame[column][row]!r} in data row "
+                             f"{row + 1}, not a number")
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.isna() & frame[column].notna()
         if bad.any():
