@@ -34,5 +34,5 @@ def arpro_register_datasets(register):
     register("arpro_timeseries.layouts:HAI", name="hai", domain="timeseries",
              description="HAI (ETRI/NSR) in its published CSV layout: train*.csv / test*.csv (20.07, 21.03, 22.04).")
     register("arpro_timeseries.layouts:TimeSeriesCsv", name="ts-csv", domain="timeseries",
-             description="Any time-series CSV (--data-root FILE.csv, a folder with train.csv and test.csv, "
-                         "or a folder of experiment CSVs, or of subfolders of them).")
+             description="Any time-series CSV (--data-root FILE.csv; a folder with train.csv, train/ or anomaly-free/ "
+                         "beside test.csv or test/; or a folder of experiment CSVs, or of subfolders of them).")

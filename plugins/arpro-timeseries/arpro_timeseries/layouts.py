@@ -201,8 +201,8 @@ def _files(folder: Path) -> list[Path]:
 
 
 class TimeSeriesCsv(TimeSeriesDataset):
-    """Any time-series CSV (--data-root FILE.csv, a folder with train.csv and test.csv, or a folder
-    of experiment CSVs, or of subfolders of them when it holds no CSV itself).
+    """Any time-series CSV (--data-root FILE.csv; a folder with train.csv, train/ or anomaly-free/ beside
+    test.csv or test/; or a folder of experiment CSVs, or of subfolders of them when it holds no CSV itself).
 
     Layouts of ``--data-root``: one file; a training file or folder (``train.csv``, ``train/``,
     ``anomaly-free/``) beside a test file or folder (``test.csv``, ``test/``), split already; a
