@@ -17,8 +17,9 @@ detected. Per fault, AUROC ranks that run's anomalous windows against its half's
 which no method detects from these variables (their rows still show, per fault).
 
 The point-wise reference scores every test row once, by ``Σ_d alpha[t, d]`` of its window (for
-``pca`` exactly the Q statistic of the row, as the data's README computes it: PCA Q pooled AUROC
-0.873 over all 22 runs; ``pca`` also by Q + T² of the row), pooled over all runs and all faults.
+``pca`` the Q statistic of the row, as the data's README computes it: PCA Q pooled AUROC 0.873
+over all 22 runs; ``pca`` also by its score of the row alone, Q/q + T²/k), pooled over all runs and
+all faults.
 """
 
 from __future__ import annotations
@@ -75,15 +76,15 @@ def rows_once(test: arpro.Split) -> torch.Tensor:
 
 
 def pointwise(detector: arpro.Detector, test: arpro.Split, rows: torch.Tensor) -> dict[str, float]:
-    """Row AUROC, pooled over every run and fault: ``Σ_d alpha`` of the row; for pca also Q + T² of the row
-    (PCA scores rows one at a time, so a window of one row gives the row's own T² as beta)."""
+    """Row AUROC, pooled over every run and fault: ``Σ_d alpha`` of the row; for pca also its score of the
+    row alone (PCA scores rows one at a time, so a window of one row gives the row's own T² as beta)."""
     labels = test.masks[rows[:, 0], rows[:, 1], 0]
     with torch.no_grad():
         alpha = torch.cat([detector.decompose(b).alpha for b in test.x.split(64)])
         figures = {"sum of alpha": arpro.auroc(labels, alpha.sum(-1)[rows[:, 0], rows[:, 1]])}
         if detector.name == "pca":
             single = detector.decompose(test.x[rows[:, 0], rows[:, 1]][:, None, :])
-            figures["Q + T2"] = arpro.auroc(labels, single.score)
+            figures["row score"] = arpro.auroc(labels, single.score)
     return figures
 
 
