@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from arpro._version import __version__
 from arpro.errors import ArproError
 
 DEFAULT_PLUGINS = ("arpro.properties",)
+LOAD_PLUGINS = "ARPRO_LOAD_PLUGINS"  # e.g. "tabular,vision": only these entry points load
 BUILT_IN = {"arpro", "arpro-tabular", "arpro-vision", "arpro-timeseries"}  # the project's own distributions
 KIND_PLURALS = {"detector": "detectors", "repairer": "repairers", "property": "properties", "dataset": "datasets"}
 KINDS = {
@@ -154,7 +156,11 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]]]:
     for module_name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name)
         origins[module_name] = ("arpro", __version__)
-    for ep in entry_points(group="arpro"):
+    found = list(entry_points(group="arpro"))
+    chosen = _chosen_plugins([ep.name for ep in found])
+    for ep in found:
+        if chosen is not None and ep.name not in chosen:
+            continue
         dist = ep.dist.name if ep.dist is not None else ep.name
         try:
             module = ep.load()
@@ -167,6 +173,20 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]]]:
         origins[ep.name] = (dist, ep.dist.version if ep.dist is not None else "unknown")
     _refuse_unknown_hooks(pm, origins)
     return pm, origins
+
+
+def _chosen_plugins(installed: list[str]) -> set[str] | None:
+    """The entry-point names ``ARPRO_LOAD_PLUGINS`` lets load (comma-separated; empty: none but the core's
+    properties), or None when it is unset and every installed plugin loads."""
+    value = os.environ.get(LOAD_PLUGINS)
+    if value is None:
+        return None
+    chosen = {name.strip() for name in value.split(",") if name.strip()}
+    unknown = sorted(chosen - set(installed))
+    if unknown:
+        raise ArproError(f"{LOAD_PLUGINS} names {', '.join(map(repr, unknown))}, which no installed plugin provides "
+                         f"(installed: {', '.join(sorted(installed)) or 'none'})")
+    return chosen
 
 
 def _refuse_unknown_hooks(pm: pluggy.PluginManager, origins: dict[str, tuple[str, str]]) -> None:

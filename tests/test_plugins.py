@@ -55,6 +55,18 @@ def test_a_misspelled_hook_is_an_error_naming_the_plugin_and_the_hook(fresh_regi
         plugins.registry()
 
 
+def test_arpro_load_plugins_chooses_which_plugins_load(fresh_registry, monkeypatch):
+    monkeypatch.setenv("ARPRO_LOAD_PLUGINS", "tabular")
+    registry = plugins.registry()
+    assert "gaussian" in registry.entries["detector"] and "gpt2" not in registry.entries["detector"]
+    assert "p1" in registry.entries["property"]  # the core's own plugin always loads
+    plugins.plugin_manager.cache_clear()
+    plugins.registry.cache_clear()
+    monkeypatch.setenv("ARPRO_LOAD_PLUGINS", "tabular,visoin")
+    with pytest.raises(ArproError, match="ARPRO_LOAD_PLUGINS names 'visoin', which no installed plugin provides"):
+        plugins.registry()
+
+
 def test_a_broken_plugin_warns_and_the_rest_load(fresh_registry, monkeypatch, capsys):
     with_extra_entry_points(monkeypatch, EntryPoint("broken", "no_such_module_for_arpro", "arpro"))
     registry = plugins.registry()
