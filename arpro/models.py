@@ -107,6 +107,8 @@ class Model(nn.Module):
     domain: ClassVar[str]  # "tabular", "image", "timeseries", or a plugin's own
     is_default: ClassVar[bool] = False  # the domain's default choice when none is given
     folder_format: ClassVar[str | None] = None  # another tool's checkpoint folder it reads and writes, e.g. "diffusers"
+    # fit() options that make training a smoke test (a few steps): what arpro.testing and the identity test pass
+    smoke_fit_options: ClassVar[dict[str, Any]] = {}
     config: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -8,27 +8,15 @@ import pytest
 import torch
 
 from arpro import plugins
+from arpro.testing import check_decomposition, fitted_detector
 
 DETECTORS = sorted(e.name for e in plugins.registry().entries["detector"].values())
 
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_decomposition_identity(name):
-    cls = plugins.get("detector", name)
-    dataset = plugins.registry().default("dataset", cls.domain)()
-    detector = cls.for_dataset(dataset)
-    torch.manual_seed(0)
-    detector.fit(dataset.train().x[:32], seed=0, progress=False, **getattr(cls, "smoke_fit_options", {}))
-    x = dataset.test().x[:4]
-    with torch.no_grad():
-        d = detector.decompose(x)
-        reference = detector.reference_score(x)
-        s = reference if reference is not None else detector.score(x)
-    assert d.beta.shape == (x.shape[0],)
-    assert d.alpha.shape[0] == x.shape[0]
-    residual = (s - d.alpha.flatten(1).sum(1) - d.beta).abs()
-    assert torch.all(residual <= 1e-5 * (1 + s.abs())), residual
-    assert torch.isfinite(d.alpha).all()
+    detector, x = fitted_detector(name)
+    check_decomposition(detector, x)
 
 
 @pytest.mark.parametrize("name", ["fastflow", "efficientad"])

@@ -181,3 +181,10 @@ def test_added_third_party_property_reaches_tables_report_and_ablation(example_p
     assert proc.returncode == 0, proc.stderr
     html = (evaluated / "report.html").read_text()
     assert "M_l1" in html.split("<h2>Ablation")[0] and "<figcaption>ablation_M_l1<" in html
+
+
+def test_the_example_plugin_passes_its_own_tests_with_the_testing_kit(example_plugin_installed):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+                          capture_output=True, text=True, cwd=EXAMPLE, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout

@@ -12,7 +12,11 @@ steps as tokens), as reconstruction models:
 2. each time step ``z_t`` (``D`` features) goes through a linear bottleneck of
    ``bottleneck < D`` units and up to the backbone width (the bottleneck stops the
    network from learning the identity: it must rebuild the features from their
-   physical couplings and from the other time steps);
+   physical couplings and from the other time steps). By default ``fit`` sizes it as PCA
+   would: the number of principal components that explain ``BOTTLENECK_VARIANCE`` (90%) of
+   the training rows' variance. A fixed share of ``D`` was too narrow on real process data
+   (TEP: 17 of 52 units against PCA's 31; docs/timeseries.md) and, at ``D // 3``, left 2
+   units for an 8-sensor pump;
 3. the transformer backbone (``GPT2Model`` / ``LlamaModel`` built from a config; no hub);
 4. a linear reconstruction head back to ``D`` features (de-normalised under ``"window"``).
 
@@ -54,6 +58,7 @@ PRESETS: dict[str, dict[str, dict[str, int]]] = {
 NORMALISATIONS = ("dataset", "window")
 GRADIENTS = ("fixed-target", "exact")
 VARIABILITY_RANGES = ("eps_still", "eps_rough", "on", "lo", "hi")
+BOTTLENECK_VARIANCE = 0.9  # the share of the training rows' variance the default bottleneck keeps (PCA's usual rule)
 
 
 class ReconstructionDetector(ShippedModel, arpro.Detector):
@@ -72,7 +77,7 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
     # had the highest all-hold rate for both detectors among 0.0025-0.02 (docs/results.md, docs/timeseries.md)
     repair_defaults = {"eta_schedule": "constant", "guide_on": "x0", "infill_stop": 0.0, "t0": 0.8, "mask": "top-train",
                        "mask_quantile": 0.97, "steps": 40, "guide_every": 3, "guide_at": "end"}
-    smoke_fit_options: ClassVar[dict] = {"steps": 5}  # what the core's identity test passes to fit()
+    smoke_fit_options = {"steps": 5}
 
     def __init__(self, input_shape: list[int], preset: str = "small", n_layer: int | None = None,
                  hidden: int | None = None, n_head: int | None = None, intermediate: int | None = None,
@@ -95,11 +100,11 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
         if variability > 0 and t < 3:
             raise arpro.ArproError(f"{self.name}: the variability score needs windows of at least 3 steps, not {t}; "
                                    "use longer windows or --model-option variability=0")
-        bottleneck = int(bottleneck) if bottleneck is not None else max(2, d // 3)
         super().__init__()
-        self.config.update(input_shape=[t, d], **size, bottleneck=bottleneck)  # the resolved preset
-        self.squeeze = nn.Linear(d, bottleneck)
-        self.expand = nn.Linear(bottleneck, size["hidden"])
+        self.config.update(input_shape=[t, d], **size)  # the resolved preset; fit resolves bottleneck=None
+        width = int(bottleneck) if bottleneck is not None else d  # a placeholder until fit sizes it
+        self.squeeze = nn.Linear(d, width)
+        self.expand = nn.Linear(width, size["hidden"])
         self.backbone = self.build_backbone(t, **size)
         self.head = nn.Linear(size["hidden"], d)
         if variability > 0:  # the normal ranges of the variability statistics, set by calibrate()
@@ -135,6 +140,21 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
             self.backbone.load_state_dict(keep, strict=False)
         except RuntimeError as error:
             raise arpro.ArproError(f"{self.name}: {path} does not fit preset {self.config['preset']!r}: {error}") from None
+
+    def size_bottleneck(self, train: Tensor) -> int:
+        """Rebuild the bottleneck with as many units as the principal components that explain
+        ``BOTTLENECK_VARIANCE`` of the rows of ``train`` ``[N, T, D]`` (at least 1, at most ``D − 1``),
+        record it in the config, and return it. The reconstruction then has PCA's capacity per step
+        and the transformer adds the time context."""
+        d = self.config["input_shape"][1]
+        rows = train.reshape(-1, d).double()
+        power = torch.linalg.svdvals(rows - rows.mean(0)).pow(2)
+        share = power.cumsum(0) / power.sum().clamp_min(1e-12)
+        width = min(max(1, d - 1), max(1, int((share < BOTTLENECK_VARIANCE).sum()) + 1))
+        self.squeeze = nn.Linear(d, width)
+        self.expand = nn.Linear(width, self.config["hidden"])
+        self.config["bottleneck"] = width
+        return width
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """``x̂`` in the units of ``x``; the score's target is ``x`` itself under either normalisation."""
@@ -188,9 +208,12 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> None:
         """AdamW on the mean squared reconstruction error of normal windows, then calibrate.
 
-        Options: ``steps`` (default: config ``train_steps``), ``lr``, ``batch_size``.
+        Options: ``steps`` (default: config ``train_steps``), ``lr``, ``batch_size``. A model whose
+        config has ``bottleneck=None`` has it sized from ``train`` first (:meth:`size_bottleneck`).
         """
-        torch.manual_seed(seed)  # load_pretrained builds a model; fit_loop seeds again for training
+        torch.manual_seed(seed)  # load_pretrained and the bottleneck build layers; fit_loop seeds again for training
+        if self.config["bottleneck"] is None:
+            self.size_bottleneck(train)
         if self.config["pretrained"]:
             self.load_pretrained(Path(self.config["pretrained"]))
         arpro.fit_loop(
