@@ -201,3 +201,13 @@ def test_the_weights_package_file_is_imagenet_efficientnet_lite0(monkeypatch):
     with torch.no_grad():
         top = int(model((cat - backbone.IMAGENET_MEAN) / backbone.IMAGENET_STD).argmax())
     assert 281 <= top <= 285, f"{package}: class {top}, not a cat"
+
+
+def test_pictures_read_from_files_are_read_at_256_unless_the_user_says():
+    from arpro.spec import RunSpec
+
+    assert RunSpec(detector="patchcore", dataset="mvtec:commutator").dataset_options == {"image_size": 256}
+    assert RunSpec(detector="patchcore", dataset="kolektor", dataset_options={"image_size": 128}).dataset_options == {
+        "image_size": 128}
+    assert RunSpec(detector="patchcore", dataset="textures").dataset_options == {}  # made at the model's size
+    assert RunSpec(detector="patchnn", dataset="mvtec:commutator").dataset_options == {}

@@ -44,11 +44,11 @@ from arpro_vision.backbone import (
     seeded,
 )
 from arpro_vision.bundled import ShippedModel
+from arpro_vision.patch_nn import nearest
 from arpro_vision.weights import PACKAGE_ARCH
 
 DEFAULT_LAYERS = {PACKAGE_ARCH: ["blocks.2", "blocks.4"], "resnet18": ["layer2", "layer3"],
                   "wide_resnet50_2": ["layer2", "layer3"]}
-SEARCH_CHUNK = 4096  # query patches per nearest-neighbour block: bounds the distance matrix's memory
 FILE_IMAGE_SIZE = 256  # image_size asked of datasets read from files
 
 
@@ -62,7 +62,7 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
     repair_defaults = {"guide_on": "x0", "eta_schedule": "constant"}
 
     def __init__(self, input_shape: list[int], backbone: str = PACKAGE_ARCH, layers: list[str] | None = None,
-                 top_k: int = 10, work_size: int = 256, bank_size: int = 10000, coreset_pool: int = 40000,
+                 top_k: int = 10, work_size: int = 256, bank_size: int = 2000, coreset_pool: int = 20000,
                  backbone_weights: str | None = None, backbone_seed: int = 0, weights_source: str | None = None,
                  weights_sha256: str | None = None) -> None:
         super().__init__()
@@ -111,17 +111,13 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
 
     def distances(self, x: Tensor) -> Tensor:
         """Each position's euclidean distance to its nearest bank row, ``[B, h, w]``: the neighbour found
-        without gradients, ``SEARCH_CHUNK`` positions at a time, the distance recomputed with them."""
+        without gradients, in chunks (``patch_nn.nearest``), the distance recomputed with them."""
         if self.model.memory_bank.numel() == 0:
             raise ArproError("patchcore is not fitted: train it (arpro train detector --detector patchcore) first")
         embedding = self._embedding(x)
         batch, _, height, width = embedding.shape
         flat, bank = self.model.reshape_embedding(embedding), self.model.memory_bank
-        index = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
-        with torch.no_grad():
-            for start in range(0, flat.shape[0], SEARCH_CHUNK):
-                index[start : start + SEARCH_CHUNK] = self.model.euclidean_dist(flat[start : start + SEARCH_CHUNK],
-                                                                                bank).argmin(1)
+        index = nearest(flat.detach(), bank)
         distance = (flat - bank[index]).pow(2).sum(1).clamp_min(1e-12).sqrt()  # clamped: a finite gradient at 0
         return distance.reshape(batch, height, width)
 
