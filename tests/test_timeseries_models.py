@@ -321,3 +321,62 @@ def test_the_fixed_target_gradient_drops_only_the_reconstructions_own_term(detec
     assert not torch.allclose(exact, fixed)
     with pytest.raises(arpro.ArproError, match="gradient must be one of fixed-target, exact"):
         plugins.get("detector", "gpt2").for_dataset(process, gradient="approximate")
+
+
+def _tiny_transformers_model(family: str):
+    """A 2-layer transformers model of width 32, as a user's pretrained folder would hold (random weights)."""
+    if family == "gpt2":
+        from transformers import GPT2Config, GPT2Model
+
+        return GPT2Model(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_inner=64, vocab_size=11, n_positions=1024))
+    from transformers import LlamaConfig, LlamaModel
+
+    return LlamaModel(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  num_key_value_heads=2, vocab_size=11))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama2"])
+def test_pretrained_copies_the_first_layers_of_a_saved_model(process, tmp_path, family):
+    """pretrained=DIR (a save_pretrained folder): the first n_layer blocks and the final norm come from it,
+    the token embedding (which windows never use) does not; training then starts from those weights."""
+    torch.manual_seed(0)
+    source = _tiny_transformers_model(family)
+    source.save_pretrained(tmp_path / "weights")  # safetensors, as transformers writes by default
+    model = plugins.get("detector", family).for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
+                                                        pretrained=str(tmp_path / "weights"), variability=0.0)
+    model.fit(process.train().x[:8], seed=0, progress=False, steps=0)
+    own, theirs = model.backbone.state_dict(), source.state_dict()
+    embedding, layer = type(model).embedding_key, type(model).layer_key
+    copied = [k for k in theirs if not k.startswith(embedding) and not k.startswith(f"{layer}1.")]
+    assert copied and all(torch.equal(own[k], theirs[k]) for k in copied)
+    assert not any(k.startswith(f"{layer}1.") for k in own)  # n_layer=1: the second block is left out
+    embedding_name = next(k for k in own if k.startswith(embedding))
+    assert own[embedding_name].shape != theirs[embedding_name].shape  # not copied
+    (tmp_path / "pickled").mkdir()
+    with pytest.raises(arpro.ArproError, match="has no model.safetensors"):
+        plugins.get("detector", family).for_dataset(process, pretrained=str(tmp_path / "pickled")).fit(
+            process.train().x[:8], seed=0, progress=False, steps=0)
+
+
+def test_fit_sizes_the_bottleneck_as_pca_would(tmp_path):
+    """bottleneck=None (the default): fit keeps as many units as principal components explain 90% of the
+    training rows' variance; the checkpoint records the number, an explicit bottleneck is kept."""
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.linalg.qr(torch.randn(6, 6, generator=generator))[0][:3]  # 3 equal, orthogonal directions
+    rows = torch.randn(40 * 16, 3, generator=generator) @ mixing + 0.01 * torch.randn(40 * 16, 6, generator=generator)
+    train = rows.reshape(40, 16, 6)
+    small = dict(hidden=32, intermediate=64, n_head=2, n_layer=1, variability=0.0)
+    model = plugins.get("detector", "gpt2")(input_shape=[16, 6], **small)
+    assert model.config["bottleneck"] is None
+    model.fit(train, seed=0, progress=False, steps=2)
+    assert model.config["bottleneck"] == 3 and model.squeeze.out_features == 3 == model.expand.in_features
+    loaded = checkpoint.load(checkpoint.save(model, tmp_path / "det.safetensors"), "detector", "gpt2")
+    assert loaded.config["bottleneck"] == 3
+    with torch.no_grad():
+        assert torch.equal(loaded.score(train[:2]), model.score(train[:2]))
+    fixed = plugins.get("detector", "gpt2")(input_shape=[16, 6], bottleneck=5, **small)
+    fixed.fit(train, seed=0, progress=False, steps=2)
+    assert fixed.config["bottleneck"] == 5 and fixed.squeeze.out_features == 5
+    flat = plugins.get("detector", "gpt2")(input_shape=[16, 2], **small)
+    flat.fit(torch.ones(4, 16, 2), seed=0, progress=False, steps=1)  # no variance at all: one unit, never all D
+    assert flat.config["bottleneck"] == 1
