@@ -98,6 +98,11 @@ class RepairResult:
         return self.x_bad.shape[0]
 
     @property
+    def nothing_to_repair(self) -> Tensor:
+        """[B] bool: omega is empty or the input scores 0, so no repair can lower its score: not a P1 failure."""
+        return (self.omega.flatten(1).sum(1) == 0) | (self.score_bad == 0)
+
+    @property
     def x_fix(self) -> Tensor:
         """The guided repair (or the last arm run, when guidance was off)."""
         return self.arms[list(self.arms)[-1]].x_fix
@@ -110,6 +115,7 @@ class RepairResult:
                 "id": self.ids[i] if self.ids else str(i),
                 "score_bad": float(self.score_bad[i]),  # written as null (and listed under non_finite) if it overflowed
                 "omega_fraction": float(self.omega[i].float().mean()),
+                "nothing_to_repair": bool(self.nothing_to_repair[i]),
             }
             for arm_name, arm in self.arms.items():
                 record[arm_name] = {
@@ -131,12 +137,15 @@ class RepairResult:
 
     def warnings(self) -> list[str]:
         """What makes these repairs untrustworthy: too many guided repairs that fail P1 (non-finite
-        ones are reported as failures instead)."""
+        ones are reported as failures instead, and inputs with nothing to repair are not counted)."""
         guided = self.arms.get("guided")
         if guided is None or "p1" not in guided.holds:
             return []
-        warning = p1_warning(guided.holds["p1"][~guided.failed].tolist())
-        return [warning] if warning else []
+        warning = p1_warning(guided.holds["p1"][~guided.failed & ~self.nothing_to_repair].tolist())
+        nothing = int(self.nothing_to_repair.sum())
+        note = (f"{nothing} of {len(self)} inputs had nothing to repair (an empty omega, or a score of 0): their P1 "
+                "cannot hold and is not counted as a failure") if nothing else None
+        return [w for w in (warning, note) if w]
 
     def to_dict(self) -> dict[str, Any]:
         return {

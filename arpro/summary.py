@@ -35,57 +35,70 @@ def conformal_threshold(normal_scores: torch.Tensor, confidence: float = 0.95) -
     return float(scores[rank - 1])
 
 
+def flagged(record: dict) -> bool:
+    """Whether the detector flags the input (its score is at or above the TNR threshold) and there is
+    something to repair: the inputs a repair is judged on first."""
+    return not record.get("input_non_anomalous", False) and not record.get("nothing_to_repair", False)
+
+
+def arm_stats(rows: list[dict], arm: str, properties: list[dict], seconds: list[float]) -> dict:
+    """Of one arm over ``rows``: each metric's mean, std and median and how often its property holds,
+    the all-hold rate, failures, best-of-K's draw violation rate, TNR and median seconds."""
+    stats = {}
+    for prop in properties:
+        values = [v for r in rows if (v := r[arm]["metrics"].get(prop["metric"])) is not None]
+        if values:
+            stats[prop["metric"]] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.pstdev(values),
+                "median": statistics.median(values),
+                "holds": statistics.fmean(r[arm]["holds"][prop["name"]] for r in rows),
+            }
+    stats["all_hold"] = statistics.fmean(r[arm]["all_hold"] for r in rows)
+    stats["failed"] = sum(r[arm].get("failed", False) for r in rows)
+    rates = [r[arm]["samples"]["violation_rate"] for r in rows if "samples" in r[arm]]
+    if rates:  # best-of-K: the mean share of draws that broke a constraint
+        stats["draw_violation_rate"] = statistics.fmean(rates)
+    stats["tnr"] = statistics.fmean(r[arm]["non_anomalous"] for r in rows)
+    stats["median_seconds"] = statistics.median(seconds or [math.nan])
+    return stats
+
+
 def summarize(records: list[dict], timings: list[dict], properties: list[dict]) -> dict:
-    """Per category: mean ± std and median of each metric per arm, how often each property holds, TNR,
-    all-hold rate, median seconds, how many inputs scored below the TNR threshold before any repair;
-    warnings when too many guided repairs fail P1, inputs score normal already, or a kind's (else a category's)
-    repairs rarely score as normal; and Delta, the median
-    over categories of the percentage improvement of guided over the baseline. ``properties``:
+    """Per category, for all inputs and, under ``flagged``, for those the detector flags (:func:`flagged`):
+    mean ± std and median of each metric per arm, how often each property holds, TNR, all-hold rate,
+    median seconds; how many inputs scored below the TNR threshold before any repair; warnings when too
+    many flagged inputs' guided repairs fail P1, inputs score normal already, or a kind's (else a
+    category's) repairs rarely score as normal; and Delta, over categories the median of the percentage
+    improvement of guided's mean over the baseline's (all inputs, and flagged ones). ``properties``:
     ``{"name", "metric", "label"}`` of each property reported in the run."""
-    seconds: dict[tuple[str, str], list[float]] = {}
+    seconds: dict[tuple[str, str, int], float] = {}
     for t in timings:
         for arm in ARMS:
             if arm in t:
-                seconds.setdefault((t["category"], arm), []).append(t[arm])
+                seconds[(t["category"], arm, t["index"])] = t[arm]
     categories: dict[str, list[dict]] = {}
     for record in records:
         categories.setdefault(record["category"], []).append(record)
     arms = [a for a in ARMS if records and a in records[0]]
+
+    def group(rows: list[dict], category: str) -> dict:
+        return {"n": len(rows), **{arm: arm_stats(rows, arm, properties, [seconds[k] for r in rows
+                                                                          if (k := (category, arm, r.get("index"))) in seconds])
+                                   for arm in arms}}
+
     table = {}
     for category, rows in categories.items():
-        entry = {"n": len(rows), "inputs_non_anomalous": sum(r.get("input_non_anomalous", False) for r in rows)}
-        for arm in arms:
-            stats = {}
-            for prop in properties:
-                values = [v for r in rows if (v := r[arm]["metrics"].get(prop["metric"])) is not None]
-                if values:
-                    stats[prop["metric"]] = {
-                        "mean": statistics.fmean(values),
-                        "std": statistics.pstdev(values),
-                        "median": statistics.median(values),
-                        "holds": statistics.fmean(r[arm]["holds"][prop["name"]] for r in rows),
-                    }
-            stats["all_hold"] = statistics.fmean(r[arm]["all_hold"] for r in rows)
-            stats["failed"] = sum(r[arm].get("failed", False) for r in rows)
-            rates = [r[arm]["samples"]["violation_rate"] for r in rows if "samples" in r[arm]]
-            if rates:  # best-of-K: the mean share of draws that broke a constraint
-                stats["draw_violation_rate"] = statistics.fmean(rates)
-            stats["tnr"] = statistics.fmean(r[arm]["non_anomalous"] for r in rows)
-            stats["median_seconds"] = statistics.median(seconds.get((category, arm), [math.nan]))
-            entry[arm] = stats
+        entry = {**group(rows, category), "inputs_non_anomalous": sum(r.get("input_non_anomalous", False) for r in rows),
+                 "nothing_to_repair": sum(r.get("nothing_to_repair", False) for r in rows)}
+        chosen = [r for r in rows if flagged(r)]
+        entry["flagged"] = group(chosen, category) if chosen else {"n": 0}
         table[category] = entry
-    delta = {}
-    for metric in [p["metric"] for p in properties]:
-        gains = []
-        for entry in table.values():
-            if metric not in entry.get("baseline", {}) or metric not in entry.get("guided", {}):
-                continue
-            base, guided = entry["baseline"][metric]["mean"], entry["guided"][metric]["mean"]
-            if base != 0:
-                gains.append(100.0 * (base - guided) / abs(base))
-        delta[metric] = statistics.median(gains) if gains else None
-    warnings = [p1_warning([r["guided"]["holds"]["p1"] for r in records  # non-finite repairs are failures, not this
-                            if "p1" in r.get("guided", {}).get("holds", {}) and not r["guided"].get("failed")])]
+    metrics = [p["metric"] for p in properties]
+    delta = {metric: median_gain([e for e in table.values()], metric) for metric in metrics}
+    delta_flagged = {metric: median_gain([e["flagged"] for e in table.values()], metric) for metric in metrics}
+    judged = [r for r in records if flagged(r) and not r.get("guided", {}).get("failed")]  # failures are reported apart
+    warnings = [p1_warning([r["guided"]["holds"]["p1"] for r in judged if "p1" in r.get("guided", {}).get("holds", {})])]
     if 2 * sum(below := [r["input_non_anomalous"] for r in records if "input_non_anomalous" in r]) > len(below):
         warnings.append(f"{sum(below)} of {len(below)} anomalous inputs already score below the TNR threshold before any "
                         "repair: the detector hardly tells them from normal ones, so TNR says little; run `arpro check`")
@@ -96,8 +109,21 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
     if rare:
         warnings.append(f"guided repairs rarely score as normal (TNR below {MIN_TNR}) for {', '.join(rare)}: there a repair "
                         "shows what changes within omega, not what a normal input would look like")
-    return {"categories": table, "delta": delta, "arms": arms, "properties": properties, "by_kind": kinds,
-            "warnings": [w for w in warnings if w]}
+    return {"categories": table, "delta": delta, "delta_flagged": delta_flagged, "arms": arms, "properties": properties,
+            "by_kind": kinds, "warnings": [w for w in warnings if w]}
+
+
+def median_gain(entries: list[dict], metric: str) -> float | None:
+    """Over ``entries`` (categories), the median of the percentage improvement of guided's mean of ``metric``
+    over the baseline's (the paper's Delta); None where no entry has both arms."""
+    gains = []
+    for entry in entries:
+        if metric not in entry.get("baseline", {}) or metric not in entry.get("guided", {}):
+            continue
+        base, guided = entry["baseline"][metric]["mean"], entry["guided"][metric]["mean"]
+        if base != 0:
+            gains.append(100.0 * (base - guided) / abs(base))
+    return statistics.median(gains) if gains else None
 
 
 def by_kind(records: list[dict], arms: list[str]) -> dict:
@@ -122,26 +148,37 @@ def all_hold_label(summary: dict) -> str:
 
 def paper_tables(summary: dict) -> list[tuple[list[str], list[list[str]]]]:
     """Header and rows of cells of Tables 1/2 (each metric's mean ± std per category, a row of
-    medians, then Δ) and 3/7 (TNR, all-hold rate, median seconds, each property's hold rate)."""
+    medians, then Δ) and 3/7 (TNR, all-hold rate, median seconds, each property's hold rate): the
+    inputs the detector flags first (``CATEGORY, flagged``), then all inputs (``CATEGORY, all``)."""
     arms, props = summary["arms"], summary["properties"]
     metrics = [p["metric"] for p in props]
-    head = ["category", "n", *[f"{p['label']} {a}" for p in props for a in arms]]
+    several = len(summary["categories"]) > 1
+    head = ["inputs", "n", *[f"{p['label']} {a}" for p in props for a in arms]]
     rows = []
     for category, entry in summary["categories"].items():
-        rows.append([category, str(entry["n"]), *[f"{entry[a][m]['mean']:.4g} ± {entry[a][m]['std']:.3g}"
-                                                  if m in entry[a] else "–" for m in metrics for a in arms]])
-        rows.append(["median", "", *[f"{entry[a][m]['median']:.4g}" if m in entry[a] else "–" for m in metrics for a in arms]])
-    delta = summary["delta"]
-    rows.append(["Δ (median % improvement, guided vs baseline)", "",
-                 *[f"{delta[m]:+.1f}%" if a == "guided" and delta.get(m) is not None else "" for m in metrics for a in arms]])
+        for label, part in ((f"{category}, flagged", entry.get("flagged", {"n": 0})), (f"{category}, all", entry)):
+            if not part["n"]:
+                rows.append([label, "0", *["–" for _ in metrics for _ in arms]])
+                continue
+            rows.append([label, str(part["n"]), *[f"{part[a][m]['mean']:.4g} ± {part[a][m]['std']:.3g}"
+                                                  if m in part[a] else "–" for m in metrics for a in arms]])
+            rows.append([f"median, {label.rpartition(', ')[2]}", "",
+                         *[f"{part[a][m]['median']:.4g}" if m in part[a] else "–" for m in metrics for a in arms]])
+    what = "median over categories of the % improvement of the mean" if several else "% improvement of the mean"
+    for label, delta in (("flagged", summary.get("delta_flagged", {})), ("all", summary["delta"])):
+        rows.append([f"Δ, {label} ({what}, guided vs baseline)", "",
+                     *[f"{delta[m]:+.1f}%" if a == "guided" and delta.get(m) is not None else "" for m in metrics for a in arms]])
     seconds = "median s" + (" (arms in one batch)" if len(arms) > 1 else "")  # stacked arms share one time
     columns = [("TNR", "tnr", ".2f"), (all_hold_label(summary), "all_hold", ".2f"), (seconds, "median_seconds", ".3f")]
-    verdict_head = ["category", *[f"{a} {label}" for label, _, _ in columns for a in arms],
+    verdict_head = ["inputs", "n", *[f"{a} {label}" for label, _, _ in columns for a in arms],
                     *[f"{p['name'].upper()} holds {a}" for p in props for a in arms], "inputs already below threshold"]
-    verdicts = [[category, *[f"{entry[a][key]:{fmt}}" for _, key, fmt in columns for a in arms],
-                 *[f"{entry[a][m]['holds']:.2f}" if m in entry[a] else "–" for m in metrics for a in arms],
-                 f"{entry.get('inputs_non_anomalous', 0)} of {entry['n']}"]
-                for category, entry in summary["categories"].items()]
+    verdicts = []
+    for category, entry in summary["categories"].items():
+        for label, part in ((f"{category}, flagged", entry.get("flagged", {"n": 0})), (f"{category}, all", entry)):
+            cells = [f"{part[a][key]:{fmt}}" if part["n"] else "–" for _, key, fmt in columns for a in arms]
+            cells += [f"{part[a][m]['holds']:.2f}" if part["n"] and m in part[a] else "–" for m in metrics for a in arms]
+            below = f"{entry.get('inputs_non_anomalous', 0)} of {entry['n']}" if part is entry else "–"
+            verdicts.append([label, str(part["n"]), *cells, below])
     tables = [(head, rows), (verdict_head, verdicts)]
     if kinds := summary.get("by_kind"):
         kind_head = ["category/kind", "n", *[f"{a} {label}" for label in ("TNR", "all hold", "P1 holds") for a in arms]]

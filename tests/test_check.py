@@ -153,7 +153,7 @@ def test_evaluate_tables_count_inputs_already_below_threshold_and_warn_on_p1():
                         [{"name": "p1", "metric": "Ms", "label": "Ms"}])
     assert summary["categories"]["c"]["inputs_non_anomalous"] == 1
     assert "1 of 3" in markdown_tables(summary)
-    assert len(summary["warnings"]) == 1 and "2 of 3 inputs" in markdown_tables(summary)
+    assert len(summary["warnings"]) == 1 and "1 of 2 inputs" in markdown_tables(summary)  # the flagged ones only
     mostly_below = summarize([record(True, True), record(True, True), record(False, True)], [],
                              [{"name": "p1", "metric": "Ms", "label": "Ms"}])  # 2 of 3 already below: TNR says little
     assert mostly_below["warnings"] == ["2 of 3 anomalous inputs already score below the TNR threshold before any repair: "
@@ -185,7 +185,11 @@ def test_repair_warns_when_p1_fails_often_and_hints_at_check(barely_trained, tmp
     assert [line for line in lines if line.startswith("hint:")] == [hint("autoencoder", str(detector))]
     warnings = [line for line in lines if line.startswith("warning: the guided repair raised")]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert len(warnings) == 1 and report["warnings"] == [warnings[0].removeprefix("warning: ")]
+    assert len(warnings) == 1 and report["warnings"][0] == warnings[0].removeprefix("warning: ")
+    nothing = [i for i in report["inputs"] if i["nothing_to_repair"]]  # an empty omega: P1 cannot hold, not counted
+    assert f"for {4 - len(nothing)} of {4 - len(nothing)} inputs" in warnings[0]
+    assert report["warnings"][1:] == ([f"{len(nothing)} of 4 inputs had nothing to repair (an empty omega, or a score of "
+                                       "0): their P1 cannot hold and is not counted as a failure"] if nothing else [])
     assert report["settings"]["detector_checkpoint"] == str(detector)
 
 

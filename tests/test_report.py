@@ -45,7 +45,7 @@ def test_report_is_self_contained(evaluated, ablated):
     assert proc.returncode == 0, proc.stderr
     page = (evaluated / "report.html").read_text()
     assert page.count("<table") == 2
-    assert "breast-cancer" in page and "Δ (median % improvement" in page
+    assert "breast-cancer" in page and "Δ, all (% improvement of the mean" in page and "breast-cancer, flagged" in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 5  # 4 ablation plots + 1 gallery figure
     assert not re.search(r'src="(?!data:)', page)  # nothing loaded from outside the file
 
@@ -65,7 +65,7 @@ def test_report_renders_in_headless_chromium(evaluated, ablated, tmp_path):
         capture_output=True, text=True, timeout=120,
     ).stdout
     assert 'data-images="5"' in dom and 'data-images-loaded="5"' in dom
-    assert dom.count("<table") == 2 and "<td>breast-cancer</td>" in dom
+    assert dom.count("<table") == 2 and "<td>breast-cancer, flagged</td>" in dom
 
 
 def test_report_on_a_directory_without_results(tmp_path):
