@@ -107,8 +107,14 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
         chosen = anomalous.subset(anomalous.spread(limit))
         result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress)
         guided = result.arms["guided"]
-        repair = {"n": len(chosen), "holds": {p: float(v.float().mean()) for p, v in guided.holds.items()},
-                  "all_hold": float(guided.all_hold.float().mean()), "tnr": float((guided.score < threshold).float().mean())}
+        flagged = (result.score_bad >= threshold) & ~result.nothing_to_repair  # the inputs a repair is judged on
+
+        def figures(keep: torch.Tensor) -> dict:
+            return {"n": int(keep.sum()), "holds": {p: float(v[keep].float().mean()) for p, v in guided.holds.items()},
+                    "all_hold": float(guided.all_hold[keep].float().mean()),
+                    "tnr": float((guided.score[keep] < threshold).float().mean())}
+
+        repair = {**figures(torch.ones_like(flagged)), "flagged": figures(flagged) if flagged.any() else {"n": 0}}
 
     name = f"{dataset.name}:{dataset.category}" if dataset.category else dataset.name
     report = {"arpro_version": __version__, "spec": spec.to_dict(), "dataset": name, "detection": detection,
@@ -142,6 +148,7 @@ def problems(detection: dict, infill: dict | None, repair: dict | None, detector
         found.append(weights_problem)
     if infill is None or repair is None:
         return found
+    repair = repair["flagged"] if repair.get("flagged", {}).get("n") else repair  # judged on the flagged inputs first
     if not infill["beats_naive"]:
         found.append(f"repairer in-fills worse than the naive fill, the training mean (error ratio {infill['ratio']:.2f}): "
                      "train it longer (arpro train repairer --model-option train_steps=N)")
@@ -218,7 +225,9 @@ def print_check(report: dict) -> None:
             other = f" (linear interpolation {m['linear interpolation']:.3g})" if "linear interpolation" in m else ""
             table.add_row(f"in-fill MSE, {kind}", f"repairer {m['repairer']:.3g} vs training mean {m['training mean']:.3g}{other}")
         table.add_row("in-fill ratio to the naive fill", f"{infill['ratio']:.2f} ({infill['source']}, {infill['n']} samples)")
-        holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in r["holds"].items())
-        table.add_row(f"default repair, {r['n']} anomalous inputs", f"{holds}; all hold {r['all_hold']:.2f}; TNR {r['tnr']:.2f}")
+        for what, part in (("flagged by the detector", r["flagged"]), ("all", r)):
+            holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in part.get("holds", {}).items())
+            table.add_row(f"default repair, {part['n']} anomalous inputs ({what})",
+                          f"{holds}; all hold {part['all_hold']:.2f}; TNR {part['tnr']:.2f}" if part["n"] else "none")
     console.print(table)
     print(f"verdict: {report['verdict']}", flush=True)  # one line, however wide the terminal

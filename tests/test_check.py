@@ -125,6 +125,8 @@ def test_check_is_ok_on_the_embedded_tabular_default():
     report = run_check(arpro.RunSpec(detector="gaussian"), progress=False)
     assert report["verdict"] == "ok", report
     assert report["detection"]["auroc"] > 0.9 and report["repair"]["n"] == 16
+    flagged = report["repair"]["flagged"]  # those above the TNR threshold: 16 less the ones already below it
+    assert 0 < flagged["n"] <= 16 and set(flagged["holds"]) == set(report["repair"]["holds"])
     assert report["infill"]["beats_naive"]
     bundled = plugins.get("detector", "gaussian").bundled_checkpoint(plugins.get("dataset", "breast-cancer")())
     assert hint("gaussian", str(bundled)) is None  # the plugin ships the record of its checkpoint's check
@@ -201,6 +203,8 @@ def test_the_verdict_names_repairs_that_rarely_score_as_normal():
     found = problems(detection, infill, repair)
     assert len(found) == 1 and found[0].startswith("repairs rarely score as normal (TNR 25%)")
     assert problems(detection, infill, {**repair, "tnr": 0.5}) == []
+    flagged_low = {**repair, "tnr": 0.9, "flagged": {**repair, "n": 4}}  # judged on the flagged inputs first
+    assert problems(detection, infill, flagged_low)[0].startswith("repairs rarely score as normal (TNR 25%)")
 
 
 def test_the_advice_for_a_weak_detector_names_only_options_it_has():
