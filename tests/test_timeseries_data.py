@@ -540,3 +540,32 @@ def test_index_columns_are_found_by_their_content():
     when = pd.DataFrame({"when": ["2024-01-01 10:00", "2024-01-01 10:00", "2024-01-01 10:01"], "on": [1, 1, 0]})
     assert index_column(when) == ("when", "date-times that never fall")
     assert index_column(pd.DataFrame({"n": [1, 3, 2]})) is None
+
+
+def _runs(root, test_time, n_test=300, window_rows=400):
+    """A train.csv beside test/run.csv whose time column is ``test_time``."""
+    rng = np.random.default_rng(0)
+    (root / "test").mkdir(parents=True)
+    pd.DataFrame({"time": np.arange(window_rows), **{c: rng.normal(size=window_rows) for c in "abc"}}).to_csv(
+        root / "train.csv", index=False)
+    pd.DataFrame({"time": test_time, **{c: rng.normal(size=n_test) for c in "abc"},
+                  "label": [0] * (n_test - 100) + [1] * 100}).to_csv(root / "test" / "run.csv", index=False)
+    return root
+
+
+@pytest.mark.parametrize("times, fragment", [
+    (np.r_[np.arange(150), np.arange(150)], "goes backwards at data row 151 ('149' then '0')"),
+    (np.r_[np.arange(100), np.arange(99, 299)], "repeats a time at data row 101"),
+])
+def test_ts_csv_refuses_time_that_goes_backwards_or_repeats(tmp_path, times, fragment):
+    with pytest.raises(ArproError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        dataset("ts-csv", _runs(tmp_path, times)).test()
+
+
+def test_ts_csv_notes_gaps_and_files_shorter_than_a_window(tmp_path, capsys):
+    gappy = dataset("ts-csv", _runs(tmp_path / "g", np.r_[np.arange(100), np.arange(200, 400)]))
+    assert len(gappy.test()) == 3
+    assert "has 1 gap(s), the largest 101 usual steps before data row 101" in capsys.readouterr().err
+    short = dataset("ts-csv", _runs(tmp_path / "s", np.arange(120), n_test=120), window=150)
+    assert len(short.test()) == 0
+    assert "run.csv has 120 rows, fewer than a window (150): it gives no window" in capsys.readouterr().err

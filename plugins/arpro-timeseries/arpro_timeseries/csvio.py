@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import arpro
 from arpro import ArproError
 
 TIME_NAMES = {"time", "timestamp", "datetime", "date_time", "date time"}
@@ -53,6 +54,37 @@ def index_column(frame: pd.DataFrame) -> tuple[str, str] | None:
     return None
 
 
+def check_time_order(column: pd.Series, path: Path, name: str) -> str | None:
+    """Refuse a time column that goes backwards or repeats a time (rows of two experiments mixed, or
+    written twice: a window over them is no stretch of time); return a note on gaps (windows run
+    across them), or None. A column that is neither numbers nor date-times is taken as it comes."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column.to_numpy(dtype=np.float64)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            times = pd.to_datetime(column, errors="coerce", format="mixed")
+        if times.isna().any():
+            return None
+        values = times.astype("int64").to_numpy(dtype=np.float64)
+    steps = np.diff(values)
+    if len(steps) == 0 or not np.isfinite(steps).all():
+        return None
+    for bad, what in ((steps < 0, "goes backwards"), (steps == 0, "repeats a time")):
+        if bad.any():
+            row = int(bad.argmax()) + 2  # the data row (1-based) where it happens
+            raise ArproError(f"{path}: time column {name!r} {what} at data row {row} ({str(column.iloc[row - 2])!r} then "
+                             f"{str(column.iloc[row - 1])!r}): sort the file by time, drop repeated rows, or split it into one "
+                             "file per experiment")
+    usual = float(np.median(steps))
+    gaps = steps > 1.5 * usual
+    if not gaps.any():
+        return None
+    row = int(steps.argmax()) + 2
+    return (f"{path.name}: time column {name!r} has {int(gaps.sum())} gap(s), the largest {steps.max() / usual:.0f} usual "
+            f"steps before data row {row}; windows run across them")
+
+
 def _head(path: Path, lines: int = 12) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     out = []
@@ -83,6 +115,7 @@ def read_csv(path: Path, delimiter: str | None = None, header_contains: str | No
         skip = hits[0]
     if delimiter is None:
         delimiter = max([",", ";", "\t"], key=head[skip].count)
+    arpro.check_csv_size(path, delimiter, skip)  # before pandas parses a cell
     names = [name.strip() for name in next(csv.reader([head[skip]], delimiter=delimiter), [])]
     repeated = next((name for name in names if name and names.count(name) > 1), None)
     if repeated is not None:

@@ -252,6 +252,12 @@ class TimeSeriesCsv(TimeSeriesDataset):
                                                    if c not in (label_col, kind_col, *excluded, *annotations)])
         if time_col is not None and time_col not in frame.columns:
             raise ArproError(f"{path}: missing column {time_col!r} (time column)")
+        gaps = csvio.check_time_order(frame[time_col], path, time_col) if time_col is not None else None
+        if gaps:
+            print(f"note: ts-csv: {gaps}", file=sys.stderr)
+        if len(frame) < self.window:
+            print(f"note: ts-csv: {path.name} has {len(frame)} rows, fewer than a window ({self.window}): it gives no "
+                  "window (a smaller --option window=N would use it)", file=sys.stderr)
         labelled = label_col in frame.columns
         if labelled:
             labels = csvio.numeric(frame, [label_col], path)[:, 0]
