@@ -116,6 +116,7 @@ def test_a_path_beats_the_package_and_the_package_beats_random(tmp_path, monkeyp
     packaged, packaged_state = tiny_state(tmp_path, seed=3, name="packaged.pth")
     given, given_state = tiny_state(tmp_path, seed=4, name="given.pth")
     monkeypatch.setattr(backbone, "package_file", lambda arch: (packaged, "some-weights 1.0"))
+    monkeypatch.setattr(backbone, "hub_file", lambda arch: pytest.fail("the hub was tried, though the package is there"))
     cls = plugins.get("detector", "patchcore")
     from_path = cls(**TINY, backbone_weights=str(given))
     from_package = cls(**TINY)

@@ -95,8 +95,10 @@ def resolve_weights(arch: str, path: str | None) -> Weights:
     hub cache or, when reachable, downloaded; else random (the caller warns)."""
     if path:
         file = Path(path).expanduser()
-        return Weights(f"file {file}", sha256(file) if file.is_file() else None, load_weights(file))
-    for found, kind in ((package_file(arch), "package"), (hub_file(arch), "hub")):
+        state = load_weights(file)  # first: a missing file is refused before it is hashed
+        return Weights(f"file {file}", sha256(file), state)
+    for kind, find in (("package", package_file), ("hub", hub_file)):  # in turn: the hub only without the package
+        found = find(arch)
         if found is not None:
             file, label = found
             return Weights(f"{kind} {label}", sha256(file), load_weights(file))
