@@ -205,7 +205,8 @@ def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = T
     config = read_header(path)["config"] if path and Path(path).is_file() else {}
     if path is None or Path(path).is_file():  # a folder's schedule is checked once it is read
         check_steps(spec.settings.steps, config.get("num_train_timesteps", repairer_cls.default_train_timesteps()))
-    models = obtain_models(spec, dataset, ("repairer",) if detector else ("detector", "repairer"), progress=progress)
+    # the repairer first: a user's checkpoint that cannot be read fails before the detector says anything
+    models = obtain_models(spec, dataset, ("repairer",) if detector else ("repairer", "detector"), progress=progress)
     return Run(spec, dataset, detector or models["detector"], models["repairer"])
 
 

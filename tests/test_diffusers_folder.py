@@ -104,6 +104,28 @@ def test_unfit_folders_are_refused_with_one_line(saved, tmp_path):
         checkpoint.obtain_model("repairer", "ddpm", data, checkpoint_path=pickled)
 
 
+@pytest.mark.parametrize("where, change, fragment", [
+    ("unet/config.json", {"sample_size": "abc"}, "sample_size, in_channels and out_channels must be positive whole"),
+    ("unet/config.json", {"in_channels": 3.5}, "must be positive whole numbers"),
+    ("unet/config.json", {"block_out_channels": "8,16"}, "does not describe a UNet2DModel diffusers can build"),
+    ("unet/config.json", {"block_out_channels": [4, 8]}, "does not fit the UNet its config.json describes: size mismatch"),
+    ("scheduler/scheduler_config.json", {"num_train_timesteps": "many"}, "num_train_timesteps='many' is not a int"),
+])
+def test_a_diffusers_config_of_wrong_types_is_one_line_before_the_detector_speaks(saved, tmp_path, monkeypatch, capsys,
+                                                                                    where, change, fragment):
+    import shutil
+
+    root, *_ = saved
+    folder = tmp_path / "edited"
+    shutil.copytree(root / "pipeline", folder)
+    config = json.loads((folder / where).read_text())
+    (folder / where).write_text(json.dumps({**config, **change}))
+    code, err = run_cli(["repair", "--detector", "fastflow", "--repairer-checkpoint", folder, "--dataset", "textures:brick",
+                         *CLI_OPTIONS, "--count", "1", "--steps", "4", "--out", tmp_path / "out", "--quiet"],
+                        monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
+
+
 def test_train_writes_a_diffusers_folder_that_round_trips(saved, tmp_path, monkeypatch, capsys):
     from diffusers import DDPMPipeline
 

@@ -43,7 +43,11 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
             raise arpro.ArproError(f"ddpm repairs with prediction_type epsilon or sample, not {prediction_type!r}")
         self.prediction_type = prediction_type
         if unet is not None:
-            self.unet = UNet2DModel.from_config(unet)
+            try:
+                self.unet = UNet2DModel.from_config(unet)
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                raise arpro.ArproError(f"ddpm: the UNet config does not describe a UNet2DModel diffusers can build: "
+                                       f"{str(error).splitlines()[0]}") from None
             return
         levels = len(block_out_channels)
         down = ["DownBlock2D"] * levels
@@ -89,6 +93,13 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
                                if p.is_file()), None)
         schedule = _read_json(scheduler_file) if scheduler_file else {}
         size = unet.get("sample_size", 0)
+        whole = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0)
+        if not (whole(size) or isinstance(size, list) and len(size) == 2 and all(map(whole, size))) or not all(
+                whole(unet.get(key, 3)) for key in ("in_channels", "out_channels")):
+            raise arpro.ArproError(f"{unet_dir / 'config.json'}: sample_size, in_channels and out_channels must be "
+                                   f"positive whole numbers (sample_size: one, or [height, width])")
+        keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
+        cls.check_config({k: schedule[k] for k in keys if k in schedule}, str(scheduler_file))
         takes = [unet.get("in_channels", 3), *([size, size] if isinstance(size, int) else size)]
         wanted = list(dataset.sample_shape())
         if takes != wanted or unet.get("out_channels", 3) != takes[0]:
@@ -96,12 +107,14 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
                 f"the UNet in {unet_dir} takes {'x'.join(map(str, takes))} images and returns {unet.get('out_channels', 3)} "
                 f"channels, but dataset {dataset.name!r} has {'x'.join(map(str, wanted))} samples; give the dataset "
                 f"the UNet's size (--option image_size={takes[-1]}) or use a UNet of the dataset's")
-        keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
         model = cls(input_shape=wanted, unet=unet, **{k: schedule[k] for k in keys if k in schedule})
         try:
             model.unet.load_state_dict(load_file(str(weights)))
         except Exception as error:
-            raise arpro.ArproError(f"{weights} does not fit the UNet its config.json describes: {error}") from None
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            first = next((line for line in lines[1:] if line.startswith(("size mismatch", "Missing", "Unexpected"))),
+                         lines[0] if lines else type(error).__name__)
+            raise arpro.ArproError(f"{weights} does not fit the UNet its config.json describes: {first[:300]}") from None
         model.x_mean = dataset.train().x.mean(0)
         return model
 
