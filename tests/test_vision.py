@@ -327,6 +327,36 @@ def test_mvtec_layout_from_a_fake_folder(tmp_path):
         plugins.get("dataset", "mvtec")(root=None, category="widget").train()
 
 
+def _mvtec(root, mask_hw=(40, 48)):
+    rng = np.random.default_rng(0)
+    for sub, n in [("train/good", 3), ("test/good", 2), ("test/crack", 2)]:
+        (root / "widget" / sub).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / "widget" / sub / f"{i:03d}.png")
+    if mask_hw is not None:
+        (root / "widget/ground_truth/crack").mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.zeros(mask_hw, np.uint8)).save(root / "widget/ground_truth/crack" / f"{i:03d}_mask.png")
+    return root
+
+
+def test_mvtec_layouts_that_do_not_fit_are_one_clear_error(tmp_path):
+    def test_split(root):
+        with pytest.raises(arpro.ArproError) as info:
+            plugins.get("dataset", "mvtec")(root=root, category="widget", image_size=16).test()
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    assert "widget/ground_truth/crack is missing" in test_split(_mvtec(tmp_path / "nogt", mask_hw=None))
+    assert "is 13x11 pixels, but its image is 48x40" in test_split(_mvtec(tmp_path / "small", mask_hw=(11, 13)))
+    outside = tmp_path / "elsewhere.png"
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(outside)
+    linked = _mvtec(tmp_path / "linked")
+    (linked / "widget/test/crack/001.png").unlink()
+    (linked / "widget/test/crack/001.png").symlink_to(outside)
+    assert "leads outside --data-root" in test_split(linked)
+
+
 def test_folder_dataset_holds_out_normals(tmp_path):
     rng = np.random.default_rng(1)
     for sub, n in [("normal", 10), ("abnormal", 2), ("masks", 2)]:

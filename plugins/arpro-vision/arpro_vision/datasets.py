@@ -28,8 +28,9 @@ from arpro_vision.base import ImageDataset
 from arpro_vision.images import letterbox_mask, letterbox_rgb, open_image, to_tensor
 
 
-def load_mask(path: str | None, size: int) -> np.ndarray:
-    """A ground-truth mask letterboxed like its image; no mask file means no anomalous pixel."""
+def load_mask(path: str | None, size: int, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """A ground-truth mask letterboxed like its image (of ``image_hw`` pixels, which the mask must have);
+    no mask file means no anomalous pixel."""
     if not path or (isinstance(path, float) and np.isnan(path)):
         return np.zeros((size, size), np.float32)
     try:
@@ -37,7 +38,19 @@ def load_mask(path: str | None, size: int) -> np.ndarray:
             mask = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     except Exception as error:
         raise ArproError(f"cannot read mask {path}: {str(error).splitlines()[0]}") from None
+    if image_hw is not None and mask.shape != tuple(image_hw):
+        raise ArproError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} pixels, but its image is "
+                         f"{image_hw[1]}x{image_hw[0]}: a mask must cover its image pixel for pixel")
     return letterbox_mask(mask > 0.5, size)
+
+
+def inside(path: Path, root: Path) -> Path:
+    """``path``, refused when it (or a link on the way) leads outside ``root``: a dataset reads its own files only."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise ArproError(f"{path} leads outside --data-root {root} (to {resolved}); arpro reads only files under the "
+                         "data root: copy the file in, or point --data-root at a folder that holds it")
+    return Path(path)
 
 
 class FolderLayoutDataset(ImageDataset):
@@ -89,6 +102,18 @@ class FolderLayoutDataset(ImageDataset):
     def samples(self) -> pd.DataFrame:
         raise NotImplementedError
 
+    def masked_folder(self) -> Path:
+        """``root/category`` of an MVTec-style layout, whose defect images must have ``ground_truth/DEFECT`` masks."""
+        folder = self.folder()
+        for linked in (p for p in folder.rglob("*") if p.is_symlink()):  # before anomalib follows it
+            inside(linked, self.root_dir())
+        defects = [p.name for p in (folder / "test").glob("*") if p.is_dir() and p.name != "good"]
+        missing = [d for d in defects if not (folder / "ground_truth" / d).is_dir()]
+        if missing:
+            raise ArproError(f"{folder}/ground_truth/{missing[0]} is missing: this layout has a mask per defect image "
+                             f"({self.layout}); for images without masks use --dataset folder")
+        return folder
+
     def _samples_checked(self) -> pd.DataFrame:
         try:
             samples = self.samples()
@@ -109,7 +134,7 @@ class FolderLayoutDataset(ImageDataset):
         """``count`` native-resolution ``image_size`` crops of each image (the ``crops`` option)."""
         size, xs, ids = self.image_size, [], []
         for i, row in enumerate(rows.itertuples()):
-            rgb, _ = open_image(Path(row.image_path), self.max_pixels)
+            rgb, _ = open_image(inside(row.image_path, self.root_dir()), self.max_pixels)
             if min(rgb.shape[:2]) < size:
                 raise ArproError(f"crops: {row.image_path} is {rgb.shape[1]}x{rgb.shape[0]}, smaller than image_size {size}")
             rng = np.random.default_rng(i)
@@ -122,10 +147,14 @@ class FolderLayoutDataset(ImageDataset):
     def _load(self, rows: pd.DataFrame) -> arpro.Split:
         size = self.image_size
         xs, masks, ids = [], [], []
+        root = self.root_dir()
         for row in rows.itertuples():
-            rgb, _ = open_image(Path(row.image_path), self.max_pixels)
+            rgb, _ = open_image(inside(row.image_path, root), self.max_pixels)
             xs.append(to_tensor(letterbox_rgb(rgb, size)[0]))
-            masks.append(load_mask(getattr(row, "mask_path", None), size))
+            mask_path = getattr(row, "mask_path", None)
+            if isinstance(mask_path, str) and mask_path:
+                inside(mask_path, root)
+            masks.append(load_mask(mask_path, size, rgb.shape[:2]))
             path = Path(row.image_path)
             ids.append(f"{path.parent.name}/{path.stem}")
         labels = torch.tensor([int(v) for v in rows.label_index], dtype=torch.long)
@@ -176,7 +205,7 @@ class MVTecAD(FolderLayoutDataset):
     def samples(self) -> pd.DataFrame:
         from anomalib.data.datasets.image.mvtecad import make_mvtec_ad_dataset
 
-        return _split_value(make_mvtec_ad_dataset(self.folder()))
+        return _split_value(make_mvtec_ad_dataset(self.masked_folder()))
 
 
 class MPDD(FolderLayoutDataset):
@@ -189,7 +218,7 @@ class MPDD(FolderLayoutDataset):
     def samples(self) -> pd.DataFrame:
         from anomalib.data.datasets.image.mpdd import make_mpdd_dataset
 
-        return _split_value(make_mpdd_dataset(self.folder()))
+        return _split_value(make_mpdd_dataset(self.masked_folder()))
 
 
 class BTech(FolderLayoutDataset):
