@@ -68,6 +68,8 @@ def calibrate(spec: RunSpec, out: Path, *, risk: float, scales: list[float], wei
     thetas = list(itertools.product(scales, weights, sorted(set(samples))))
     run = resolve(spec, progress=progress)
     anomalous = run.dataset.test().anomalous()
+    if len(anomalous) == 0:
+        raise ArproError(f"dataset {run.dataset.name!r} has no anomalous test inputs to calibrate on")
     ids = anomalous.ids or [str(i) for i in range(len(anomalous))]
     chosen_ids = set(calibration_ids(ids, fraction))
     keep = torch.tensor([i in chosen_ids for i in ids])

@@ -115,7 +115,14 @@ def load(path: Path, kind: str, name: str | None = None) -> Model:
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+        wanted = model.state_dict()
+        other = next((k for k, v in tensors.items() if k in wanted and v.dtype != wanted[k].dtype), None)
+        if other is not None:
+            raise ArproError(f"checkpoint {path} holds {other!r} as {tensors[other].dtype}, not the model's "
+                             f"{wanted[other].dtype}")
         model.load_state_dict(tensors, assign=True)
+    except ArproError:
+        raise
     except Exception as error:
         raise ArproError(f"checkpoint {path} does not fit {kind} {header['name']!r}: {error}") from None
     model = _finite(model, path)

@@ -68,6 +68,10 @@ def bad(tmp_path_factory) -> Path:
     header_checkpoint(root / "config_list.safetensors", {**d, "config": [30]})
     header_checkpoint(root / "huge_shape.safetensors", {**d, "config": {**d["config"], "input_shape": [10**9, 10**9]}})
     header_checkpoint(root / "bad_type.safetensors", {**d, "config": {**d["config"], "min_std": "abc"}})
+    header_checkpoint(root / "int32_tensor.safetensors", d, {"mu": torch.zeros(30, dtype=torch.int32),
+                                                           "sigma": torch.ones(30), "tau": torch.ones(30),
+                                                           "train_scores": torch.ones(5)})
+    frame.head(60).assign(label=0).to_csv(root / "normal_only.csv", index=False)
     header_checkpoint(root / "nan_config.safetensors", {**d, "config": {**d["config"], "min_std": float("nan")}})
     header_checkpoint(root / "negative_config.safetensors", {**d, "config": {**d["config"], "min_std": -5}})
     np.save(root / "nan_mask.npy", np.full(30, np.nan, dtype=np.float32))
@@ -250,6 +254,16 @@ CASES = [
     ("report ablation not an ablation", ["report", "{bad}", "--ablation", "{bad}"], "not a folder written by arpro ablate"),
     ("csv true/false cell", [*REPAIR, "--input", "{bad}/booleans.csv"], "true/false value"),
     ("csv far too wide", [*REPAIR, "--input", "{bad}/wide.csv"], "more than 10,000 columns"),
+    ("checkpoint tensor of another dtype", [*REPAIR, "--detector-checkpoint", "{bad}/int32_tensor.safetensors"],
+     "holds 'mu' as torch.int32, not the model's torch.float32"),
+    ("calibrate without anomalous inputs", ["calibrate", "--detector", "gaussian", "--dataset", "csv", "--data-root",
+                                            "{bad}/normal_only.csv", "--out", "c.json", "--quiet"], "no anomalous test inputs"),
+    ("process seed not a number", ["repair", "--detector", "gpt2", "--option", "seed=abc", "--out", "out"],
+     "option seed must be a whole number >= 0"),
+    ("process test_steps negative", ["repair", "--detector", "gpt2", "--option", "test_steps=-5", "--out", "out"],
+     "option test_steps must be a whole number >= 1"),
+    ("process test_steps zero", ["repair", "--detector", "gpt2", "--option", "test_steps=0", "--out", "out"],
+     "option test_steps must be a whole number >= 1"),
     ("devices above the cores", [*EVALUATE, "--out", "out", "--devices", "1000"], "--devices 1000 on the CPU"),
     ("devices zero", [*TRAIN, "--out", "m.safetensors", "--devices", "0"], "at least 1"),
     ("samples far too many", [*REPAIR, "--samples", "1000000000"], "--samples must be 1 to 1024"),

@@ -11,7 +11,7 @@ from typing import Any
 
 from arpro_timeseries.simulate import COLUMNS as PROCESS_COLUMNS
 from arpro_timeseries.simulate import simulate
-from arpro_timeseries.windows import Rows, TimeSeriesDataset
+from arpro_timeseries.windows import Rows, TimeSeriesDataset, whole_option
 
 
 class Process(TimeSeriesDataset):
@@ -33,7 +33,10 @@ class Process(TimeSeriesDataset):
         options.setdefault("stride", 8)
         options.setdefault("test_stride", 16)
         super().__init__(root=root, category=category, **options)
-        self.seed = int(options.get("seed", 0))
+        self.seed = whole_option(self.name, options, "seed", 0, 0)
+        for key in ("train_steps", "validation_steps", "test_steps"):
+            if key in options:
+                whole_option(self.name, options, key, 1, 1)
 
     def load(self):
         o = self.options

@@ -94,6 +94,14 @@ def first_kind(row_kinds: list[str]) -> str:
     return next((kind for kind in row_kinds if kind != "normal"), "normal")
 
 
+def whole_option(dataset: str, options: dict[str, Any], key: str, default: int, least: int) -> int:
+    """``options[key]`` (else ``default``), refused unless a whole number of at least ``least``."""
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ArproError(f"dataset {dataset}: option {key} must be a whole number >= {least}, not {value!r}")
+    return value
+
+
 def window_starts(n: int, window: int, stride: int) -> list[int]:
     """Start rows of windows of ``window`` rows every ``stride`` rows; the last one ends at row ``n``."""
     if n < window:
@@ -116,10 +124,12 @@ class TimeSeriesDataset(arpro.Dataset):
 
     def __init__(self, root: Path | None = None, category: str | None = None, **options: Any) -> None:
         super().__init__(root=Path(root) if root is not None else None, category=category, **options)
-        self.window = int(options.get("window", self.default_window))
-        self.stride = int(options.get("stride", max(1, self.window // 4)))
-        self.test_stride = int(options.get("test_stride", self.window))
-        self.downsample = int(options.get("downsample", 1))
+        self.window = whole_option(self.name, options, "window", self.default_window, 2)
+        self.stride = whole_option(self.name, options, "stride", max(1, self.window // 4), 1)
+        self.test_stride = whole_option(self.name, options, "test_stride", self.window, 1)
+        self.downsample = whole_option(self.name, options, "downsample", 1, 1)
+        if "fit_steps" in options:
+            whole_option(self.name, options, "fit_steps", 1, 1)
         self.index_column: str | None = None  # a column a loader took for the time index by its content (ts-csv)
         if self.window < 2 or self.stride < 1 or self.test_stride < 1:
             raise ArproError(f"dataset {self.name}: window must be >= 2 and strides >= 1")
