@@ -8,13 +8,10 @@ called only when the command line names a command the core lacks, so that the co
 
 from __future__ import annotations
 
-import errno
 import functools
-import signal
 import inspect
 import sys
 import typing
-import warnings
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
@@ -304,51 +301,19 @@ train_app.command("detector")(train_command("detector"))
 train_app.command("repairer")(train_command("repairer"))
 
 
-_signalled: list[int] = []  # the signal that interrupted the run (typer turns Ctrl-C into a bare exit 130)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt, so that every staging folder and lock is cleaned up on the way out."""
-    _signalled.append(signum)
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    """Entry point: a user error, usage errors included, is one ``error:`` line on stderr, exit status 2.
-    Ctrl-C and SIGTERM clean up what the run was writing and print one ``interrupted`` line (exit 128 + signal)."""
-    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
-    # numpy's floating-point warnings ("overflow encountered in reduce") name its internals, not the user's data;
-    # what overflowed is refused by the finiteness checks with one error naming the column instead
-    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
-    try:
+    """Entry point: a user error, usage errors included, is one ``error:`` line on stderr, exit status 2
+    (:func:`arpro.exits.exit_code` says how each way of ending becomes a status)."""
+    from arpro.exits import exit_code
+
+    def run() -> object:
         if names_a_plugin_command(sys.argv[1:]):
             from arpro import plugins
 
             plugins.plugin_manager()[0].hook.arpro_register_commands(cli=app)
-        code = app(standalone_mode=False)
-    except ArproError as error:
-        code = _fail(str(error), error.exit_code)
-    except KeyboardInterrupt:
-        _signalled.append(signal.SIGINT)
-        code = None
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
-            raise
-        where = f" writing {error.filename}" if error.filename else ""  # staged writes were removed on the way out
-        code = _fail(f"{error.strerror or error}{where}: nothing was half-written; free space and run again")
-    except Exception as error:  # typer's (click's) usage errors carry format_message and exit_code
-        if not hasattr(error, "format_message"):
-            raise
-        ctx, message = getattr(error, "ctx", None), error.format_message()  # no message: help was printed
-        code = _fail(message + (f" (see `{ctx.command_path} --help`)" if ctx else "")) if message else error.exit_code
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if _signalled:
-        print("interrupted", file=sys.stderr)
-        code = 128 + _signalled.pop(0)
-        _signalled.clear()
-    sys.exit(code if isinstance(code, int) else 0)
+        return app(standalone_mode=False)
+
+    sys.exit(exit_code(run))
 
 
 def names_a_plugin_command(args: list[str]) -> bool:
@@ -356,11 +321,6 @@ def names_a_plugin_command(args: list[str]) -> bool:
     command = next((arg for arg in args if not arg.startswith("-")), None)  # the root's options take no value
     core = {c.name or get_command_name(c.callback.__name__) for c in app.registered_commands}
     return command is not None and command not in core | {g.name for g in app.registered_groups}
-
-
-def _fail(message: str, code: int = 2) -> int:
-    print("error: " + " ".join(message.split()), file=sys.stderr)
-    return code
 
 
 if __name__ == "__main__":

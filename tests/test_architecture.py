@@ -66,7 +66,7 @@ def test_version_is_a_leaf_and_init_needs_no_noqa():
 
 def test_core_size():
     lengths = {p.name: len(p.read_text().splitlines()) for p in CORE.glob("*.py")}
-    assert max(lengths.values()) <= 340, lengths  # cli.py: every command's options are its surface
+    assert max(lengths.values()) <= 350, lengths  # cli.py: every command's options are its surface
     # an afternoon's reading: hardening, certification (best-of-K, Learn-then-Test), configurable
     # properties, the hard constraints (arpro/constraints.py), the trust checks (arpro check, the
     # repairer's in-fill validation: check.py, checked.py, infill_quality.py), devices and precision
@@ -74,8 +74,10 @@ def test_core_size():
     # removal of the --out folders it created (outputs.py), evaluate's table by anomaly kind, the
     # top-train mask, check's detector-first order (no repairer trained for a detector that cannot be
     # trusted) and its advice, evaluate's warning on kinds whose repairs rarely score as normal, guide_at,
-    # and train_denoiser's snr+1 (v-prediction) weighting
-    assert sum(lengths.values()) <= 4833
+    # and train_denoiser's snr+1 (v-prediction) weighting; then the second hardening pass (limits.py, exits.py,
+    # strict JSON, marked staging, certificates that cannot be voided), check's baseline detector and per-kind
+    # AUROC, and the testing kit plugins call (testing.py)
+    assert sum(lengths.values()) <= 5600
 
 
 def test_public_api_exports_resolve():
