@@ -94,6 +94,11 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
               file=sys.stderr)
         infill = repair = None
     else:
+        if repairer_path is None and progress:  # what is known already, before minutes of training
+            print(f"note: detector AUROC {detection['auroc']:.3f}"
+                  + (f" (baseline {baseline['detector']} {baseline['auroc']:.3f})" if baseline else "")
+                  + "; no repairer checkpoint, so one is trained now to check the repair (--repairer-checkpoint FILE "
+                  "skips this)", file=sys.stderr)
         run = resolve(spec, dataset=dataset, progress=progress, detector=detector)
         infill = infill_quality.recorded(repairer_path)
         if infill is None:

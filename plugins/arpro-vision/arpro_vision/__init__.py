@@ -6,7 +6,7 @@ Each class is registered by its import path, so listing plugins imports neither 
 import warnings
 
 import arpro
-from arpro_vision.weights import pretrained_available
+from arpro_vision.weights import INSTALL_HINT, pretrained_available
 
 # anomalib and timm announce their own internal deprecations on import; a user can act on none of them.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"(anomalib|timm)\.")
@@ -19,9 +19,11 @@ def arpro_register_detectors(register):
     register("arpro_vision.efficient_ad:EfficientAdDetector", name="efficientad", domain="image",
              description="EfficientAD (anomalib's EfficientAdModel): the per-pixel anomaly map, score = its sum.")
     pretrained = pretrained_available()  # the weights package or a hub-cached file: no torch imported to know
+    weights = "pretrained weights found" if pretrained else f"no pretrained weights found: {INSTALL_HINT}"
     register("arpro_vision.patchcore:PatchCoreDetector", name="patchcore", domain="image", default=pretrained,
              baseline=pretrained,
-             description="PatchCore (anomalib's PatchcoreModel) on ImageNet EfficientNet-Lite0: mean of the top-k patch distances.")
+             description=f"PatchCore (anomalib's PatchcoreModel) on ImageNet EfficientNet-Lite0: mean of the top-k patch "
+                         f"distances ({weights}).")
     register("arpro_vision.patch_nn:PatchNNDetector", name="patchnn", domain="image", baseline=not pretrained,
              description="Nearest-neighbour distances of illumination-flattened pixel patches; no pretrained weights.")
 
