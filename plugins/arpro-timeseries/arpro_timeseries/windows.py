@@ -35,7 +35,6 @@ from arpro_timeseries import csvio
 
 
 FAR_OUTSIDE_Z = 10  # a test feature whose median |z| exceeds this is flagged: it will look anomalous everywhere
-CONFORMAL_MINIMUM = 19  # held-out normal windows that a finite 95% conformal threshold (arpro's TNR) needs
 
 class Rows:
     """A table of feature rows with labels and time stamps (before standardisation).
@@ -225,10 +224,10 @@ class TimeSeriesDataset(arpro.Dataset):
         def count(stride: int) -> int:
             return len(self._starts(rows, stride, drop_anomalous=True))
 
-        stride = next((s for s in range(self.stride, 1, -1) if count(s) >= CONFORMAL_MINIMUM), 1)
+        stride = next((s for s in range(self.stride, 1, -1) if count(s) >= arpro.CONFORMAL_MINIMUM), 1)
         if count(stride) > count(self.stride):
             print(f"note: {self.source}: validation windows every {stride} rows, not every {self.stride}, so that the "
-                  f"95% TNR threshold has the {CONFORMAL_MINIMUM} held-out normal windows it needs", file=sys.stderr)
+                  f"95% TNR threshold has the {arpro.CONFORMAL_MINIMUM} held-out normal windows it needs", file=sys.stderr)
         return stride
 
     @cached_property
