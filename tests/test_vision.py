@@ -431,8 +431,8 @@ def test_cli_repairs_a_1024x768_grayscale_image_at_its_own_size(tmp_path):
 
     path = tmp_path / "big.png"
     painted_defect_image().save(path)
-    proc = run_cli("repair", "--detector", "fastflow", "--input", str(path), "--steps", "3", "--arms", "infill,guided", "--out", str(tmp_path / "out"),
-                   "--quiet")
+    proc = run_cli("repair", "--detector", "fastflow", "--input", str(path), "--steps", "3", "--infill-stop", "0.5",
+                   "--arms", "infill,guided", "--out", str(tmp_path / "out"), "--quiet")  # the last step is freed
     assert proc.returncode == 0, proc.stderr
     before = np.asarray(Image.open(path))
     omega = np.asarray(Image.open(tmp_path / "out" / "big_omega.png")) > 0
@@ -443,6 +443,33 @@ def test_cli_repairs_a_1024x768_grayscale_image_at_its_own_size(tmp_path):
             after = np.asarray(repaired)
         assert np.array_equal(after[~omega], before[~omega])
         assert not np.array_equal(after[omega], before[omega])
+
+
+def test_the_default_detector_keeps_every_pixel_outside_the_written_omega(tiny_models, tmp_path):
+    """The bar of issue 30 with the no-weights default detector (patchnn, whose defaults free the last
+    10 % of the steps): a 1024x768 L picture comes back at 1024x768 in mode L, equal to the input
+    outside the written omega mask byte for byte, and P2 is judged on that repair (M_d = 0)."""
+    data, models = tiny_models
+    detector = plugins.get("detector", "patchnn")(input_shape=list(data.sample_shape()))
+    detector.fit(data.train().x, seed=0, progress=False, bank_size=64)
+    settings = arpro.RepairSettings.for_detector(detector, steps=10)
+    assert settings.infill_stop == 0.1  # with 10 DDIM steps from t0 = 0.6, the last one is freed
+    path = tmp_path / "big.png"
+    painted_defect_image().save(path)
+    batch = data.read_input(path)
+    result = arpro.repair(batch.x, detector.eval(), models["ddpm"], settings=settings, ids=batch.ids, progress=False,
+                          arms=["infill", "guided"])
+    data.write_repairs(result, tmp_path / "out", batch)
+    before = np.asarray(Image.open(path))
+    omega = np.asarray(Image.open(tmp_path / "out" / "big_omega.png")) > 0
+    assert omega.shape == (768, 1024) and 0 < omega.mean() < 1
+    for arm, name in (("guided", "big_repair.png"), ("infill", "big_repair_infill.png")):
+        outside = result.omega_input == 0
+        assert torch.equal(result.arms[arm].x_fix[outside], batch.x[outside]) and result.arms[arm].metrics["Md"].item() == 0
+        with Image.open(tmp_path / "out" / name) as repaired:
+            assert repaired.size == (1024, 768) and repaired.mode == "L"
+            after = np.asarray(repaired)
+        assert np.array_equal(after[~omega], before[~omega]) and not np.array_equal(after[omega], before[omega])
 
 
 def test_tiled_repair_runs_the_ddpm_on_full_resolution_crops_near_omega(tiny_models, tmp_path):
