@@ -241,6 +241,26 @@ def test_user_file_comes_back_at_its_size_and_mode_unchanged_outside_omega(tiny_
         assert baseline.size == (70, 45) and not np.array_equal(np.asarray(baseline)[outside], before[outside])
 
 
+def test_the_figure_draws_each_arm_as_written_at_native_size_in_gray(tiny_models, tmp_path):
+    """repair.png shows a user's L file at its own 70x45 in gray, each arm as its written file, and the
+    ground truth when the batch carries it."""
+    from arpro_vision.figure import as_drawn, repair_figure
+
+    data, models = tiny_models
+    path = tmp_path / "user.png"
+    user_image("L").save(path)
+    batch, result = repair_file(data, models, path, tmp_path / "out", arms=("baseline", "infill", "guided"))
+    info, omega = batch.meta["images"][0], result.omega_input[0].amax(0)
+    for arm, region in (("infill", omega), ("guided", omega), ("baseline", torch.ones_like(omega))):
+        drawn = as_drawn(result.arms[arm].x_fix[0], info, region)
+        written = tmp_path / "out" / ("user_repair.png" if arm == "guided" else f"user_repair_{arm}.png")
+        assert drawn.shape == (45, 70) and np.array_equal(drawn, np.asarray(Image.open(written)))
+    assert as_drawn(batch.x[0], info).shape == (45, 70)  # the input: cropped to the picture, gray
+    plain = repair_figure(result, tmp_path / "plain.png", [info])
+    with_truth = repair_figure(result, tmp_path / "truth.png", [info], truth=torch.ones(1, 32, 32))
+    assert Image.open(with_truth).width > Image.open(plain).width  # one more column: the ground truth
+
+
 def test_non_square_input_is_letterboxed_not_squashed(tiny_models, tmp_path):
     """A 96x48 picture fills a 32x16 box in the 32 px square, its edge mirrored above and below;
     the padding never reaches the written file, whatever omega covers there."""
