@@ -31,7 +31,8 @@ _MODULES = {
     "arpro.devices": ("launch_fabric", "place"),
     "arpro.schedulers": ("make_scheduler",),
     "arpro.summary": ("conformal_threshold",),
-    "arpro.evaluate": ("auroc", "f1", "scores", "CONFORMAL_MINIMUM"),
+    "arpro.evaluate": ("f1", "scores", "CONFORMAL_MINIMUM"),
+    "arpro.localisation": ("auroc", "omega_on_truth"),
     "arpro.limits": ("check_csv_size",),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}

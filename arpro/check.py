@@ -23,7 +23,8 @@ from arpro.checkpoint import obtain_model
 from arpro._version import __version__
 from arpro.checked import read_record, record_path, sha256
 from arpro.errors import ArproError
-from arpro.evaluate import auroc, f1, scores, tnr_threshold
+from arpro.evaluate import f1, scores, tnr_threshold
+from arpro.localisation import auroc, localisation_stats, omega_on_truth
 from arpro.outputs import strict_json, write_atomic
 from arpro.protocols import Dataset, Split
 from arpro.result import MIN_TNR, P1_FAILURE_SHARE
@@ -113,11 +114,14 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
         result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress)
         guided = result.arms["guided"]
         flagged = (result.score_bad >= threshold) & ~result.nothing_to_repair  # the inputs a repair is judged on
+        located = [None] * len(chosen) if chosen.masks is None else omega_on_truth(
+            result.omega, result.alpha_bad, detector.feature_mask(chosen.masks.float()))
 
         def figures(keep: torch.Tensor) -> dict:
             return {"n": int(keep.sum()), "holds": {p: float(v[keep].float().mean()) for p, v in guided.holds.items()},
                     "all_hold": float(guided.all_hold[keep].float().mean()),
-                    "tnr": float((guided.score[keep] < threshold).float().mean())}
+                    "tnr": float((guided.score[keep] < threshold).float().mean()),
+                    "omega_on_truth": localisation_stats([{"omega_on_truth": located[i]} for i in keep.nonzero().flatten()])}
 
         repair = {**figures(torch.ones_like(flagged)), "flagged": figures(flagged) if flagged.any() else {"n": 0}}
 
@@ -234,5 +238,10 @@ def print_check(report: dict) -> None:
             holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in part.get("holds", {}).items())
             table.add_row(f"default repair, {part['n']} anomalous inputs ({what})",
                           f"{holds}; all hold {part['all_hold']:.2f}; TNR {part['tnr']:.2f}" if part["n"] else "none")
+            if located := part.get("omega_on_truth"):
+                auc = "–" if located["alpha_auroc"] is None else f"{located['alpha_auroc']:.3f}"
+                table.add_row(f"  ω on the labelled defect ({located['n']} inputs)",
+                              f"touches it {located['touches']:.2f}; precision {located['precision']:.3f}, recall "
+                              f"{located['recall']:.3f}; AUROC of α on the mask {auc}")
     console.print(table)
     print(f"verdict: {report['verdict']}", flush=True)  # one line, however wide the terminal

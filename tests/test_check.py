@@ -14,7 +14,7 @@ from safetensors import safe_open
 import arpro
 from arpro import checkpoint, infill_quality, plugins
 from arpro.check import run_check
-from arpro.evaluate import auroc
+from arpro.localisation import auroc
 from arpro.checked import hint, read_record, record_path
 from arpro.result import p1_warning
 from arpro.summary import markdown_tables, summarize

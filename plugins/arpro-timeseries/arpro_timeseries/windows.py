@@ -312,4 +312,6 @@ class TimeSeriesDataset(arpro.Dataset):
     def draw_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
         from arpro_timeseries.figure import plot_repairs
 
-        return plot_repairs(result, self.columns, Path(out_dir), to_units=self.to_units)
+        truth = (batch.meta or {}).get("truth")
+        return plot_repairs(result, self.columns, Path(out_dir), to_units=self.to_units,
+                            truth=None if truth is None else truth.numpy())
