@@ -76,10 +76,12 @@ def cli_pages() -> dict[str, str]:
 
 
 def settings_page() -> str:
+    import importlib
     from dataclasses import MISSING, fields
 
     from arpro import RepairSettings
-    from arpro.settings import option_name
+
+    option_name = importlib.import_module(RepairSettings.__module__).option_name  # wherever the core keeps it
 
     rows = []
     for f in fields(RepairSettings):
