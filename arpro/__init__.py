@@ -16,23 +16,22 @@ import importlib
 from arpro._version import __version__
 
 _MODULES = {
-    "arpro.result": ("ArmResult", "RepairResult"),
+    "arpro.plugin_api.result": ("ArmResult", "RepairResult"),
     "arpro.errors": ("ArproError",),
-    "arpro.hookspecs": ("hookimpl",),
-    "arpro.plugins": ("get", "get_default"),
-    "arpro.protocols": ("Decomposition", "Property", "PropertyContext", "TrainingStats", "Dataset", "Split", "InputBatch"),
-    "arpro.constraints": ("Constraint",),
-    "arpro.models": ("Model", "Detector", "Repairer"),
-    "arpro.settings": ("ARMS", "RepairSettings"),
-    "arpro.spec": ("RunSpec", "Run", "resolve", "load_dataset"),
-    "arpro.checkpoint": ("obtain_model",),
-    "arpro.api": ("repair", "compute_omega"),
-    "arpro.training": ("fit_loop", "fit_options", "train_denoiser"),
-    "arpro.devices": ("launch_fabric", "place"),
-    "arpro.schedulers": ("make_scheduler",),
-    "arpro.summary": ("conformal_threshold",),
-    "arpro.evaluate": ("auroc", "f1", "scores", "CONFORMAL_MINIMUM"),
-    "arpro.limits": ("check_csv_size",),
+    "arpro.plugin_api.hookspecs": ("hookimpl",),
+    "arpro.plugin_api.registry": ("get", "get_default"),
+    "arpro.plugin_api.protocols": ("Decomposition", "Property", "PropertyContext", "TrainingStats", "Dataset", "Split", "InputBatch"),
+    "arpro.plugin_api.constraints": ("Constraint",),
+    "arpro.plugin_api.models": ("Model", "Detector", "Repairer"),
+    "arpro.algorithm.settings": ("ARMS", "RepairSettings"),
+    "arpro.io.run_spec": ("RunSpec", "Run", "resolve", "load_dataset"),
+    "arpro.io.checkpoint": ("obtain_model",),
+    "arpro.algorithm.service": ("repair", "compute_omega"),
+    "arpro.workflows.train": ("fit_loop", "fit_options", "train_denoiser"),
+    "arpro.runtime.devices": ("launch_fabric", "place"),
+    "arpro.plugin_api.schedulers": ("make_scheduler",),
+    "arpro.metrics": ("auroc", "f1", "scores", "conformal_threshold", "CONFORMAL_MINIMUM"),
+    "arpro.io.limits": ("check_csv_size",),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -107,9 +107,12 @@ def settings_page() -> str:
 
 
 # modules of the public API beside the names ``import arpro`` exports: what plugins and their tests call
-PUBLIC_MODULES = {"arpro.checkpoint": "Checkpoints: `save`, `load`, `read_header`, `read_metadata`.",
-                  "arpro.testing": "The contract checks a plugin's own tests call.",
-                  "arpro.threads": "The thread policy of the command line, for the Python API."}
+PUBLIC_MODULES = {  # module -> (what it is for, the members that are public: all when empty)
+    "arpro.io.checkpoint": ("Checkpoints: one safetensors file, never unpickled.",
+                            ["save", "load", "read_header", "read_metadata"]),
+    "arpro.testing": ("The contract checks a plugin's own tests call.", []),
+    "arpro.runtime.threads": ("The thread policy of the command line, for the Python API.", ["use_threads"]),
+}
 
 
 def api_pages() -> dict[str, str]:
@@ -124,9 +127,9 @@ def api_pages() -> dict[str, str]:
             if name != "hookimpl":
                 parts += [f"::: {module}.{name}", "    options:", "      heading_level: 2",
                           "      show_root_full_path: false", ""]
-    for module, summary in PUBLIC_MODULES.items():
+    for module, (summary, members) in PUBLIC_MODULES.items():
         parts += [f"## `{module}`", "", summary, "", f"::: {module}", "    options:", "      show_root_heading: false",
-                  "      heading_level: 3", ""]
+                  "      heading_level: 3", *([f"      members: {members}"] if members else []), ""]
     hookspecs = arpro._EXPORTS["hookimpl"]
     hooks = [GENERATED, "", "# Hook specs", "",
              "The whole plugin contract: the hooks a plugin may implement, and the rules they share.",
