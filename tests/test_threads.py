@@ -1,4 +1,4 @@
-"""The thread policy picks what docs/cli.md says, and --threads reaches torch."""
+"""The thread policy picks what docs/reference/behaviour.md says, and --threads reaches torch."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from arpro import ArproError, threads
+from arpro import ArproError
 from arpro.cli import app
+from arpro.runtime import threads
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from PIL import Image
 
 import arpro
 from arpro import plugins
-from arpro.api import compute_omega
+from arpro.algorithm.service import compute_omega
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kolektor_image_size import halves  # noqa: E402  (the split earlier sessions chose on)

@@ -116,7 +116,8 @@ class TimeSeriesDataset(arpro.Dataset):
 
     domain = "timeseries"
     default_window = 100
-    evaluate_chunk = 64  # evaluate's batches: gpt2's 64 windows in 26.6 s against 48.2 s at 16, same records (cli.md)
+    # evaluate's batches: gpt2's 64 windows in 26.6 s against 48.2 s at 16, same records (docs/decisions/speed.md)
+    evaluate_chunk = 64
     # fit_steps: train models for this many steps instead of their default (tests, quick looks)
     accepted_options: tuple[str, ...] = ("window", "stride", "test_stride", "downsample", "fit_steps",
                                          "delimiter", "time_column", "label_column", "fill_nan")

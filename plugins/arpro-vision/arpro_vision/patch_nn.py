@@ -4,7 +4,7 @@ Why: with no downloaded ImageNet weights, FastFlow's and EfficientAD's random ba
 separate real surface defects (image AUROC ~0.5 on KolektorSDD). Grayscale surfaces are
 described well by their own small patches once the slow illumination is removed, so this
 detector needs nothing but the normal training images. Its defaults were chosen on the
-``surface`` dataset's seed-0 test pictures (docs/vision.md).
+``surface`` dataset's seed-0 test pictures (docs/decisions/vision-detectors.md).
 
 Features, differentiable in ``x``: the gray image (mean of the channels) minus its Gaussian blur
 (``highpass_sigma`` model pixels; removes uneven illumination), in units of the training
@@ -143,7 +143,7 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
     # DDPM's in-fill leaves at omega's edge are smoothed under guidance (measured before the core put
     # omega_bar back exactly after the loop, issue 30; only omega's side of a seam is smoothed now);
     # omega is the picture's top 3 % of alpha among the pixels above tau (on seed 0, all 40 defective
-    # pictures: TNR 0.97 and all-hold 0.95, against 0.75 and 0.53 with tau alone; docs/vision.md)
+    # pictures: TNR 0.97 and all-hold 0.95, against 0.75 and 0.53 with tau alone; docs/explanation/vision.md)
     repair_defaults = {"guide_on": "x0", "eta_schedule": "constant", "infill_stop": 0.1, "mask": "top-train",
                        "mask_quantile": 0.97}
 
