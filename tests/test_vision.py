@@ -471,7 +471,7 @@ def test_the_default_detector_keeps_every_pixel_outside_the_written_omega(tiny_m
     10 % of the steps): a 1024x768 L picture comes back at 1024x768 in mode L, equal to the input
     outside the written omega mask byte for byte, and P2 is judged on that repair (M_d = 0)."""
     data, models = tiny_models
-    detector = plugins.get("detector", "patchnn")(input_shape=list(data.sample_shape()))
+    detector = registry.get("detector", "patchnn")(input_shape=list(data.sample_shape()))
     detector.fit(data.train().x, seed=0, progress=False, bank_size=64)
     settings = arpro.RepairSettings.for_detector(detector, steps=10)
     assert settings.infill_stop == 0.1  # with 10 DDIM steps from t0 = 0.6, the last one is freed

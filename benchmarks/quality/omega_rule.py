@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import arpro
-from arpro import plugins
+from arpro.plugin_api import registry
 from arpro.algorithm.service import compute_omega
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,9 +54,9 @@ MAX_EDGE = 0.25
 
 def default_detector_name() -> str:
     try:
-        return plugins.get_default("detector", "image").name
+        return registry.get_default("detector", "image").name
     except arpro.ArproError:  # no pretrained weights installed
-        return plugins.get_baseline("image").name
+        return registry.get_baseline("image").name
 
 
 def picture_boxes(test, root: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,11 +125,11 @@ def measure(name: str, dataset, root: Path | None) -> list[dict]:
 def run(quick: bool, kolektor: Path = KOLEKTOR) -> dict:
     """The rows of every rule and half, and the rule picked on the choose halves."""
     name = default_detector_name()
-    surface = plugins.get("dataset", "surface")(root=None, category=None, **({"n_train": 40} if quick else {}))
+    surface = registry.get("dataset", "surface")(root=None, category=None, **({"n_train": 40} if quick else {}))
     rows = measure(name, surface, None)
     if kolektor.is_dir() and not quick:
-        mvtec = plugins.get("dataset", "mvtec")
-        size = plugins.get("detector", name).dataset_defaults(mvtec).get("image_size", 64)
+        mvtec = registry.get("dataset", "mvtec")
+        size = registry.get("detector", name).dataset_defaults(mvtec).get("image_size", 64)
         rows += measure(name, mvtec(root=kolektor, category="commutator", image_size=size), kolektor)
     pooled: dict[tuple, list[dict]] = {}
     for r in rows:
