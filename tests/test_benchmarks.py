@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 import arpro
-from benchmarks import harness, render
-from benchmarks.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks/ is run from the checkout (python -m benchmarks), not installed
+from benchmarks import harness, render  # noqa: E402
+from benchmarks.__main__ import main  # noqa: E402
 MODULES = sorted(p for group in harness.GROUPS for p in (ROOT / "benchmarks" / group).glob("*.py")
                  if p.stem != "__init__")
 
