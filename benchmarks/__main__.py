@@ -44,7 +44,7 @@ def main() -> int:
         out = harness.run(args.name, args.quick, args.results, args.note)
     except harness.BenchmarkError as error:
         print(f"error: {args.name}: {error}", file=sys.stderr)
-        return 1
+        return harness.UNAVAILABLE
     print(f"wrote {out}")
     return 0
 

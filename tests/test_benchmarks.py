@@ -76,9 +76,9 @@ def test_a_run_records_revision_machine_threads_versions_and_command(tmp_path, m
 
 def test_missing_shared_data_or_unknown_name_is_one_error_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(harness, "SHARED_DATA", tmp_path)
-    for name in ("tep_detectors", "nope"):
+    for name, status in (("tep_detectors", harness.UNAVAILABLE), ("nope", 2)):
         monkeypatch.setattr(sys, "argv", ["benchmarks", "run", name, "--quick", "--results", str(tmp_path)])
-        assert main() != 0
+        assert main() == status
         err = capsys.readouterr().err
         assert err.startswith("error:") and err.count("\n") == 1, err
     assert not list(tmp_path.rglob("*.json"))
