@@ -43,7 +43,8 @@ def section(record: dict) -> list[str]:
     lines = [f"## {record['name']}", "", record["description"], "",
              f"- command: `{record['command']}`{' (quick mode)' if record['quick'] else ''}, {record['wall_s']:.0f} s",
              f"- machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gb']} GB RAM{gpu}; "
-             f"load average {' '.join(map(str, m['load_average']))} at the start",
+             f"load average {' '.join(map(str, m['load_average']))} at the start, "
+             f"{' '.join(map(str, record['load_average_after']))} at the end",
              f"- threads: torch {threads['torch']}, OMP_NUM_THREADS={threads['OMP_NUM_THREADS'] or 'unset'}",
              f"- revision {record['revision']}{dirty}; {versions}"]
     if record.get("note"):
