@@ -34,3 +34,13 @@ docs: install
 
 clean:
 	rm -rf $(VENV) runs site
+
+# `make bench` runs every benchmark (results in benchmarks/results/, see benchmarks/README.md);
+# `make checkpoints` rebuilds every plugin's shipped checkpoints with its own script (hours on a CPU).
+.PHONY: bench checkpoints
+
+bench: install
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m benchmarks run all
+
+checkpoints: install
+	for script in plugins/*/scripts/train_bundled.py; do OMP_NUM_THREADS=1 $(PY) $$script all || exit 1; done

@@ -1,17 +1,18 @@
-"""omega on the defect: which omega rule (mask, quantile, dilation) of the default image detector
-covers the labelled defect, chosen on one half of the test pictures and reported on the other.
+"""omega on the defect: which omega rule of the default image detector covers the labelled defect (needs ../shared/data/kolektorsdd).
 
-    OMP_NUM_THREADS=1 python benchmarks/quality/omega_rule.py [--kolektor ../shared/data/kolektorsdd]
-        [--quick] [--out runs/omega_rule.json]
+    python -m benchmarks run omega_rule [--quick]
 
-omega depends on the detector alone (not on the repairer), so every rule is judged on one
-decomposition of each defective test picture. The detector is the image domain's default (else
-its baseline), obtained as the CLI obtains it (``arpro.obtain_model``, seed 0) on:
+omega depends on the detector alone (not on the repairer), so every rule (mask, quantile,
+dilation) is judged on one decomposition of each defective test picture. The detector is the
+image domain's default (else patchnn, the baseline), obtained as the CLI obtains it
+(``arpro.obtain_model``, seed 0) on:
 
-- KolektorSDD (``mvtec:commutator``, read at the detector's CLI size), split by
-  ``kolektor_image_size.halves``: within each kind, sorted by name, even positions *choose*, odd
-  positions *report*;
-- the generated ``surface`` set (seed 0 test pictures), split the same way.
+- KolektorSDD (``mvtec:commutator``, read at the detector's CLI size) and
+- the generated ``surface`` set (seed 0 test pictures),
+
+each split by :func:`halves`, the rule earlier KolektorSDD benchmarks chose sizes on: within each
+kind (the id's first folder), sorted by name, even positions *choose*, odd positions *report*.
+Quick: ``surface`` alone, 40 training pictures.
 
 Each rule is tried as it is and ``inside`` the picture (omega less the letterbox padding and the
 ``EDGE`` band, a rule the core does not have). For each rule and half, over the defective pictures:
@@ -26,10 +27,7 @@ the report halves were not looked at to pick it. ``run(quick)`` returns the rows
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -38,13 +36,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import arpro
-from arpro.plugin_api import registry
-from arpro.algorithm.service import compute_omega
+from benchmarks.harness import shared_data
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kolektor_image_size import halves  # noqa: E402  (the split earlier sessions chose on)
-
-KOLEKTOR = Path(__file__).resolve().parents[3] / "shared" / "data" / "kolektorsdd"
 RULES = [(mask, q) for mask in ("top", "top-train") for q in (0.9, 0.95, 0.97, 0.99, 0.995)] + [("train", 0.9)]
 DILATIONS = (0, 1, 2)  # feature pixels omega grows by (3x3 max-pool steps) before it is mapped onto the input
 EDGE = 4  # model pixels at the picture's border that count as its edge
@@ -54,9 +47,20 @@ MAX_EDGE = 0.25
 
 def default_detector_name() -> str:
     try:
-        return registry.get_default("detector", "image").name
-    except arpro.ArproError:  # no pretrained weights installed
-        return registry.get_baseline("image").name
+        return arpro.get_default("detector", "image").name
+    except arpro.ArproError:  # no pretrained weights installed: the baseline
+        return "patchnn"
+
+
+def halves(ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks of the choose half and the report half: per kind (the id's first folder),
+    sorted by name, even positions choose and odd positions report."""
+    choose = torch.zeros(len(ids), dtype=torch.bool)
+    for kind in sorted({i.split("/")[0] for i in ids}):
+        members = sorted((name, index) for index, name in enumerate(ids) if name.split("/")[0] == kind)
+        for position, (_, index) in enumerate(members):
+            choose[index] = position % 2 == 0
+    return choose, ~choose
 
 
 def picture_boxes(test, root: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +96,7 @@ def judge(detector, test, boxes: tuple[torch.Tensor, torch.Tensor], keep: torch.
     bad = arpro.Decomposition(torch.cat([p.alpha for p in parts]), torch.cat([p.beta for p in parts]))
     rows = []
     for (mask, quantile), dilation, inside in itertools.product(RULES, DILATIONS, (False, True)):
-        omega = compute_omega(detector, bad, mask, quantile)
+        omega = arpro.compute_omega(detector, bad, mask, quantile)
         if dilation:
             omega = F.max_pool2d(omega.unsqueeze(1), 2 * dilation + 1, stride=1, padding=dilation).squeeze(1)
         on_input = detector.input_mask(omega, x.shape).amax(1) > 0.5
@@ -122,14 +126,15 @@ def measure(name: str, dataset, root: Path | None) -> list[dict]:
     return rows
 
 
-def run(quick: bool, kolektor: Path = KOLEKTOR) -> dict:
+def run(quick: bool) -> dict:
     """The rows of every rule and half, and the rule picked on the choose halves."""
+    torch.set_num_threads(1)
     name = default_detector_name()
-    surface = registry.get("dataset", "surface")(root=None, category=None, **({"n_train": 40} if quick else {}))
+    surface = arpro.get("dataset", "surface")(root=None, category=None, **({"n_train": 40} if quick else {}))
     rows = measure(name, surface, None)
-    if kolektor.is_dir() and not quick:
-        mvtec = registry.get("dataset", "mvtec")
-        size = registry.get("detector", name).dataset_defaults(mvtec).get("image_size", 64)
+    if not quick:
+        kolektor, mvtec = shared_data("kolektorsdd"), arpro.get("dataset", "mvtec")
+        size = arpro.get("detector", name).dataset_defaults(mvtec).get("image_size", 64)
         rows += measure(name, mvtec(root=kolektor, category="commutator", image_size=size), kolektor)
     pooled: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -143,25 +148,3 @@ def run(quick: bool, kolektor: Path = KOLEKTOR) -> dict:
     return {"detector": name, "rows": rows, "picked": None if best is None else dict(zip(("mask", "quantile", "dilation", "inside"), best[:4])),
             "limits": {"max_area": MAX_AREA, "max_edge": MAX_EDGE, "edge_px": EDGE}}
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kolektor", type=Path, default=KOLEKTOR)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("runs/omega_rule.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    result = run(args.quick, args.kolektor)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"detector {result['detector']}; picked on the choose halves: {result['picked']}")
-    print("| dataset | half | mask | quantile | dilation | inside | n | touch | precision | recall | area | edge |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in result["rows"]:
-        print(f"| {r['dataset']} | {r['half']} | {r['mask']} | {r['quantile']} | {r['dilation']} | {r['inside']} | {r['n']} | "
-              f"{r['touch']:.2f} | "
-              f"{r['precision']:.3f} | {r['recall']:.3f} | {r['area']:.4f} | {r['edge']:.2f} |")
-
-
-if __name__ == "__main__":
-    main()

@@ -138,7 +138,7 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
     name = "patchnn"
     domain = "image"
     smoke_fit_options = {"bank_size": 64}
-    guidance_scale = 3e-3  # chosen on surface seed 0 (benchmarks/surface_repair.py); the core caps the gradient RMS at 1
+    guidance_scale = 3e-3  # chosen on surface seed 0 (guided repair, 16 defective pictures); the core caps the gradient RMS at 1
     # chosen with it: the last 10 % of the steps regenerate the whole picture, so the seams that the
     # DDPM's in-fill leaves at omega's edge are smoothed under guidance (measured before the core put
     # omega_bar back exactly after the loop, issue 30; only omega's side of a seam is smoothed now);
