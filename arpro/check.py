@@ -103,7 +103,7 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
         infill = infill_quality.recorded(repairer_path)
         if infill is None:
             held_out = dataset.validation()
-            normal = held_out.x if held_out is not None else test.x[test.labels == 0]
+            normal = held_out.x if held_out is not None and len(held_out) else test.x[test.labels == 0]
             infill = {**infill_quality.measure(run.repairer, normal, settings=spec.settings, seed=spec.seed,
                                                progress=progress), "source": "measured now on held-out normal samples"}
         else:
