@@ -116,3 +116,15 @@ class _PixelDistance(arpro.Detector):
         nearest = distance.flatten(2).sum(2).argmin(1)
         alpha = distance[torch.arange(len(x)), nearest]
         return arpro.Decomposition(alpha, torch.zeros(len(x)))
+
+
+def test_check_with_an_empty_validation_split_measures_the_in_fill_on_the_test_normals(monkeypatch):
+    """A dataset whose validation split is empty (TEP's train.csv, too short to hold one out) is checked,
+    not a crash: the in-fill is measured on the test split's normal windows."""
+    from arpro.check import run_check
+
+    process = plugins.get("dataset", "process")
+    monkeypatch.setattr(process, "validation", lambda self: arpro.Split(torch.zeros(0, 64, 33), torch.zeros(0).long()))
+    spec = arpro.RunSpec(detector="pca", repairer="nearest-window", settings=RepairSettings(steps=4))
+    report = run_check(spec, limit=2, progress=False)
+    assert report["infill"]["n"] > 0 and report["infill"]["source"] == "measured now on held-out normal samples"
