@@ -33,6 +33,7 @@ _MODULES = {
     "arpro.summary": ("conformal_threshold",),
     "arpro.evaluate": ("auroc", "f1", "scores", "CONFORMAL_MINIMUM"),
     "arpro.limits": ("check_csv_size",),
+    "arpro.progress": ("progress_bar", "progress_phase"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -25,6 +25,7 @@ from arpro.checked import read_record, record_path, sha256
 from arpro.errors import ArproError
 from arpro.evaluate import auroc, f1, scores, tnr_threshold
 from arpro.outputs import strict_json, write_atomic
+from arpro.progress import progress_phase
 from arpro.protocols import Dataset, Split
 from arpro.result import MIN_TNR, P1_FAILURE_SHARE
 from arpro.spec import RunSpec, load_dataset, obtain_models, resolve
@@ -62,7 +63,8 @@ def baseline_detection(spec: RunSpec, dataset: Dataset, detection: dict, *, prog
         print(f"note: the {cls.name} baseline was not measured: {error}", file=sys.stderr)
         return None
     test = dataset.test()
-    values = scores(baseline, test.x)
+    with progress_phase(f"scoring the test samples with {cls.name}", enabled=progress):
+        values = scores(baseline, test.x)
     return {"detector": cls.name, "auroc": auroc(test.labels, values), "kinds": kind_aurocs(test, values),
             "is_checked": False}
 
@@ -77,8 +79,9 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
         raise ArproError(f"dataset {dataset.name!r} has no labelled test split with both normal and anomalous "
                          "samples; arpro check needs one (--dataset, --data-root)")
     detector = obtain_models(spec, dataset, ("detector",), progress=progress)["detector"]
-    threshold = tnr_threshold(dataset, detector)
-    test_scores = scores(detector, test.x)
+    with progress_phase(f"scoring the held-out and test samples with {detector.name}", enabled=progress):
+        threshold = tnr_threshold(dataset, detector)
+        test_scores = scores(detector, test.x)
     anomalous_scores = test_scores[test.labels == 1]
     detection = {"auroc": auroc(test.labels, test_scores), "f1": f1(test.labels, test_scores >= threshold), "threshold": threshold,
                  "n_normal": int((test.labels == 0).sum()), "n_anomalous": int((test.labels == 1).sum()),
