@@ -69,6 +69,19 @@ def baseline_detection(spec: RunSpec, dataset: Dataset, detection: dict, *, prog
             "is_checked": False}
 
 
+def reference_infill(spec: RunSpec, dataset: Dataset, held_out: torch.Tensor, *, progress: bool) -> dict | None:
+    """The in-fill ratio of the domain's training-free repairer on ``held_out``, beside a trained one's: fitted on the
+    training split less the samples ``arpro train repairer`` holds out, so that it never saw ``held_out``."""
+    cls = plugins.get_baseline(dataset.domain, "repairer")
+    if cls is None:
+        return None
+    with progress_phase(f"indexing the training-free {cls.name} to compare in-fills", enabled=progress):
+        reference = cls.for_dataset(dataset)
+        reference.fit(infill_quality.split(dataset)[0], seed=spec.seed, progress=progress)
+    figure = infill_quality.measure(reference.eval(), held_out, settings=spec.settings, seed=spec.seed, progress=progress)
+    return {"repairer": cls.name, "ratio": figure["ratio"]}
+
+
 def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> dict:
     """Every figure of the check, the problems found (each with what to do) and the verdict."""
     if limit < 1:
@@ -90,14 +103,16 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
     baseline = baseline_detection(spec, dataset, detection, progress=progress)
     provenance = detector.provenance()
 
-    repairer_path = spec.repairer_checkpoint or plugins.get("repairer", spec.repairer).bundled_checkpoint(dataset)
-    if repairer_path is None and detection["auroc"] < WEAK_AUROC:  # no repairer trained (minutes to hours) for nothing
+    repairer_cls = plugins.get("repairer", spec.repairer)
+    repairer_path = spec.repairer_checkpoint or repairer_cls.bundled_checkpoint(dataset)
+    training_free = plugins.get_baseline(dataset.domain, "repairer") is repairer_cls  # its fit takes seconds
+    if repairer_path is None and not training_free and detection["auroc"] < WEAK_AUROC:  # no training for nothing
         print(f"note: the repair was not checked: no repairer checkpoint, and a detector at AUROC {detection['auroc']:.3f} "
               "cannot be trusted whatever the repairer does; pass --repairer-checkpoint FILE to check it too",
               file=sys.stderr)
         infill = repair = None
     else:
-        if repairer_path is None and progress:  # what is known already, before minutes of training
+        if repairer_path is None and not training_free and progress:  # what is known already, before minutes of training
             print(f"note: detector AUROC {detection['auroc']:.3f}"
                   + (f" (baseline {baseline['detector']} {baseline['auroc']:.3f})" if baseline else "")
                   + "; no repairer checkpoint, so one is trained now to check the repair (--repairer-checkpoint FILE "
@@ -110,7 +125,10 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
             infill = {**infill_quality.measure(run.repairer, normal, settings=spec.settings, seed=spec.seed,
                                                progress=progress), "source": "measured now on held-out normal samples"}
         else:
+            normal = infill_quality.split(dataset)[1]  # the samples `arpro train repairer` measured it on
             infill["source"] = "recorded when the repairer was trained"
+        if not training_free and normal is not None:
+            infill["reference"] = reference_infill(spec, dataset, normal, progress=progress)
         anomalous = test.anomalous()
         chosen = anomalous.subset(anomalous.spread(limit))
         result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress)
@@ -157,9 +175,15 @@ def problems(detection: dict, infill: dict | None, repair: dict | None, detector
     if infill is None or repair is None:
         return found
     repair = repair["flagged"] if repair.get("flagged", {}).get("n") else repair  # judged on the flagged inputs first
+    reference = infill.get("reference")
     if not infill["beats_naive"]:
         found.append(f"repairer in-fills worse than the naive fill, the training mean (error ratio {infill['ratio']:.2f}): "
-                     "train it longer (arpro train repairer --model-option train_steps=N)")
+                     "train it longer (arpro train repairer --model-option train_steps=N)"
+                     + (f" or use --repairer {reference['repairer']}" if reference and reference["ratio"] < 1 else ""))
+    elif reference and infill["ratio"] > reference["ratio"]:
+        found.append(f"repairer in-fills worse than the training-free {reference['repairer']} (error ratio "
+                     f"{infill['ratio']:.2f} vs {reference['ratio']:.2f}): train it longer or use --repairer "
+                     f"{reference['repairer']}")
     p1 = repair["holds"].get("p1", 1.0)
     if 1 - p1 > P1_FAILURE_SHARE:
         found.append(f"guided repair raises the score (P1 fails) for {1 - p1:.0%} of inputs: raise --guidance-scale "
@@ -233,6 +257,8 @@ def print_check(report: dict) -> None:
             other = f" (linear interpolation {m['linear interpolation']:.3g})" if "linear interpolation" in m else ""
             table.add_row(f"in-fill MSE, {kind}", f"repairer {m['repairer']:.3g} vs training mean {m['training mean']:.3g}{other}")
         table.add_row("in-fill ratio to the naive fill", f"{infill['ratio']:.2f} ({infill['source']}, {infill['n']} samples)")
+        if infill.get("reference"):
+            table.add_row(f"  training-free {infill['reference']['repairer']}, same samples", f"{infill['reference']['ratio']:.2f}")
         for what, part in (("flagged by the detector", r["flagged"]), ("all", r)):
             holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in part.get("holds", {}).items())
             table.add_row(f"default repair, {part['n']} anomalous inputs ({what})",

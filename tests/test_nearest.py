@@ -128,3 +128,24 @@ def test_check_with_an_empty_validation_split_measures_the_in_fill_on_the_test_n
     spec = arpro.RunSpec(detector="pca", repairer="nearest-window", settings=RepairSettings(steps=4))
     report = run_check(spec, limit=2, progress=False)
     assert report["infill"]["n"] > 0 and report["infill"]["source"] == "measured now on held-out normal samples"
+
+
+def test_check_puts_the_training_free_in_fill_beside_a_trained_repairers():
+    from arpro.check import problems, run_check
+
+    spec = arpro.RunSpec(detector="pca", settings=RepairSettings(steps=4))  # process data: diffusion-ts, bundled
+    report = run_check(spec, limit=2, progress=False)
+    reference = report["infill"]["reference"]
+    assert reference["repairer"] == "nearest-window" and reference["ratio"] > 0
+    worse = {**report["infill"], "beats_naive": True, "ratio": reference["ratio"] + 0.1}
+    assert any("worse than the training-free nearest-window" in p for p in problems(report["detection"], worse,
+                                                                                   report["repair"]))
+
+
+def test_check_repairs_with_the_training_free_repairer_even_for_a_weak_detector(monkeypatch):
+    import arpro.check
+
+    monkeypatch.setattr(arpro.check, "auroc", lambda labels, values: 0.55)  # a detector near chance
+    spec = arpro.RunSpec(detector="pca", repairer="nearest-window", settings=RepairSettings(steps=4))
+    report = arpro.check.run_check(spec, limit=2, progress=False)
+    assert report["repair"] is not None and "reference" not in report["infill"]
