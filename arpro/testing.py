@@ -21,17 +21,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from arpro import plugins
-from arpro.checkpoint import load, save
-from arpro.models import Detector, Model
-from arpro.protocols import Property, PropertyContext
+from arpro.io.checkpoint import load, save
+from arpro.plugin_api import registry
+from arpro.plugin_api.models import Detector, Model
+from arpro.plugin_api.protocols import Property, PropertyContext
 
 
 def fitted_detector(name: str, n_train: int = 32, n_test: int = 4, **config: Any) -> tuple[Detector, Tensor]:
     """Detector ``name`` fitted (with its ``smoke_fit_options``: a few steps) on ``n_train`` training samples
     of its domain's embedded dataset, and ``n_test`` of its test samples to check it on."""
-    cls = plugins.get("detector", name)
-    dataset = plugins.get_default("dataset", cls.domain)()
+    cls = registry.get("detector", name)
+    dataset = registry.get_default("dataset", cls.domain)()
     torch.manual_seed(0)
     detector = cls.for_dataset(dataset, **config)
     detector.fit(dataset.train().x[:n_train], seed=0, progress=False, **cls.smoke_fit_options)

@@ -26,13 +26,13 @@ from unittest import mock
 import torch
 
 import arpro
-import arpro.api
+import arpro.algorithm.service
 from arpro import RunSpec, resolve
-from arpro.spec import read_inputs
-from arpro.threads import use_threads
+from arpro.io.run_spec import read_inputs
+from arpro.runtime.threads import use_threads
 from machine import describe
 
-LOOP = arpro.api.guided_masked_diffusion
+LOOP = arpro.algorithm.service.guided_masked_diffusion
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--detector", nargs="*", default=["gaussian", "autoencoder", "gpt2"])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--count", type=int, default=8, help="inputs, as `arpro repair --count`")
-    parser.add_argument("--threads", type=int, default=None, help="default: the thread policy (arpro.threads)")
+    parser.add_argument("--threads", type=int, default=None, help="default: the thread policy (arpro.runtime.threads)")
     args = parser.parse_args()
     use_threads(args.threads)
     print(describe())
@@ -58,11 +58,11 @@ def main() -> None:
             return time.perf_counter() - started
 
         def one_call() -> float:  # the engine given every row at once
-            with mock.patch.object(arpro.api, "guided_masked_diffusion", lambda *a, **k: LOOP(*a, **{**k, "arm_rows": None})):
+            with mock.patch.object(arpro.algorithm.service, "guided_masked_diffusion", lambda *a, **k: LOOP(*a, **{**k, "arm_rows": None})):
                 return seconds(arpro.ARMS)
 
         alone = {arm: run.repair(batch.x, truth=truth, arms=(arm,), progress=False).arms[arm].x_fix for arm in arpro.ARMS}
-        with mock.patch.object(arpro.api, "guided_masked_diffusion", lambda *a, **k: LOOP(*a, **{**k, "arm_rows": None})):
+        with mock.patch.object(arpro.algorithm.service, "guided_masked_diffusion", lambda *a, **k: LOOP(*a, **{**k, "arm_rows": None})):
             together = run.repair(batch.x, truth=truth, arms=arpro.ARMS, progress=False)
         gaps[name] = {arm: (together.arms[arm].x_fix - alone[arm]).abs().max().item() for arm in arpro.ARMS}
         variants = {"guided": lambda: seconds(("guided",)), "stacked": lambda: seconds(arpro.ARMS), "one call": one_call,

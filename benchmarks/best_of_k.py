@@ -6,7 +6,7 @@
     OMP_NUM_THREADS=1 python benchmarks/best_of_k.py --detector autoencoder --arms guided --command
 
 Repairs the first ``--count`` anomalous test inputs of the detector's embedded dataset (default:
-all of them; ``--half cal|test``: only arpro.calibration's calibration half or the other one) with
+all of them; ``--half cal|test``: only arpro.workflows.calibrate's calibration half or the other one) with
 ``--samples 1`` and ``--samples K`` (16), ``--repeats`` times, the two interleaved, and prints the
 median wall time of the arms together (``--arms``, default all three), their ratio, the guided all-hold and P1 rates, and
 for K the share of inputs with a draw meeting every constraint, the mean violation rate of the
@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import api, best_of, engine
-from arpro.calibration import calibration_ids
-from arpro.settings import parse_weights
+from arpro.algorithm import service, best_of, engine
+from arpro.algorithm.settings import parse_weights
+from arpro.workflows.calibrate import calibration_ids
 from machine import describe
 from startup import wall_seconds
 
@@ -61,7 +61,7 @@ def profile(run: arpro.Run, x: torch.Tensor, settings: arpro.RepairSettings) -> 
         "guidance gradient (detector forward + backward)": cumulative(engine._gradient),
         "per-sample noise draws": cumulative(engine._per_sample_noise),
         "scheduler step": cumulative(type(scheduler).step),
-        "property metrics (detector forward, every draw)": cumulative(api.evaluate_repair),
+        "property metrics (detector forward, every draw)": cumulative(service.evaluate_repair),
         "best-of-K bookkeeping": cumulative(best_of.best_of),
     }
     print(f"profile of K={settings.samples} ({total:.1f} s under cProfile, {load_average()}):")
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--detector", default="autoencoder")
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--count", type=int, help="the first N anomalous inputs (default: all)")
-    parser.add_argument("--half", choices=("cal", "test"), help="only arpro.calibration's calibration half, or the other")
+    parser.add_argument("--half", choices=("cal", "test"), help="only arpro.workflows.calibrate's calibration half, or the other")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--start", default=None)

@@ -14,7 +14,7 @@ import argparse
 import torch
 
 import arpro
-from arpro import plugins
+from arpro.plugin_api import registry
 from machine import describe
 
 PAPER_TABLE_7 = {"baseline": 126.50, "guided": 236.37}  # vision, median seconds per repair (their GPU)
@@ -27,12 +27,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--count", type=int, default=4)
     args = parser.parse_args()
-    data = plugins.get("dataset", "textures")(root=None, category="brick", image_size=args.size, n_train=8,
+    data = registry.get("dataset", "textures")(root=None, category="brick", image_size=args.size, n_train=8,
                                               n_test_normal=2, n_test_anomalous=args.count)
     fabric = arpro.launch_fabric(device=args.device, precision=args.precision)
     models = []
     for kind, name in (("detector", "fastflow"), ("repairer", "ddpm")):
-        model = plugins.get(kind, name).for_dataset(data)
+        model = registry.get(kind, name).for_dataset(data)
         model.fit(data.train().x, steps=1, batch_size=2, progress=False)
         models.append(arpro.place(model.eval(), fabric))
     detector, repairer = models

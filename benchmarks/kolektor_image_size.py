@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import plugins
-from arpro.settings import parse_options
+from arpro.algorithm.settings import parse_options
+from arpro.plugin_api import registry
 from machine import describe
 
 
@@ -48,7 +48,7 @@ def halves(ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def measure(root: Path, name: str, size: int, batch: int, options: dict) -> list[dict]:
-    dataset = plugins.get("dataset", "mvtec")(root=root, category="commutator", image_size=size, **options)
+    dataset = registry.get("dataset", "mvtec")(root=root, category="commutator", image_size=size, **options)
     started = time.time()
     detector = arpro.obtain_model("detector", name, dataset, progress=False)
     fitted = time.time() - started
@@ -83,12 +83,12 @@ def main() -> None:
     print(describe(), flush=True)
     options = parse_options(args.option, "--option")
     try:
-        names = args.detectors or [plugins.get_default("detector", "image").name]
+        names = args.detectors or [registry.get_default("detector", "image").name]
     except arpro.ArproError:  # no pretrained weights installed: no default image detector
-        names = [plugins.get_baseline("image").name]
-    mvtec = plugins.get("dataset", "mvtec")
+        names = [registry.get_baseline("image").name]
+    mvtec = registry.get("dataset", "mvtec")
     rows = [row for name in names
-            for size in args.sizes or [plugins.get("detector", name).dataset_defaults(mvtec).get("image_size", 64)]
+            for size in args.sizes or [registry.get("detector", name).dataset_defaults(mvtec).get("image_size", 64)]
             for row in measure(args.kolektor, name, size, args.batch, options)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from arpro.threads import choose_threads, usable_cpus
+from arpro.runtime.threads import choose_threads, usable_cpus
 
 
 def describe() -> str:

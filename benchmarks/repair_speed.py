@@ -16,7 +16,7 @@ import time
 import torch
 
 import arpro
-from arpro import plugins
+from arpro.plugin_api import registry
 from machine import describe
 
 CONFIGS = {
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--detector", default="gaussian")
     args = parser.parse_args()
     torch.manual_seed(0)
-    data = plugins.get("dataset", "breast-cancer")()
+    data = registry.get("dataset", "breast-cancer")()
     detector = arpro.obtain_model("detector", args.detector, data)
     repairer = arpro.obtain_model("repairer", "mlp-ddpm", data)
     x = data.test().anomalous().x[: args.rows]

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import plugins
-from arpro.settings import parse_options
+from arpro.algorithm.settings import parse_options
+from arpro.plugin_api import registry
 from machine import describe
 
 
@@ -48,7 +48,7 @@ def measure(dataset_name: str, dataset: arpro.Dataset, detectors: list[str]) -> 
     for name in detectors:
         started = time.time()
         detector = arpro.obtain_model("detector", name, dataset, progress=False)
-        origin = "bundled" if plugins.get("detector", name).bundled_checkpoint(dataset) else f"fitted in {time.time() - started:.0f}s"
+        origin = "bundled" if registry.get("detector", name).bundled_checkpoint(dataset) else f"fitted in {time.time() - started:.0f}s"
         with torch.no_grad():
             decomposition = detector.decompose(test.x)
         for row in per_kind(test, decomposition):
@@ -70,11 +70,11 @@ def main() -> None:
     options = parse_options(args.option, "--option")
     torch.set_num_threads(args.threads)
     print(describe(), flush=True)
-    surface = plugins.get("dataset", "surface")(root=None, category=None, seed=args.seed, image_size=args.image_size,
+    surface = registry.get("dataset", "surface")(root=None, category=None, seed=args.seed, image_size=args.image_size,
                                                 **options)
     rows = measure(f"surface seed {args.seed}", surface, args.detectors)
     if args.kolektor is not None:
-        kolektor = plugins.get("dataset", "mvtec")(root=args.kolektor, category="commutator", image_size=args.image_size,
+        kolektor = registry.get("dataset", "mvtec")(root=args.kolektor, category="commutator", image_size=args.image_size,
                                                    **options)
         rows += measure("KolektorSDD", kolektor, args.detectors)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import plugins
+from arpro.plugin_api import registry
 from machine import describe
 
 UNDETECTABLE = {3, 9, 15}  # practically undetectable from these variables (the data's README)
@@ -108,7 +108,7 @@ def main() -> None:
     command = " ".join([*([f"OMP_NUM_THREADS={threads}"] if threads else []), sys.executable, *sys.argv])
     print(describe(), flush=True)
     print(f"command: {command}", flush=True)
-    dataset = plugins.get("dataset", "ts-csv")(root=args.data_root, **options)
+    dataset = registry.get("dataset", "ts-csv")(root=args.data_root, **options)
     test = dataset.test()
     rows = rows_once(test)
     print(f"ts-csv {args.data_root} {options or '(defaults)'}: {len(dataset.train())} training windows of "

@@ -5,7 +5,7 @@
 In each phase (the machine as found, with whatever else runs on it; then with one busy-looping
 process of ours started beside this one), it times the
 guided repair of `arpro repair --detector NAME`'s default inputs at 1 thread, 2 threads and the
-count `arpro.threads.choose_threads` picks then (with no thread variable set: the free cores),
+count `arpro.runtime.threads.choose_threads` picks then (with no thread variable set: the free cores),
 interleaved, medians. The policy reads the one-minute load average, so the loaded phase waits
 --settle seconds after starting the loader before it asks.
 """
@@ -22,8 +22,8 @@ import time
 import torch
 
 from arpro import RunSpec, resolve
-from arpro.spec import read_inputs
-from arpro.threads import choose_threads
+from arpro.io.run_spec import read_inputs
+from arpro.runtime.threads import choose_threads
 from machine import describe
 
 

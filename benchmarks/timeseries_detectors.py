@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import conformal_threshold, plugins, scores
+from arpro import conformal_threshold, scores
+from arpro.plugin_api import registry
 from arpro_timeseries.evaluation import detection_metrics
 from arpro_timeseries.simulate import ATTACK_KINDS
 from machine import describe
@@ -57,8 +58,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(describe())
     checkpoints = dict(item.split("=", 1) for item in args.detector_ckpt)
-    dataset = plugins.get("dataset", "process")(seed=args.dataset_seed)
-    trained_on = plugins.get("dataset", "process")()  # the bundled models are those of the seed-0 plant
+    dataset = registry.get("dataset", "process")(seed=args.dataset_seed)
+    trained_on = registry.get("dataset", "process")()  # the bundled models are those of the seed-0 plant
     test = dataset.test()
     kinds = windows_of_kind(dataset, test)
     normal = test.labels == 0

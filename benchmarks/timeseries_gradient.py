@@ -19,7 +19,7 @@ import time
 import torch
 
 import arpro
-from arpro import plugins
+from arpro.plugin_api import registry
 from machine import describe
 
 
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(describe())
-    dataset, trained_on = plugins.get("dataset", "process")(seed=args.dataset_seed), plugins.get("dataset", "process")()
+    dataset, trained_on = registry.get("dataset", "process")(seed=args.dataset_seed), registry.get("dataset", "process")()
     test = dataset.test()
     x = test.x[test.labels == 1][: args.n]
     batch = x[:16]

@@ -33,7 +33,9 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import checkpoint, conformal_threshold, plugins, scores
+from arpro import conformal_threshold, scores
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 from machine import describe
 
 METRICS = [("Ms", "Ms"), ("Md", "Md"), ("Momega", "Mω"), ("Momega_bar", "Mω̄")]
@@ -113,8 +115,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(describe())
 
-    dataset = plugins.get("dataset", "process")(seed=args.dataset_seed)
-    trained_on = plugins.get("dataset", "process")()  # the bundled models are those of the seed-0 plant run
+    dataset = registry.get("dataset", "process")(seed=args.dataset_seed)
+    trained_on = registry.get("dataset", "process")()  # the bundled models are those of the seed-0 plant run
     detector = arpro.obtain_model("detector", args.detector, trained_on, checkpoint_path=args.detector_ckpt, progress=False)
     repairer = arpro.obtain_model("repairer", "diffusion-ts", trained_on, checkpoint_path=args.repairer_ckpt, progress=False)
     anomalous = dataset.test().anomalous()

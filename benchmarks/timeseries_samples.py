@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import checkpoint, conformal_threshold, plugins, scores
+from arpro import conformal_threshold, scores
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 from arpro_timeseries import variability
 from arpro_timeseries.detectors import VARIABILITY_RANGES
 from machine import describe
@@ -55,8 +57,8 @@ def main() -> None:
     parser.add_argument("--repairer-ckpt", type=Path, help="a diffusion-ts checkpoint (default: the bundled one)")
     args = parser.parse_args()
     print(describe())
-    dataset = plugins.get("dataset", "process")(seed=args.dataset_seed)
-    trained_on = plugins.get("dataset", "process")()
+    dataset = registry.get("dataset", "process")(seed=args.dataset_seed)
+    trained_on = registry.get("dataset", "process")()
     detector = arpro.obtain_model("detector", args.detector, trained_on, progress=False)
     repairer = (checkpoint.load(args.repairer_ckpt, "repairer", "diffusion-ts") if args.repairer_ckpt
                 else arpro.obtain_model("repairer", "diffusion-ts", trained_on, progress=False))

@@ -11,7 +11,7 @@ units on the plant and a different file) is equivalent to
     arpro train detector --detector gpt2 --dataset process --model-option bottleneck=11 --out plugins/arpro-timeseries/arpro_timeseries/checkpoints/gpt2-process.safetensors
     arpro train repairer --repairer diffusion-ts --dataset process --out .../diffusion-ts-process.safetensors
 
-i.e. ``cls.for_dataset(dataset)``, ``fit(dataset.train().x, seed=0)``, ``arpro.checkpoint.save``.
+i.e. ``cls.for_dataset(dataset)``, ``fit(dataset.train().x, seed=0)``, ``arpro.io.checkpoint.save``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from arpro import checkpoint, plugins
-from arpro.settings import parse_options
+from arpro.algorithm.settings import parse_options
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 from machine import describe
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "plugins/arpro-timeseries/arpro_timeseries/checkpoints"
@@ -44,12 +45,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(describe())
     kind = "repairer" if args.model == "diffusion-ts" else "detector"
-    dataset = plugins.get("dataset", "process")()
+    dataset = registry.get("dataset", "process")()
     if args.resume:
         model = checkpoint.load(args.resume, kind, args.model)
     else:
         torch.manual_seed(args.seed)  # the initial weights, as arpro train seeds them
-        model = plugins.get(kind, args.model).for_dataset(dataset, **parse_options(args.model_option, "--model-option"))
+        model = registry.get(kind, args.model).for_dataset(dataset, **parse_options(args.model_option, "--model-option"))
     options = {} if args.lr is None else {"lr": args.lr}
     steps = args.steps or model.config["train_steps"]
     out = args.out or CHECKPOINTS / f"{args.model}-process.safetensors"

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from arpro import plugins
+from arpro.plugin_api import registry
 from machine import describe
 
 
@@ -37,8 +37,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--devices", type=int, default=2)
     args = parser.parse_args()
-    model = plugins.get("repairer", args.repairer)
-    dataset = plugins.get("dataset", args.dataset)()
+    model = registry.get("repairer", args.repairer)
+    dataset = registry.get("dataset", args.dataset)()
     batch = model.for_dataset(dataset).config["batch_size"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,13 +22,14 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import checkpoint, plugins
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 from machine import describe
 
 
 def cached_model(kind: str, name: str, dataset, model_dir: Path, seed: int = 0):
     """The bundled checkpoint, a cached fit in ``model_dir``, or a fresh fit (then cached)."""
-    cls = plugins.get(kind, name)
+    cls = registry.get(kind, name)
     if cls.bundled_checkpoint(dataset) is not None:
         return arpro.obtain_model(kind, name, dataset, progress=False), "bundled"
     path = model_dir / f"{name}-textures-{dataset.category}-{dataset.image_size}.safetensors"
@@ -53,7 +54,7 @@ def main() -> None:
     args.model_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for category in args.categories:
-        dataset = plugins.get("dataset", "textures")(root=None, category=category)
+        dataset = registry.get("dataset", "textures")(root=None, category=category)
         test = dataset.test()
         for name in args.detectors:
             detector, origin = cached_model("detector", name, dataset, args.model_dir)

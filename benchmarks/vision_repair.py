@@ -31,8 +31,9 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import checkpoint, plugins
 from arpro import conformal_threshold
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe  # noqa: E402
@@ -46,8 +47,8 @@ def repairer_for(dataset, model_dir: Path):
     path = model_dir / f"ddpm-textures-{dataset.category}-{dataset.image_size}.safetensors"
     if path.is_file():
         return checkpoint.load(path, "repairer", "ddpm"), f"ddpm trained on {dataset.category}"
-    brick = plugins.get("dataset", "textures")(root=None, category="brick")
-    bundled = plugins.get("repairer", "ddpm").bundled_checkpoint(brick)
+    brick = registry.get("dataset", "textures")(root=None, category="brick")
+    bundled = registry.get("repairer", "ddpm").bundled_checkpoint(brick)
     if bundled is None:
         raise SystemExit("no DDPM checkpoint: train one first (see docs/vision.md)")
     return checkpoint.load(bundled, "repairer", "ddpm"), "bundled brick ddpm"
@@ -82,7 +83,7 @@ def main() -> None:
             setattr(settings, key, getattr(args, key))
     report = []
     for category in args.categories:
-        dataset = plugins.get("dataset", "textures")(root=None, category=category)
+        dataset = registry.get("dataset", "textures")(root=None, category=category)
         test = dataset.test()
         bad = test.anomalous()
         if args.limit:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arpro import plugins
+from arpro.plugin_api import registry
 
 torch.set_num_threads(1)
 os.environ["ARPRO_OFFLINE"] = "1"  # the vision plugin's backbone resolver never tries the model hub in tests
@@ -18,12 +18,12 @@ os.environ["ARPRO_OFFLINE"] = "1"  # the vision plugin's backbone resolver never
 
 @pytest.fixture(scope="session")
 def table():
-    return plugins.get("dataset", "breast-cancer")()
+    return registry.get("dataset", "breast-cancer")()
 
 
 @pytest.fixture(scope="session")
 def gaussian(table):
-    detector = plugins.get("detector", "gaussian").for_dataset(table)
+    detector = registry.get("detector", "gaussian").for_dataset(table)
     detector.fit(table.train().x, progress=False)
     return detector.eval()
 
@@ -31,7 +31,7 @@ def gaussian(table):
 @pytest.fixture(scope="session")
 def tiny_repairer(table):
     """An MLP DDPM trained for a few hundred steps: enough to denoise toward normal rows."""
-    repairer = plugins.get("repairer", "mlp-ddpm")(input_shape=[30], width=64, depth=2, num_train_timesteps=1000)
+    repairer = registry.get("repairer", "mlp-ddpm")(input_shape=[30], width=64, depth=2, num_train_timesteps=1000)
     repairer.fit(table.train().x, steps=300, progress=False)
     return repairer.eval()
 

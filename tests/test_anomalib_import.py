@@ -14,8 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arpro import ArproError, plugins
-from arpro.checkpoint import load, obtain_model, save
+from arpro import ArproError
+from arpro.io.checkpoint import load, obtain_model, save
+from arpro.plugin_api import registry
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -99,7 +100,7 @@ def test_exported_torch_model_is_refused_with_a_recipe_that_works(anomalib_check
 
 
 def test_imported_detector_is_calibrated_on_the_dataset_and_checks_its_size(anomalib_checkpoints, tmp_path):
-    textures = plugins.get("dataset", "textures")
+    textures = registry.get("dataset", "textures")
     dataset = textures(root=None, category="brick", image_size=64, n_train=4, n_test_normal=2, n_test_anomalous=2)
     detector = obtain_model("detector", "fastflow", dataset, checkpoint_path=anomalib_checkpoints["fastflow"])
     assert detector.is_calibrated and detector.tau.shape == (64, 64) and detector.train_scores.shape == (4,)
@@ -153,7 +154,7 @@ def test_backbone_weights_files_load_exactly(source, arch, tmp_path):
     state = resnet_state(source, arch)
     path = tmp_path / f"{arch}.pth"
     torch.save(state, path)
-    detector = plugins.get("detector", "fastflow")(input_shape=[3, 32, 32], backbone=arch, flow_steps=1,
+    detector = registry.get("detector", "fastflow")(input_shape=[3, 32, 32], backbone=arch, flow_steps=1,
                                                    backbone_weights=str(path))
     loaded = detector.model.feature_extractor.state_dict()
     assert {k for k in state if not k.startswith(("fc.", "layer4."))} == set(loaded)
@@ -174,7 +175,7 @@ def test_timm_and_torchvision_wide_resnet_files_share_one_layout():
 def test_wrong_backbone_files_are_refused(tmp_path):
     state = resnet_state("torchvision", "resnet18")
     torch.save({k: v for k, v in state.items() if not k.startswith("layer3.")}, tmp_path / "cut.pth")
-    fastflow = plugins.get("detector", "fastflow")
+    fastflow = registry.get("detector", "fastflow")
     with pytest.raises(ArproError, match=r"not a resnet18 state dict: no 'layer3\."):
         fastflow(input_shape=[3, 32, 32], flow_steps=1, backbone_weights=str(tmp_path / "cut.pth"))
     torch.save({**state, "conv1.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "other.pth")
@@ -191,7 +192,7 @@ def test_efficientad_teacher_file_loads_exactly(tmp_path):
     torch.manual_seed(4)
     teacher = EfficientAdModel(teacher_out_channels=384).teacher.state_dict()  # pretrained_teacher_small.pth's layout
     torch.save(teacher, tmp_path / "pretrained_teacher_small.pth")
-    efficientad = plugins.get("detector", "efficientad")
+    efficientad = registry.get("detector", "efficientad")
     detector = efficientad(input_shape=[3, 64, 64], teacher_out_channels=384,
                            backbone_weights=str(tmp_path / "pretrained_teacher_small.pth"))
     assert all(torch.equal(v, teacher[k]) for k, v in detector.model.teacher.state_dict().items())
@@ -203,8 +204,8 @@ def test_no_weights_warning_says_how_to_make_the_file(monkeypatch, capsys):
     from arpro_vision import backbone
 
     monkeypatch.setattr(backbone, "_warned", set())
-    plugins.get("detector", "fastflow")(input_shape=[3, 32, 32])
-    plugins.get("detector", "efficientad")(input_shape=[3, 32, 32])
+    registry.get("detector", "fastflow")(input_shape=[3, 32, 32])
+    registry.get("detector", "efficientad")(input_shape=[3, 32, 32])
     err = capsys.readouterr().err
     assert "torch.save(torchvision.models.resnet18(weights='IMAGENET1K_V1').state_dict(), 'resnet18.pth')" in err
     assert "download_and_extract(Path('.'), WEIGHTS_DOWNLOAD_INFO)" in err and "teacher_out_channels=384" in err

@@ -1,9 +1,11 @@
-"""The core's shape: imports form a DAG, settings are declared once, models record their config."""
+"""The core's shape: imports form a DAG down its layers, settings are declared once, models record their config."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -13,30 +15,38 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 import arpro
-from arpro import ArproError, checkpoint, plugins
+from arpro import ArproError
+from arpro.algorithm.settings import RepairSettings, option_name
 from arpro.cli import app
-from arpro.settings import RepairSettings, option_name
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 
 CORE = Path(arpro.__file__).parent
 
 
+def module_name(path: Path) -> str:
+    """``arpro/io/run_spec.py`` -> ``io.run_spec``; a package's ``__init__`` is the package; the root is ``arpro``."""
+    parts = path.relative_to(CORE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "arpro"
+
+
 def core_imports() -> dict[str, set[str]]:
-    """Every ``arpro.*`` module each core module imports, at any depth of its code."""
-    modules = {p.stem: p for p in CORE.glob("*.py") if p.stem != "__init__"}
+    """Every ``arpro.*`` module each core module (subpackages included) imports, at any depth of its code."""
+    modules = {module_name(p): p for p in CORE.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
         targets = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "arpro":
-                parts = node.module.split(".")
-                if len(parts) == 1:  # from arpro import x: a submodule, or the package root itself
-                    targets |= {a.name if a.name in modules else "arpro" for a in node.names}
-                else:
-                    targets.add(parts[1])
+                package = node.module.removeprefix("arpro").lstrip(".")
+                for alias in node.names:  # from arpro.io import checkpoint: a submodule, else the module itself
+                    submodule = f"{package}.{alias.name}".lstrip(".")
+                    targets.add(submodule if submodule in modules else package or "arpro")
             elif isinstance(node, ast.Import):
-                targets |= {a.name.split(".")[1] if "." in a.name else "arpro" for a in node.names
+                targets |= {a.name.removeprefix("arpro").lstrip(".") or "arpro" for a in node.names
                             if a.name.split(".")[0] == "arpro"}
         graph[name] = targets
+    graph.pop("arpro")  # the root imports nothing but _version, lazily names the public API, and is checked below
     return graph
 
 
@@ -59,16 +69,67 @@ def test_core_imports_form_a_dag_with_nothing_importing_the_package_root():
         visit(module, [])
 
 
+# Each layer, top to bottom, and the layers it may import (the real graph, nothing more):
+LAYERS = {
+    # the deprecated alias of io.checkpoint, which the plugin guide named before the move
+    "checkpoint": {"io"},
+    # the command line: parses options, calls a workflow or the repair, prints; nothing imports it
+    "cli": {"workflows", "io", "algorithm", "runtime", "plugin_api", "errors", "_version"},
+    # the kit third-party plugins test themselves with: it builds and round-trips models, like a plugin would
+    "testing": {"io", "plugin_api"},
+    # a command end to end (evaluate, ablate, calibrate, check, train, report): composes everything below
+    "workflows": {"metrics", "io", "algorithm", "runtime", "plugin_api", "errors", "_version"},
+    # files and runs; above the algorithm because the run spec turns options into models and calls the repair
+    "io": {"algorithm", "runtime", "plugin_api", "errors", "_version"},
+    # the paper's algorithm: settings, the guided loop, best-of-K, P1-P4; it reads and writes no files
+    "algorithm": {"runtime", "plugin_api", "errors"},
+    # AUROC, F1 and the conformal threshold: of a detector's scores, for workflows and plugins alike
+    "metrics": {"plugin_api", "errors"},
+    # devices, threads, progress: they place a plugin's model, so they sit just above the plugin API
+    "runtime": {"plugin_api", "errors"},
+    # what a plugin implements and calls: the bottom, so a plugin never pulls in a command or a workflow
+    "plugin_api": {"errors", "_version"},
+    "errors": set(),
+    "_version": set(),
+}
+
+
+def test_layers_only_import_downward():
+    """cli -> workflows -> io -> algorithm -> runtime -> plugin_api -> errors, with metrics beside the algorithm
+    and the testing kit beside the workflows; the comments of LAYERS say why each layer sits where it does."""
+    order = list(LAYERS)
+    for layer, allowed in LAYERS.items():  # the table itself is a DAG: every edge goes down the list
+        assert all(order.index(target) > order.index(layer) for target in allowed), (layer, allowed)
+    crossings = {(m, t) for m, targets in core_imports().items() for t in targets if t.split(".")[0] != m.split(".")[0]}
+    upward = sorted(f"{m} -> {t}" for m, t in crossings if t.split(".")[0] not in LAYERS[m.split(".")[0]])
+    assert not upward, f"imports against the layers: {upward}"
+
+
+def test_subpackage_inits_are_tiny():
+    """Importing one layer must not pull in the others: a package's __init__ is its docstring (the cli's
+    also names the typer app and the console script's entry point)."""
+    for init in CORE.glob("*/__init__.py"):
+        imports = core_imports()[module_name(init)]
+        assert imports <= ({"cli.commands"} if init.parent.name == "cli" else set()), (init, imports)
+
+
+def test_the_old_checkpoint_module_still_works_and_warns(monkeypatch):
+    monkeypatch.delitem(sys.modules, "arpro.checkpoint", raising=False)
+    with pytest.warns(DeprecationWarning, match="arpro.checkpoint moved to arpro.io.checkpoint"):
+        old = importlib.import_module("arpro.checkpoint")
+    assert old.save is checkpoint.save and old.load is checkpoint.load
+
+
 def test_version_is_a_leaf_and_init_needs_no_noqa():
     assert core_imports()["_version"] == set()
     assert "noqa" not in (CORE / "__init__.py").read_text()
 
 
 def test_core_size():
-    lengths = {p.name: len(p.read_text().splitlines()) for p in CORE.glob("*.py")}
-    assert max(lengths.values()) <= 350, lengths  # cli.py: every command's options are its surface
+    lengths = {str(p.relative_to(CORE)): len(p.read_text().splitlines()) for p in CORE.rglob("*.py")}
+    assert max(lengths.values()) <= 350, lengths  # cli/commands.py: every command's options are its surface
     # an afternoon's reading: hardening, certification (best-of-K, Learn-then-Test), configurable
-    # properties, the hard constraints (arpro/constraints.py), the trust checks (arpro check, the
+    # properties, the hard constraints (arpro/plugin_api/constraints.py), the trust checks (arpro check, the
     # repairer's in-fill validation: check.py, checked.py, infill_quality.py), devices and precision
     # (devices.py), folder checkpoints, the thread policy (threads.py), the stacked arms and a failed run's
     # removal of the --out folders it created (outputs.py), evaluate's table by anomaly kind, the
@@ -84,7 +145,7 @@ def test_public_api_exports_resolve():
     for name in arpro.__all__:
         assert getattr(arpro, name) is not None
     assert arpro.get("detector", "gaussian").name == "gaussian"
-    assert arpro.train_denoiser.__module__ == "arpro.training"
+    assert arpro.train_denoiser.__module__ == "arpro.workflows.train"
 
 
 @pytest.mark.parametrize("command", ["repair", "evaluate", "ablate"])
@@ -120,7 +181,7 @@ def test_run_spec_applies_detector_defaults_and_checks_names():
 
 
 def test_config_is_recorded_from_the_init_signature():
-    detector = plugins.get("detector", "autoencoder")(input_shape=[4], hidden=8)
+    detector = registry.get("detector", "autoencoder")(input_shape=[4], hidden=8)
     assert detector.config == {"input_shape": [4], "hidden": 8, "bottleneck": 8, "epochs": 300}
     rebuilt = type(detector)(**detector.config)
     assert rebuilt.config == detector.config
@@ -138,7 +199,7 @@ def test_checkpoint_with_an_unknown_config_key_is_refused(tmp_path, gaussian):
 
 
 def bundled_checkpoints() -> list[Path]:
-    roots = [Path(inspect.getfile(plugins.get("detector", n))).parent for n in ("gaussian", "fastflow", "gpt2")]
+    roots = [Path(inspect.getfile(registry.get("detector", n))).parent for n in ("gaussian", "fastflow", "gpt2")]
     return sorted(p for root in roots for p in (root / "checkpoints").glob("*.safetensors"))
 
 

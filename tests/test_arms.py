@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import arpro
-from arpro import plugins
-from arpro.settings import parse_arms
+from arpro.algorithm.settings import parse_arms
+from arpro.plugin_api import registry
 
 TINY_PROCESS = dict(train_steps=1200, validation_steps=300, test_steps=1500, window=32, stride=8, test_stride=16, fit_steps=40)
 
@@ -31,7 +31,7 @@ def assert_each_arm_as_alone(x, detector, repairer, settings, arms=arpro.ARMS, *
 @pytest.fixture(scope="module")
 def wide_repairer(table):
     """256 wide, as the bundled one: MKL computes a 256-wide layer's rows differently at 8 rows than at 24."""
-    repairer = plugins.get("repairer", "mlp-ddpm")(input_shape=[30], width=256, depth=1, num_train_timesteps=1000)
+    repairer = registry.get("repairer", "mlp-ddpm")(input_shape=[30], width=256, depth=1, num_train_timesteps=1000)
     repairer.fit(table.train().x, steps=20, progress=False)
     return repairer.eval()
 
@@ -52,11 +52,11 @@ def test_tabular_arms_with_constraints_stacked_equal_alone(table, gaussian, tiny
 
 
 def test_timeseries_arms_stacked_equal_each_arm_alone():
-    process = plugins.get("dataset", "process")(root=None, category=None, **TINY_PROCESS)
+    process = registry.get("dataset", "process")(root=None, category=None, **TINY_PROCESS)
     torch.manual_seed(0)
-    detector = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
+    detector = registry.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
     detector.fit(process.train().x, seed=0, progress=False)
-    repairer = plugins.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1,
+    repairer = registry.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1,
                                                                    decoder_layers=1)
     repairer.fit(process.train().x, seed=0, progress=False, steps=10)
     x = process.test().anomalous().x[:3]

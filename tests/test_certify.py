@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 import arpro
-from arpro.best_of import binomial_cdf, choose, clopper_pearson_upper
-from arpro.calibration import certify, needed_inputs
+from arpro.algorithm.best_of import binomial_cdf, choose, clopper_pearson_upper
+from arpro.workflows.calibrate import certify, needed_inputs
 
 
 @pytest.mark.parametrize("violations, n, confidence, expected", [
@@ -167,10 +167,10 @@ def test_a_certificate_cannot_be_voided_silently(tmp_path, monkeypatch, capsys):
     assert "guarantee" not in summary and any(w.startswith("no guarantee") for w in summary["warnings"])
     assert "Guarantee (arpro calibrate" not in (out / "tables.md").read_text()
 
-    import arpro.evaluate
+    import arpro.workflows.evaluate
 
-    real = arpro.evaluate.check_guarantee  # these repairs all keep P2-P4: make the test split break it half the time
-    monkeypatch.setattr(arpro.evaluate, "check_guarantee",
+    real = arpro.workflows.evaluate.check_guarantee  # these repairs all keep P2-P4: make the test split break it half the time
+    monkeypatch.setattr(arpro.workflows.evaluate, "check_guarantee",
                         lambda records, calibration: {**real(records, calibration), "test_violation_rate": 0.5,
                                                       "within_risk": False})
     code, err = run_cli_in_process([*evaluate, "--steps", "10", "--out", str(tmp_path / "s")], monkeypatch, capsys)

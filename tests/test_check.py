@@ -12,13 +12,15 @@ from conftest import run_cli
 from safetensors import safe_open
 
 import arpro
-from arpro import checkpoint, infill_quality, plugins
-from arpro.check import run_check
-from arpro.evaluate import auroc
-from arpro.checked import hint, read_record, record_path
-from arpro.result import p1_warning
-from arpro.summary import markdown_tables, summarize
-from arpro.training import train_and_save
+from arpro.io import checkpoint
+from arpro.io.checked import hint, read_record, record_path
+from arpro.metrics import auroc
+from arpro.plugin_api import registry
+from arpro.plugin_api.result import p1_warning
+from arpro.workflows import infill_quality
+from arpro.workflows.check import run_check
+from arpro.workflows.summary import markdown_tables, summarize
+from arpro.workflows.train import train_and_save
 
 def test_auroc_is_the_mann_whitney_probability_with_ties_half():
     labels = torch.tensor([0, 0, 0, 1, 1])
@@ -99,11 +101,11 @@ def test_check_flags_a_detector_at_chance_and_an_untrained_repairer(barely_train
 
 
 def test_check_trains_no_repairer_to_explain_a_detector_that_cannot_be_trusted(barely_trained, monkeypatch, capsys):
-    import arpro.spec
+    import arpro.io.run_spec
 
     obtained = []
-    real = arpro.spec.obtain_model
-    monkeypatch.setattr(arpro.spec, "obtain_model", lambda kind, *a, **k: obtained.append(kind) or real(kind, *a, **k))
+    real = arpro.io.run_spec.obtain_model
+    monkeypatch.setattr(arpro.io.run_spec, "obtain_model", lambda kind, *a, **k: obtained.append(kind) or real(kind, *a, **k))
     spec = arpro.RunSpec(detector="autoencoder", dataset="csv", data_root=barely_trained / "data.csv",
                          detector_checkpoint=barely_trained / "ae.safetensors")  # no repairer checkpoint, none bundled
     report = run_check(spec, limit=4, progress=False)
@@ -128,12 +130,12 @@ def test_check_is_ok_on_the_embedded_tabular_default():
     flagged = report["repair"]["flagged"]  # those above the TNR threshold: 16 less the ones already below it
     assert 0 < flagged["n"] <= 16 and set(flagged["holds"]) == set(report["repair"]["holds"])
     assert report["infill"]["beats_naive"]
-    bundled = plugins.get("detector", "gaussian").bundled_checkpoint(plugins.get("dataset", "breast-cancer")())
+    bundled = registry.get("detector", "gaussian").bundled_checkpoint(registry.get("dataset", "breast-cancer")())
     assert hint("gaussian", str(bundled)) is None  # the plugin ships the record of its checkpoint's check
 
 
 def test_check_command_exits_0_on_the_default_and_writes_nothing_beside_a_bundled_checkpoint():
-    bundled = plugins.get("detector", "gaussian").bundled_checkpoint(plugins.get("dataset", "breast-cancer")())
+    bundled = registry.get("detector", "gaussian").bundled_checkpoint(registry.get("dataset", "breast-cancer")())
     shipped = record_path(bundled).read_bytes()
     proc = run_cli("check", "--detector", "gaussian", "--limit", "4", "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -196,7 +198,7 @@ def test_repair_warns_when_p1_fails_often_and_hints_at_check(barely_trained, tmp
 
 
 def test_the_verdict_names_repairs_that_rarely_score_as_normal():
-    from arpro.check import problems
+    from arpro.workflows.check import problems
 
     detection, infill = {"auroc": 0.95}, {"beats_naive": True}
     repair = {"holds": {"p1": 1.0, "p2": 1.0}, "all_hold": 1.0, "tnr": 0.25}
@@ -208,7 +210,7 @@ def test_the_verdict_names_repairs_that_rarely_score_as_normal():
 
 
 def test_the_advice_for_a_weak_detector_names_only_options_it_has():
-    from arpro.check import problems
+    from arpro.workflows.check import problems
 
     weak = {"auroc": 0.64}
     assert problems(weak, None, None, ("patch", "scales")) == ["detector weak (AUROC 0.640): choose another detector"]
@@ -222,7 +224,7 @@ def test_the_advice_for_a_weak_detector_names_only_options_it_has():
 
 
 def test_the_verdict_names_a_detector_worse_than_the_baseline_and_a_weights_problem():
-    from arpro.check import problems
+    from arpro.workflows.check import problems
 
     baseline = {"detector": "pca", "auroc": 0.79, "kinds": {}, "is_checked": False}
     found = problems({"auroc": 0.85}, None, None, {"train_steps"}, baseline)
@@ -240,7 +242,7 @@ def test_the_verdict_names_a_detector_worse_than_the_baseline_and_a_weights_prob
 
 
 def test_kind_aurocs_rank_each_kind_against_every_normal_sample():
-    from arpro.check import kind_aurocs
+    from arpro.workflows.check import kind_aurocs
 
     split = arpro.Split(torch.zeros(6, 1), torch.tensor([0, 0, 1, 1, 1, 0]), kinds=["good", "good", "a", "b", "a", "good"])
     values = torch.tensor([0.1, 0.2, 0.9, 0.15, 0.3, 0.25])
@@ -249,14 +251,14 @@ def test_kind_aurocs_rank_each_kind_against_every_normal_sample():
 
 
 def test_each_domain_with_a_built_in_baseline_names_it():
-    assert plugins.get_baseline("tabular").name == "pca-rows"
-    assert plugins.get_baseline("timeseries").name == "pca"
-    assert plugins.get_baseline("image").name in {"patchcore", "patchnn"}
-    assert plugins.get_baseline("no-such-domain") is None
+    assert registry.get_baseline("tabular").name == "pca-rows"
+    assert registry.get_baseline("timeseries").name == "pca"
+    assert registry.get_baseline("image").name in {"patchcore", "patchnn"}
+    assert registry.get_baseline("no-such-domain") is None
 
 
 def test_a_later_check_with_other_options_keeps_the_earlier_one(tmp_path):
-    from arpro.check import record
+    from arpro.workflows.check import record
 
     checkpoint = tmp_path / "d.safetensors"
     checkpoint.write_bytes(b"weights")

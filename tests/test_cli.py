@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import run_cli
 
-from arpro import checkpoint, plugins
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 
 FAST = ["--steps", "20", "--count", "4", "--quiet"]
 
@@ -139,7 +140,7 @@ def test_training_csv_with_non_numeric_column(tmp_path):
 
 def test_checkpoint_of_another_detector(tmp_path, table):
     path = tmp_path / "ae.safetensors"
-    model = plugins.get("detector", "autoencoder").for_dataset(table)
+    model = registry.get("detector", "autoencoder").for_dataset(table)
     checkpoint.save(model, path)
     proc = run_cli("repair", "--detector", "gaussian", "--detector-checkpoint", str(path), "--out", str(tmp_path / "o"))
     assert_clean_error(proc, "checkpoint of detector 'autoencoder', not 'gaussian'")
@@ -202,8 +203,8 @@ def test_train_and_reuse_a_checkpoint(tmp_path):
 def test_training_gives_the_same_weights_for_the_same_seed(tmp_path):
     """torch seeds its global generator at random in every process, and models draw their initial
     weights from it: training seeds it first, so the state of the process does not matter."""
-    from arpro.checkpoint import obtain_model
-    from arpro.training import train_and_save
+    from arpro.io.checkpoint import obtain_model
+    from arpro.workflows.train import train_and_save
 
     trained = []
     for i, state in enumerate((1, 2)):
@@ -212,7 +213,7 @@ def test_training_gives_the_same_weights_for_the_same_seed(tmp_path):
                        model_options={"train_steps": 2, "width": 32, "depth": 1})
         trained.append((tmp_path / f"{i}.safetensors").read_bytes())
     assert trained[0] == trained[1]
-    data = plugins.get("dataset", "process")(train_steps=300, validation_steps=100, test_steps=100, window=16, fit_steps=2)
+    data = registry.get("dataset", "process")(train_steps=300, validation_steps=100, test_steps=100, window=16, fit_steps=2)
     weights = []
     for state in (1, 2):  # no bundled checkpoint for these options: trained now
         torch.manual_seed(state)

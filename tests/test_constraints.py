@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import arpro
-from arpro import plugins
-from arpro.constraints import Constraint
-from arpro.plugins import Entry, Registry
-from arpro.properties import expand_properties, make_property
+from arpro.algorithm.properties import expand_properties, make_property
+from arpro.plugin_api import registry
+from arpro.plugin_api.constraints import Constraint
+from arpro.plugin_api.registry import Entry, Registry
 
 IN_FILLING = ("infill", "guided")
 
@@ -178,11 +178,11 @@ def test_per_input_bounds_hold_for_each_input(table, gaussian, tiny_repairer, an
 
 
 def test_builtin_default_wins_with_a_warning(capsys):
-    registry = Registry()
+    reg = Registry()
     for name, dist in (("mine", "arpro-other"), ("breast-cancer", "arpro-tabular")):
-        registry.add(Entry("dataset", name, plugins.get("dataset", "breast-cancer") if dist == "arpro-tabular" else "x:Y",
-                           "tabular", "", True, dist, "1"))
-    assert registry.default("dataset", "tabular").name == "breast-cancer"
+        reg.add(Entry("dataset", name, registry.get("dataset", "breast-cancer") if dist == "arpro-tabular" else "x:Y",
+                      "tabular", "", True, dist, "1"))
+    assert reg.default("dataset", "tabular").name == "breast-cancer"
     err = capsys.readouterr().err
     assert "'mine' of arpro-other also claims" in err and "'breast-cancer' of arpro-tabular" in err
     third = Registry()
@@ -193,12 +193,12 @@ def test_builtin_default_wins_with_a_warning(capsys):
 
 
 def test_timeseries_immutable_sensors_and_range():
-    process = plugins.get("dataset", "process")(root=None, category=None, train_steps=600, validation_steps=100,
+    process = registry.get("dataset", "process")(root=None, category=None, train_steps=600, validation_steps=100,
                                                 test_steps=800, window=16, stride=8, test_stride=16, fit_steps=10)
     torch.manual_seed(0)
-    detector = plugins.get("detector", "gpt2").for_dataset(process, hidden=16, intermediate=32, n_head=2, n_layer=1)
+    detector = registry.get("detector", "gpt2").for_dataset(process, hidden=16, intermediate=32, n_head=2, n_layer=1)
     detector.fit(process.train().x, seed=0, progress=False)
-    repairer = plugins.get("repairer", "diffusion-ts").for_dataset(process, width=16, heads=2, encoder_layers=1, decoder_layers=1)
+    repairer = registry.get("repairer", "diffusion-ts").for_dataset(process, width=16, heads=2, encoder_layers=1, decoder_layers=1)
     repairer.fit(process.train().x, seed=0, progress=False, steps=10)
     x = process.test().anomalous().x[:3]
     sensors = process.feature_names()[:2]
@@ -217,13 +217,13 @@ def test_timeseries_immutable_sensors_and_range():
 
 
 def test_vision_immutable_pixels_and_range(tmp_path):
-    data = plugins.get("dataset", "textures")(root=None, category="brick", image_size=32, n_train=8, n_test_normal=2,
+    data = registry.get("dataset", "textures")(root=None, category="brick", image_size=32, n_train=8, n_test_normal=2,
                                               n_test_anomalous=2, train_steps=2, batch_size=4,
                                               ddpm_block_out_channels=[16, 32], ddpm_norm_num_groups=8)
     torch.manual_seed(0)
-    detector = plugins.get("detector", "fastflow").for_dataset(data)
+    detector = registry.get("detector", "fastflow").for_dataset(data)
     detector.fit(data.train().x, seed=0, progress=False)
-    repairer = plugins.get("repairer", "ddpm").for_dataset(data)
+    repairer = registry.get("repairer", "ddpm").for_dataset(data)
     repairer.fit(data.train().x, seed=0, progress=False)
     bad = data.test().anomalous()
     pixels = np.zeros((32, 32), dtype=np.float32)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import arpro
 from arpro.cli import app
-from arpro.devices import check_device, check_precision, place
+from arpro.runtime.devices import check_device, check_precision, place
 
 REPAIR = ["repair", "--detector", "gaussian", "--count", "2", "--steps", "8", "--quiet"]
 
@@ -110,7 +110,7 @@ def test_cpu_and_cuda_repairs_agree():
 def test_train_in_bf16_on_cpu_through_fabric(tmp_path):
     """``arpro train --precision bf16-mixed``: the loop runs under Fabric's autocast and the weights stay
     finite and near the 32-bit ones; the model is back on the CPU for saving."""
-    from arpro.training import train_and_save
+    from arpro.workflows.train import train_and_save
 
     options = {"width": 32, "depth": 1, "train_steps": 20}
     weights = {}

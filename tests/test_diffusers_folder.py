@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import arpro
-from arpro import checkpoint, plugins
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 
 pytest.importorskip("arpro_vision")
 
@@ -39,8 +40,8 @@ def saved(tmp_path_factory):
     scheduler = DDPMScheduler(num_train_timesteps=200, beta_schedule="squaredcos_cap_v2")
     DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(root / "pipeline")
     tiny_unet().save_pretrained(root / "bare")
-    data = plugins.get("dataset", "textures")(root=None, category="brick", **OPTIONS)
-    detector = plugins.get("detector", "fastflow").for_dataset(data)
+    data = registry.get("dataset", "textures")(root=None, category="brick", **OPTIONS)
+    detector = registry.get("detector", "fastflow").for_dataset(data)
     detector.fit(data.train().x, progress=False)
     checkpoint.save(detector, root / "fastflow.safetensors")
     return root, unet, scheduler, data
@@ -93,7 +94,7 @@ def test_bare_unet_folder_repairs_with_the_default_schedule(saved):
 
 def test_unfit_folders_are_refused_with_one_line(saved, tmp_path):
     root, _, _, data = saved
-    small = plugins.get("dataset", "textures")(root=None, category="brick", **{**OPTIONS, "image_size": 32})
+    small = registry.get("dataset", "textures")(root=None, category="brick", **{**OPTIONS, "image_size": 32})
     with pytest.raises(arpro.ArproError, match=r"takes 3x16x16 images.*3x32x32 samples.*image_size=16"):
         checkpoint.obtain_model("repairer", "ddpm", small, checkpoint_path=root / "pipeline")
     pickled = tmp_path / "pickled"

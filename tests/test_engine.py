@@ -5,7 +5,7 @@ import torch
 
 import arpro
 from arpro import ArproError, RepairSettings
-from arpro.engine import guided_masked_diffusion
+from arpro.algorithm.engine import guided_masked_diffusion
 
 FAST = dict(steps=20)
 
@@ -81,7 +81,7 @@ def test_guide_every_guides_every_nth_step_back_from_the_last(tiny_repairer, ano
 
 @pytest.mark.parametrize("every", [1, 4, 5])
 def test_guide_at_end_guides_as_many_steps_the_last_ones_in_a_row(tiny_repairer, anomalous_rows, every):
-    from arpro.engine import guided_step
+    from arpro.algorithm.engine import guided_step
 
     spread, end = (RepairSettings(steps=20, guide_every=every, guide_at=at) for at in ("spread", "end"))
     count = -(-12 // every)  # SDEdit at t0 0.6: 12 denoising steps

@@ -12,7 +12,8 @@ import torch
 from conftest import run_cli
 
 import arpro
-from arpro.summary import conformal_threshold, summarize
+from arpro.metrics import conformal_threshold
+from arpro.workflows.summary import summarize
 
 ARGS = ["evaluate", "--detector", "gaussian", "--limit", "12", "--chunk-size", "4", "--steps", "10", "--quiet"]
 
@@ -49,7 +50,7 @@ def _dataset_and_detector(validation: int, test_normal: int):
 def test_tnr_threshold_is_never_infinite(capsys):
     """Too small a validation split is pooled with the test normals (a note says so), never an
     infinite threshold under which every repair would count as normal; too few in all is refused."""
-    from arpro.evaluate import tnr_threshold
+    from arpro.metrics import tnr_threshold
 
     assert tnr_threshold(*_dataset_and_detector(validation=19, test_normal=5)) == 19.0  # enough: the validation split alone
     assert capsys.readouterr().err == ""
@@ -201,17 +202,17 @@ def test_one_seed_per_sample_matches_the_batch_it_came_from():
 
 def test_the_default_chunk_size_is_the_datasets(tmp_path):
     """64 rows or windows per batch, where a batch of more costs little more; 16 images, where it does not."""
-    from arpro import plugins
+    from arpro.plugin_api import registry
 
     out = tmp_path / "e"
     proc = run_cli("evaluate", "--detector", "gaussian", "--limit", "3", "--steps", "4", "--quiet", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "settings.json").read_text())["chunk_size"] == 64
-    assert [plugins.get("dataset", name).evaluate_chunk for name in ("process", "csv", "textures")] == [64, 64, 16]
+    assert [registry.get("dataset", name).evaluate_chunk for name in ("process", "csv", "textures")] == [64, 64, 16]
 
 
 def test_a_kind_whose_repairs_rarely_score_as_normal_is_named_in_a_warning():
-    from arpro.evaluate import Job, run_chunk
+    from arpro.workflows.evaluate import Job, run_chunk
 
     run = arpro.resolve(arpro.RunSpec(detector="gaussian", settings={"steps": 4}), progress=False)
     anomalous = run.dataset.test().anomalous().subset(list(range(10)))
@@ -235,8 +236,8 @@ def test_a_kind_whose_repairs_rarely_score_as_normal_is_named_in_a_warning():
 
 def test_records_carry_the_anomaly_kind_and_tables_break_tnr_down_by_it():
     """Where the dataset knows each input's kind, records name it and tables.md gets a row per kind."""
-    from arpro.evaluate import Job, run_chunk
-    from arpro.summary import markdown_tables
+    from arpro.workflows.evaluate import Job, run_chunk
+    from arpro.workflows.summary import markdown_tables
 
     run = arpro.resolve(arpro.RunSpec(detector="gaussian", settings={"steps": 4}), progress=False)
     anomalous = run.dataset.test().anomalous().subset(list(range(6)))

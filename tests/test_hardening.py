@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from arpro import outputs, progress
+from arpro.io import outputs
+from arpro.runtime import progress
 
 DIVERGING = ["--guidance-scale", "1e38", "--grad-clip", "0", "--count", "3", "--steps", "10", "--quiet"]
 
@@ -200,12 +201,13 @@ def test_written_files_have_ordinary_permissions(tmp_path):
     """Staged writes (mkstemp makes 0600) end as ordinary files: 0666 less the umask, as open() would make them."""
     import stat
 
-    from arpro import checkpoint, plugins
+    from arpro.io import checkpoint
+    from arpro.plugin_api import registry
 
     umask = os.umask(0o022)
     try:
         outputs.write_atomic(tmp_path / "record.json", "{}")
-        model = plugins.get("detector", "gaussian")(input_shape=[3])
+        model = registry.get("detector", "gaussian")(input_shape=[3])
         checkpoint.save(model, tmp_path / "model.safetensors")
     finally:
         os.umask(umask)
@@ -214,7 +216,8 @@ def test_written_files_have_ordinary_permissions(tmp_path):
 
 
 def test_csv_size_is_counted_on_the_raw_bytes_across_blocks(tmp_path, monkeypatch):
-    from arpro import ArproError, limits
+    from arpro import ArproError
+    from arpro.io import limits
 
     monkeypatch.setattr(limits, "_BLOCK", 7)  # a header and rows spread over many blocks
     path = tmp_path / "t.csv"

@@ -7,10 +7,10 @@ and checked on a few test samples, against its own independent score where it ha
 import pytest
 import torch
 
-from arpro import plugins
+from arpro.plugin_api import registry
 from arpro.testing import check_decomposition, fitted_detector
 
-DETECTORS = sorted(e.name for e in plugins.registry().entries["detector"].values())
+DETECTORS = sorted(e.name for e in registry.registry().entries["detector"].values())
 
 
 @pytest.mark.parametrize("name", DETECTORS)
@@ -22,7 +22,7 @@ def test_decomposition_identity(name):
 @pytest.mark.parametrize("name", ["fastflow", "efficientad"])
 def test_decomposition_identity_of_anomalib_checkpoints(name, anomalib_checkpoints):
     """The same identity for detectors read from anomalib's own ``Engine.fit`` checkpoints."""
-    from arpro.checkpoint import load
+    from arpro.io.checkpoint import load
 
     detector = load(anomalib_checkpoints[name], "detector", name)
     size = detector.config["input_shape"][-1]

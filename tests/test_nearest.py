@@ -9,8 +9,10 @@ import math
 import torch
 
 import arpro
-from arpro import infill_quality, plugins
-from arpro.settings import RepairSettings
+from arpro.algorithm.settings import RepairSettings
+from arpro.plugin_api import registry
+from arpro.workflows import infill_quality
+from arpro.workflows.check import problems, run_check
 from arpro.testing import check_checkpoint_round_trip
 
 
@@ -32,15 +34,15 @@ def waves(n: int, length: int = 32, seed: int = 0) -> torch.Tensor:
 
 def test_both_are_registered_by_their_plugins_and_need_no_training():
     for name, domain in (("nearest-patches", "image"), ("nearest-window", "timeseries")):
-        entry = plugins.registry().entries["repairer"][name]
+        entry = registry.registry().entries["repairer"][name]
         assert entry.domain == domain and entry.distribution in ("arpro-vision", "arpro-timeseries")
-        assert plugins.get("repairer", name).prediction_type == "sample"
+        assert registry.get("repairer", name).prediction_type == "sample"
 
 
 def test_both_round_trip_as_checkpoints(tmp_path):
-    patches = plugins.get("repairer", "nearest-patches")(input_shape=[3, 32, 32], bank_size=64)
+    patches = registry.get("repairer", "nearest-patches")(input_shape=[3, 32, 32], bank_size=64)
     patches.fit(stripes(4), progress=False)
-    window = plugins.get("repairer", "nearest-window")(input_shape=[32, 2])
+    window = registry.get("repairer", "nearest-window")(input_shape=[32, 2])
     window.fit(waves(8), progress=False)
     for model in (patches, window):
         loaded = check_checkpoint_round_trip(model, tmp_path / f"{model.name}.safetensors")
@@ -48,7 +50,7 @@ def test_both_round_trip_as_checkpoints(tmp_path):
 
 
 def test_patches_prefill_continues_the_stripes_from_their_context():
-    repairer = plugins.get("repairer", "nearest-patches")(input_shape=[3, 32, 32], patch=8, stride=4, bank_size=512)
+    repairer = registry.get("repairer", "nearest-patches")(input_shape=[3, 32, 32], patch=8, stride=4, bank_size=512)
     repairer.fit(stripes(16), progress=False)
     assert repairer.bank.shape == (512, 3 * 8 * 8)
     x = stripes(4, seed=1)
@@ -62,7 +64,7 @@ def test_patches_prefill_continues_the_stripes_from_their_context():
 
 
 def test_patches_repair_runs_every_arm_and_in_fills_better_than_the_mean():
-    repairer = plugins.get("repairer", "nearest-patches")(input_shape=[3, 32, 32], bank_size=512)
+    repairer = registry.get("repairer", "nearest-patches")(input_shape=[3, 32, 32], bank_size=512)
     repairer.fit(stripes(16), progress=False)
     figure = infill_quality.measure(repairer, stripes(6, seed=2), settings=RepairSettings(steps=10))
     assert figure["beats_naive"] and figure["ratio"] < 0.5
@@ -79,7 +81,7 @@ def test_patches_repair_runs_every_arm_and_in_fills_better_than_the_mean():
 
 
 def test_window_prefill_is_the_window_nearest_on_omega_bar():
-    repairer = plugins.get("repairer", "nearest-window")(input_shape=[32, 2])
+    repairer = registry.get("repairer", "nearest-window")(input_shape=[32, 2])
     train = waves(64)
     repairer.fit(train, progress=False)
     x = train[5:7].clone()
@@ -91,7 +93,7 @@ def test_window_prefill_is_the_window_nearest_on_omega_bar():
 
 
 def test_window_in_fills_better_than_the_mean_through_the_engine():
-    repairer = plugins.get("repairer", "nearest-window")(input_shape=[32, 2])
+    repairer = registry.get("repairer", "nearest-window")(input_shape=[32, 2])
     repairer.fit(waves(256), progress=False)
     figure = infill_quality.measure(repairer, waves(8, seed=1), settings=RepairSettings(steps=10))
     assert figure["beats_naive"] and figure["ratio"] < 0.5
@@ -121,9 +123,7 @@ class _PixelDistance(arpro.Detector):
 def test_check_with_an_empty_validation_split_measures_the_in_fill_on_the_test_normals(monkeypatch):
     """A dataset whose validation split is empty (TEP's train.csv, too short to hold one out) is checked,
     not a crash: the in-fill is measured on the test split's normal windows."""
-    from arpro.check import run_check
-
-    process = plugins.get("dataset", "process")
+    process = registry.get("dataset", "process")
     monkeypatch.setattr(process, "validation", lambda self: arpro.Split(torch.zeros(0, 64, 33), torch.zeros(0).long()))
     spec = arpro.RunSpec(detector="pca", repairer="nearest-window", settings=RepairSettings(steps=4))
     report = run_check(spec, limit=2, progress=False)
@@ -131,8 +131,6 @@ def test_check_with_an_empty_validation_split_measures_the_in_fill_on_the_test_n
 
 
 def test_check_puts_the_training_free_in_fill_beside_a_trained_repairers():
-    from arpro.check import problems, run_check
-
     spec = arpro.RunSpec(detector="pca", settings=RepairSettings(steps=4))  # process data: diffusion-ts, bundled
     report = run_check(spec, limit=2, progress=False)
     reference = report["infill"]["reference"]
@@ -143,9 +141,9 @@ def test_check_puts_the_training_free_in_fill_beside_a_trained_repairers():
 
 
 def test_check_repairs_with_the_training_free_repairer_even_for_a_weak_detector(monkeypatch):
-    import arpro.check
+    import arpro.workflows.check
 
-    monkeypatch.setattr(arpro.check, "auroc", lambda labels, values: 0.55)  # a detector near chance
+    monkeypatch.setattr(arpro.workflows.check, "auroc", lambda labels, values: 0.55)  # a detector near chance
     spec = arpro.RunSpec(detector="pca", repairer="nearest-window", settings=RepairSettings(steps=4))
-    report = arpro.check.run_check(spec, limit=2, progress=False)
+    report = run_check(spec, limit=2, progress=False)
     assert report["repair"] is not None and "reference" not in report["infill"]

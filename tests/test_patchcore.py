@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import arpro
-from arpro import ArproError, checkpoint, plugins
+from arpro import ArproError
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 
 pytest.importorskip("arpro_vision")
 
@@ -55,7 +57,7 @@ def pictures(n: int, seed: int) -> torch.Tensor:
 def fitted(tmp_path_factory):
     path, _ = tiny_state(tmp_path_factory.mktemp("weights"), seed=1)
     torch.manual_seed(0)
-    detector = plugins.get("detector", "patchcore")(**TINY, top_k=3, backbone_weights=str(path))
+    detector = registry.get("detector", "patchcore")(**TINY, top_k=3, backbone_weights=str(path))
     detector.fit(pictures(8, seed=0), progress=False)
     return detector.eval()
 
@@ -66,7 +68,7 @@ def extractor(detector):
 
 def test_backbone_weights_file_fills_the_backbone_and_is_recorded(tmp_path):
     path, state = tiny_state(tmp_path, seed=1)
-    detector = plugins.get("detector", "patchcore")(**TINY, backbone_weights=str(path))
+    detector = registry.get("detector", "patchcore")(**TINY, backbone_weights=str(path))
     loaded = extractor(detector).state_dict()
     assert loaded and all(torch.equal(v, state[k]) for k, v in loaded.items())
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -76,11 +78,11 @@ def test_backbone_weights_file_fills_the_backbone_and_is_recorded(tmp_path):
 
 def test_a_file_under_other_names_is_matched_by_key_order_and_shape(tmp_path):
     path, state = tiny_state(tmp_path, seed=2, rename=True)
-    loaded = extractor(plugins.get("detector", "patchcore")(**TINY, backbone_weights=str(path))).state_dict()
+    loaded = extractor(registry.get("detector", "patchcore")(**TINY, backbone_weights=str(path))).state_dict()
     assert all(torch.equal(v, state[k]) for k, v in loaded.items() if not k.endswith("num_batches_tracked"))
     torch.save({"_k0.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ArproError, match="not a test_efficientnet state dict"):
-        plugins.get("detector", "patchcore")(**TINY, backbone_weights=str(tmp_path / "other.pth"))
+        registry.get("detector", "patchcore")(**TINY, backbone_weights=str(tmp_path / "other.pth"))
 
 
 def test_decomposition_is_exact_and_its_gradient_reaches_x(fitted):
@@ -97,7 +99,7 @@ def test_decomposition_is_exact_and_its_gradient_reaches_x(fitted):
 def test_top_1_is_anomalibs_own_image_score(fitted):
     """With one neighbour and the top 1 position, s(x) is what PatchcoreModel.forward returns as pred_score."""
     x = pictures(3, seed=7)
-    top1 = plugins.get("detector", "patchcore")(**{**fitted.config, "top_k": 1})
+    top1 = registry.get("detector", "patchcore")(**{**fitted.config, "top_k": 1})
     top1.load_state_dict(fitted.state_dict())
     top1.eval().model.eval()
     theirs = top1.model(((x + 1) / 2 - backbone.IMAGENET_MEAN) / backbone.IMAGENET_STD).pred_score
@@ -117,7 +119,7 @@ def test_a_path_beats_the_package_and_the_package_beats_random(tmp_path, monkeyp
     given, given_state = tiny_state(tmp_path, seed=4, name="given.pth")
     monkeypatch.setattr(backbone, "package_file", lambda arch: (packaged, "some-weights 1.0"))
     monkeypatch.setattr(backbone, "hub_file", lambda arch: pytest.fail("the hub was tried, though the package is there"))
-    cls = plugins.get("detector", "patchcore")
+    cls = registry.get("detector", "patchcore")
     from_path = cls(**TINY, backbone_weights=str(given))
     from_package = cls(**TINY)
     assert from_path.config["weights_source"] == f"file {given}"
@@ -127,7 +129,7 @@ def test_a_path_beats_the_package_and_the_package_beats_random(tmp_path, monkeyp
 
 
 def test_no_package_offline_is_random_with_one_warning(capsys):
-    cls = plugins.get("detector", "patchcore")
+    cls = registry.get("detector", "patchcore")
     first, second = cls(**TINY), cls(**TINY)
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "backbone weights are random" in err and "backbone_weights=PATH" in err
@@ -170,7 +172,7 @@ def test_pretrained_available_reads_the_package_and_the_hub_cache_without_torch(
 
 
 def test_bad_settings_and_unfitted_use_are_one_line_errors(tmp_path):
-    cls = plugins.get("detector", "patchcore")
+    cls = registry.get("detector", "patchcore")
     with pytest.raises(ArproError, match="no feature module among"):
         cls(**{**TINY, "layers": ["nope"]}, backbone_weights=None)
     with pytest.raises(ArproError, match="multiples of 16"):
@@ -205,7 +207,7 @@ def test_the_weights_package_file_is_imagenet_efficientnet_lite0(monkeypatch):
 
 
 def test_pictures_read_from_files_are_read_at_256_unless_the_user_says():
-    from arpro.spec import RunSpec
+    from arpro.io.run_spec import RunSpec
 
     assert RunSpec(detector="patchcore", dataset="mvtec:commutator").dataset_options == {"image_size": 256}
     assert RunSpec(detector="patchcore", dataset="kolektor", dataset_options={"image_size": 128}).dataset_options == {

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import arpro
-from arpro import ArproError, checkpoint, plugins
+from arpro import ArproError
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 
 EIGENVALUES = torch.tensor([8.0, 4.0, 2.0, 1.0])  # cumulative shares 0.533, 0.8, 0.933, 1
 
@@ -24,7 +26,7 @@ def fitted(name: str, variance: float = 0.9, n: int = 400) -> tuple:
     """(detector, training data) of ``name`` fitted on the constructed rows: windows of 10 rows for ``pca``."""
     rows = rows_with_eigenvalues(n).float()
     train = rows.reshape(-1, 10, 4) if name == "pca" else rows
-    detector = plugins.get("detector", name)(input_shape=list(train.shape[1:]), variance=variance)
+    detector = registry.get("detector", name)(input_shape=list(train.shape[1:]), variance=variance)
     detector.fit(train, progress=False)
     return detector, train
 
@@ -63,7 +65,7 @@ def test_a_broken_tight_correlation_is_not_drowned_by_t2():
     x1 = torch.randn(800, generator=g)
     sign = torch.cat([torch.ones(600), -torch.ones(200)])
     rows = torch.stack([x1, sign * x1 + 0.1 * torch.randn(800, generator=g), *torch.randn(2, 800, generator=g)], 1)
-    detector = plugins.get("detector", "pca-rows")(input_shape=[4])
+    detector = registry.get("detector", "pca-rows")(input_shape=[4])
     detector.fit(rows[:400], progress=False)
     assert arpro.auroc(sign[400:] < 0, detector.score(rows[400:])) > 0.95
 
@@ -72,7 +74,7 @@ def test_window_rows_repeated_by_overlapping_windows_count_once():
     rows = rows_with_eigenvalues().float()
     once, _ = fitted("pca")
     overlapping = torch.stack([rows[s : s + 10] for s in range(0, len(rows) - 10 + 1, 2)])
-    detector = plugins.get("detector", "pca")(input_shape=[10, 4])
+    detector = registry.get("detector", "pca")(input_shape=[10, 4])
     detector.fit(overlapping, progress=False)
     torch.testing.assert_close(detector.eigenvalues, once.eigenvalues)
 
@@ -97,14 +99,14 @@ def test_checkpoint_round_trip(name, tmp_path):
 
 @pytest.mark.parametrize(("domain", "name"), [("timeseries", "pca"), ("tabular", "pca-rows")])
 def test_registered_as_the_domains_baseline(domain, name):
-    entry = plugins.registry().entries["detector"][name]
+    entry = registry.registry().entries["detector"][name]
     assert entry.baseline and entry.domain == domain and not entry.default
-    assert plugins.get_baseline(domain).name == name
+    assert registry.get_baseline(domain).name == name
 
 
 @pytest.mark.parametrize("name", ["pca", "pca-rows"])
 def test_what_pca_cannot_fit_is_one_clear_error(name):
-    cls = plugins.get("detector", name)
+    cls = registry.get("detector", name)
     shape = [10, 4] if name == "pca" else [4]
     with pytest.raises(ArproError, match="variance must be in"):
         cls(input_shape=shape, variance=1.5)

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from arpro import ArproError, cli, plugins
+from arpro import ArproError
+from arpro import cli
+from arpro.plugin_api import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "arpro-example-plugin"
@@ -20,73 +22,73 @@ EXAMPLE = ROOT / "examples" / "arpro-example-plugin"
 def fresh_registry(monkeypatch):
     """Clear the cached plugin manager so a test can change what entry points say."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent / "fake_plugins"))
-    plugins.plugin_manager.cache_clear()
-    plugins.registry.cache_clear()
+    registry.plugin_manager.cache_clear()
+    registry.registry.cache_clear()
     yield
-    plugins.plugin_manager.cache_clear()
-    plugins.registry.cache_clear()
+    registry.plugin_manager.cache_clear()
+    registry.registry.cache_clear()
 
 
 def with_extra_entry_points(monkeypatch, *extra):
-    real = plugins.entry_points
+    real = registry.entry_points
 
     def fake(group):
         return [*real(group=group), *extra]
 
-    monkeypatch.setattr(plugins, "entry_points", fake)
+    monkeypatch.setattr(registry, "entry_points", fake)
 
 
 def test_builtin_plugin_is_found_through_its_entry_point():
-    entry = plugins.registry().entries["detector"]["gaussian"]
+    entry = registry.registry().entries["detector"]["gaussian"]
     assert entry.distribution == "arpro-tabular"
-    assert plugins.registry().entries["property"]["p1"].distribution == "arpro"
+    assert registry.registry().entries["property"]["p1"].distribution == "arpro"
 
 
 def test_two_plugins_with_one_name_is_an_error_naming_both(fresh_registry, monkeypatch):
     with_extra_entry_points(monkeypatch, EntryPoint("conflicting", "conflicting_plugin", "arpro"))
     with pytest.raises(ArproError, match="registered twice: by arpro-tabular and by conflicting"):
-        plugins.registry()
+        registry.registry()
 
 
 def test_a_misspelled_hook_is_an_error_naming_the_plugin_and_the_hook(fresh_registry, monkeypatch):
     with_extra_entry_points(monkeypatch, EntryPoint("misspelled", "misspelled_plugin", "arpro"))
     with pytest.raises(ArproError, match=r"plugin 'misspelled' from misspelled implements unknown hook\(s\) "
                                          r"arpro_register_property \(did you mean arpro_register_properties\?\)"):
-        plugins.registry()
+        registry.registry()
 
 
 def test_arpro_load_plugins_chooses_which_plugins_load(fresh_registry, monkeypatch):
     monkeypatch.setenv("ARPRO_LOAD_PLUGINS", "tabular")
-    registry = plugins.registry()
-    assert "gaussian" in registry.entries["detector"] and "gpt2" not in registry.entries["detector"]
-    assert "p1" in registry.entries["property"]  # the core's own plugin always loads
-    plugins.plugin_manager.cache_clear()
-    plugins.registry.cache_clear()
+    reg = registry.registry()
+    assert "gaussian" in reg.entries["detector"] and "gpt2" not in reg.entries["detector"]
+    assert "p1" in reg.entries["property"]  # the core's own plugin always loads
+    registry.plugin_manager.cache_clear()
+    registry.registry.cache_clear()
     monkeypatch.setenv("ARPRO_LOAD_PLUGINS", "tabular,visoin")
     with pytest.raises(ArproError, match="ARPRO_LOAD_PLUGINS names 'visoin', which no installed plugin provides"):
-        plugins.registry()
+        registry.registry()
 
 
 def test_a_broken_plugin_warns_and_the_rest_load(fresh_registry, monkeypatch, capsys):
     with_extra_entry_points(monkeypatch, EntryPoint("broken", "no_such_module_for_arpro", "arpro"))
-    registry = plugins.registry()
-    assert "gaussian" in registry.entries["detector"]
+    reg = registry.registry()
+    assert "gaussian" in reg.entries["detector"]
     err = capsys.readouterr().err
     assert "plugin 'broken'" in err and "failed to load" in err
 
 
 def test_a_registered_path_is_imported_on_use_and_checked(fresh_registry, monkeypatch):
     with_extra_entry_points(monkeypatch, EntryPoint("lazy", "lazy_plugin", "arpro"))
-    registry = plugins.registry()
-    assert registry.entries["detector"]["ghost"].description == "Never importable."  # listed without importing it
+    reg = registry.registry()
+    assert reg.entries["detector"]["ghost"].description == "Never importable."  # listed without importing it
     with pytest.raises(ArproError, match="detector 'ghost' of lazy cannot be imported from no_such_module_for_arpro"):
-        plugins.get("detector", "ghost")
+        registry.get("detector", "ghost")
     with pytest.raises(ArproError, match="is 'gaussian' .* but lazy registered it as 'impostor'"):
-        plugins.get("detector", "impostor")
+        registry.get("detector", "impostor")
 
 
 def test_each_builtin_registration_says_what_its_class_says():
-    for entry in plugins.registry():
+    for entry in registry.registry():
         cls = entry.obj  # imports it, and checks its name and domain
         expected = getattr(cls, "is_default", False) or getattr(cls, "embedded", False)
         if entry.name == "patchcore":  # the vision plugin makes it the default where pretrained weights are installed
@@ -104,7 +106,7 @@ def test_a_plugin_command_is_added_only_when_named(fresh_registry, monkeypatch, 
         monkeypatch.setattr(sys, "argv", ["arpro", *args])
         with pytest.raises(SystemExit, match="0"):
             cli.main()
-        assert plugins.plugin_manager.cache_info().currsize == 0, f"arpro {' '.join(args)} loaded the plugins"
+        assert registry.plugin_manager.cache_info().currsize == 0, f"arpro {' '.join(args)} loaded the plugins"
     monkeypatch.setattr(sys, "argv", ["arpro", "hello", "--name", "arpro"])
     with pytest.raises(SystemExit, match="0"):
         cli.main()

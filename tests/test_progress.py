@@ -8,7 +8,7 @@ import time
 
 from conftest import run_cli
 
-from arpro import progress
+from arpro.runtime import progress
 
 
 def test_a_phase_longer_than_the_interval_writes_lines_while_it_runs(monkeypatch, capsys):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from arpro import Decomposition, PropertyContext
-from arpro.properties import LocalizedImprovement, NonDegradation, OverallImprovement, Similarity
+from arpro.algorithm.properties import LocalizedImprovement, NonDegradation, OverallImprovement, Similarity
 
 # One input, three features; omega flags feature 0.
 X_BAD = torch.tensor([[4.0, 1.0, 2.0]])

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import arpro
-from arpro import checkpoint, plugins
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 
 pytest.importorskip("arpro_vision")
 
@@ -20,7 +21,7 @@ def _threads():
 
 
 def surface(**options):
-    return plugins.get("dataset", "surface")(root=None, category=None, **{**TINY, **options})
+    return registry.get("dataset", "surface")(root=None, category=None, **{**TINY, **options})
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def fitted():
     """patchnn fitted on 16 tiny surface pictures, with a small bank."""
     torch.set_num_threads(1)
     data = surface(n_train=16)
-    detector = plugins.get("detector", "patchnn").for_dataset(data, bank_size=128)
+    detector = registry.get("detector", "patchnn").for_dataset(data, bank_size=128)
     detector.fit(data.train().x, seed=0, progress=False)
     return data, detector.eval()
 
@@ -110,7 +111,7 @@ def test_patchnn_chunking_does_not_change_fit_or_scores(fitted, monkeypatch):
     for search, images in ((10**9, 10**9), (7, 10**9), (7, 3)):
         monkeypatch.setattr(patch_nn, "SEARCH_CHUNK", search)
         monkeypatch.setattr(patch_nn, "FIT_IMAGES", images)
-        detector = plugins.get("detector", "patchnn").for_dataset(data, bank_size=128)
+        detector = registry.get("detector", "patchnn").for_dataset(data, bank_size=128)
         detector.fit(train, seed=0, progress=False)
         with torch.no_grad():
             runs[search, images] = detector.state_dict(), torch.cat([d.flatten() for d in detector._distances(x)])
@@ -141,13 +142,13 @@ def test_patchnn_checkpoint_roundtrip_and_errors(fitted, tmp_path):
     x = data.test().x[:3]
     with torch.no_grad():
         assert torch.equal(loaded.score(x), detector.score(x))
-    fresh = plugins.get("detector", "patchnn").for_dataset(data)
+    fresh = registry.get("detector", "patchnn").for_dataset(data)
     with pytest.raises(arpro.ArproError, match="not fitted"):
         fresh.decompose(x)
     with pytest.raises(arpro.ArproError, match="odd"):
-        plugins.get("detector", "patchnn").for_dataset(data, patch=4)
+        registry.get("detector", "patchnn").for_dataset(data, patch=4)
     with pytest.raises(arpro.ArproError, match="divide"):
-        plugins.get("detector", "patchnn").for_dataset(data, scales=[3])
+        registry.get("detector", "patchnn").for_dataset(data, scales=[3])
     with pytest.raises(arpro.ArproError, match="at least 2"):
         fresh.fit(data.train().x[:1], progress=False)
 
@@ -157,7 +158,7 @@ def test_patchnn_pools_over_flat_windows_for_thin_straight_defects(tmp_path):
     decomposition stays exact, the checkpoint keeps the scale, and a thin line along the window
     scores higher there than the same dark pixels scattered as specks."""
     data = surface(n_train=16)
-    detector = plugins.get("detector", "patchnn").for_dataset(data, scales=[[1, 8], 2], bank_size=128)
+    detector = registry.get("detector", "patchnn").for_dataset(data, scales=[[1, 8], 2], bank_size=128)
     detector.fit(data.train().x, seed=0, progress=False)
     assert detector.config["scales"] == [[1, 8], 2] and detector.bank_1x8.shape == (128, 25)
     normal = data.train().x[1:2]  # an odd-numbered picture: held out of the bank
@@ -168,7 +169,7 @@ def test_patchnn_pools_over_flat_windows_for_thin_straight_defects(tmp_path):
     with torch.no_grad():
         d = detector.decompose(x)
         assert torch.allclose(d.score, detector.reference_score(x), rtol=1e-4, atol=1e-4)
-        flat = plugins.get("detector", "patchnn").for_dataset(data, scales=[[1, 8]], bank_size=128)
+        flat = registry.get("detector", "patchnn").for_dataset(data, scales=[[1, 8]], bank_size=128)
         flat.fit(data.train().x, seed=0, progress=False)
         alpha = flat.decompose(x).alpha
     assert torch.equal(alpha, alpha[..., ::8].repeat_interleave(8, -1))  # even over each 1 x 8 window
@@ -181,7 +182,7 @@ def test_patchnn_pools_over_flat_windows_for_thin_straight_defects(tmp_path):
         assert torch.equal(loaded.decompose(x).alpha, alpha)
     for bad in ([[1, 8, 2]], [[0, 4]], ["4"], [[1, 5]]):
         with pytest.raises(arpro.ArproError, match="patchnn scale"):
-            plugins.get("detector", "patchnn").for_dataset(data, scales=bad)
+            registry.get("detector", "patchnn").for_dataset(data, scales=bad)
 
 
 def test_cli_trains_patchnn_and_a_ddpm_and_repairs_surface_pictures(tmp_path):

@@ -6,8 +6,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from arpro import ArproError, threads
+from arpro import ArproError
 from arpro.cli import app
+from arpro.runtime import threads
 
 
 @pytest.fixture

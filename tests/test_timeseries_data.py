@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from arpro import ArproError, plugins
+from arpro import ArproError
+from arpro.plugin_api import registry
 
 SMALL = dict(train_steps=1200, validation_steps=300, test_steps=1500, window=32, stride=8, test_stride=16)
 
 
 def dataset(name: str, root=None, **options):
-    return plugins.get("dataset", name)(root=root, category=None, **options)
+    return registry.get("dataset", name)(root=root, category=None, **options)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def process():
 
 
 def test_process_is_the_embedded_timeseries_default():
-    cls = plugins.registry().default("dataset", "timeseries")
+    cls = registry.registry().default("dataset", "timeseries")
     assert cls.name == "process" and cls.embedded and cls.domain == "timeseries"
 
 
@@ -412,7 +413,7 @@ def test_ts_csv_folder_train_fraction_and_refusals(tmp_path):
     with pytest.raises(ArproError, match="train_rows must be a whole number"):
         dataset("ts-csv", root, train_rows=-3, window=8).train()
     with pytest.raises(ArproError, match="has no option 'train_row'"):
-        from arpro.spec import load_dataset
+        from arpro.io.run_spec import load_dataset
 
         load_dataset("ts-csv", root, domain="timeseries", train_row=10)
 

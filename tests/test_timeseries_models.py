@@ -9,36 +9,37 @@ import pytest
 import torch
 
 import arpro
-from arpro import checkpoint, plugins
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 
 TINY = dict(train_steps=1200, validation_steps=300, test_steps=1500, window=32, stride=8, test_stride=16, fit_steps=40)
 
 
 @pytest.fixture(scope="module")
 def process():
-    return plugins.get("dataset", "process")(root=None, category=None, **TINY)
+    return registry.get("dataset", "process")(root=None, category=None, **TINY)
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama2"])
 def detector(request, process):
     torch.manual_seed(0)
-    model = plugins.get("detector", request.param).for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
+    model = registry.get("detector", request.param).for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
     model.fit(process.train().x, seed=0, progress=False)
     return model
 
 
 @pytest.fixture(scope="module")
 def tiny_ts(process):
-    model = plugins.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1, decoder_layers=2)
+    model = registry.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1, decoder_layers=2)
     return model
 
 
 def test_registered_in_the_timeseries_domain():
-    assert plugins.get("detector", "gpt2").domain == "timeseries"
-    assert plugins.get("detector", "llama2").domain == "timeseries"
-    repairer = plugins.get("repairer", "diffusion-ts")
+    assert registry.get("detector", "gpt2").domain == "timeseries"
+    assert registry.get("detector", "llama2").domain == "timeseries"
+    repairer = registry.get("repairer", "diffusion-ts")
     assert repairer.is_default and repairer.prediction_type == "sample"
-    assert plugins.registry().default("repairer", "timeseries") is repairer
+    assert registry.registry().default("repairer", "timeseries") is repairer
 
 
 def test_detector_identity_and_calibration(detector, process):
@@ -76,7 +77,7 @@ def test_detector_sees_a_level_shift_by_default(detector, process):
 def test_window_normalisation_removes_the_window_level(process):
     """normalise="window": x̂(x + b) = x̂(x) + b for a per-feature offset b, so alpha is unchanged."""
     torch.manual_seed(0)
-    detector = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
+    detector = registry.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
                                                           normalise="window")
     x = process.test().x[:2]
     offset = torch.linspace(-2, 2, x.shape[2])
@@ -86,11 +87,11 @@ def test_window_normalisation_removes_the_window_level(process):
         assert torch.allclose(detector.decompose(x).alpha.flatten(1).sum(1), detector.reference_score(x), rtol=1e-5)
     assert torch.allclose(moved, base, atol=1e-4 * (1 + base.abs().max()))
     with pytest.raises(arpro.ArproError, match="normalise must be one of dataset, window, not 'batch'"):
-        plugins.get("detector", "gpt2").for_dataset(process, normalise="batch")
+        registry.get("detector", "gpt2").for_dataset(process, normalise="batch")
 
 
 def test_detector_training_lowers_reconstruction_error(process):
-    model = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
+    model = registry.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
     x = process.train().x[:64]
     with torch.no_grad():
         before = model.score(x).mean()
@@ -110,12 +111,12 @@ def test_detector_checkpoint_round_trip(detector, process, tmp_path):
 
 
 def test_paper_presets_have_the_papers_sizes():
-    gpt2 = plugins.get("detector", "gpt2")(input_shape=[100, 51], preset="paper")
-    llama = plugins.get("detector", "llama2")(input_shape=[100, 51], preset="paper")
+    gpt2 = registry.get("detector", "gpt2")(input_shape=[100, 51], preset="paper")
+    llama = registry.get("detector", "llama2")(input_shape=[100, 51], preset="paper")
     assert len(gpt2.backbone.h) == 6 and gpt2.config["hidden"] == 768
     assert len(llama.backbone.layers) == 4 and llama.config["hidden"] == 1024
     with pytest.raises(arpro.ArproError, match="unknown preset 'huge'"):
-        plugins.get("detector", "gpt2")(input_shape=[32, 4], preset="huge")
+        registry.get("detector", "gpt2")(input_shape=[32, 4], preset="huge")
 
 
 def test_diffusion_ts_output_is_trend_plus_seasonal_plus_residual(tiny_ts, process):
@@ -167,9 +168,9 @@ def test_v_parameterization_keeps_the_input_at_low_noise_and_x0_does_not(process
     sizes = dict(width=16, heads=2, encoder_layers=1, decoder_layers=1)
     x, t = process.train().x[:2], torch.tensor([0, 0])
     torch.manual_seed(0)
-    v = plugins.get("repairer", "diffusion-ts").for_dataset(process, **sizes)
+    v = registry.get("repairer", "diffusion-ts").for_dataset(process, **sizes)
     torch.manual_seed(0)
-    x0 = plugins.get("repairer", "diffusion-ts").for_dataset(process, parameterization="x0", **sizes)
+    x0 = registry.get("repairer", "diffusion-ts").for_dataset(process, parameterization="x0", **sizes)
     assert v.config["parameterization"] == "v"
     with torch.no_grad():
         network = x0(x, t)
@@ -177,14 +178,14 @@ def test_v_parameterization_keeps_the_input_at_low_noise_and_x0_does_not(process
         assert torch.allclose(v(x, t), alpha_bar.sqrt() * x + (1 - alpha_bar).sqrt() * network, atol=1e-5)
         assert (v(x, t) - x).abs().max() < 0.05 < (network - x).abs().max()
     with pytest.raises(arpro.ArproError, match="parameterization must be v or x0"):
-        plugins.get("repairer", "diffusion-ts").for_dataset(process, parameterization="eps", **sizes)
+        registry.get("repairer", "diffusion-ts").for_dataset(process, parameterization="eps", **sizes)
 
 
 def test_a_checkpoint_saved_before_parameterization_loads_as_x0(process, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    model = plugins.get("repairer", "diffusion-ts").for_dataset(process, width=16, heads=2, parameterization="x0").eval()
+    model = registry.get("repairer", "diffusion-ts").for_dataset(process, width=16, heads=2, parameterization="x0").eval()
     path = checkpoint.save(model, tmp_path / "ts.safetensors")
     with safe_open(str(path), "pt") as f:
         metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
@@ -200,7 +201,7 @@ def test_a_checkpoint_saved_before_parameterization_loads_as_x0(process, tmp_pat
 
 
 def test_diffusion_ts_training_lowers_the_loss_and_round_trips(process, tmp_path):
-    model = plugins.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1, decoder_layers=1)
+    model = registry.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1, decoder_layers=1)
     losses = model.fit(process.train().x, seed=0, progress=False, steps=80, lr=3e-3)
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
     assert model.x_mean.shape == process.sample_shape()
@@ -233,7 +234,7 @@ def test_a_checkpoint_from_before_an_option_loads_as_it_was_trained(process, tmp
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    model = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1, **saved)
+    model = registry.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1, **saved)
     model.calibrate(process.train().x[:8])
     path = checkpoint.save(model, tmp_path / "new.safetensors")
     with safe_open(str(path), framework="pt") as f:
@@ -265,11 +266,11 @@ def test_variability_sees_a_frozen_reading_and_louder_noise(detector, process):
 
 def test_variability_has_a_gradient_and_an_off_switch(process):
     torch.manual_seed(0)
-    off = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
+    off = registry.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
                                                      variability=0.0)
     off.calibrate(process.train().x[:16])
     assert not hasattr(off, "variability_lo")
-    on = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
+    on = registry.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
     on.load_state_dict(off.state_dict(), strict=False)
     on.calibrate(process.train().x)
     x = process.test().x[:2].clone()
@@ -280,10 +281,10 @@ def test_variability_has_a_gradient_and_an_off_switch(process):
     with torch.no_grad():
         assert torch.all(on.score(x) > off.score(x))
     with pytest.raises(arpro.ArproError, match="variability must be >= 0"):
-        plugins.get("detector", "gpt2").for_dataset(process, variability=-1.0)
+        registry.get("detector", "gpt2").for_dataset(process, variability=-1.0)
     with pytest.raises(arpro.ArproError, match="needs windows of at least 3 steps, not 2"):
-        plugins.get("detector", "gpt2")(input_shape=[2, 4])
-    assert plugins.get("detector", "gpt2")(input_shape=[2, 4], variability=0.0).config["variability"] == 0.0
+        registry.get("detector", "gpt2")(input_shape=[2, 4])
+    assert registry.get("detector", "gpt2")(input_shape=[2, 4], variability=0.0).config["variability"] == 0.0
 
 
 def test_variability_median_is_torchs_median():
@@ -320,7 +321,7 @@ def test_the_fixed_target_gradient_drops_only_the_reconstructions_own_term(detec
     assert torch.equal(exact_score, fixed_score)
     assert not torch.allclose(exact, fixed)
     with pytest.raises(arpro.ArproError, match="gradient must be one of fixed-target, exact"):
-        plugins.get("detector", "gpt2").for_dataset(process, gradient="approximate")
+        registry.get("detector", "gpt2").for_dataset(process, gradient="approximate")
 
 
 def _tiny_transformers_model(family: str):
@@ -342,7 +343,7 @@ def test_pretrained_copies_the_first_layers_of_a_saved_model(process, tmp_path, 
     torch.manual_seed(0)
     source = _tiny_transformers_model(family)
     source.save_pretrained(tmp_path / "weights")  # safetensors, as transformers writes by default
-    model = plugins.get("detector", family).for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
+    model = registry.get("detector", family).for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1,
                                                         pretrained=str(tmp_path / "weights"), variability=0.0)
     model.fit(process.train().x[:8], seed=0, progress=False, steps=0)
     own, theirs = model.backbone.state_dict(), source.state_dict()
@@ -354,7 +355,7 @@ def test_pretrained_copies_the_first_layers_of_a_saved_model(process, tmp_path, 
     assert own[embedding_name].shape != theirs[embedding_name].shape  # not copied
     (tmp_path / "pickled").mkdir()
     with pytest.raises(arpro.ArproError, match="has no model.safetensors"):
-        plugins.get("detector", family).for_dataset(process, pretrained=str(tmp_path / "pickled")).fit(
+        registry.get("detector", family).for_dataset(process, pretrained=str(tmp_path / "pickled")).fit(
             process.train().x[:8], seed=0, progress=False, steps=0)
 
 
@@ -366,7 +367,7 @@ def test_fit_sizes_the_bottleneck_as_pca_would(tmp_path):
     rows = torch.randn(40 * 16, 3, generator=generator) @ mixing + 0.01 * torch.randn(40 * 16, 6, generator=generator)
     train = rows.reshape(40, 16, 6)
     small = dict(hidden=32, intermediate=64, n_head=2, n_layer=1, variability=0.0)
-    model = plugins.get("detector", "gpt2")(input_shape=[16, 6], **small)
+    model = registry.get("detector", "gpt2")(input_shape=[16, 6], **small)
     assert model.config["bottleneck"] is None
     model.fit(train, seed=0, progress=False, steps=2)
     assert model.config["bottleneck"] == 3 and model.squeeze.out_features == 3 == model.expand.in_features
@@ -374,9 +375,9 @@ def test_fit_sizes_the_bottleneck_as_pca_would(tmp_path):
     assert loaded.config["bottleneck"] == 3
     with torch.no_grad():
         assert torch.equal(loaded.score(train[:2]), model.score(train[:2]))
-    fixed = plugins.get("detector", "gpt2")(input_shape=[16, 6], bottleneck=5, **small)
+    fixed = registry.get("detector", "gpt2")(input_shape=[16, 6], bottleneck=5, **small)
     fixed.fit(train, seed=0, progress=False, steps=2)
     assert fixed.config["bottleneck"] == 5 and fixed.squeeze.out_features == 5
-    flat = plugins.get("detector", "gpt2")(input_shape=[16, 2], **small)
+    flat = registry.get("detector", "gpt2")(input_shape=[16, 2], **small)
     flat.fit(torch.ones(4, 16, 2), seed=0, progress=False, steps=1)  # no variance at all: one unit, never all D
     assert flat.config["bottleneck"] == 1

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import arpro
-from arpro import plugins
+from arpro.plugin_api import registry
 from arpro_timeseries.bundled import CHECKPOINTS
 
 TINY = dict(train_steps=1200, validation_steps=300, test_steps=1500, window=32, stride=8, test_stride=16, fit_steps=40)
@@ -21,15 +21,15 @@ BUNDLED = [CHECKPOINTS / f"{n}-process.safetensors" for n in ("gpt2", "llama2", 
 
 @pytest.fixture(scope="module")
 def process():
-    return plugins.get("dataset", "process")(root=None, category=None, **TINY)
+    return registry.get("dataset", "process")(root=None, category=None, **TINY)
 
 
 @pytest.fixture(scope="module")
 def models(process):
     torch.manual_seed(0)
-    detector = plugins.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
+    detector = registry.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
     detector.fit(process.train().x, seed=0, progress=False)
-    repairer = plugins.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1, decoder_layers=1)
+    repairer = registry.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1, decoder_layers=1)
     repairer.fit(process.train().x, seed=0, progress=False, steps=40)
     return detector.eval(), repairer.eval()
 
@@ -39,13 +39,13 @@ def test_bundled_checkpoints_are_small_and_offered_for_the_embedded_dataset():
     if not present:
         pytest.skip("no bundled checkpoints yet (benchmarks/timeseries_train.py writes them)")
     assert sum(p.stat().st_size for p in present) <= 25e6
-    default = plugins.get("dataset", "process")()
+    default = registry.get("dataset", "process")()
     for path in present:
         name = path.name.removesuffix("-process.safetensors")
         kind = "repairer" if name == "diffusion-ts" else "detector"
-        assert plugins.get(kind, name).bundled_checkpoint(default) == path
+        assert registry.get(kind, name).bundled_checkpoint(default) == path
         # a dataset with other windows (or a test's own sizes) is not offered them
-        assert plugins.get(kind, name).bundled_checkpoint(plugins.get("dataset", "process")(window=32)) is None
+        assert registry.get(kind, name).bundled_checkpoint(registry.get("dataset", "process")(window=32)) is None
 
 
 @pytest.mark.skipif(not all(p.is_file() for p in BUNDLED[::2]), reason="bundled gpt2 / diffusion-ts checkpoints missing")

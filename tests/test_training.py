@@ -12,9 +12,10 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from arpro import ArproError, Repairer, checkpoint
+from arpro import ArproError, Repairer
 from arpro.cli import app
-from arpro.training import fit_loop, rank_seed, train_denoiser
+from arpro.io import checkpoint
+from arpro.workflows.train import fit_loop, rank_seed, train_denoiser
 from conftest import run_cli
 
 STEPS, BATCH, LR, SEED = 4, 5, 0.05, 7
@@ -50,7 +51,7 @@ SCRIPT = textwrap.dedent(
     f"""
     import sys, torch
     sys.path.insert(0, {str(Path(__file__).parent)!r})
-    from arpro.training import launch_fabric, use_fabric
+    from arpro.workflows.train import launch_fabric, use_fabric
     from test_training import train_tiny
 
     fabric = launch_fabric(2, "ddp", 1)

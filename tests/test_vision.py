@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 import arpro
-from arpro import checkpoint, plugins
+from arpro.io import checkpoint
+from arpro.plugin_api import registry
 
 pytest.importorskip("arpro_vision")
 
@@ -28,7 +29,7 @@ def _threads():
 
 
 def textures(category="brick", **options):
-    return plugins.get("dataset", "textures")(root=None, category=category, **{**TINY, **options})
+    return registry.get("dataset", "textures")(root=None, category=category, **{**TINY, **options})
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +39,14 @@ def tiny_models():
     data = textures(ddpm_block_out_channels=[16, 32], ddpm_norm_num_groups=8)
     models = {}
     for kind, name in [("detector", "fastflow"), ("detector", "efficientad"), ("repairer", "ddpm")]:
-        model = plugins.get(kind, name).for_dataset(data)
+        model = registry.get(kind, name).for_dataset(data)
         model.fit(data.train().x, seed=0, progress=False)
         models[name] = model.eval()
     return data, models
 
 
 def test_plugin_registers_image_domain():
-    reg = plugins.registry()
+    reg = registry.registry()
     for kind, name in [("detector", "fastflow"), ("detector", "efficientad"), ("detector", "patchnn"), ("repairer", "ddpm")]:
         assert reg.entries[kind][name].distribution == "arpro-vision"
         assert reg.entries[kind][name].domain == "image"
@@ -68,7 +69,7 @@ def test_textures_are_deterministic_with_exact_masks():
     assert test.masks[:4].sum() == 0 and (test.masks[4:].flatten(1).sum(1) > 0).all()
     # another seed gives other defects; the default split has >= 20 anomalies
     assert not torch.equal(textures(seed=1).test().x, test.x)
-    default = plugins.get("dataset", "textures")(root=None, category="gravel", image_size=16).test()
+    default = registry.get("dataset", "textures")(root=None, category="gravel", image_size=16).test()
     assert int(default.labels.sum()) >= 20 and int((default.labels == 0).sum()) >= 20
     # the mask is exactly the set of changed pixels
     rgb = np.full((32, 32, 3), 0.5, np.float32)
@@ -125,7 +126,7 @@ def test_fastflow_alpha_is_spread_flow_energy(tiny_models):
 
 
 def test_efficientad_small_inputs_use_student_teacher_only():
-    det = plugins.get("detector", "efficientad")
+    det = registry.get("detector", "efficientad")
     small = det(input_shape=[3, 32, 32])
     assert small.config["use_autoencoder"] is False and small.config["padding"] is True
     assert not hasattr(small.model, "ae")
@@ -161,7 +162,7 @@ def test_detector_checkpoint_roundtrip_without_random_backbone(tiny_models, tmp_
 def test_fastflow_learns_to_flag_defects():
     """A few dozen steps already rank defective patches above clean ones (stains and holes)."""
     data = textures(n_train=32, n_test_normal=6, n_test_anomalous=6, train_steps=40)
-    det = plugins.get("detector", "fastflow").for_dataset(data)
+    det = registry.get("detector", "fastflow").for_dataset(data)
     det.fit(data.train().x, seed=0, progress=False)
     test = data.test()
     with torch.no_grad():
@@ -312,7 +313,7 @@ def test_mvtec_layout_from_a_fake_folder(tmp_path):
         mask = np.zeros((40, 48), np.uint8)
         mask[:20] = 255  # top half
         Image.fromarray(mask).save(root / "widget/ground_truth/crack" / f"{i:03d}_mask.png")
-    data = plugins.get("dataset", "mvtec")(root=root, category="widget", image_size=16)
+    data = registry.get("dataset", "mvtec")(root=root, category="widget", image_size=16)
     assert data.categories() == ["widget"]
     assert data.train().x.shape == (3, 3, 16, 16) and data.train().labels.sum() == 0
     test = data.test()
@@ -322,9 +323,9 @@ def test_mvtec_layout_from_a_fake_folder(tmp_path):
     assert bad.masks.shape == (2, 16, 16) and torch.equal(bad.masks[0, :8], torch.ones(8, 16))
     assert bad.masks[0, 8:].sum() == 0
     with pytest.raises(arpro.ArproError, match="does not exist"):
-        plugins.get("dataset", "mvtec")(root=root, category="gadget").train()
+        registry.get("dataset", "mvtec")(root=root, category="gadget").train()
     with pytest.raises(arpro.ArproError, match="needs --data-root"):
-        plugins.get("dataset", "mvtec")(root=None, category="widget").train()
+        registry.get("dataset", "mvtec")(root=None, category="widget").train()
 
 
 def _mvtec(root, mask_hw=(40, 48)):
@@ -343,7 +344,7 @@ def _mvtec(root, mask_hw=(40, 48)):
 def test_mvtec_layouts_that_do_not_fit_are_one_clear_error(tmp_path):
     def test_split(root):
         with pytest.raises(arpro.ArproError) as info:
-            plugins.get("dataset", "mvtec")(root=root, category="widget", image_size=16).test()
+            registry.get("dataset", "mvtec")(root=root, category="widget", image_size=16).test()
         assert "\n" not in str(info.value)
         return str(info.value)
 
@@ -364,36 +365,36 @@ def test_folder_dataset_holds_out_normals(tmp_path):
         for i in range(n):
             arr = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) if sub != "masks" else np.full((20, 20), 255, np.uint8)
             Image.fromarray(arr).save(tmp_path / sub / f"{i:03d}.png")
-    data = plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16)
+    data = registry.get("dataset", "folder")(root=tmp_path, category=None, image_size=16)
     assert len(data.train()) == 8 and len(data.test()) == 4
     assert data.test().anomalous().masks.sum() == 2 * 16 * 16
-    crops = plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=3).train()
+    crops = registry.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=3).train()
     assert crops.x.shape == (8 * 3, 3, 16, 16) and len(set(crops.ids)) == 24
     first = np.asarray(Image.open(tmp_path / "normal" / "000.png"))  # crops at native resolution, not resized
     windows = [first[y : y + 16, x : x + 16] for y in range(5) for x in range(5)]
     assert any(np.array_equal(crops.x[0].permute(1, 2, 0).add(1).mul(127.5).round().byte().numpy(), w) for w in windows)
     with pytest.raises(arpro.ArproError, match="crops must be"):
-        plugins.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=0).train()
+        registry.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=0).train()
 
 
 def test_model_options_are_never_silently_ignored_for_a_bundled_checkpoint():
     """`--option fastflow_backbone_weights=...` on the embedded default: no shipped model was built with it."""
-    textures = plugins.get("dataset", "textures")
+    textures = registry.get("dataset", "textures")
     plain, asked = textures(root=None, category=None), textures(root=None, category=None, fastflow_backbone_weights="r.pth")
-    assert plugins.get("detector", "fastflow").bundled_checkpoint(plain) is not None
-    assert plugins.get("detector", "fastflow").bundled_checkpoint(asked) is None  # trained with the weights instead
-    assert plugins.get("detector", "efficientad").bundled_checkpoint(asked) is not None  # not its option
-    assert plugins.get("repairer", "ddpm").bundled_checkpoint(textures(root=None, category=None, train_steps=5)) is None
+    assert registry.get("detector", "fastflow").bundled_checkpoint(plain) is not None
+    assert registry.get("detector", "fastflow").bundled_checkpoint(asked) is None  # trained with the weights instead
+    assert registry.get("detector", "efficientad").bundled_checkpoint(asked) is not None  # not its option
+    assert registry.get("repairer", "ddpm").bundled_checkpoint(textures(root=None, category=None, train_steps=5)) is None
 
 
 def test_bundled_demo_path(tmp_path):
     """The `arpro repair --detector fastflow|efficientad` path with no input: embedded default + bundled checkpoints."""
-    reg = plugins.registry()
+    reg = registry.registry()
     dataset_cls = next(e.obj for e in reg.entries["dataset"].values() if e.domain == "image" and e.obj.embedded)
     dataset = dataset_cls(root=None, category=None)
     for name in ["fastflow", "efficientad", "ddpm"]:
         kind = "repairer" if name == "ddpm" else "detector"
-        if plugins.get(kind, name).bundled_checkpoint(dataset) is None:
+        if registry.get(kind, name).bundled_checkpoint(dataset) is None:
             pytest.skip(f"no bundled checkpoint for {name}")
     repairer = arpro.obtain_model("repairer", reg.default("repairer", "image").name, dataset, progress=False)
     bad = dataset.test().anomalous()

@@ -62,7 +62,7 @@ class AutoencoderDetector(arpro.Detector):
     name = "autoencoder"
     domain = "tabular"
     guidance_scale = 4.0
-    # chosen on the calibration half of the malignant test rows (arpro.calibration's split;
+    # chosen on the calibration half of the malignant test rows (arpro.workflows.calibrate's split;
     # docs/results.md): from noise in 200 steps, P2-P4 weighted 100 against P1's 1
     repair_defaults = {"start": "noise", "steps": 200, "weights": {"p2": 100.0, "p3": 100.0, "p4": 100.0}}
 

@@ -8,7 +8,7 @@
     OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py patchnn --dataset surface
 
 Each model is built with ``cls.for_dataset(dataset)``, fitted with ``fit(dataset.train().x)``
-and written with ``arpro.checkpoint.save``. The DDPM is fitted in chunks of ``--chunk``
+and written with ``arpro.io.checkpoint.save``. The DDPM is fitted in chunks of ``--chunk``
 steps (AdamW restarted per chunk, seed = chunk index) and saved after every chunk, so a
 usable checkpoint exists whenever the run is stopped; its config records the steps done.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import arpro
-from arpro import checkpoint
+from arpro.io import checkpoint
 from arpro_vision.bundled import CHECKPOINTS
 
 torch.set_num_threads(1)

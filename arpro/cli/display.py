@@ -11,7 +11,7 @@ from rich.table import Table
 from arpro.errors import RunFailed
 
 if TYPE_CHECKING:  # `arpro list-plugins` prints with this console and must not import torch
-    from arpro.result import RepairResult
+    from arpro.plugin_api.result import RepairResult
 
 console = Console(width=None if sys.stdout.isatty() else 240)  # piped or logged: don't squash wide tables to 80
 
@@ -20,10 +20,10 @@ def print_plugins(as_json: bool) -> None:
     """``arpro list-plugins``: every registered entry as a table, or as a JSON list."""
     import json
 
-    from arpro import plugins
+    from arpro.plugin_api import registry
 
     keys = ("kind", "name", "domain", "distribution", "version", "description")
-    entries = [{key: getattr(e, key) for key in keys} for e in plugins.registry()]
+    entries = [{key: getattr(e, key) for key in keys} for e in registry.registry()]
     if as_json:
         return print(json.dumps(entries, indent=2))
     table = Table("kind", "name", "domain", "distribution", "description")
@@ -54,7 +54,7 @@ def print_report(result: RepairResult, labels: dict[str, str]) -> None:
 def print_trust(result: RepairResult) -> None:
     """On stderr: a ``warning:`` when too many guided repairs fail P1, and what ``arpro check`` said
     of the detector (a ``hint:`` to run it when it never did)."""
-    from arpro.checked import hint
+    from arpro.io.checked import hint
 
     for warning in result.warnings():
         print("warning: " + warning, file=sys.stderr)
@@ -64,8 +64,8 @@ def print_trust(result: RepairResult) -> None:
 
 
 def print_summary(summary: dict) -> None:
-    """The paper's tables of tables.md (:func:`arpro.summary.paper_tables`), a row per quantity where wider than tall."""
-    from arpro.summary import paper_tables
+    """The paper's tables of tables.md (:func:`arpro.workflows.summary.paper_tables`), a row per quantity where wider than tall."""
+    from arpro.workflows.summary import paper_tables
 
     for (head, rows), title in zip(paper_tables(summary), ("mean ± std; lower is better", "verdicts, TNR, seconds", "by anomaly kind")):
         if len(head) > len(rows) + 1:
@@ -96,3 +96,36 @@ def check_failures(failures: list[str], keep_going: bool, where: str) -> None:
     if not keep_going:
         raise RunFailed(message + " (--keep-going exits 0)")
     print("warning: " + message, file=sys.stderr)
+
+
+def print_check(report: dict) -> None:
+    """The check's figures as a table, then the verdict line."""
+    d, base, infill, r = report["detection"], report["baseline"], report["infill"], report["repair"]
+    table = Table("check", "result", title="arpro check")
+    for key, value in report["provenance"].items():
+        if key != "problem":
+            table.add_row(f"detector {key}", value)
+    table.add_row("detector AUROC (test split)", f"{d['auroc']:.3f} ({d['n_normal']} normal, {d['n_anomalous']} anomalous)")
+    if base is not None:
+        table.add_row(f"baseline {base['detector']} AUROC, same split",
+                      "the checked detector is the baseline" if base["is_checked"] else f"{base['auroc']:.3f}")
+    for kind, value in d["kinds"].items():
+        other = "" if base is None or base["is_checked"] else f" (baseline {base['kinds'].get(kind, float('nan')):.3f})"
+        table.add_row(f"  AUROC, {kind}", f"{value:.3f}{other}")
+    table.add_row("detector F1 at the TNR threshold", f"{d['f1']:.3f} (threshold {d['threshold']:.4g})")
+    table.add_row("anomalous inputs already below it", f"{d['anomalous_below_threshold']} of {d['n_anomalous']}")
+    if infill is None or r is None:
+        table.add_row("repairer and default repair", "not checked: no repairer checkpoint, and the detector cannot be trusted")
+    else:
+        for kind, m in infill["masks"].items():
+            other = f" (linear interpolation {m['linear interpolation']:.3g})" if "linear interpolation" in m else ""
+            table.add_row(f"in-fill MSE, {kind}", f"repairer {m['repairer']:.3g} vs training mean {m['training mean']:.3g}{other}")
+        table.add_row("in-fill ratio to the naive fill", f"{infill['ratio']:.2f} ({infill['source']}, {infill['n']} samples)")
+        if infill.get("reference"):
+            table.add_row(f"  training-free {infill['reference']['repairer']}, same samples", f"{infill['reference']['ratio']:.2f}")
+        for what, part in (("flagged by the detector", r["flagged"]), ("all", r)):
+            holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in part.get("holds", {}).items())
+            table.add_row(f"default repair, {part['n']} anomalous inputs ({what})",
+                          f"{holds}; all hold {part['all_hold']:.2f}; TNR {part['tnr']:.2f}" if part["n"] else "none")
+    console.print(table)
+    print(f"verdict: {report['verdict']}", flush=True)  # one line, however wide the terminal

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from arpro.checkpoint import read_metadata
-from arpro.engine import guided_masked_diffusion
-from arpro.models import Repairer
-from arpro.settings import RepairSettings
+from arpro.algorithm.engine import guided_masked_diffusion
+from arpro.algorithm.settings import RepairSettings
+from arpro.io.checkpoint import read_metadata
+from arpro.plugin_api.models import Repairer
 
 HOLDOUT_FRACTION = 0.1  # share of the normal training samples `arpro train repairer` keeps for validation
 HOLDOUT_SEED = 0  # the split is the same whatever --seed trains with

@@ -9,16 +9,16 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from arpro import plugins
-from arpro.best_of import DRAW_SEED_STRIDE, best_of
-from arpro.constraints import apply_constraints
-from arpro.engine import check_guidance, guided_masked_diffusion, property_call, property_loss
+from arpro.algorithm.best_of import DRAW_SEED_STRIDE, best_of
+from arpro.algorithm.engine import check_guidance, guided_masked_diffusion, property_call, property_loss
+from arpro.algorithm.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
+from arpro.algorithm.settings import ARMS, MASK_RULES, RepairSettings
 from arpro.errors import ArproError
-from arpro.models import Detector, Repairer
-from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
-from arpro.protocols import Dataset, Decomposition, Property, PropertyContext, TrainingStats
-from arpro.result import ArmResult, RepairResult
-from arpro.settings import ARMS, MASK_RULES, RepairSettings
+from arpro.plugin_api import registry
+from arpro.plugin_api.constraints import apply_constraints
+from arpro.plugin_api.models import Detector, Repairer
+from arpro.plugin_api.protocols import Dataset, Decomposition, Property, PropertyContext, TrainingStats
+from arpro.plugin_api.result import ArmResult, RepairResult
 
 P2_TOLERANCE_PER_ELEMENT = 0.01  # default delta2 = 0.01 · |omega_bar| (input elements outside omega)
 P4_TOLERANCE_OF_TRAIN_STD = 0.1  # default delta4 = 0.1 · std of the detector's training scores
@@ -70,7 +70,7 @@ def check_steps(steps: int, train_timesteps: int) -> None:
 def reported_properties(guiding: Sequence[PropertySpec]) -> list[Property]:
     """The guiding properties, then those of P1–P4 not among them: what every result reports."""
     props = [make_property(spec) for spec in expand_properties(guiding)]
-    return props + [plugins.get("property", n)() for n in DEFAULT_PROPERTIES if n not in {p.name for p in props}]
+    return props + [registry.get("property", n)() for n in DEFAULT_PROPERTIES if n not in {p.name for p in props}]
 
 
 def data_context(detector: Detector, dataset: Dataset | None, stats: TrainingStats | None) -> dict:

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from arpro.devices import check_device, check_precision, current_fabric, launch_fabric, use_fabric
 from arpro.errors import ArproError
-from arpro.progress import progress_bar, progress_phase
+from arpro.runtime.devices import check_device, check_precision, current_fabric, launch_fabric, use_fabric
+from arpro.runtime.progress import progress_bar, progress_phase
 
 if TYPE_CHECKING:
-    from arpro.models import Model, Repairer
+    from arpro.plugin_api.models import Model, Repairer
 
 LossFn = Callable[[Tensor, torch.Generator], Tensor]
 RANK_SEED_STRIDE = 2**32
@@ -157,7 +157,7 @@ def train_denoiser(
     low-noise steps, where x0 is almost the input, weigh as much as the others. ``steps``,
     ``batch_size`` and ``lr`` default to the model's config (``train_steps``, ``batch_size``,
     ``lr``; else batch 64, lr 1e-4). AdamW, as in the paper, through
-    :func:`arpro.training.fit_loop`. Returns the loss per step.
+    :func:`arpro.workflows.train.fit_loop`. Returns the loss per step.
     """
     if weighting not in ("uniform", "snr+1") or (weighting == "snr+1" and model.prediction_type != "sample"):
         raise ArproError(f"weighting {weighting!r} is not one for prediction_type {model.prediction_type!r}")
@@ -194,12 +194,13 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
     With ``devices * num_nodes > 1`` every rank trains (DDP keeps them equal) and rank 0
     writes the checkpoint and returns the model; the other ranks return ``None``.
     """
-    from arpro import infill_quality, plugins
-    from arpro.checkpoint import check_training_data, save, save_folder
-    from arpro.outputs import staging
-    from arpro.spec import dataset_defaults, load_dataset
+    from arpro.io.checkpoint import check_training_data, save, save_folder
+    from arpro.io.outputs import staging
+    from arpro.io.run_spec import dataset_defaults, load_dataset
+    from arpro.plugin_api import registry
+    from arpro.workflows import infill_quality
 
-    cls = plugins.get(kind, name)
+    cls = registry.get(kind, name)
     device = check_device(device)
     check_precision(precision, device.partition(":")[0])
     if devices < 1 or num_nodes < 1:

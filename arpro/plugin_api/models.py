@@ -21,11 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from arpro.errors import ArproError
-from arpro.protocols import Decomposition
-from arpro.schedulers import make_scheduler
+from arpro.plugin_api.protocols import Decomposition
+from arpro.plugin_api.schedulers import make_scheduler
 
 if TYPE_CHECKING:
-    from arpro.protocols import Dataset
+    from arpro.plugin_api.protocols import Dataset
 
 MAX_INPUT_ELEMENTS = 2**28  # one sample of at most 1 GiB in float32
 

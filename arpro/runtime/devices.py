@@ -18,7 +18,7 @@ from arpro.errors import ArproError
 if TYPE_CHECKING:
     from lightning.fabric import Fabric
 
-    from arpro.models import Model
+    from arpro.plugin_api.models import Model
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 _current: ContextVar[Fabric | None] = ContextVar("arpro_fabric", default=None)
@@ -55,7 +55,7 @@ def check_process_count(devices: int, num_nodes: int, accelerator: str) -> None:
     """Refuse ``--devices``/``--num-nodes`` below 1, and more CPU processes on this node than it has
     usable cores: each rank is a whole Python process with its own copy of the models, so a typo
     (``--devices 1000``) would start processes until the kernel's out-of-memory killer steps in."""
-    from arpro.threads import usable_cpus
+    from arpro.runtime.threads import usable_cpus
 
     if devices < 1 or num_nodes < 1:
         raise ArproError(f"--devices and --num-nodes must be at least 1, not {devices} and {num_nodes}")
@@ -87,7 +87,7 @@ def launch_fabric(devices: int = 1, strategy: str = "ddp", num_nodes: int = 1, *
     except (ValueError, RuntimeError) as error:
         raise ArproError(f"cannot start Lightning Fabric on --device {device} with --strategy {strategy!r}: {error}") from None
     fabric.launch()
-    if devices > 1:  # share the thread policy's count (arpro.threads) among this node's ranks
+    if devices > 1:  # share the thread policy's count (arpro.runtime.threads) among this node's ranks
         torch.set_num_threads(max(1, torch.get_num_threads() // devices))
     return fabric
 

@@ -18,17 +18,18 @@ from pathlib import Path
 
 import torch
 
-from arpro import infill_quality, plugins
-from arpro.checkpoint import obtain_model
 from arpro._version import __version__
-from arpro.checked import read_record, record_path, sha256
 from arpro.errors import ArproError
-from arpro.evaluate import auroc, f1, scores, tnr_threshold
-from arpro.outputs import strict_json, write_atomic
-from arpro.progress import progress_phase
-from arpro.protocols import Dataset, Split
-from arpro.result import MIN_TNR, P1_FAILURE_SHARE
-from arpro.spec import RunSpec, load_dataset, obtain_models, resolve
+from arpro.io.checked import read_record, record_path, sha256
+from arpro.io.checkpoint import obtain_model
+from arpro.io.outputs import strict_json, write_atomic
+from arpro.io.run_spec import RunSpec, load_dataset, obtain_models, resolve
+from arpro.metrics import auroc, f1, scores, tnr_threshold
+from arpro.plugin_api import registry
+from arpro.plugin_api.protocols import Dataset, Split
+from arpro.plugin_api.result import MIN_TNR, P1_FAILURE_SHARE
+from arpro.runtime.progress import progress_phase
+from arpro.workflows import infill_quality
 
 NEAR_CHANCE_AUROC = 0.6  # below: the detector is near chance
 WEAK_AUROC = 0.8  # below: it detects, but too poorly to explain
@@ -50,7 +51,7 @@ def kind_aurocs(test: Split, values: torch.Tensor) -> dict[str, float]:
 def baseline_detection(spec: RunSpec, dataset: Dataset, detection: dict, *, progress: bool) -> dict | None:
     """The domain's baseline detector fitted on the same training split, and its AUROC on the same test
     split; the checked detector's own figures when it is the baseline; None when the domain has none."""
-    cls = plugins.get_baseline(dataset.domain)
+    cls = registry.get_baseline(dataset.domain)
     if cls is None:
         return None
     if cls.name == spec.detector:
@@ -72,7 +73,7 @@ def baseline_detection(spec: RunSpec, dataset: Dataset, detection: dict, *, prog
 def reference_infill(spec: RunSpec, dataset: Dataset, held_out: torch.Tensor, *, progress: bool) -> dict | None:
     """The in-fill ratio of the domain's training-free repairer on ``held_out``, beside a trained one's: fitted on the
     training split less the samples ``arpro train repairer`` holds out, so that it never saw ``held_out``."""
-    cls = plugins.get_baseline(dataset.domain, "repairer")
+    cls = registry.get_baseline(dataset.domain, "repairer")
     if cls is None:
         return None
     with progress_phase(f"indexing the training-free {cls.name} to compare in-fills", enabled=progress):
@@ -103,9 +104,9 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
     baseline = baseline_detection(spec, dataset, detection, progress=progress)
     provenance = detector.provenance()
 
-    repairer_cls = plugins.get("repairer", spec.repairer)
+    repairer_cls = registry.get("repairer", spec.repairer)
     repairer_path = spec.repairer_checkpoint or repairer_cls.bundled_checkpoint(dataset)
-    training_free = plugins.get_baseline(dataset.domain, "repairer") is repairer_cls  # its fit takes seconds
+    training_free = registry.get_baseline(dataset.domain, "repairer") is repairer_cls  # its fit takes seconds
     if repairer_path is None and not training_free and detection["auroc"] < WEAK_AUROC:  # no training for nothing
         print(f"note: the repair was not checked: no repairer checkpoint, and a detector at AUROC {detection['auroc']:.3f} "
               "cannot be trusted whatever the repairer does; pass --repairer-checkpoint FILE to check it too",
@@ -199,16 +200,6 @@ def problems(detection: dict, infill: dict | None, repair: dict | None, detector
     return found
 
 
-def check_and_record(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> int:
-    """``arpro check``: run it, print it, record it; the exit status (0: ok, 1: problems found)."""
-    report = run_check(spec, limit=limit, progress=progress)
-    print_check(report)
-    written = record(spec, report)
-    if written is not None:
-        print(f"note: recorded the check in {written}", file=sys.stderr)
-    return 0 if report["verdict"] == "ok" else 1
-
-
 def record(spec: RunSpec, report: dict) -> Path | None:
     """Write the check's record beside the checkpoint named by ``--detector-checkpoint``; never beside one
     arpro found itself (a bundled one). A folder that cannot be written gets a note instead."""
@@ -228,40 +219,3 @@ def record(spec: RunSpec, report: dict) -> Path | None:
         print(f"note: the check was not recorded: {error}", file=sys.stderr)
         return None
     return record_path(path)
-
-
-def print_check(report: dict) -> None:
-    """The check's figures as a table, then the verdict line."""
-    from rich.table import Table
-
-    from arpro.display import console
-
-    d, base, infill, r = report["detection"], report["baseline"], report["infill"], report["repair"]
-    table = Table("check", "result", title="arpro check")
-    for key, value in report["provenance"].items():
-        if key != "problem":
-            table.add_row(f"detector {key}", value)
-    table.add_row("detector AUROC (test split)", f"{d['auroc']:.3f} ({d['n_normal']} normal, {d['n_anomalous']} anomalous)")
-    if base is not None:
-        table.add_row(f"baseline {base['detector']} AUROC, same split",
-                      "the checked detector is the baseline" if base["is_checked"] else f"{base['auroc']:.3f}")
-    for kind, value in d["kinds"].items():
-        other = "" if base is None or base["is_checked"] else f" (baseline {base['kinds'].get(kind, float('nan')):.3f})"
-        table.add_row(f"  AUROC, {kind}", f"{value:.3f}{other}")
-    table.add_row("detector F1 at the TNR threshold", f"{d['f1']:.3f} (threshold {d['threshold']:.4g})")
-    table.add_row("anomalous inputs already below it", f"{d['anomalous_below_threshold']} of {d['n_anomalous']}")
-    if infill is None or r is None:
-        table.add_row("repairer and default repair", "not checked: no repairer checkpoint, and the detector cannot be trusted")
-    else:
-        for kind, m in infill["masks"].items():
-            other = f" (linear interpolation {m['linear interpolation']:.3g})" if "linear interpolation" in m else ""
-            table.add_row(f"in-fill MSE, {kind}", f"repairer {m['repairer']:.3g} vs training mean {m['training mean']:.3g}{other}")
-        table.add_row("in-fill ratio to the naive fill", f"{infill['ratio']:.2f} ({infill['source']}, {infill['n']} samples)")
-        if infill.get("reference"):
-            table.add_row(f"  training-free {infill['reference']['repairer']}, same samples", f"{infill['reference']['ratio']:.2f}")
-        for what, part in (("flagged by the detector", r["flagged"]), ("all", r)):
-            holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in part.get("holds", {}).items())
-            table.add_row(f"default repair, {part['n']} anomalous inputs ({what})",
-                          f"{holds}; all hold {part['all_hold']:.2f}; TNR {part['tnr']:.2f}" if part["n"] else "none")
-    console.print(table)
-    print(f"verdict: {report['verdict']}", flush=True)  # one line, however wide the terminal

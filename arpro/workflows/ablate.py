@@ -13,12 +13,12 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from arpro.api import reported_properties
+from arpro.algorithm.service import reported_properties
 from arpro.errors import ArproError
-from arpro.outputs import staged_output, strict_json
-from arpro.progress import progress_bar
-from arpro.protocols import Split
-from arpro.spec import Run, RunSpec
+from arpro.io.outputs import staged_output, strict_json
+from arpro.io.run_spec import Run, RunSpec
+from arpro.plugin_api.protocols import Split
+from arpro.runtime.progress import progress_bar
 
 SCALE = "scale"
 
@@ -86,7 +86,7 @@ def write_ablation(rows: list[dict], metrics: dict[str, str], out_dir: Path, rec
 def run(spec: RunSpec, out: Path, *, category: str | None = None, limit: int = 100, grid: list[float],
         overwrite: bool = False, progress: bool = True) -> tuple[list[dict], dict[str, str], str, list[Path]]:
     """``arpro ablate``: the rows, the metric labels, a title and the files written to ``out``."""
-    from arpro.evaluate import build_jobs
+    from arpro.workflows.evaluate import build_jobs
 
     if limit < 1:
         raise ArproError("--limit must be at least 1")

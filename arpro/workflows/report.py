@@ -13,11 +13,11 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from arpro import plugins
 from arpro._version import __version__
 from arpro.errors import ArproError
-from arpro.outputs import write_atomic
-from arpro.summary import guarantee_text, paper_tables
+from arpro.io.outputs import write_atomic
+from arpro.plugin_api import registry
+from arpro.workflows.summary import guarantee_text, paper_tables
 
 STYLE = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222} table{border-collapse:"
          "collapse;margin:1em 0;font-size:13px} th,td{border:1px solid #ccc;padding:4px 8px;text-align:right} "
@@ -36,7 +36,7 @@ def _img(path: Path, caption: str) -> str:
 
 def _versions() -> dict[str, str]:
     names = ["torch", "diffusers", "pluggy", "lightning", "anomalib", "transformers"]
-    names += sorted({e.distribution for e in plugins.registry()} - {"arpro"})
+    names += sorted({e.distribution for e in registry.registry()} - {"arpro"})
     found = {"arpro": __version__}
     for name in names:
         try:
@@ -47,7 +47,7 @@ def _versions() -> dict[str, str]:
 
 
 def html_tables(summary: dict) -> list[str]:
-    """:func:`arpro.summary.paper_tables` as HTML tables."""
+    """:func:`arpro.workflows.summary.paper_tables` as HTML tables."""
     tables = []
     for head, rows in paper_tables(summary):
         cells = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]

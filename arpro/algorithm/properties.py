@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from arpro.errors import ArproError
-from arpro.hookspecs import hookimpl
-from arpro.protocols import Decomposition, Property, PropertyContext
+from arpro.plugin_api.hookspecs import hookimpl
+from arpro.plugin_api.protocols import Decomposition, Property, PropertyContext
 
 if TYPE_CHECKING:  # torch is not imported here: listing plugins registers these classes
     from torch import Tensor
@@ -94,17 +94,17 @@ def make_property(spec: PropertySpec) -> Property:
     """The property a spec names, its options passed to the constructor and checked there."""
     if isinstance(spec, Property):
         return spec
-    from arpro import plugins
+    from arpro.plugin_api import registry
 
     name, options = (spec, {}) if isinstance(spec, str) else spec
-    cls = plugins.get("property", name)
+    cls = registry.get("property", name)
     accepted = [p for p in inspect.signature(cls).parameters.values() if p.kind == p.KEYWORD_ONLY
                 or p.kind == p.POSITIONAL_OR_KEYWORD]
     unknown = [key for key in options if key not in {p.name for p in accepted}]
     if unknown and not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values()):
         known = ", ".join(p.name for p in accepted) or "none"
         raise ArproError(f"property {name!r} has no option {unknown[0]!r} (options: {known})")
-    from arpro.models import check_types
+    from arpro.plugin_api.models import check_types
 
     check_types(cls.__init__, options, f"property {name!r}")
     try:
@@ -186,8 +186,8 @@ class NonDegradation(Property):
 def arpro_register_properties(register) -> None:
     for prop in (OverallImprovement, Similarity, LocalizedImprovement, NonDegradation):
         register(prop)
-    # the hard constraints import torch, so they are registered by path (see arpro/constraints.py)
-    register("arpro.constraints:Immutable", name="immutable",
+    # the hard constraints import torch, so they are registered by path (see arpro/plugin_api/constraints.py)
+    register("arpro.plugin_api.constraints:Immutable", name="immutable",
              description="Hard constraint: named columns or sensors, or a pixel mask, stay exactly as in x_bad.")
-    register("arpro.constraints:Range", name="range",
+    register("arpro.plugin_api.constraints:Range", name="range",
              description="Hard constraint: every repaired value within training min/max (images: [-1, 1]) or given bounds.")

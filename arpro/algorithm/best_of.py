@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from arpro.result import ArmResult, Draws
+from arpro.plugin_api.result import ArmResult, Draws
 
 DRAW_SEED_STRIDE = 10_000_019  # a prime: draw k of input i never meets another input's draw (below 10M inputs)
 OBJECTIVE = "p1"  # the property best-of-K minimises (the score); every other property is a constraint

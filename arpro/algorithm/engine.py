@@ -19,7 +19,7 @@ with the repaired omega, and P2's gradient on omega_bar takes effect.
 last, with ``N·eta_t``: guidance then costs 1/N of a detector forward and backward per step;
 with ``guide_at = "end"`` the same number of guided steps are the last ones in a row.
 Optionally each sample's gradient is capped in RMS (``grad_clip``) so a step can't diverge.
-Hard constraints (arpro/constraints.py) enter as ``frozen`` input elements, in-filled from
+Hard constraints (arpro/plugin_api/constraints.py) enter as ``frozen`` input elements, in-filled from
 ``x_bad`` at every step of an in-filling arm (after ``infill_stop`` too), and as ``bounds``:
 each step's x̂0 is clamped to them (the network output is rebuilt to predict the clamped x̂0,
 so the scheduler's x_{t-1} follows from it) and so is the final repair.
@@ -38,12 +38,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from arpro import plugins
+from arpro.algorithm.settings import RepairSettings
 from arpro.errors import ArproError
-from arpro.models import Detector, Repairer
-from arpro.progress import progress_bar
-from arpro.protocols import Property, PropertyContext
-from arpro.settings import RepairSettings
+from arpro.plugin_api import registry
+from arpro.plugin_api.models import Detector, Repairer
+from arpro.plugin_api.protocols import Property, PropertyContext
+from arpro.runtime.progress import progress_bar
 
 Loss = Callable[[Tensor], Tensor]  # x -> per-sample L(x), [B]
 
@@ -65,7 +65,7 @@ def property_loss(
 
 def property_call(prop: Property, method: str, *args: object) -> Any:
     """``prop.method(*args)``; an exception of the plugin's code becomes one error naming the property."""
-    with plugins.blame("property", prop.name, f"in {method}()"):
+    with registry.blame("property", prop.name, f"in {method}()"):
         return getattr(prop, method)(*args)
 
 

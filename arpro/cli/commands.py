@@ -21,12 +21,12 @@ import typer
 from typer.main import get_command_name
 
 from arpro._version import __version__
-from arpro.cli_options import (AblateLimit, AllowUncertified, Arms, Calibration, Categories, Category, CheckLimit, ChunkSize, Count, Devices,
-                               Figure, Fraction, Grid, Holdout, InputFile, KeepGoing, Limit, NumNodes, Risk, SamplesGrid,
-                               ScaleGrid, Strategy, WeightGrid)
+from arpro.algorithm.settings import (MAX_SAMPLES, MAX_SEED, RepairSettings, option_name, parse_arms, parse_counts,
+                                      parse_grid, parse_options, parse_weights)
+from arpro.cli.options import (AblateLimit, AllowUncertified, Arms, Calibration, Categories, Category, CheckLimit,
+                               ChunkSize, Count, Devices, Figure, Fraction, Grid, Holdout, InputFile, KeepGoing, Limit,
+                               NumNodes, Risk, SamplesGrid, ScaleGrid, Strategy, WeightGrid)
 from arpro.errors import ArproError
-from arpro.settings import (MAX_SAMPLES, MAX_SEED, RepairSettings, option_name, parse_arms, parse_counts, parse_grid,
-                            parse_options, parse_weights)
 
 app = typer.Typer(
     name="arpro",
@@ -123,8 +123,8 @@ def with_run_options(command):
 
     @functools.wraps(command)
     def wrapper(**kwargs):
-        from arpro.spec import RunSpec
-        from arpro.threads import use_threads
+        from arpro.io.run_spec import RunSpec
+        from arpro.runtime.threads import use_threads
 
         if "out" in kwargs and Path(kwargs["out"]) == Path("."):  # --out "" is the current folder too
             raise ArproError("--out must name a folder or file of its own, not the current folder")
@@ -155,17 +155,17 @@ def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile 
            keep_going: KeepGoing = False, calibration: Calibration = None, allow_uncertified: AllowUncertified = False,
            figure: Figure = False, arms: Arms = "guided") -> None:
     """Repair anomalous inputs (the guided repair; --arms adds its unguided comparisons), judged by P1–P4."""
-    from arpro import plugins
-    from arpro.display import check_failures, console, print_report, print_trust
-    from arpro.spec import repair_into
+    from arpro.cli.display import check_failures, console, print_report, print_trust
+    from arpro.io.run_spec import repair_into
+    from arpro.plugin_api import registry
 
-    from arpro.calibration import applied, apply
+    from arpro.workflows.calibrate import applied, apply
 
     spec, record = apply(spec, calibration, allow_uncertified)
     result, written = repair_into(out, spec, input_path=input_path, count=count, overwrite=overwrite,
                                   exclude=record["calibration_ids"] if record else (), progress=not quiet, figure=figure,
                                   arms=parse_arms(arms), calibration=applied(record))
-    print_report(result, {p: f"{p.upper()} {plugins.get('property', p).label()}" for p in result.metric_names})
+    print_report(result, {p: f"{p.upper()} {registry.get('property', p).label()}" for p in result.metric_names})
     for message in result.messages:
         console.print(f"[yellow]note:[/yellow] {message}")
     print_trust(result)
@@ -182,10 +182,10 @@ def evaluate(spec, out: Path, overwrite: bool, quiet: bool, categories: Categori
              keep_going: KeepGoing = False, calibration: Calibration = None,
              allow_uncertified: AllowUncertified = False) -> None:
     """Evaluate over a dataset: baseline vs in-filling vs guided, the paper's tables; resumable."""
-    from arpro import evaluate as ev
-    from arpro.display import check_failures, console, print_summary
+    from arpro.cli.display import check_failures, console, print_summary
+    from arpro.workflows import evaluate as ev
 
-    from arpro.calibration import apply
+    from arpro.workflows.calibrate import apply
 
     spec, record = apply(spec, calibration, allow_uncertified)
     summary = ev.run(spec, out, categories=categories or [], limit=limit, chunk_size=chunk_size, devices=devices,
@@ -202,10 +202,10 @@ def evaluate(spec, out: Path, overwrite: bool, quiet: bool, categories: Categori
 def ablate(spec, out: Path, overwrite: bool, quiet: bool, category: Category = None, limit: AblateLimit = 100,
            grid: Grid = "0.1,0.5,1,2,5,10") -> None:
     """RQ2 ablation: vary each guiding property's lambda and the overall guidance scale; plot each metric."""
-    from arpro import ablation
-    from arpro.display import console, print_ablation
+    from arpro.cli.display import console, print_ablation
+    from arpro.workflows import ablate
 
-    rows, labels, title, written = ablation.run(spec, out, category=category, limit=limit, grid=parse_grid(grid),
+    rows, labels, title, written = ablate.run(spec, out, category=category, limit=limit, grid=parse_grid(grid),
                                                 overwrite=overwrite, progress=not quiet)
     print_ablation(rows, labels, title)
     console.print(f"wrote {', '.join(p.name for p in written)} to {out}")
@@ -216,8 +216,8 @@ def ablate(spec, out: Path, overwrite: bool, quiet: bool, category: Category = N
 def calibrate(spec, out: Path, overwrite: bool, quiet: bool, risk: Risk = 0.1, scale_grid: ScaleGrid = "0.5,1,2",
               weight_grid: WeightGrid = "1,10,100", samples_grid: SamplesGrid = "1,4,16", fraction: Fraction = 0.5) -> None:
     """Eq. 1 with a guarantee: certify repair settings (Learn-then-Test) on a calibration split; write calibration.json."""
-    from arpro.calibration import calibrate as learn_then_test
-    from arpro.display import console
+    from arpro.cli.display import console
+    from arpro.workflows.calibrate import calibrate as learn_then_test
 
     record = learn_then_test(spec, out, risk=risk, scales=parse_grid(scale_grid, "--scale-grid"),
                              weights=parse_grid(weight_grid, "--weight-grid"),
@@ -232,9 +232,14 @@ def calibrate(spec, out: Path, overwrite: bool, quiet: bool, risk: Risk = 0.1, s
 def check(spec, quiet: bool, limit: CheckLimit = 16) -> None:
     """Before explaining: the detector's AUROC and F1, the repairer's in-fill against a naive fill, how often
     the default repair keeps P1–P4; one verdict line. Exit status 0: ok, 1: problems found."""
-    from arpro.check import check_and_record
+    from arpro.cli.display import print_check
+    from arpro.workflows.check import record, run_check
 
-    raise typer.Exit(check_and_record(spec, limit=limit, progress=not quiet))
+    report = run_check(spec, limit=limit, progress=not quiet)
+    print_check(report)
+    if (written := record(spec, report)) is not None:
+        print(f"note: recorded the check in {written}", file=sys.stderr)
+    raise typer.Exit(0 if report["verdict"] == "ok" else 1)
 
 
 @app.command()
@@ -245,8 +250,8 @@ def report(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing HTML file.")] = False,
 ) -> None:
     """Write one self-contained HTML page: tables, ablation plots, a gallery of repairs, settings, versions."""
-    from arpro.display import console
-    from arpro.report import write_report
+    from arpro.cli.display import console
+    from arpro.workflows.report import write_report
 
     console.print(f"wrote {write_report(results, out or results / 'report.html', ablation_dir, overwrite)}")
 
@@ -254,7 +259,7 @@ def report(
 @app.command("list-plugins")
 def list_plugins(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False) -> None:
     """List every detector, repairer, property and dataset the installed plugins provide."""
-    from arpro.display import print_plugins
+    from arpro.cli.display import print_plugins
 
     print_plugins(as_json)
 
@@ -275,9 +280,9 @@ def train_command(kind: str):
                                                        "own folder format, e.g. diffusers for ddpm.")] = "arpro",
         **dataset_options,
     ) -> None:
-        from arpro.display import console
-        from arpro.threads import use_threads
-        from arpro.training import train_and_save
+        from arpro.cli.display import console
+        from arpro.runtime.threads import use_threads
+        from arpro.workflows.train import train_and_save
 
         use_threads(dataset_options.pop("threads"))
         dataset_options["dataset_options"] = parse_options(dataset_options.pop("option") or [], "--option")
@@ -303,14 +308,14 @@ train_app.command("repairer")(train_command("repairer"))
 
 def main() -> None:
     """Entry point: a user error, usage errors included, is one ``error:`` line on stderr, exit status 2
-    (:func:`arpro.exits.exit_code` says how each way of ending becomes a status)."""
-    from arpro.exits import exit_code
+    (:func:`arpro.cli.exits.exit_code` says how each way of ending becomes a status)."""
+    from arpro.cli.exits import exit_code
 
     def run() -> object:
         if names_a_plugin_command(sys.argv[1:]):
-            from arpro import plugins
+            from arpro.plugin_api import registry
 
-            plugins.plugin_manager()[0].hook.arpro_register_commands(cli=app)
+            registry.plugin_manager()[0].hook.arpro_register_commands(cli=app)
         return app(standalone_mode=False)
 
     sys.exit(exit_code(run))
@@ -322,6 +327,3 @@ def names_a_plugin_command(args: list[str]) -> bool:
     core = {c.name or get_command_name(c.callback.__name__) for c in app.registered_commands}
     return command is not None and command not in core | {g.name for g in app.registered_groups}
 
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Finding plugins and what they register; the rules are stated in :mod:`arpro.hookspecs`.
+"""Finding plugins and what they register; the rules are stated in :mod:`arpro.plugin_api.hookspecs`.
 
 Default plugins (the properties P1–P4) are registered by the core; everything else is
 found through the ``arpro`` entry-point group, built-in plugins included.
@@ -18,11 +18,11 @@ from importlib.metadata import entry_points
 
 import pluggy
 
-from arpro import hookspecs
 from arpro._version import __version__
 from arpro.errors import ArproError
+from arpro.plugin_api import hookspecs
 
-DEFAULT_PLUGINS = ("arpro.properties",)
+DEFAULT_PLUGINS = ("arpro.algorithm.properties",)
 LOAD_PLUGINS = "ARPRO_LOAD_PLUGINS"  # e.g. "tabular,vision": only these entry points load
 BUILT_IN = {"arpro", "arpro-tabular", "arpro-vision", "arpro-timeseries"}  # the project's own distributions
 KIND_PLURALS = {"detector": "detectors", "repairer": "repairers", "property": "properties", "dataset": "datasets"}
@@ -202,7 +202,7 @@ def _refuse_unknown_hooks(pm: pluggy.PluginManager, origins: dict[str, tuple[str
         close = [difflib.get_close_matches(hook, specs, n=1) for hook in unknown]
         hints = "".join(f" (did you mean {c[0]}?)" for c in close if c)
         raise ArproError(f"plugin {name!r} from {origins.get(name, (name,))[0]} implements unknown hook(s) "
-                         f"{', '.join(unknown)}{hints}; the hooks are listed in arpro.hookspecs") from None
+                         f"{', '.join(unknown)}{hints}; the hooks are listed in arpro.plugin_api.hookspecs") from None
 
 
 @cache
@@ -237,13 +237,13 @@ def get(kind: str, name: str) -> type:
 
 
 def get_default(kind: str, domain: str) -> type:
-    """The ``kind`` a run of ``domain`` uses when none is named (see :mod:`arpro.hookspecs`)."""
+    """The ``kind`` a run of ``domain`` uses when none is named (see :mod:`arpro.plugin_api.hookspecs`)."""
     return registry().default(kind, domain)
 
 
 def get_baseline(domain: str, kind: str = "detector") -> type | None:
     """The simple detector (or training-free repairer) that ``arpro check`` measures every ``domain`` one against
-    (see :mod:`arpro.hookspecs`)."""
+    (see :mod:`arpro.plugin_api.hookspecs`)."""
     return registry().baseline(domain, kind)
 
 

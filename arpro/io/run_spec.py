@@ -19,19 +19,19 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from arpro import plugins
 from arpro._version import __version__
-from arpro.api import check_steps, repair
-from arpro.checkpoint import obtain_model, read_header
-from arpro.constraints import load_mask
+from arpro.algorithm.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
+from arpro.algorithm.service import check_steps, repair
+from arpro.algorithm.settings import ARMS, MASK_RULES, MAX_SEED, RepairSettings
 from arpro.errors import ArproError
-from arpro.models import Detector, Repairer
-from arpro.outputs import staged_output, strict_json
-from arpro.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
-from arpro.protocols import Dataset, InputBatch, Split, TrainingStats
-from arpro.result import RepairResult
-from arpro.settings import ARMS, MASK_RULES, MAX_SEED, RepairSettings
-from arpro.devices import check_device, check_precision, current_fabric, place, use_fabric
+from arpro.io.checkpoint import obtain_model, read_header
+from arpro.io.outputs import staged_output, strict_json
+from arpro.plugin_api import registry
+from arpro.plugin_api.constraints import load_mask
+from arpro.plugin_api.models import Detector, Repairer
+from arpro.plugin_api.protocols import Dataset, InputBatch, Split, TrainingStats
+from arpro.plugin_api.result import RepairResult
+from arpro.runtime.devices import check_device, check_precision, current_fabric, place, use_fabric
 
 
 @dataclass
@@ -61,9 +61,9 @@ class RunSpec:
     def __post_init__(self) -> None:
         self.device = check_device(self.device)  # a missing device fails first, before any name is looked up
         check_precision(self.precision, self.device.partition(":")[0])
-        detector_cls = plugins.get("detector", self.detector)
+        detector_cls = registry.get("detector", self.detector)
         domain = detector_cls.domain
-        repairer_cls = plugins.get("repairer", self.repairer) if self.repairer else plugins.get_default("repairer", domain)
+        repairer_cls = registry.get("repairer", self.repairer) if self.repairer else registry.get_default("repairer", domain)
         if repairer_cls.domain != domain:
             raise ArproError(f"repairer {repairer_cls.name!r} works on {repairer_cls.domain} data, "
                              f"detector {self.detector!r} on {domain}")
@@ -82,7 +82,7 @@ class RunSpec:
 
     @property
     def domain(self) -> str:
-        return plugins.get("detector", self.detector).domain
+        return registry.get("detector", self.detector).domain
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: what ``settings.json`` and ``report.json`` record of the run."""
@@ -95,7 +95,7 @@ def dataset_defaults(detector: type[Detector], dataset: str | None, domain: str)
     """The detector's ``dataset_defaults`` for the dataset ``NAME[:CATEGORY]`` (or the domain's default);
     none for a name that is not registered (``load_dataset`` says so in its place)."""
     try:
-        cls = plugins.get("dataset", dataset.partition(":")[0]) if dataset else plugins.get_default("dataset", domain)
+        cls = registry.get("dataset", dataset.partition(":")[0]) if dataset else registry.get_default("dataset", domain)
     except ArproError:
         return {}
     return detector.dataset_defaults(cls)
@@ -104,10 +104,10 @@ def dataset_defaults(detector: type[Detector], dataset: str | None, domain: str)
 def load_dataset(spec: str | None, data_root: Path | None, *, domain: str, **options: Any) -> Dataset:
     """``NAME[:CATEGORY]`` (or the domain's embedded dataset) on ``data_root``, checked against ``domain``."""
     if spec is None:
-        cls, category = plugins.get_default("dataset", domain), None
+        cls, category = registry.get_default("dataset", domain), None
     else:
         name, _, category = spec.partition(":")
-        cls = plugins.get("dataset", name)
+        cls = registry.get("dataset", name)
     if cls.domain != domain:
         raise ArproError(f"dataset {cls.name!r} is {cls.domain} data, but the models work on {domain} data")
     if data_root is not None and not Path(data_root).exists():
@@ -200,7 +200,7 @@ def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = T
     ones, or trained now (the spec's ``detector``, when already obtained, may be given).
     ``--steps`` is checked against the repairer's schedule first."""
     dataset = dataset or load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
-    repairer_cls = plugins.get("repairer", spec.repairer)
+    repairer_cls = registry.get("repairer", spec.repairer)
     path = spec.repairer_checkpoint or repairer_cls.bundled_checkpoint(dataset)
     config = read_header(path)["config"] if path and Path(path).is_file() else {}
     if path is None or Path(path).is_file():  # a folder's schedule is checked once it is read

@@ -1,6 +1,6 @@
 """The paper's evaluation (section 4): every anomalous test input repaired three ways
 (baseline, infill, guided) from the same noise, one record per input, then the tables of
-:mod:`arpro.summary` with TNR against a conformal threshold from held-out normal scores.
+:mod:`arpro.workflows.summary` with TNR against a conformal threshold from held-out normal scores.
 
 Runs are resumable: inputs are cut into fixed chunks, each chunk's records are appended
 to ``records.jsonl`` in one write, and a restarted run skips complete chunks. Sample ``k``
@@ -14,28 +14,24 @@ import json
 import math
 import os
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-from torch import Tensor
-
 from arpro._version import __version__
-from arpro.api import reported_properties
-from arpro.best_of import OBJECTIVE
-from arpro.devices import launch_fabric
+from arpro.algorithm.best_of import OBJECTIVE
+from arpro.algorithm.service import reported_properties
+from arpro.algorithm.settings import ARMS, MASK_RULES
 from arpro.errors import ArproError
-from arpro.outputs import LOCK_FILE, exclusive, strict_json, write_atomic
-from arpro.progress import progress_bar
-from arpro.models import Detector
-from arpro.protocols import Dataset, InputBatch, Split
-from arpro.result import RepairResult
-from arpro.settings import ARMS, MASK_RULES
-from arpro.spec import Run, RunSpec, load_dataset, resolve, without
-from arpro.summary import conformal_threshold, summarize, write_tables
+from arpro.io.outputs import LOCK_FILE, exclusive, strict_json, write_atomic
+from arpro.io.run_spec import Run, RunSpec, load_dataset, resolve, without
+from arpro.metrics import tnr_threshold
+from arpro.plugin_api.protocols import InputBatch, Split
+from arpro.plugin_api.result import RepairResult
+from arpro.runtime.devices import launch_fabric
+from arpro.runtime.progress import progress_bar
+from arpro.workflows.summary import summarize, write_tables
 
 RECORDS = "records.jsonl"
 TIMINGS = "timings.jsonl"
@@ -62,53 +58,6 @@ class Job:
         split = self.anomalous.subset(list(indices))
         return self.run.repair(split.x, truth=split.masks, ids=split.ids or [str(k) for k in indices],
                                seed=[self.run.spec.seed + k for k in indices], progress=progress)
-
-
-def auroc(labels: Tensor, values: Tensor) -> float:
-    """The chance that an anomalous sample outscores a normal one, ties counting half (Mann–Whitney U);
-    NaN without both kinds of sample."""
-    values, anomalous = torch.as_tensor(values).double().flatten(), torch.as_tensor(labels).bool().flatten()
-    order = values.argsort()
-    _, group, counts = torch.unique_consecutive(values[order], return_inverse=True, return_counts=True)
-    mean_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2  # 1-based, tied scores share their mean rank
-    ranks = torch.empty_like(values)
-    ranks[order] = mean_rank[group]
-    n_bad, n_good = int(anomalous.sum()), int((~anomalous).sum())
-    if not n_bad or not n_good:
-        return float("nan")
-    return float((ranks[anomalous].sum() - n_bad * (n_bad + 1) / 2) / (n_bad * n_good))
-
-
-def f1(labels: Tensor, flagged: Tensor) -> float:
-    """F1 of ``flagged`` (predicted anomalous) against ``labels``."""
-    truth, flagged = labels.bool(), flagged.bool()
-    tp, fp, fn = int((truth & flagged).sum()), int((~truth & flagged).sum()), int((truth & ~flagged).sum())
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-
-
-def scores(detector, x: Tensor) -> Tensor:
-    """``s(x)`` of many samples, in batches of 64, without gradients."""
-    with torch.no_grad():
-        return torch.cat([detector.score(batch) for batch in x.split(64)])
-
-
-CONFORMAL_MINIMUM = 19  # held-out normal samples a finite 95% conformal threshold needs: ceil((n + 1)·0.95) <= n
-
-
-def tnr_threshold(dataset: Dataset, detector: Detector) -> float:
-    """The conformal 95% threshold of the held-out normal scores (validation, else the test split's normal samples):
-    below it a score counts as normal (TNR). Under 19 it would be infinite, so a smaller validation split is pooled."""
-    test, held_out = dataset.test(), dataset.validation()
-    test_normal = test.x[test.labels == 0]
-    normal = test_normal if held_out is None else held_out.x
-    if held_out is not None and len(normal) < CONFORMAL_MINIMUM:
-        normal = torch.cat([normal, test_normal])
-        print(f"note: the validation split has {len(held_out)} samples, too few for a 95% TNR threshold; it is pooled "
-              f"with the test split's {len(test_normal)} normal samples", file=sys.stderr)
-    if len(normal) < CONFORMAL_MINIMUM:
-        raise ArproError(f"dataset {dataset.name!r} has {len(normal)} held-out normal samples; the 95% TNR "
-                         f"threshold needs at least {CONFORMAL_MINIMUM} (more normal data, or a smaller window or stride)")
-    return conformal_threshold(scores(detector, normal))
 
 
 def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_size: int, progress: bool = True,

@@ -12,27 +12,11 @@ import math
 import statistics
 from pathlib import Path
 
-import torch
-
-from arpro.outputs import strict_json, write_atomic
-from arpro.result import MIN_TNR, p1_warning
-from arpro.settings import ARMS
+from arpro.algorithm.settings import ARMS
+from arpro.io.outputs import strict_json, write_atomic
+from arpro.plugin_api.result import MIN_TNR, p1_warning
 
 MIN_GROUP = 5  # a category or kind of fewer inputs is too small to warn about
-
-
-def conformal_threshold(normal_scores: torch.Tensor, confidence: float = 0.95) -> float:
-    """Split-conformal threshold: the ceil((n + 1)·confidence)-th smallest held-out normal score.
-
-    A new normal input scores at or below it with probability >= ``confidence``; a repair
-    scoring below it is counted as non-anomalous (TNR, Table 3).
-    """
-    scores = normal_scores.flatten().sort().values
-    n = scores.numel()
-    rank = math.ceil((n + 1) * confidence)
-    if rank > n:
-        return math.inf
-    return float(scores[rank - 1])
 
 
 def flagged(record: dict) -> bool:

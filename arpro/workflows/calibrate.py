@@ -26,14 +26,14 @@ import numpy as np
 import torch
 
 from arpro._version import __version__
-from arpro.best_of import OBJECTIVE, binomial_cdf, choose
-from arpro.checked import sha256
+from arpro.algorithm.best_of import OBJECTIVE, binomial_cdf, choose
+from arpro.algorithm.properties import expand_properties, make_property
+from arpro.algorithm.settings import MAX_SAMPLES
 from arpro.errors import ArproError, RunFailed
-from arpro.outputs import strict_json, write_atomic
-from arpro.progress import progress_bar
-from arpro.properties import expand_properties, make_property
-from arpro.settings import MAX_SAMPLES
-from arpro.spec import RunSpec, resolve
+from arpro.io.checked import sha256
+from arpro.io.outputs import strict_json, write_atomic
+from arpro.io.run_spec import RunSpec, resolve
+from arpro.runtime.progress import progress_bar
 
 SPLIT_SEED = 0  # the calibration/test split of anomalous inputs is fixed, so runs agree on it
 

@@ -1,4 +1,4 @@
-"""What a decomposition, a property and a dataset are (detectors and repairers: ``arpro.models``).
+"""What a decomposition, a property and a dataset are (detectors and repairers: ``arpro.plugin_api.models``).
 
 Shapes, used throughout arpro: an input batch ``x`` is ``[B, *X]`` (a row ``[B, D]``, a window
 ``[B, T, D]``, an image ``[B, C, H, W]``); a detector's feature scores ``alpha`` are ``[B, *F]``
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from arpro.result import RepairResult
+    from arpro.plugin_api.result import RepairResult
 
 
 @dataclass
@@ -77,7 +77,7 @@ class PropertyContext:
     delta4: Tensor  # [B] tolerance for P4
     bad_in: Tensor = field(init=False)  # s_omega(x_bad)
     bad_out: Tensor = field(init=False)  # s_omega_bar(x_bad)
-    detector: Any = None  # the run's arpro.Detector (typed loosely: arpro.models imports this module)
+    detector: Any = None  # the run's arpro.Detector (typed loosely: arpro.plugin_api.models imports this module)
     feature_names: list[str] | None = None  # names along the input's last axis (columns, sensors)
     stats: TrainingStats | None = None
     value_range: tuple[float, float] | None = None  # the dataset's valid input range, e.g. (-1, 1) for images

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from arpro import plugins
 from arpro.errors import ArproError
-from arpro.protocols import Decomposition, Property, PropertyContext
+from arpro.plugin_api import registry
+from arpro.plugin_api.protocols import Decomposition, Property, PropertyContext
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -174,7 +174,7 @@ def apply_constraints(properties: list[Property], ctx: PropertyContext) -> tuple
     """
     frozen_masks, bound_pairs = [], []
     for p in properties:
-        with plugins.blame("property", p.name, "in frozen() or bounds()"):
+        with registry.blame("property", p.name, "in frozen() or bounds()"):
             frozen_masks += [m for m in [p.frozen(ctx)] if m is not None]
             bound_pairs += [b for b in [p.bounds(ctx)] if b is not None]
     omega, frozen, bounds, outside = ctx.omega, None, None, torch.zeros_like(ctx.x_bad, dtype=torch.bool)

@@ -2,7 +2,7 @@
 
 A plugin is a module whose hook functions are marked ``@arpro.hookimpl`` and which is
 named in the ``arpro`` entry-point group of its distribution; the core registers its own
-default plugin (the properties P1–P4, ``arpro.properties``) through these same hooks.
+default plugin (the properties P1–P4, ``arpro.algorithm.properties``) through these same hooks.
 
 The rules every hook below shares:
 
