@@ -76,9 +76,13 @@ def reference_infill(spec: RunSpec, dataset: Dataset, held_out: torch.Tensor, *,
     cls = registry.get_baseline(dataset.domain, "repairer")
     if cls is None:
         return None
-    with progress_phase(f"indexing the training-free {cls.name} to compare in-fills", enabled=progress):
-        reference = cls.for_dataset(dataset)
-        reference.fit(infill_quality.split(dataset)[0], seed=spec.seed, progress=progress)
+    try:
+        with progress_phase(f"indexing the training-free {cls.name} to compare in-fills", enabled=progress):
+            reference = cls.for_dataset(dataset)
+            reference.fit(infill_quality.split(dataset)[0], seed=spec.seed, progress=progress)
+    except ArproError as error:  # e.g. a picture size its patches do not tile
+        print(f"note: the training-free {cls.name} was not measured: {error}", file=sys.stderr)
+        return None
     figure = infill_quality.measure(reference.eval(), held_out, settings=spec.settings, seed=spec.seed, progress=progress)
     return {"repairer": cls.name, "ratio": figure["ratio"]}
 
