@@ -1,13 +1,10 @@
 """One progress helper, so every long loop and every long silent phase looks and behaves the same.
 
-On a terminal it is a rich live display: a bar per loop, a pulsing line with the elapsed time per
-phase; loops and phases nested in one another share it. When stderr is not a terminal (a log
-file, a background job, CI) it prints plain lines: a loop at its first step, every
-``interval()`` seconds and at the end (step, the loop's own fields such as loss, rate and time
-left); a phase when it starts, every ``interval()`` seconds while it runs and when it ends.
-Time left is estimated from the steps after the first (the first carries the warm-up: one
-step's time times the steps left once predicted 2,368 s for a loop that took 42 s); rich's own
-estimate on a terminal likewise starts from the second step, over a moving window.
+On a terminal: a rich live display, a bar per loop and a pulsing line per phase, shared when nested.
+Else (a log, CI): plain lines, a loop's at its first step, every ``interval()`` seconds and at the
+end; a phase's when it starts, every ``interval()`` seconds and when it ends. Time left comes from
+the steps after the first, whose warm-up once made one step's pace predict 2,368 s for a 42 s loop
+(rich's estimate on a terminal also starts at the second step).
 """
 
 from __future__ import annotations
@@ -28,8 +25,7 @@ _live: Progress | None = None  # the terminal's live display, shared by nested l
 
 
 def interval() -> float:
-    """Seconds between plain progress lines: ``ARPRO_PROGRESS_INTERVAL`` when set (a log that wants more
-    or fewer), else ``PLAIN_INTERVAL``."""
+    """Seconds between plain progress lines: ``ARPRO_PROGRESS_INTERVAL``, else ``PLAIN_INTERVAL``."""
     try:
         return max(0.0, float(os.environ["ARPRO_PROGRESS_INTERVAL"]))
     except (KeyError, ValueError):
@@ -51,9 +47,7 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
 
 @contextmanager
 def progress_phase(description: str, enabled: bool = True) -> Iterator[None]:
-    """A stretch of work with no steps to count (a coreset search, a library's fit): on a terminal a
-    pulsing line with the elapsed time; in a log, a line when it starts, every ``interval()`` seconds
-    and when it ends, so that no long phase is silent."""
+    """A stretch of work with no steps to count (a coreset search, a library's fit), so that none is silent."""
     if not enabled:
         yield
     elif not sys.stderr.isatty():
