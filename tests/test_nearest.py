@@ -92,20 +92,32 @@ def test_window_prefill_is_the_window_nearest_on_omega_bar():
     assert torch.equal(filled, train[5:7])  # ω̄ finds the window, ω comes from it
 
 
-def test_window_in_fills_better_than_the_mean_through_the_engine():
+def test_window_in_fills_better_than_the_mean_and_runs_every_arm():
     repairer = registry.get("repairer", "nearest-window")(input_shape=[32, 2])
     repairer.fit(waves(256), progress=False)
     figure = infill_quality.measure(repairer, waves(8, seed=1), settings=RepairSettings(steps=10))
     assert figure["beats_naive"] and figure["ratio"] < 0.5
 
+    detector = _PixelDistance(pixels=False)
+    detector.fit(waves(64))
+    bad = waves(2, seed=3)
+    bad[:, 12:16, 0] += 2.0  # a step on the sine
+    result = arpro.repair(bad, detector, repairer, settings=RepairSettings(steps=6), progress=False)
+    assert set(result.arms) == {"baseline", "infill", "guided"}
+    outside = result.omega_input == 0
+    for arm in ("infill", "guided"):
+        assert torch.allclose(result.arms[arm].x_fix[outside], bad[outside], atol=1e-5)
+    assert (result.arms["guided"].score < result.score_bad).all()  # P1
+
 
 class _PixelDistance(arpro.Detector):
-    """Each pixel's squared distance to the nearest training picture's: a detector that costs nothing."""
+    """Each pixel's squared distance to the nearest training picture's (each element's, for windows: ``pixels``
+    False): a detector that costs nothing."""
 
     name = "pixel-distance"
     domain = "image"
 
-    def __init__(self) -> None:
+    def __init__(self, pixels: bool = True) -> None:
         super().__init__()
         self.register_buffer("normal", torch.zeros(0))
 
@@ -114,7 +126,8 @@ class _PixelDistance(arpro.Detector):
         self.calibrate(train)
 
     def decompose(self, x: torch.Tensor) -> arpro.Decomposition:
-        distance = (x[:, None] - self.normal[None]).pow(2).sum(2)  # [B, N, H, W]
+        distance = (x[:, None] - self.normal[None]).pow(2)  # [B, N, *X]
+        distance = distance.sum(2) if self.config["pixels"] else distance
         nearest = distance.flatten(2).sum(2).argmin(1)
         alpha = distance[torch.arange(len(x)), nearest]
         return arpro.Decomposition(alpha, torch.zeros(len(x)))
