@@ -96,7 +96,7 @@ def _heartbeat(description: str) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
-        print(f"{description}: done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+    print(f"{description}: done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)  # not if it failed
 
 
 @contextmanager
