@@ -138,8 +138,10 @@ def test_core_size():
     # and train_denoiser's snr+1 (v-prediction) weighting; then the second hardening pass (limits.py, exits.py,
     # strict JSON, marked staging, certificates that cannot be voided), check's baseline detector and per-kind
     # AUROC, and the testing kit plugins call (testing.py); then omega against the labelled defect
-    # (arpro/metrics.py) and the gallery drawn from the run's own repairs (RepairResult.select)
-    assert sum(lengths.values()) <= 5650
+    # (arpro/metrics.py), the gallery drawn from the run's own repairs (RepairResult.select), the progress
+    # phases (no silent fit or scoring; runtime/progress.py) and check's in-fill reference from the
+    # training-free repairer
+    assert sum(lengths.values()) <= 5760
 
 
 def test_public_api_exports_resolve():
