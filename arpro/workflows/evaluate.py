@@ -21,7 +21,6 @@ from pathlib import Path
 
 from arpro._version import __version__
 from arpro.algorithm.best_of import OBJECTIVE
-from arpro.algorithm.service import reported_properties
 from arpro.algorithm.settings import ARMS, MASK_RULES
 from arpro.errors import ArproError
 from arpro.io.outputs import LOCK_FILE, exclusive, strict_json, write_atomic
@@ -274,8 +273,7 @@ def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | No
         if rank != 0:
             return None
         merge_shards(out, world)
-        properties = [{"name": p.name, "metric": p.metric_name, "label": p.label()}
-                      for p in reported_properties(spec.properties)]
+        properties = [{"name": p.name, "metric": p.metric_name, "label": p.label()} for p in spec.reported]
         summary = summarize(read_jsonl(out / RECORDS), read_jsonl(out / TIMINGS), properties)
         if calibration is not None and calibration["uncertified"]:
             summary["warnings"].append(f"no guarantee: the settings are not those --calibration certified "
