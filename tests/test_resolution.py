@@ -1,4 +1,5 @@
-"""One resolution step: a run's settings and properties are resolved once, when its spec is made."""
+"""One resolution step: a run's settings and properties are resolved once, when its spec is made;
+evaluate loads its dataset once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import arpro
 from arpro.algorithm import service
 from arpro.algorithm.settings import RepairSettings
 from arpro.io import run_spec
-from arpro.workflows import ablate
+from arpro.workflows import ablate, evaluate
 
 FAST = {"steps": 3}
 
@@ -81,3 +82,20 @@ def test_ablate_varies_the_resolved_scale(monkeypatch):
     base = registry_scale("gaussian")
     assert [r["parameter"] for r in rows] == ["p1", "p2", "p3", "p4", ablate.SCALE]
     assert scales == [base] * 4 + [2.0 * base]
+
+
+def test_evaluate_loads_its_dataset_once(monkeypatch, tmp_path):
+    """A counting dataset: ``arpro evaluate`` on a dataset of one category constructs it once."""
+    cls = arpro.get("dataset", "breast-cancer")
+    loads = []
+    original = cls.__init__
+
+    def counting(self, *args, **kwargs):
+        loads.append(kwargs.get("category"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__init__", counting)
+    spec = arpro.RunSpec(detector="gaussian", settings=FAST)
+    summary = evaluate.run(spec, tmp_path / "run", limit=2, progress=False)
+    assert summary["categories"]["breast-cancer"]["n"] == 2
+    assert loads == [None]

@@ -102,19 +102,20 @@ def dataset_defaults(detector: type[Detector], dataset: str | None, domain: str)
     """The detector's ``dataset_defaults`` for the dataset ``NAME[:CATEGORY]`` (or the domain's default);
     none for a name that is not registered (``load_dataset`` says so in its place)."""
     try:
-        cls = registry.get("dataset", dataset.partition(":")[0]) if dataset else registry.get_default("dataset", domain)
+        cls = dataset_class(dataset, domain)
     except ArproError:
         return {}
     return detector.dataset_defaults(cls)
 
 
+def dataset_class(spec: str | None, domain: str) -> type[Dataset]:
+    """The dataset class ``NAME[:CATEGORY]`` names (or the domain's embedded dataset's), nothing loaded."""
+    return registry.get("dataset", spec.partition(":")[0]) if spec else registry.get_default("dataset", domain)
+
+
 def load_dataset(spec: str | None, data_root: Path | None, *, domain: str, **options: Any) -> Dataset:
     """``NAME[:CATEGORY]`` (or the domain's embedded dataset) on ``data_root``, checked against ``domain``."""
-    if spec is None:
-        cls, category = registry.get_default("dataset", domain), None
-    else:
-        name, _, category = spec.partition(":")
-        cls = registry.get("dataset", name)
+    cls, category = dataset_class(spec, domain), spec.partition(":")[2] if spec else None
     if cls.domain != domain:
         raise ArproError(f"dataset {cls.name!r} is {cls.domain} data, but the models work on {domain} data")
     if data_root is not None and not Path(data_root).exists():

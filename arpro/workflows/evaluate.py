@@ -24,7 +24,7 @@ from arpro.algorithm.best_of import OBJECTIVE
 from arpro.algorithm.settings import ARMS, MASK_RULES
 from arpro.errors import ArproError
 from arpro.io.outputs import LOCK_FILE, exclusive, strict_json, write_atomic
-from arpro.io.run_spec import Run, RunSpec, load_dataset, resolve, without
+from arpro.io.run_spec import Run, RunSpec, dataset_class, load_dataset, resolve, without
 from arpro.metrics import tnr_threshold
 from arpro.plugin_api.protocols import InputBatch, Split
 from arpro.plugin_api.result import RepairResult
@@ -62,7 +62,8 @@ class Job:
 def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_size: int, progress: bool = True,
                exclude: list[str] = ()) -> list[Job]:
     """One job per category: its resolved run, anomalous test inputs (less ``exclude``, a
-    calibration split) and conformal threshold."""
+    calibration split) and conformal threshold. Each category's data is loaded once: the
+    dataset the spec names is the run's when it is the one category."""
     if spec.settings.mask not in (*MASK_RULES, "truth"):
         raise ArproError(f"--mask for evaluate must be {', '.join(MASK_RULES)} or truth, not {spec.settings.mask!r}")
     base = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
@@ -71,11 +72,14 @@ def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_si
         raise ArproError("--detector-checkpoint/--repairer-checkpoint need a single --category")
     jobs = []
     for category in wanted:
-        run = resolve(replace(spec, dataset=f"{base.name}:{category}" if category else base.name), progress=progress)
+        if category == (base.category or ""):
+            run = resolve(spec, dataset=base, progress=progress)
+        else:
+            run = resolve(replace(spec, dataset=f"{base.name}:{category}"), progress=progress)
         threshold = tnr_threshold(run.dataset, run.detector)
         anomalous = without(run.dataset.test().anomalous(), exclude)
         if spec.settings.mask == "truth" and anomalous.masks is None:
-            raise ArproError(f"dataset {run.spec.dataset!r} has no ground-truth masks for --mask truth")
+            raise ArproError(f"dataset {run.dataset.name!r} has no ground-truth masks for --mask truth")
         if limit is not None:
             anomalous = anomalous.subset(anomalous.spread(limit))
         jobs.append(Job(category or base.name, run, anomalous, threshold, chunk_size))
@@ -247,9 +251,8 @@ def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | No
 
     Returns the summary on rank 0 (``None`` on other ranks of a multi-process run).
     """
-    if chunk_size is None:
-        dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
-        chunk_size = type(dataset).evaluate_chunk
+    if chunk_size is None:  # the dataset's class says it: nothing is loaded before the run folder is checked
+        chunk_size = dataset_class(spec.dataset, spec.domain).evaluate_chunk
     if chunk_size < 1 or (limit is not None and limit < 1) or devices < 1 or num_nodes < 1:
         raise ArproError("--chunk-size, --limit, --devices and --num-nodes must be at least 1")
     config = {"arpro_version": __version__, **spec.to_dict(), "categories": list(categories), "limit": limit,
