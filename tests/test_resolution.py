@@ -1,9 +1,11 @@
 """One resolution step: a run's settings and properties are resolved once, when its spec is made;
-evaluate loads its dataset once."""
+evaluate loads its dataset once; one name per concept (no four functions called ``repair``)."""
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +101,13 @@ def test_evaluate_loads_its_dataset_once(monkeypatch, tmp_path):
     summary = evaluate.run(spec, tmp_path / "run", limit=2, progress=False)
     assert summary["categories"]["breast-cancer"]["n"] == 2
     assert loads == [None]
+
+
+def test_one_function_is_called_repair_besides_run_repair():
+    """``arpro.repair`` and ``Run.repair``: the other steps have names that say what they do."""
+    root = Path(arpro.__file__).parent
+    found = sorted(str(path.relative_to(root)) for path in root.rglob("*.py")
+                   for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "repair")
+    assert found == ["algorithm/service.py", "io/run_spec.py"]
+    assert arpro.repair is service.repair

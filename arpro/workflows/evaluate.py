@@ -52,7 +52,7 @@ class Job:
         n = len(self.anomalous)
         return [(start, min(start + self.chunk_size, n)) for start in range(0, n, self.chunk_size)]
 
-    def repair(self, indices: Sequence[int], progress: bool = False) -> RepairResult:
+    def repair_inputs(self, indices: Sequence[int], progress: bool = False) -> RepairResult:
         """The inputs at ``indices`` repaired, input ``k`` seeded by ``seed + k`` wherever it is repaired."""
         split = self.anomalous.subset(list(indices))
         return self.run.repair(split.x, truth=split.masks, ids=split.ids or [str(k) for k in indices],
@@ -91,7 +91,7 @@ def write_gallery(job: Job, out_dir: Path) -> list[Path]:
     in ``gallery/CATEGORY/``."""
     folder = out_dir / "gallery" / job.category
     folder.mkdir(parents=True, exist_ok=True)
-    result = job.repair(job.anomalous.spread(GALLERY_SIZE))
+    result = job.repair_inputs(job.anomalous.spread(GALLERY_SIZE))
     batch = InputBatch(result.x_bad, result.ids)
     return job.run.dataset.write_repairs(result, folder, batch) + job.run.dataset.draw_repairs(result, folder, batch)
 
@@ -102,7 +102,7 @@ def run_chunk(job: Job, start: int, stop: int) -> tuple[list[dict], list[dict]]:
     Wall-clock seconds are kept apart from the records so that the same seed and command
     give byte-identical ``records.jsonl``.
     """
-    result = job.repair(range(start, stop))
+    result = job.repair_inputs(range(start, stop))
     records, timings = result.rows(), []
     for offset, record in enumerate(records):
         record.update(category=job.category, index=start + offset, chunk=start,
