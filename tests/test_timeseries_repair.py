@@ -37,7 +37,7 @@ def models(process):
 def test_bundled_checkpoints_are_small_and_offered_for_the_embedded_dataset():
     present = [p for p in BUNDLED if p.is_file()]
     if not present:
-        pytest.skip("no bundled checkpoints yet (benchmarks/timeseries_train.py writes them)")
+        pytest.skip("no bundled checkpoints yet (plugins/arpro-timeseries/scripts/train_bundled.py writes them)")
     assert sum(p.stat().st_size for p in present) <= 25e6
     default = registry.get("dataset", "process")()
     for path in present:

@@ -70,10 +70,9 @@ def check_steps(steps: int, train_timesteps: int) -> None:
 def check_weights(weights: dict[str, float], guiding: Sequence[Property]) -> None:
     """A lambda is given only to a property that guides: constraints act by projection."""
     names = [p.name for p in guiding if p.guides]
-    for name in weights:
-        if name not in names:
-            raise ArproError(f"weight given for {name!r}, which is not a guiding property ({', '.join(names)}); "
-                             "constraints act by projection and take no weight")
+    if unknown := [name for name in weights if name not in names]:
+        raise ArproError(f"weight given for {unknown[0]!r}, which is not a guiding property ({', '.join(names)}); "
+                         "constraints act by projection and take no weight")
 
 
 def reported_properties(guiding: Sequence[Property]) -> tuple[Property, ...]:
@@ -84,8 +83,7 @@ def reported_properties(guiding: Sequence[Property]) -> tuple[Property, ...]:
 
 def resolve_settings(settings: RepairSettings | None, detector: Detector, repairer: Repairer,
                      guiding: Sequence[Property]) -> RepairSettings:
-    """The settings a repair runs with, resolved once: the detector's defaults and guidance scale where
-    none are given, ``--steps`` within the repairer's schedule, weights only for guiding properties."""
+    """The settings a repair runs with: the detector's where none are given; ``--steps`` and weights checked."""
     settings = RepairSettings.for_detector(detector) if settings is None else settings.resolved_for(detector)
     check_steps(settings.steps, repairer.train_timesteps)
     check_weights(settings.weights, guiding)
@@ -100,21 +98,11 @@ def data_context(detector: Detector, dataset: Dataset | None, stats: TrainingSta
             "value_range": dataset.value_range if dataset else None}
 
 
-def repair(
-    x_bad: Tensor,
-    detector: Detector,
-    repairer: Repairer,
-    *,
-    properties: Sequence[PropertySpec] = DEFAULT_PROPERTIES,
-    settings: RepairSettings | None = None,
-    mask: str | Tensor | None = None,
-    seed: int | Sequence[int] = 0,
-    arms: Sequence[str] = ARMS,
-    ids: list[str] | None = None,
-    progress: bool = True,
-    dataset: Dataset | None = None,
-    stats: TrainingStats | None = None,
-) -> RepairResult:
+def repair(x_bad: Tensor, detector: Detector, repairer: Repairer, *,
+           properties: Sequence[PropertySpec] = DEFAULT_PROPERTIES, settings: RepairSettings | None = None,
+           mask: str | Tensor | None = None, seed: int | Sequence[int] = 0, arms: Sequence[str] = ARMS,
+           ids: list[str] | None = None, progress: bool = True, dataset: Dataset | None = None,
+           stats: TrainingStats | None = None) -> RepairResult:
     """Repair ``x_bad`` ``[B, *X]``: the guided repair and its unguided baselines, judged by P1–P4.
 
     ``properties`` names the properties that guide the repair (names, ``(name, options)`` pairs or
@@ -124,19 +112,17 @@ def repair(
     Sample ``i`` draws its noise from ``seed + i`` in every arm (or from ``seed[i]``, given one per sample).
     """
     guiding = tuple(make_property(spec) for spec in expand_properties(properties))
-    settings = resolve_settings(settings, detector, repairer, guiding)
     return run_arms(x_bad, detector, repairer, guiding=guiding, reported=reported_properties(guiding),
-                    settings=settings, mask=mask, seed=seed, arms=arms, ids=ids, progress=progress, dataset=dataset,
-                    stats=stats)
+                    settings=resolve_settings(settings, detector, repairer, guiding), mask=mask, seed=seed, arms=arms,
+                    ids=ids, progress=progress, dataset=dataset, stats=stats)
 
 
 def run_arms(x_bad: Tensor, detector: Detector, repairer: Repairer, *, guiding: Sequence[Property],
              reported: Sequence[Property], settings: RepairSettings, mask: str | Tensor | None,
              seed: int | Sequence[int], arms: Sequence[str], ids: list[str] | None, progress: bool,
              dataset: Dataset | None, stats: TrainingStats | None) -> RepairResult:
-    """The arms on ``x_bad`` as one batch, judged by the ``reported`` properties: :func:`repair` after
-    resolution (settings of :func:`resolve_settings`, properties expanded and made), which
-    :class:`arpro.Run` has done once for all its repairs."""
+    """:func:`repair` after its resolution step (which :class:`arpro.Run` took once for all its repairs):
+    the arms on ``x_bad`` as one batch, judged by the ``reported`` properties."""
     check_input(x_bad, repairer)
     unknown_arms = set(arms) - set(ARMS)
     if unknown_arms or not arms:
@@ -212,7 +198,7 @@ def run_arms(x_bad: Tensor, detector: Detector, repairer: Repairer, *, guiding: 
         x_bad=x_bad, omega=omega, omega_input=omega_input, score_bad=bad.score, arms=results,
         metric_names={p.name: p.metric_name for p in reported}, settings=used,
         ids=ids or [str(i) for i in range(x_bad.shape[0])],
-        messages=messages,
+        messages=messages, alpha_bad=bad.alpha,
     )
 
 

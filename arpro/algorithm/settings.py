@@ -57,7 +57,7 @@ class RepairSettings:
     grad_clip: float = setting(1.0, "Cap on each sample's gradient RMS per element; 0: the raw gradient (paper).",
                                check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")
     infill_stop: float = setting(0.0, "In-fill only while t >= this fraction of T; later steps regenerate the "
-                                 "whole input (0: the paper).", check=lambda v: 0.0 <= v < 1.0, rule="in [0, 1)")
+                                 "whole input, of which omega is kept (0: the paper).", check=lambda v: 0.0 <= v < 1.0, rule="in [0, 1)")
     mask: str = setting("train", "omega: train (paper: alpha >= tau), top (the input's top quantile), top-train "
                         "(top, among the elements above tau), truth (ground-truth masks), or a .npy file.")
     mask_quantile: float = setting(0.9, "Quantile of the input's alpha for --mask top and top-train.",
@@ -105,8 +105,7 @@ class RepairSettings:
         return cls(**settings).resolved_for(detector)
 
     def resolved_for(self, detector: Any) -> RepairSettings:
-        """These settings with the guidance scale a number: the detector's suggested one where none is
-        given. The only place that rule is applied; what a repair records is the value used."""
+        """These settings with a number for the guidance scale: the detector's where none is given (the one place)."""
         return self if self.guidance_scale is not None else replace(self, guidance_scale=detector.guidance_scale)
 
 

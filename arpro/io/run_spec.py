@@ -38,11 +38,9 @@ from arpro.runtime.devices import check_device, check_precision, current_fabric,
 class RunSpec:
     """Everything that decides a run's results, resolved once, when the spec is made.
 
-    ``settings`` may be given as a mapping of the settings to change: the rest then come
-    from the detector's ``repair_defaults``, else :class:`RepairSettings`' defaults; either way
-    the guidance scale is a number (the detector's where none is given). ``properties`` are
-    expanded once and made into ``guiding`` (and ``reported``: P1–P4 as well). Names are
-    checked here, before any data or model is loaded; nothing downstream re-defaults them.
+    ``settings`` may be given as a mapping of the settings to change: the rest then come from the
+    detector's ``repair_defaults``, else :class:`RepairSettings`' defaults; the guidance scale is a number.
+    ``properties`` are expanded and made (``guiding``) once; names are checked before any data loads.
     """
 
     detector: str
@@ -81,10 +79,8 @@ class RunSpec:
         for flag in ("data_root", "detector_checkpoint", "repairer_checkpoint"):
             if getattr(self, flag) is not None and not Path(getattr(self, flag)).exists():
                 raise ArproError(f"--{flag.replace('_', '-')} {getattr(self, flag)} does not exist")
-        if isinstance(self.settings, RepairSettings):
-            self.settings = self.settings.resolved_for(detector_cls)
-        else:
-            self.settings = RepairSettings.for_detector(detector_cls, **self.settings)
+        self.settings = (self.settings.resolved_for(detector_cls) if isinstance(self.settings, RepairSettings)
+                         else RepairSettings.for_detector(detector_cls, **self.settings))
         check_weights(self.settings.weights, self.guiding)
 
     @property
@@ -159,7 +155,8 @@ def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8
     if len(anomalous) == 0:
         raise ArproError(f"dataset {dataset.name!r} has no anomalous test samples; pass --input")
     picked = anomalous.subset(anomalous.spread(count))
-    return InputBatch(picked.x, picked.ids or [str(i) for i in range(len(picked))]), picked.masks
+    meta = {} if picked.masks is None else {"truth": picked.masks}  # drawn beside omega in the domain's figure
+    return InputBatch(picked.x, picked.ids or [str(i) for i in range(len(picked))], meta), picked.masks
 
 
 def without(split: Split, ids: Sequence[str]) -> Split:
@@ -184,10 +181,9 @@ class Run:
                progress: bool = True) -> RepairResult:
         """Repair ``x_bad`` with the run's properties and settings (or ``settings``, resolved here as
         :func:`arpro.repair` does); sample ``i`` draws its noise from ``seed + i`` (default: the spec's seed)."""
-        spec = self.spec
+        spec, mask = self.spec, None
         settings = spec.settings if settings is None else resolve_settings(settings, self.detector, self.repairer,
                                                                            spec.guiding)
-        mask = None
         if settings.mask == "truth":
             if truth is None:
                 raise ArproError("--mask truth needs ground-truth masks: the test samples of a dataset that has them")
@@ -208,8 +204,7 @@ def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = T
             detector: Detector | None = None) -> Run:
     """Load the spec's dataset (unless given) and obtain its models: from checkpoints, bundled
     ones, or trained now (the spec's ``detector``, when already obtained, may be given).
-    ``--steps`` is checked against the repairer's schedule once: before any model is obtained,
-    from a checkpoint file's header or the repairer's default, else (a folder) once the models are."""
+    ``--steps`` is checked once, before any model is obtained (against a folder checkpoint: once it is)."""
     dataset = dataset or load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
     repairer_cls = registry.get("repairer", spec.repairer)
     path = spec.repairer_checkpoint or repairer_cls.bundled_checkpoint(dataset)
