@@ -24,29 +24,38 @@ P2_TOLERANCE_PER_ELEMENT = 0.01  # default delta2 = 0.01 · |omega_bar| (input e
 P4_TOLERANCE_OF_TRAIN_STD = 0.1  # default delta4 = 0.1 · std of the detector's training scores
 
 
-def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, quantile: float = 0.9) -> Tensor:
+def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, quantile: float = 0.9,
+                  valid: Tensor | None = None) -> Tensor:
     """The anomalous-feature mask omega ``[B, *F]`` (float 0/1) of ``x_bad``.
 
     - ``"train"`` (paper): ``alpha_i(x_bad) >= tau_i``, tau the training quantile per feature;
     - ``"top"`` (reference code): alpha at or above the input's own ``quantile`` of alpha;
     - ``"top-train"``: both, so that an input's top elements that score as normal ones do stay in omega_bar;
-    - a tensor: a mask given on the input ``[B, *X]`` or on the features ``[B, *F]``.
+    - a tensor: a mask given on the input ``[B, *X]`` or on the features ``[B, *F]``;
+    - all within ``valid`` (the same shapes, 1 = the input's own data, 0 = padding), the quantile the data's own.
     """
     alpha = bad.alpha.detach()
+    inside = torch.ones_like(alpha, dtype=torch.bool) if valid is None else on_features(detector, valid, alpha, "valid mask")
     if isinstance(mask, Tensor):
-        omega = detector.feature_mask(mask.to(alpha.dtype))
-        if omega.shape != alpha.shape:
-            raise ArproError(f"mask of shape {tuple(mask.shape[1:])} does not fit features {tuple(alpha.shape[1:])}")
-        return (omega > 0.5).to(alpha.dtype)
+        return (on_features(detector, mask, alpha, "mask") & inside).to(alpha.dtype)
     if mask not in MASK_RULES:
         raise ArproError(f"mask must be {', '.join(map(repr, MASK_RULES))} or a mask tensor, not {mask!r}")
     if mask != "top" and not detector.is_calibrated:
         raise ArproError(f"detector {detector.name!r} has no training thresholds; fit it first or use --mask top")
-    keep = alpha >= detector.tau.to(alpha.device) if mask != "top" else torch.ones_like(alpha, dtype=torch.bool)
-    if mask != "train":  # and at or above the input's own quantile
-        cut = torch.quantile(alpha.flatten(1).float(), quantile, dim=1).to(alpha.dtype)
+    keep = (alpha >= detector.tau.to(alpha.device) if mask != "top" else torch.ones_like(alpha, dtype=torch.bool)) & inside
+    if mask != "train":  # and at or above the input's own quantile (of its data's alpha)
+        values = alpha.flatten(1).float().masked_fill(~inside.flatten(1), float("nan"))
+        cut = torch.nanquantile(values, quantile, dim=1).to(alpha.dtype)
         keep &= alpha >= cut.view(-1, *[1] * (alpha.dim() - 1))
     return keep.to(alpha.dtype)
+
+
+def on_features(detector: Detector, mask: Tensor, alpha: Tensor, what: str) -> Tensor:
+    """A 0/1 mask given on the input or the features, as a bool mask on the features (``alpha``'s shape)."""
+    mapped = detector.feature_mask(mask.to(alpha.device, alpha.dtype))
+    if mapped.shape != alpha.shape:
+        raise ArproError(f"{what} of shape {tuple(mask.shape[1:])} does not fit features {tuple(alpha.shape[1:])}")
+    return mapped > 0.5
 
 
 def check_input(x_bad: Tensor, repairer: Repairer) -> None:
@@ -95,6 +104,7 @@ def repair(
     progress: bool = True,
     dataset: Dataset | None = None,
     stats: TrainingStats | None = None,
+    valid: Tensor | None = None,
 ) -> RepairResult:
     """Repair ``x_bad`` ``[B, *X]``: the guided repair and its unguided baselines, judged by P1–P4.
 
@@ -102,6 +112,7 @@ def repair(
     instances; ``"+NAME"`` adds to P1–P4); the result always reports P1–P4 as well. ``mask``
     (a rule of ``MASK_RULES``, or a tensor on the input or the features) replaces ``settings.mask``. ``dataset``
     (and its training ``stats``, computed when not given) tells properties the feature names and ranges.
+    ``valid`` (``Split.valid``, ``InputBatch.valid``) keeps omega off padding (:func:`compute_omega`).
     Sample ``i`` draws its noise from ``seed + i`` in every arm (or from ``seed[i]``, given one per sample).
     """
     settings = settings or RepairSettings.for_detector(detector)
@@ -127,7 +138,7 @@ def repair(
     if isinstance(mask, Tensor) and tuple(mask.shape) not in (tuple(x_bad.shape), tuple(bad.alpha.shape)):
         raise ArproError(f"mask of shape {tuple(mask.shape)} fits neither the inputs {tuple(x_bad.shape)} "
                          f"nor their features {tuple(bad.alpha.shape)}")
-    omega = compute_omega(detector, bad, settings.mask if mask is None else mask, settings.mask_quantile)
+    omega = compute_omega(detector, bad, settings.mask if mask is None else mask, settings.mask_quantile, valid)
     data = data_context(detector, dataset, stats)
     omega_input = detector.input_mask(omega, x_bad.shape).to(x_bad.dtype)
     if any(not p.guides for p in guiding):  # hard constraints: frozen elements leave omega, out-of-range ones join

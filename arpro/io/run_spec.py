@@ -152,7 +152,7 @@ def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8
         raise ArproError(f"dataset {dataset.name!r} has no anomalous test samples; pass --input")
     picked = anomalous.subset(anomalous.spread(count))
     meta = {} if picked.masks is None else {"truth": picked.masks}  # drawn beside omega in the domain's figure
-    return InputBatch(picked.x, picked.ids or [str(i) for i in range(len(picked))], meta), picked.masks
+    return InputBatch(picked.x, picked.ids or [str(i) for i in range(len(picked))], meta, picked.valid), picked.masks
 
 
 def without(split: Split, ids: Sequence[str]) -> Split:
@@ -174,9 +174,9 @@ class Run:
 
     def repair(self, x_bad: Tensor, *, truth: Tensor | None = None, ids: list[str] | None = None,
                settings: RepairSettings | None = None, seed: int | Sequence[int] | None = None, arms: Sequence[str] = ARMS,
-               progress: bool = True) -> RepairResult:
+               progress: bool = True, valid: Tensor | None = None) -> RepairResult:
         """Repair ``x_bad`` with the run's properties and settings (or ``settings``); sample ``i``
-        draws its noise from ``seed + i`` (default: the spec's seed)."""
+        draws its noise from ``seed + i`` (default: the spec's seed); omega stays on ``valid`` (the data, not padding)."""
         settings = settings or self.spec.settings
         mask = None
         if settings.mask == "truth":
@@ -187,7 +187,7 @@ class Run:
             mask = read_mask(Path(settings.mask), x_bad.shape)
         return repair(x_bad, self.detector, self.repairer, properties=self.spec.properties, settings=settings,
                       mask=mask, seed=self.spec.seed if seed is None else seed, arms=arms, ids=ids, progress=progress,
-                      dataset=self.dataset, stats=self.training_stats)
+                      dataset=self.dataset, stats=self.training_stats, valid=valid)
 
     @cached_property
     def training_stats(self) -> TrainingStats:
@@ -232,7 +232,7 @@ def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, cou
         batch, truth = read_inputs(dataset, input_path, count, exclude)  # a bad input fails before any model loads
         run = resolve(spec, dataset=dataset, progress=progress)
         run = replace(run, **dict(zip(("detector", "repairer"), dataset.models_for(batch, run.detector, run.repairer))))
-        result = run.repair(batch.x, truth=truth, ids=batch.ids, arms=arms, progress=progress)
+        result = run.repair(batch.x, truth=truth, ids=batch.ids, arms=arms, progress=progress, valid=batch.valid)
         report = {"arpro_version": __version__, "spec": spec.to_dict(), "input": str(input_path) if input_path else None,
                   "count": count, **({"calibration": calibration} if calibration else {}), **result.to_dict()}
         (stage / "report.json").write_text(strict_json(report, indent=2) + "\n")
