@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from arpro.algorithm.best_of import DRAW_SEED_STRIDE, best_of
@@ -25,14 +26,15 @@ P4_TOLERANCE_OF_TRAIN_STD = 0.1  # default delta4 = 0.1 · std of the detector's
 
 
 def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, quantile: float = 0.9,
-                  valid: Tensor | None = None) -> Tensor:
+                  valid: Tensor | None = None, dilation: int = 0) -> Tensor:
     """The anomalous-feature mask omega ``[B, *F]`` (float 0/1) of ``x_bad``.
 
     - ``"train"`` (paper): ``alpha_i(x_bad) >= tau_i``, tau the training quantile per feature;
     - ``"top"`` (reference code): alpha at or above the input's own ``quantile`` of alpha;
     - ``"top-train"``: both, so that an input's top elements that score as normal ones do stay in omega_bar;
     - a tensor: a mask given on the input ``[B, *X]`` or on the features ``[B, *F]``;
-    - all within ``valid`` (the same shapes, 1 = the input's own data, 0 = padding), the quantile the data's own.
+    - all within ``valid`` (the same shapes, 1 = the input's own data, 0 = padding), the quantile the data's own;
+    a rule's omega grown by ``dilation`` features along each feature axis (a max-pool), within ``valid`` too.
     """
     alpha = bad.alpha.detach()
     inside = torch.ones_like(alpha, dtype=torch.bool) if valid is None else on_features(detector, valid, alpha, "valid mask")
@@ -47,6 +49,11 @@ def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, qu
         values = alpha.flatten(1).float().masked_fill(~inside.flatten(1), float("nan"))
         cut = torch.nanquantile(values, quantile, dim=1).to(alpha.dtype)
         keep &= alpha >= cut.view(-1, *[1] * (alpha.dim() - 1))
+    if dilation:
+        if not 1 <= alpha.dim() - 1 <= 3:
+            raise ArproError(f"--mask-dilation needs 1 to 3 feature axes, not {alpha.dim() - 1}")
+        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[alpha.dim() - 2]
+        keep = (pool(keep.unsqueeze(1).float(), 2 * dilation + 1, stride=1, padding=dilation).squeeze(1) > 0.5) & inside
     return keep.to(alpha.dtype)
 
 
@@ -138,7 +145,8 @@ def repair(
     if isinstance(mask, Tensor) and tuple(mask.shape) not in (tuple(x_bad.shape), tuple(bad.alpha.shape)):
         raise ArproError(f"mask of shape {tuple(mask.shape)} fits neither the inputs {tuple(x_bad.shape)} "
                          f"nor their features {tuple(bad.alpha.shape)}")
-    omega = compute_omega(detector, bad, settings.mask if mask is None else mask, settings.mask_quantile, valid)
+    omega = compute_omega(detector, bad, settings.mask if mask is None else mask, settings.mask_quantile, valid,
+                          settings.mask_dilation)
     data = data_context(detector, dataset, stats)
     omega_input = detector.input_mask(omega, x_bad.shape).to(x_bad.dtype)
     if any(not p.guides for p in guiding):  # hard constraints: frozen elements leave omega, out-of-range ones join
