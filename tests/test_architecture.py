@@ -138,8 +138,9 @@ def test_core_size():
     # and train_denoiser's snr+1 (v-prediction) weighting; then the second hardening pass (limits.py, exits.py,
     # strict JSON, marked staging, certificates that cannot be voided), check's baseline detector and per-kind
     # AUROC, and the testing kit plugins call (testing.py); then omega against the labelled defect
-    # (arpro/metrics.py) and the gallery drawn from the run's own repairs (RepairResult.select)
-    assert sum(lengths.values()) <= 5650
+    # (arpro/metrics.py) and the gallery drawn from the run's own repairs (RepairResult.select); then omega kept
+    # on the data, off a letterbox's padding (Split.valid, InputBatch.valid), and mask_dilation
+    assert sum(lengths.values()) <= 5660
 
 
 def test_public_api_exports_resolve():

@@ -172,6 +172,24 @@ def test_valid_mask_keeps_omega_on_the_data(gaussian, tiny_repairer, anomalous_r
         arpro.compute_omega(gaussian, bad, "top", valid=valid[:2])
 
 
+def test_mask_dilation_grows_the_rule_omega_within_the_data(gaussian, anomalous_rows):
+    bad = gaussian.decompose(anomalous_rows)
+    valid = torch.zeros_like(anomalous_rows)
+    valid[:, :20] = 1
+    alpha = bad.alpha.clone()
+    alpha[:, :] = 0
+    alpha[:, 19] = 1.0  # one flagged column at the data's last one
+    one = arpro.Decomposition(alpha, bad.beta)
+    grown = arpro.compute_omega(gaussian, one, "top", quantile=0.99, valid=valid, dilation=2)
+    assert torch.equal(grown.nonzero()[:, 1].unique(), torch.tensor([17, 18, 19]))  # 2 either side, none in padding
+    given = torch.zeros_like(valid)
+    given[:, 5] = 1
+    assert torch.equal(arpro.compute_omega(gaussian, one, given, dilation=2), given)  # a given mask is kept as given
+    assert RepairSettings.for_detector(arpro.get("detector", "gaussian")).mask_dilation == 0
+    with pytest.raises(ArproError, match="--mask-dilation must be >= 0"):
+        RepairSettings(mask_dilation=-1)
+
+
 def test_nan_input_is_refused(gaussian, tiny_repairer, anomalous_rows):
     x = anomalous_rows[:2].clone()
     x[1, 4] = float("nan")

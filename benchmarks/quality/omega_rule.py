@@ -15,8 +15,8 @@ kind (the id's first folder), sorted by name, even positions *choose*, odd posit
 Quick: ``surface`` alone, 40 training pictures.
 
 omega is computed on the picture (``compute_omega(..., valid=test.valid)``: the letterbox padding,
-where the picture's edge and its defects are mirrored, is never in it), grown by a dilation of 0-2
-feature pixels (3x3 max-pool steps, then cut back to the picture). For each rule and half, over
+where the picture's edge and its defects are mirrored, is never in it), grown by ``dilation``
+0-2 feature pixels (the core's ``mask_dilation``: a max-pool, cut back to the picture). For each rule and half, over
 the defective pictures: ``touch`` (share whose omega, mapped onto the input, shares a pixel with
 the ground-truth mask inside the picture), omega's mean ``precision`` and ``recall`` against that
 mask, its mean ``area`` (share of the model's square) and ``edge`` (share of omega's pixels within
