@@ -15,6 +15,7 @@ from PIL import Image
 
 import arpro
 from arpro.io import checkpoint
+from arpro.io.run_spec import read_inputs
 from arpro.plugin_api import registry
 
 pytest.importorskip("arpro_vision")
@@ -375,6 +376,7 @@ def test_omega_of_a_letterboxed_picture_never_lies_on_its_padding(tiny_models, t
     assert torch.equal(result.omega, bad.valid)  # quantile 0: the whole picture, and not one pixel of padding
     user = mvtec.read_input(tmp_path / "mvtec/widget/test/crack/000.png")
     assert torch.equal(user.valid, picture[None])
+    assert torch.equal(read_inputs(mvtec, None, 2)[0].valid, bad.valid)  # what `arpro repair` passes on
     d = models["fastflow"].decompose(user.x)
     assert (arpro.compute_omega(models["fastflow"], d, "top", 0.0) * (1 - picture)).sum() > 0  # without it: padding too
     omega = arpro.compute_omega(models["fastflow"], d, "top", 0.9, valid=user.valid)
