@@ -139,9 +139,10 @@ def test_core_size():
     # strict JSON, marked staging, certificates that cannot be voided), check's baseline detector and per-kind
     # AUROC, and the testing kit plugins call (testing.py); then omega against the labelled defect
     # (arpro/metrics.py), the gallery drawn from the run's own repairs (RepairResult.select), the progress
-    # phases (no silent fit or scoring; runtime/progress.py) and check's in-fill reference from the
-    # training-free repairer
-    assert sum(lengths.values()) <= 5760
+    # phases (no silent fit or scoring; runtime/progress.py), check's in-fill reference from the
+    # training-free repairer, and omega kept on the data, off a letterbox's padding (Split.valid,
+    # InputBatch.valid), with mask_dilation
+    assert sum(lengths.values()) <= 5800
 
 
 def test_public_api_exports_resolve():

@@ -153,6 +153,43 @@ def test_top_train_mask_keeps_top_elements_that_score_as_normal_out_of_omega(gau
         arpro.compute_omega(gaussian, bad, "best")
 
 
+def test_valid_mask_keeps_omega_on_the_data(gaussian, tiny_repairer, anomalous_rows):
+    """Elements outside ``valid`` (padding) are never in omega, whatever the rule; the quantile is the data's own."""
+    bad = gaussian.decompose(anomalous_rows)
+    valid = torch.zeros_like(anomalous_rows)
+    valid[:, :20] = 1  # the last 10 of 30 columns are padding
+    top = arpro.compute_omega(gaussian, bad, "top", quantile=0.9, valid=valid)
+    assert torch.equal(top[:, 20:], torch.zeros_like(top[:, 20:]))
+    assert torch.equal(top.sum(1), torch.full((len(top),), 2.0))  # 10% of the 20 data columns
+    train = arpro.compute_omega(gaussian, bad, "train", valid=valid)
+    assert torch.equal(train, (bad.alpha >= gaussian.tau).float() * valid)
+    assert torch.equal(arpro.compute_omega(gaussian, bad, torch.ones_like(valid), valid=valid), valid)
+    result = arpro.repair(anomalous_rows[:2], gaussian, tiny_repairer, settings=RepairSettings(mask="top", mask_quantile=0.0,
+                          **FAST), valid=valid[:2], arms=("infill",), progress=False)
+    assert torch.equal(result.omega, valid[:2])  # quantile 0 takes all the data, and nothing else
+    assert torch.equal(result.arms["infill"].x_fix[:, 20:], anomalous_rows[:2, 20:])
+    with pytest.raises(ArproError, match="valid mask of shape"):
+        arpro.compute_omega(gaussian, bad, "top", valid=valid[:2])
+
+
+def test_mask_dilation_grows_the_rule_omega_within_the_data(gaussian, anomalous_rows):
+    bad = gaussian.decompose(anomalous_rows)
+    valid = torch.zeros_like(anomalous_rows)
+    valid[:, :20] = 1
+    alpha = bad.alpha.clone()
+    alpha[:, :] = 0
+    alpha[:, 19] = 1.0  # one flagged column at the data's last one
+    one = arpro.Decomposition(alpha, bad.beta)
+    grown = arpro.compute_omega(gaussian, one, "top", quantile=0.99, valid=valid, dilation=2)
+    assert torch.equal(grown.nonzero()[:, 1].unique(), torch.tensor([17, 18, 19]))  # 2 either side, none in padding
+    given = torch.zeros_like(valid)
+    given[:, 5] = 1
+    assert torch.equal(arpro.compute_omega(gaussian, one, given, dilation=2), given)  # a given mask is kept as given
+    assert RepairSettings.for_detector(arpro.get("detector", "gaussian")).mask_dilation == 0
+    with pytest.raises(ArproError, match="--mask-dilation must be >= 0"):
+        RepairSettings(mask_dilation=-1)
+
+
 def test_nan_input_is_refused(gaussian, tiny_repairer, anomalous_rows):
     x = anomalous_rows[:2].clone()
     x[1, 4] = float("nan")

@@ -15,6 +15,7 @@ from PIL import Image
 
 import arpro
 from arpro.io import checkpoint
+from arpro.io.run_spec import read_inputs
 from arpro.plugin_api import registry
 
 pytest.importorskip("arpro_vision")
@@ -359,6 +360,27 @@ def _mvtec(root, mask_hw=(40, 48)):
         for i in range(2):
             Image.fromarray(np.zeros(mask_hw, np.uint8)).save(root / "widget/ground_truth/crack" / f"{i:03d}_mask.png")
     return root
+
+
+def test_omega_of_a_letterboxed_picture_never_lies_on_its_padding(tiny_models, tmp_path):
+    """48x40 pictures in the 32 px square: 27 rows of picture, mirrored rows above and below. The
+    dataset's samples and a user's file both mark the picture (``valid``), and omega stays on it."""
+    data, models = tiny_models
+    mvtec = registry.get("dataset", "mvtec")(root=_mvtec(tmp_path / "mvtec"), category="widget", image_size=32)
+    bad = mvtec.test().anomalous()
+    picture = torch.zeros(32, 32)
+    picture[2:29] = 1  # Letterbox.fit((48, 40), 32): 32x27 at row 2
+    assert bad.valid.shape == (2, 32, 32) and torch.equal(bad.valid[0], picture)
+    result = arpro.repair(bad.x, models["fastflow"], models["ddpm"], settings=arpro.RepairSettings(steps=2, mask="top",
+                          mask_quantile=0.0), valid=bad.valid, arms=("infill",), progress=False)
+    assert torch.equal(result.omega, bad.valid)  # quantile 0: the whole picture, and not one pixel of padding
+    user = mvtec.read_input(tmp_path / "mvtec/widget/test/crack/000.png")
+    assert torch.equal(user.valid, picture[None])
+    assert torch.equal(read_inputs(mvtec, None, 2)[0].valid, bad.valid)  # what `arpro repair` passes on
+    d = models["fastflow"].decompose(user.x)
+    assert (arpro.compute_omega(models["fastflow"], d, "top", 0.0) * (1 - picture)).sum() > 0  # without it: padding too
+    omega = arpro.compute_omega(models["fastflow"], d, "top", 0.9, valid=user.valid)
+    assert omega.sum() > 0 and (omega * (1 - picture)).sum() == 0
 
 
 def test_mvtec_layouts_that_do_not_fit_are_one_clear_error(tmp_path):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from arpro.algorithm.best_of import DRAW_SEED_STRIDE, best_of
@@ -24,29 +25,44 @@ P2_TOLERANCE_PER_ELEMENT = 0.01  # default delta2 = 0.01 · |omega_bar| (input e
 P4_TOLERANCE_OF_TRAIN_STD = 0.1  # default delta4 = 0.1 · std of the detector's training scores
 
 
-def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, quantile: float = 0.9) -> Tensor:
+def compute_omega(detector: Detector, bad: Decomposition, mask: str | Tensor, quantile: float = 0.9,
+                  valid: Tensor | None = None, dilation: int = 0) -> Tensor:
     """The anomalous-feature mask omega ``[B, *F]`` (float 0/1) of ``x_bad``.
 
     - ``"train"`` (paper): ``alpha_i(x_bad) >= tau_i``, tau the training quantile per feature;
     - ``"top"`` (reference code): alpha at or above the input's own ``quantile`` of alpha;
     - ``"top-train"``: both, so that an input's top elements that score as normal ones do stay in omega_bar;
-    - a tensor: a mask given on the input ``[B, *X]`` or on the features ``[B, *F]``.
+    - a tensor: a mask given on the input ``[B, *X]`` or on the features ``[B, *F]``;
+    - all within ``valid`` (the same shapes, 1 = the input's own data, 0 = padding), the quantile the data's own;
+    a rule's omega grown by ``dilation`` features along each feature axis (a max-pool), within ``valid`` too.
     """
     alpha = bad.alpha.detach()
+    inside = torch.ones_like(alpha, dtype=torch.bool) if valid is None else on_features(detector, valid, alpha, "valid mask")
     if isinstance(mask, Tensor):
-        omega = detector.feature_mask(mask.to(alpha.dtype))
-        if omega.shape != alpha.shape:
-            raise ArproError(f"mask of shape {tuple(mask.shape[1:])} does not fit features {tuple(alpha.shape[1:])}")
-        return (omega > 0.5).to(alpha.dtype)
+        return (on_features(detector, mask, alpha, "mask") & inside).to(alpha.dtype)
     if mask not in MASK_RULES:
         raise ArproError(f"mask must be {', '.join(map(repr, MASK_RULES))} or a mask tensor, not {mask!r}")
     if mask != "top" and not detector.is_calibrated:
         raise ArproError(f"detector {detector.name!r} has no training thresholds; fit it first or use --mask top")
-    keep = alpha >= detector.tau.to(alpha.device) if mask != "top" else torch.ones_like(alpha, dtype=torch.bool)
-    if mask != "train":  # and at or above the input's own quantile
-        cut = torch.quantile(alpha.flatten(1).float(), quantile, dim=1).to(alpha.dtype)
+    keep = (alpha >= detector.tau.to(alpha.device) if mask != "top" else torch.ones_like(alpha, dtype=torch.bool)) & inside
+    if mask != "train":  # and at or above the input's own quantile (of its data's alpha)
+        values = alpha.flatten(1).float().masked_fill(~inside.flatten(1), float("nan"))
+        cut = torch.nanquantile(values, quantile, dim=1).to(alpha.dtype)
         keep &= alpha >= cut.view(-1, *[1] * (alpha.dim() - 1))
+    if dilation:
+        if not 1 <= alpha.dim() - 1 <= 3:
+            raise ArproError(f"--mask-dilation needs 1 to 3 feature axes, not {alpha.dim() - 1}")
+        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[alpha.dim() - 2]
+        keep = (pool(keep.unsqueeze(1).float(), 2 * dilation + 1, stride=1, padding=dilation).squeeze(1) > 0.5) & inside
     return keep.to(alpha.dtype)
+
+
+def on_features(detector: Detector, mask: Tensor, alpha: Tensor, what: str) -> Tensor:
+    """A 0/1 mask given on the input or the features, as a bool mask on the features (``alpha``'s shape)."""
+    mapped = detector.feature_mask(mask.to(alpha.device, alpha.dtype))
+    if mapped.shape != alpha.shape:
+        raise ArproError(f"{what} of shape {tuple(mask.shape[1:])} does not fit features {tuple(alpha.shape[1:])}")
+    return mapped > 0.5
 
 
 def check_input(x_bad: Tensor, repairer: Repairer) -> None:
@@ -102,25 +118,26 @@ def repair(x_bad: Tensor, detector: Detector, repairer: Repairer, *,
            properties: Sequence[PropertySpec] = DEFAULT_PROPERTIES, settings: RepairSettings | None = None,
            mask: str | Tensor | None = None, seed: int | Sequence[int] = 0, arms: Sequence[str] = ARMS,
            ids: list[str] | None = None, progress: bool = True, dataset: Dataset | None = None,
-           stats: TrainingStats | None = None) -> RepairResult:
+           stats: TrainingStats | None = None, valid: Tensor | None = None) -> RepairResult:
     """Repair ``x_bad`` ``[B, *X]``: the guided repair and its unguided baselines, judged by P1–P4.
 
     ``properties`` names the properties that guide the repair (names, ``(name, options)`` pairs or
     instances; ``"+NAME"`` adds to P1–P4); the result always reports P1–P4 as well. ``mask``
     (a rule of ``MASK_RULES``, or a tensor on the input or the features) replaces ``settings.mask``. ``dataset``
     (and its training ``stats``, computed when not given) tells properties the feature names and ranges.
+    ``valid`` (``Split.valid``, ``InputBatch.valid``) keeps omega off padding (:func:`compute_omega`).
     Sample ``i`` draws its noise from ``seed + i`` in every arm (or from ``seed[i]``, given one per sample).
     """
     guiding = tuple(make_property(spec) for spec in expand_properties(properties))
     return run_arms(x_bad, detector, repairer, guiding=guiding, reported=reported_properties(guiding),
                     settings=resolve_settings(settings, detector, repairer, guiding), mask=mask, seed=seed, arms=arms,
-                    ids=ids, progress=progress, dataset=dataset, stats=stats)
+                    ids=ids, progress=progress, dataset=dataset, stats=stats, valid=valid)
 
 
 def run_arms(x_bad: Tensor, detector: Detector, repairer: Repairer, *, guiding: Sequence[Property],
              reported: Sequence[Property], settings: RepairSettings, mask: str | Tensor | None,
              seed: int | Sequence[int], arms: Sequence[str], ids: list[str] | None, progress: bool,
-             dataset: Dataset | None, stats: TrainingStats | None) -> RepairResult:
+             dataset: Dataset | None, stats: TrainingStats | None, valid: Tensor | None = None) -> RepairResult:
     """:func:`repair` after its resolution step (which :class:`arpro.Run` took once for all its repairs):
     the arms on ``x_bad`` as one batch, judged by the ``reported`` properties."""
     check_input(x_bad, repairer)
@@ -136,7 +153,8 @@ def run_arms(x_bad: Tensor, detector: Detector, repairer: Repairer, *, guiding: 
     if isinstance(mask, Tensor) and tuple(mask.shape) not in (tuple(x_bad.shape), tuple(bad.alpha.shape)):
         raise ArproError(f"mask of shape {tuple(mask.shape)} fits neither the inputs {tuple(x_bad.shape)} "
                          f"nor their features {tuple(bad.alpha.shape)}")
-    omega = compute_omega(detector, bad, settings.mask if mask is None else mask, settings.mask_quantile)
+    omega = compute_omega(detector, bad, settings.mask if mask is None else mask, settings.mask_quantile, valid,
+                          settings.mask_dilation)
     data = data_context(detector, dataset, stats)
     omega_input = detector.input_mask(omega, x_bad.shape).to(x_bad.dtype)
     if any(not p.guides for p in guiding):  # hard constraints: frozen elements leave omega, out-of-range ones join

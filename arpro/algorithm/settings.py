@@ -62,6 +62,8 @@ class RepairSettings:
                         "(top, among the elements above tau), truth (ground-truth masks), or a .npy file.")
     mask_quantile: float = setting(0.9, "Quantile of the input's alpha for --mask top and top-train.",
                                    check=lambda v: 0.0 <= v <= 1.0, rule="in [0, 1]")
+    mask_dilation: int = setting(0, "Grow the rule's omega by N features along each feature axis (1-3 axes), within the "
+                                 "input's data: an omega beside a thin defect then covers it.", check=lambda v: v >= 0, rule=">= 0")
     delta2: float | None = setting(None, "P2 tolerance on L2; default: 0.01 per element of omega_bar.",
                                    check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")
     delta4: float | None = setting(None, "P4 tolerance; default: 0.1 × the std of the detector's training scores.",

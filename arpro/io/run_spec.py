@@ -156,7 +156,7 @@ def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8
         raise ArproError(f"dataset {dataset.name!r} has no anomalous test samples; pass --input")
     picked = anomalous.subset(anomalous.spread(count))
     meta = {} if picked.masks is None else {"truth": picked.masks}  # drawn beside omega in the domain's figure
-    return InputBatch(picked.x, picked.ids or [str(i) for i in range(len(picked))], meta), picked.masks
+    return InputBatch(picked.x, picked.ids or [str(i) for i in range(len(picked))], meta, picked.valid), picked.masks
 
 
 def without(split: Split, ids: Sequence[str]) -> Split:
@@ -178,9 +178,10 @@ class Run:
 
     def repair(self, x_bad: Tensor, *, truth: Tensor | None = None, ids: list[str] | None = None,
                settings: RepairSettings | None = None, seed: int | Sequence[int] | None = None, arms: Sequence[str] = ARMS,
-               progress: bool = True) -> RepairResult:
+               progress: bool = True, valid: Tensor | None = None) -> RepairResult:
         """Repair ``x_bad`` with the run's properties and settings (or ``settings``, resolved here as
-        :func:`arpro.repair` does); sample ``i`` draws its noise from ``seed + i`` (default: the spec's seed)."""
+        :func:`arpro.repair` does); sample ``i`` draws its noise from ``seed + i`` (default: the spec's
+        seed); omega stays on ``valid`` (the data, not padding)."""
         spec, mask = self.spec, None
         settings = spec.settings if settings is None else resolve_settings(settings, self.detector, self.repairer,
                                                                            spec.guiding)
@@ -192,7 +193,7 @@ class Run:
             mask = read_mask(Path(settings.mask), x_bad.shape)
         return run_arms(x_bad, self.detector, self.repairer, guiding=spec.guiding, reported=spec.reported,
                         settings=settings, mask=mask, seed=spec.seed if seed is None else seed, arms=arms, ids=ids,
-                        progress=progress, dataset=self.dataset, stats=self.training_stats)
+                        progress=progress, dataset=self.dataset, stats=self.training_stats, valid=valid)
 
     @cached_property
     def training_stats(self) -> TrainingStats:
@@ -240,7 +241,7 @@ def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, cou
         batch, truth = read_inputs(dataset, input_path, count, exclude)  # a bad input fails before any model loads
         run = resolve(spec, dataset=dataset, progress=progress)
         run = replace(run, **dict(zip(("detector", "repairer"), dataset.models_for(batch, run.detector, run.repairer))))
-        result = run.repair(batch.x, truth=truth, ids=batch.ids, arms=arms, progress=progress)
+        result = run.repair(batch.x, truth=truth, ids=batch.ids, arms=arms, progress=progress, valid=batch.valid)
         report = {"arpro_version": __version__, "spec": spec.to_dict(), "input": str(input_path) if input_path else None,
                   "count": count, **({"calibration": calibration} if calibration else {}), **result.to_dict()}
         (stage / "report.json").write_text(strict_json(report, indent=2) + "\n")

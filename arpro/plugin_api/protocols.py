@@ -140,6 +140,7 @@ class Split:
     masks: Tensor | None = None  # [N, *X] or [N, *F], 1 = anomalous element
     ids: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
+    valid: Tensor | None = None  # [N, *X] or [N, *F], 1 = the sample's own data, 0 = padding (omega stays off it)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -148,7 +149,7 @@ class Split:
         """The samples at ``idx``, in that order."""
         masks = None if self.masks is None else self.masks[idx]
         return Split(self.x[idx], self.labels[idx], masks, [self.ids[i] for i in idx] if self.ids else [],
-                     [self.kinds[i] for i in idx] if self.kinds else [])
+                     [self.kinds[i] for i in idx] if self.kinds else [], None if self.valid is None else self.valid[idx])
 
     def spread(self, n: int) -> list[int]:
         """Indices of ``n`` samples that cover every kind: taken in turn from each kind, first
@@ -175,6 +176,7 @@ class InputBatch:
     x: Tensor  # [B, *X], in the model's space
     ids: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    valid: Tensor | None = None  # [B, *X] or [B, *F], 1 = the user's data, 0 = padding (as Split.valid)
 
 
 class Dataset(ABC):

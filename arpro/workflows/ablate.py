@@ -35,7 +35,7 @@ def ablate(run: Run, inputs: Split, grid: list[float], progress: bool = True) ->
             else:
                 varied = replace(settings, weights={**settings.weights, parameter: value})
             result = run.repair(inputs.x, truth=inputs.masks, ids=inputs.ids, settings=varied, arms=("guided",),
-                                progress=False)
+                                progress=False, valid=inputs.valid)
             guided = result.arms["guided"]
             row = {"parameter": parameter, "value": value}
             row.update({m: statistics.fmean(v.tolist()) for m, v in guided.metrics.items()})

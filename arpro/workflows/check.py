@@ -136,7 +136,7 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
             infill["reference"] = reference_infill(spec, dataset, normal, progress=progress)
         anomalous = test.anomalous()
         chosen = anomalous.subset(anomalous.spread(limit))
-        result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress)
+        result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress, valid=chosen.valid)
         guided = result.arms["guided"]
         flagged = (result.score_bad >= threshold) & ~result.nothing_to_repair  # the inputs a repair is judged on
         located = [None] * len(chosen) if chosen.masks is None else omega_on_truth(

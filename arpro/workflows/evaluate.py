@@ -56,7 +56,7 @@ class Job:
         """The inputs at ``indices`` repaired, input ``k`` seeded by ``seed + k`` wherever it is repaired."""
         split = self.anomalous.subset(list(indices))
         return self.run.repair(split.x, truth=split.masks, ids=split.ids or [str(k) for k in indices],
-                               seed=[self.run.spec.seed + k for k in indices], progress=progress)
+                               seed=[self.run.spec.seed + k for k in indices], progress=progress, valid=split.valid)
 
 
 def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_size: int, progress: bool = True,

@@ -60,16 +60,17 @@ class ImageDataset(arpro.Dataset):
     def read_input(self, path: Path) -> arpro.InputBatch:
         """One PNG/JPEG of any size and mode, letterboxed into the model's square (with ``tiled``:
         kept at full resolution); its original pixels ride along in ``meta["images"]`` for
-        :meth:`write_repairs`."""
+        :meth:`write_repairs`; ``valid`` marks the picture in the square (omega stays off the padding)."""
         if self.tiled:  # the full-resolution picture; the models are wrapped by models_for
             rgb, info = open_image(Path(path), self.max_pixels)
             if min(info.size) < self.image_size:
                 raise ArproError(f"tiled repair needs an image at least {self.image_size} px on each side (the DDPM's "
                                  f"crops), not {info.size[0]}x{info.size[1]}; leave tiled off for it")
-            x = to_tensor(rgb)
+            x, valid = to_tensor(rgb), None  # no padding: the tiled detector crops its own
         else:
             x, info = read_image(Path(path), self.image_size, self.max_pixels)
-        return arpro.InputBatch(x.unsqueeze(0), [Path(path).stem], {"images": [info]})
+            valid = info.box.valid().unsqueeze(0)
+        return arpro.InputBatch(x.unsqueeze(0), [Path(path).stem], {"images": [info]}, valid)
 
     def models_for(self, batch: arpro.InputBatch, detector: arpro.Detector,
                    repairer: arpro.Repairer) -> tuple[arpro.Detector, arpro.Repairer]:

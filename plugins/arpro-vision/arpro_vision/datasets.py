@@ -9,7 +9,8 @@ folder is an ArproError that names the expected layout.
 Images keep their aspect ratio: the longer side is resized to ``image_size`` (bicubic,
 antialiased) and the shorter one mirror-padded to it (``images.Letterbox``); masks are placed
 the same way, area-averaged (a pixel is anomalous when at least half of it was) and mirrored
-into the padding like the image's edge, giving ``Split.masks`` ``[N, H, W]``.
+into the padding like the image's edge, giving ``Split.masks`` ``[N, H, W]``; ``Split.valid``
+``[N, H, W]`` marks each picture's own pixels, so that omega never lies on the padding.
 """
 
 from __future__ import annotations
@@ -146,11 +147,13 @@ class FolderLayoutDataset(ImageDataset):
 
     def _load(self, rows: pd.DataFrame) -> arpro.Split:
         size = self.image_size
-        xs, masks, ids = [], [], []
+        xs, masks, ids, valid = [], [], [], []
         root = self.root_dir()
         for row in rows.itertuples():
             rgb, _ = open_image(inside(row.image_path, root), self.max_pixels)
-            xs.append(to_tensor(letterbox_rgb(rgb, size)[0]))
+            square, box = letterbox_rgb(rgb, size)
+            xs.append(to_tensor(square))
+            valid.append(box.valid())
             mask_path = getattr(row, "mask_path", None)
             if isinstance(mask_path, str) and mask_path:
                 inside(mask_path, root)
@@ -160,7 +163,8 @@ class FolderLayoutDataset(ImageDataset):
         labels = torch.tensor([int(v) for v in rows.label_index], dtype=torch.long)
         x = torch.stack(xs) if xs else torch.zeros(0, 3, size, size)
         m = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, size, size)
-        return arpro.Split(x, labels, m, ids, [self.kind(row) for row in rows.itertuples()])
+        v = torch.stack(valid) if valid else torch.zeros(0, size, size)
+        return arpro.Split(x, labels, m, ids, [self.kind(row) for row in rows.itertuples()], v)
 
     @cached_property
     def _splits(self) -> tuple[arpro.Split, arpro.Split]:

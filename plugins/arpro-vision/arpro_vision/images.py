@@ -56,6 +56,13 @@ class Letterbox:
         """The picture's part of a ``[side, side, ...]`` array."""
         return array[self.top : self.top + self.height, self.left : self.left + self.width]
 
+    def valid(self) -> torch.Tensor:
+        """``[side, side]`` float, 1 on the picture and 0 on the padding: ``Split.valid`` and
+        ``InputBatch.valid``, which keep omega off the mirrored edge."""
+        mask = torch.zeros(self.side, self.side)
+        mask[self.top : self.top + self.height, self.left : self.left + self.width] = 1.0
+        return mask
+
 
 @dataclass
 class ImageInfo:
