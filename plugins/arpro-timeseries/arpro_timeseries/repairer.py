@@ -143,6 +143,7 @@ class DiffusionTS(ShippedModel, arpro.Repairer):
     """Diffusion-TS (Yuan & Qiao, ICLR 2024): interpretable trend + seasonal + residual x0-predicting denoiser."""
 
     name = "diffusion-ts"
+    smoke_fit_options = {"steps": 2}
     domain = "timeseries"
     is_default = True
     prediction_type = "sample"
@@ -217,6 +218,19 @@ class DiffusionTS(ShippedModel, arpro.Repairer):
         a = torch.fft.fft(x0, dim=1, norm="forward")
         b = torch.fft.fft(prediction, dim=1, norm="forward")
         return self.config["fourier_weight"] * ((a - b).real.pow(2) + (a - b).imag.pow(2)).flatten(1).mean(1)
+
+    def infill_masks(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """A block of a fifth of the time steps (all features, a known step on each side) and a random quarter
+        of the features (all time steps): the regions a repair of a window regenerates."""
+        t, d = self.x_mean.shape
+        length = max(1, t // 5)
+        starts = torch.randint(1, max(2, t - length), (n,), generator=generator)
+        steps = torch.arange(t)
+        block = ((steps >= starts[:, None]) & (steps < starts[:, None] + length)).float()
+        chosen = torch.stack([torch.randperm(d, generator=generator)[: max(1, d // 4)] for _ in range(n)])
+        features = torch.zeros(n, d).scatter_(1, chosen, 1.0)
+        return {"time block": block[:, :, None].expand(n, t, d).clone(),
+                "feature subset": features[:, None, :].expand(n, t, d).clone()}
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> list[float]:
         """The core's denoiser loop (x0 target, weighted as v-prediction with ``parameterization="v"``) plus the

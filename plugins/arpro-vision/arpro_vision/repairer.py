@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 import arpro
@@ -24,6 +25,7 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
     """
 
     name = "ddpm"
+    smoke_fit_options = {"steps": 2, "batch_size": 4}
     domain = "image"
     is_default = True
     folder_format = "diffusers"
@@ -67,6 +69,18 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         return self.unet(x_t, t).sample
+
+    def infill_masks(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """A square of a quarter of the side at a random place: the region a repair of a local defect regenerates."""
+        shape = tuple(self.x_mean.shape)
+        h, w = shape[-2:]
+        side = max(1, min(h, w) // 4)
+        mask = torch.zeros(n, *shape)
+        for i in range(n):
+            top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
+            mask[i, ..., top : top + side, left : left + side] = 1.0
+        return {"square block": mask}
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> list[float]:
         """``options``: ``steps``, ``lr``, ``batch_size`` override the config for this call."""
