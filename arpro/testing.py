@@ -14,7 +14,11 @@ The built-in plugins' tests (``plugins/*/tests``) and the example plugin's use t
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +29,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from arpro.algorithm.service import repair
+from arpro.cli import main
 from arpro.algorithm.settings import ARMS, RepairSettings
 from arpro.io.checkpoint import load, read_header, save
 from arpro.plugin_api import registry
@@ -37,6 +42,38 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     """Run ``arpro ARGS`` in a fresh process, as a user would: the exit status, stdout and stderr to assert on."""
     return subprocess.run([sys.executable, "-m", "arpro.cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=timeout)
+
+
+def check_one_error_line(args: list[str], fragment: str, cwd: Path, *unchanged: Path) -> None:
+    """Bad input meets the project's rule: ``arpro ARGS``, run in this process (a fresh one per case would cost
+    more than the case) in ``cwd``, exits with status 2 and one ``error:`` line on stderr that holds ``fragment``,
+    prints no traceback, and writes or changes nothing in ``cwd`` or the ``unchanged`` folders."""
+    def snapshot() -> dict[str, str]:
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+                for folder in (cwd, *unchanged) for p in sorted(Path(folder).rglob("*"))}
+
+    before, err, argv, here = snapshot(), io.StringIO(), sys.argv, os.getcwd()
+    sys.argv = ["arpro", *args]
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+    text = err.getvalue()
+    assert code == 2 and "Traceback" not in text, f"exit status {code}: {text}"
+    assert text.count("\n") == 1 and text.startswith("error: ") and fragment in text, text
+    assert snapshot() == before, "a bad input wrote or changed files"
+
+
+def registered(distribution: str, kind: str = "detector") -> list[str]:
+    """The names of the ``kind``s that ``distribution`` registers, sorted: a plugin's tests parametrize over them, so
+    a model it adds is checked without being listed."""
+    return sorted(e.name for e in registry.registry().entries[kind].values() if e.distribution == distribution)
 
 
 def fitted_detector(name: str, n_train: int = 32, n_test: int = 4, **config: Any) -> tuple[Detector, Tensor]:

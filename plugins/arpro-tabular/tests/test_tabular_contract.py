@@ -6,13 +6,11 @@ import pytest
 import torch
 
 import arpro
-from arpro.plugin_api import registry
 from arpro.testing import (check_bundled_checkpoint, check_checkpoint_round_trip, check_decomposition, check_gradient,
-                           check_infill_masks, check_property_contract, fitted_detector, fitted_repairer)
+                           check_infill_masks, check_property_contract, fitted_detector, fitted_repairer, registered)
 import arpro_tabular
 
-DETECTORS = sorted(e.name for e in registry.registry().entries["detector"].values()
-                   if e.distribution == "arpro-tabular")
+DETECTORS = registered("arpro-tabular")
 CHECKPOINTS = sorted((Path(arpro_tabular.__file__).parent / "checkpoints").glob("*.safetensors"))
 
 

@@ -8,12 +8,11 @@ import torch
 
 from arpro.plugin_api import registry
 from arpro.testing import (check_bundled_checkpoint, check_checkpoint_round_trip, check_decomposition, check_gradient,
-                           check_infill_masks, fitted_detector, fitted_repairer)
+                           check_infill_masks, fitted_detector, fitted_repairer, registered)
 from arpro.workflows import infill_quality
 import arpro_timeseries
 
-DETECTORS = sorted(e.name for e in registry.registry().entries["detector"].values()
-                   if e.distribution == "arpro-timeseries")
+DETECTORS = registered("arpro-timeseries")
 CHECKPOINTS = sorted((Path(arpro_timeseries.__file__).parent / "checkpoints").glob("*.safetensors"))
 
 

@@ -6,12 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from arpro.plugin_api import registry
 from arpro.testing import (check_bundled_checkpoint, check_checkpoint_round_trip, check_decomposition,
-                           check_infill_masks, fitted_detector, fitted_repairer)
+                           check_infill_masks, fitted_detector, fitted_repairer, registered)
 import arpro_vision
 
-DETECTORS = sorted(e.name for e in registry.registry().entries["detector"].values() if e.distribution == "arpro-vision")
+DETECTORS = registered("arpro-vision")
 CHECKPOINTS = sorted((Path(arpro_vision.__file__).parent / "checkpoints").glob("*.safetensors"))
 
 
