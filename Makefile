@@ -8,7 +8,7 @@ STAMP := $(VENV)/.arpro-installed
 # the vision plugin is installed with its [weights] extra: the ImageNet backbone of its default detector
 VISION := plugins/arpro-vision/
 
-.PHONY: install demo test clean
+.PHONY: install demo test docs clean
 
 install: $(STAMP)
 
@@ -26,5 +26,21 @@ demo: install
 test: install
 	$(PY) -m pytest
 
+# the site in site/: the generated reference pages first, then a strict build (any warning fails)
+docs: install
+	$(PY) -m pip install -q -c constraints.txt -e '.[docs]'
+	$(PY) docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site
+
+# `make bench` runs every benchmark (results in benchmarks/results/, see benchmarks/README.md);
+# `make checkpoints` rebuilds every plugin's shipped checkpoints with its own script (hours on a CPU).
+.PHONY: bench checkpoints
+
+bench: install
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m benchmarks run all
+
+checkpoints: install
+	for script in plugins/*/scripts/train_bundled.py; do OMP_NUM_THREADS=1 $(PY) $$script all || exit 1; done

@@ -32,6 +32,7 @@ _MODULES = {
     "arpro.plugin_api.schedulers": ("make_scheduler",),
     "arpro.metrics": ("auroc", "f1", "scores", "conformal_threshold", "CONFORMAL_MINIMUM"),
     "arpro.io.limits": ("check_csv_size",),
+    "arpro.runtime.threads": ("choose_threads",),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -1,9 +1,12 @@
-"""The detection metrics every workflow and plugin shares: AUROC, F1, scores in batches, and the
-split-conformal threshold below which a score counts as normal (the TNR of the paper's Table 3)."""
+"""The detection metrics every workflow and plugin shares: AUROC, F1, scores in batches, the
+split-conformal threshold below which a score counts as normal (the TNR of the paper's Table 3),
+and whether omega lies on a labelled defect (a repair explains an input only if omega covers what
+is wrong with it): omega's precision, recall and touch, and alpha's AUROC, on the detector's features."""
 
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 
 import torch
@@ -73,3 +76,28 @@ def tnr_threshold(dataset: Dataset, detector: Detector) -> float:
         raise ArproError(f"dataset {dataset.name!r} has {len(normal)} held-out normal samples; the 95% TNR "
                          f"threshold needs at least {CONFORMAL_MINIMUM} (more normal data, or a smaller window or stride)")
     return conformal_threshold(scores(detector, normal))
+
+
+def omega_on_truth(omega: Tensor, alpha: Tensor, truth: Tensor) -> list[dict | None]:
+    """Per input (``[B, *F]`` each; ``truth`` 1 = anomalous feature): omega's ``precision`` and
+    ``recall``, ``touches`` (they share an element) and ``alpha_auroc``; None where the mask is
+    empty (nothing labelled to find)."""
+    rows: list[dict | None] = []
+    for o, a, t in zip(omega.flatten(1) > 0.5, alpha.flatten(1), truth.flatten(1) > 0.5, strict=True):
+        hit, size = int((o & t).sum()), int(o.sum())
+        rows.append(None if not t.any() else {
+            "precision": hit / size if size else 0.0, "recall": hit / int(t.sum()), "touches": hit > 0,
+            "alpha_auroc": auroc(t, a)})
+    return rows
+
+
+def localisation_stats(records: list[dict]) -> dict | None:
+    """Over the records that carry ``omega_on_truth``: how many, the share whose omega touches the
+    defect, and the means of precision, recall and alpha's per-input AUROC; None without any."""
+    rows = [r["omega_on_truth"] for r in records if r.get("omega_on_truth")]
+    if not rows:
+        return None
+    aurocs = [r["alpha_auroc"] for r in rows if r["alpha_auroc"] == r["alpha_auroc"]]  # NaN: a mask covering all
+    return {"n": len(rows), "touches": statistics.fmean(r["touches"] for r in rows),
+            "precision": statistics.fmean(r["precision"] for r in rows), "recall": statistics.fmean(r["recall"] for r in rows),
+            "alpha_auroc": statistics.fmean(aurocs) if aurocs else None}

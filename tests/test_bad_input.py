@@ -1,4 +1,4 @@
-"""The error contract of docs/cli.md, case by case: a bad input is one ``error:`` line on
+"""The error contract of docs/reference/behaviour.md, case by case: a bad input is one ``error:`` line on
 stderr, exit status 2, no traceback, and nothing written or changed on disk.
 
 Each case runs the command line in-process (``arpro.testing.check_one_error_line``) in a fresh

@@ -263,3 +263,54 @@ def test_records_carry_the_anomaly_kind_and_tables_break_tnr_down_by_it():
     for r in records:
         r["kind"] = "spike"  # one kind: nothing to break down
     assert summarize(records, [], props)["by_kind"] == {} and "category/kind" not in markdown_tables(summarize(records, [], props))
+
+
+def test_omega_against_a_labelled_defect():
+    """Precision, recall, touch and alpha's AUROC per input; none where nothing is labelled."""
+    from arpro.metrics import omega_on_truth
+
+    omega = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0]])
+    alpha = torch.tensor([[4.0, 3, 2, 1], [1, 2, 3, 4], [1, 1, 1, 1]])
+    truth = torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    first, second, third = omega_on_truth(omega, alpha, truth)
+    assert first == {"precision": 0.5, "recall": 0.5, "touches": True, "alpha_auroc": 0.5}
+    assert second["touches"] is False and second["precision"] == 0.0 and second["alpha_auroc"] == 0.0
+    assert third is None
+
+
+def test_evaluate_records_and_tables_judge_omega_on_the_labelled_defect():
+    """With masks, each record says how omega meets the defect, and tables.md gets a table of it,
+    flagged inputs first; without a labelled defect an input has no such figure."""
+    from arpro.workflows.evaluate import Job, run_chunk
+    from arpro.workflows.summary import markdown_tables
+
+    run = arpro.resolve(arpro.RunSpec(detector="gaussian", settings={"steps": 4}), progress=False)
+    anomalous = run.dataset.test().anomalous().subset(list(range(4)))
+    anomalous.masks = torch.ones_like(anomalous.x)
+    anomalous.masks[1] = 0  # nothing labelled: no figure
+    records, _ = run_chunk(Job("plant", run, anomalous, threshold=-1e9, chunk_size=4), 0, 4)
+    assert "omega_on_truth" not in records[1]
+    for r in (records[0], records[2], records[3]):  # the whole row labelled: omega is all defect
+        located = r["omega_on_truth"]
+        assert located["precision"] == 1.0 and located["recall"] == pytest.approx(r["omega_fraction"])
+        assert located["touches"] == (r["omega_fraction"] > 0)
+    summary = summarize(records, [], [{"name": "p1", "metric": "Ms", "label": "Ms"}])
+    assert summary["categories"]["plant"]["omega_on_truth"]["n"] == 3
+    table = markdown_tables(summary)
+    assert "ω touches it" in table and table.index("| plant, flagged | 3 |") < table.index("| plant, all | 3 |")
+
+
+def test_the_gallery_draws_the_runs_own_repairs(tmp_path, monkeypatch):
+    """A chunk holding gallery inputs draws them from its own result: nothing is repaired a second time."""
+    from arpro.workflows.evaluate import Job, run_chunk
+
+    run = arpro.resolve(arpro.RunSpec(detector="gaussian", settings={"steps": 4}), progress=False)
+    job = Job("plant", run, run.dataset.test().anomalous().subset(list(range(6))), threshold=0.0, chunk_size=3)
+    calls = []
+    repair = Job.repair
+    monkeypatch.setattr(Job, "repair", lambda self, indices, **kw: calls.append(list(indices)) or repair(self, indices, **kw))
+    for start in (0, 3):
+        run_chunk(job, start, start + 3, tmp_path)
+    assert calls == [[0, 1, 2], [3, 4, 5]]
+    names = {p.name for p in (tmp_path / "gallery" / "plant").iterdir()}
+    assert {"repair-from-0.png", "repair-from-3.png"} <= names and all("-from-" in n for n in names)

@@ -39,7 +39,8 @@ def test_ablation_varies_each_lambda_and_the_scale(ablated):
 
 @pytest.mark.slow
 def test_evaluate_writes_a_gallery(evaluated):
-    assert (evaluated / "gallery" / "breast-cancer" / "repair.png").exists()
+    gallery = evaluated / "gallery" / "breast-cancer"  # inputs 0-3, drawn from the chunks at 0 and 3 that repaired them
+    assert (gallery / "repair-from-0.png").exists() and (gallery / "repair-from-3.png").exists()
 
 
 @pytest.mark.slow
@@ -49,7 +50,7 @@ def test_report_is_self_contained(evaluated, ablated):
     page = (evaluated / "report.html").read_text()
     assert page.count("<table") == 2
     assert "breast-cancer" in page and "Δ, all (% improvement of the mean" in page and "breast-cancer, flagged" in page
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 5  # 4 ablation plots + 1 gallery figure
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6  # 4 ablation plots + 2 gallery figures
     assert not re.search(r'src="(?!data:)', page)  # nothing loaded from outside the file
 
 
@@ -68,7 +69,7 @@ def test_report_renders_in_headless_chromium(evaluated, ablated, tmp_path):
          (evaluated / "report.html").as_uri()],
         capture_output=True, text=True, timeout=120,
     ).stdout
-    assert 'data-images="5"' in dom and 'data-images-loaded="5"' in dom
+    assert 'data-images="6"' in dom and 'data-images-loaded="6"' in dom
     assert dom.count("<table") == 2 and "<td>breast-cancer, flagged</td>" in dom
 
 

@@ -1,4 +1,4 @@
-"""The thread policy picks what docs/cli.md says, and --threads reaches torch."""
+"""The thread policy picks what docs/reference/behaviour.md says, and --threads reaches torch."""
 
 from __future__ import annotations
 

@@ -13,8 +13,9 @@ estimate ``x̂0`` (``guide_on="x0"``); either way it costs one detector forward 
 backward per step and never back-propagates through the denoiser. At the last step
 ``x_bad,0 = x_bad``, so with in-filling the repair equals ``x_bad`` exactly on omega_bar.
 ``infill_stop > 0`` (not in the paper) ends (5)–(6) once t < infill_stop·T: the last, nearly
-clean steps then denoise the whole input, so omega_bar may move a little (M_d > 0) to agree
-with the repaired omega, and P2's gradient on omega_bar takes effect.
+clean steps then denoise the whole input, so that omega's repair agrees with its surroundings.
+An in-filling arm's repair is then put back into ``x_bad`` through omega, as a file is written:
+omega_bar is ``x_bad`` exactly whatever ``infill_stop`` is, and P1–P4 judge that repair.
 ``guide_every = N > 1`` (not in the paper) guides only every N-th step, counted back from the
 last, with ``N·eta_t``: guidance then costs 1/N of a detector forward and backward per step;
 with ``guide_at = "end"`` the same number of guided steps are the last ones in a row.
@@ -176,6 +177,8 @@ def guided_masked_diffusion(
             else:
                 x_t = x_hat
             advance()
+    if len(fill):  # omega_bar may have drifted after infill_stop: the repair is omega's part of it, in x_bad
+        x_t = x_t.index_copy(0, fill, torch.where(omega_f > 0, x_t[fill], x_bad_f))
     return x_t.detach() if bounds is None else x_t.detach().clamp(*bounds)
 
 

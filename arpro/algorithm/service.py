@@ -189,7 +189,7 @@ def repair(
         x_bad=x_bad, omega=omega, omega_input=omega_input, score_bad=bad.score, arms=results,
         metric_names={p.name: p.metric_name for p in reported}, settings=used,
         ids=ids or [str(i) for i in range(x_bad.shape[0])],
-        messages=messages,
+        messages=messages, alpha_bad=bad.alpha,
     )
 
 

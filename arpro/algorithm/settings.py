@@ -57,7 +57,7 @@ class RepairSettings:
     grad_clip: float = setting(1.0, "Cap on each sample's gradient RMS per element; 0: the raw gradient (paper).",
                                check=lambda v: 0.0 <= v < math.inf, rule=">= 0 and finite")
     infill_stop: float = setting(0.0, "In-fill only while t >= this fraction of T; later steps regenerate the "
-                                 "whole input (0: the paper).", check=lambda v: 0.0 <= v < 1.0, rule="in [0, 1)")
+                                 "whole input, of which omega is kept (0: the paper).", check=lambda v: 0.0 <= v < 1.0, rule="in [0, 1)")
     mask: str = setting("train", "omega: train (paper: alpha >= tau), top (the input's top quantile), top-train "
                         "(top, among the elements above tau), truth (ground-truth masks), or a .npy file.")
     mask_quantile: float = setting(0.9, "Quantile of the input's alpha for --mask top and top-train.",

@@ -125,5 +125,10 @@ def print_check(report: dict) -> None:
             holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in part.get("holds", {}).items())
             table.add_row(f"default repair, {part['n']} anomalous inputs ({what})",
                           f"{holds}; all hold {part['all_hold']:.2f}; TNR {part['tnr']:.2f}" if part["n"] else "none")
+            if located := part.get("omega_on_truth"):
+                auc = "–" if located["alpha_auroc"] is None else f"{located['alpha_auroc']:.3f}"
+                table.add_row(f"  ω on the labelled defect ({located['n']} inputs)",
+                              f"touches it {located['touches']:.2f}; precision {located['precision']:.3f}, recall "
+                              f"{located['recall']:.3f}; AUROC of α on the mask {auc}")
     console.print(table)
     print(f"verdict: {report['verdict']}", flush=True)  # one line, however wide the terminal

@@ -18,7 +18,8 @@ Limit = Annotated[Optional[int], typer.Option("--limit", help="At most this many
 ChunkSize = Annotated[Optional[int], typer.Option("--chunk-size", help="Inputs repaired per batch (and per resume unit); "
                                                    "default: the dataset's, 64 rows or windows, 16 images.")]
 Category = Annotated[Optional[str], typer.Option("--category", help="Category to ablate on; default: the first.")]
-AblateLimit = Annotated[int, typer.Option("--limit", help="Anomalous inputs (the paper used 100).")]
+AblateLimit = Annotated[int, typer.Option("--limit", help="Anomalous inputs in all, taken in turn from each kind "
+                                                          "(the paper used 100).")]
 Figure = Annotated[bool, typer.Option("--figure", help="Also draw repair.png, the figure to read (matplotlib: "
                                      "about a second more on a small job).")]
 Arms = Annotated[str, typer.Option("--arms", help="Comma-separated arms to run as one batch: baseline, infill, guided "
@@ -34,7 +35,7 @@ WeightGrid = Annotated[str, typer.Option("--weight-grid", help="Values of the co
 SamplesGrid = Annotated[str, typer.Option("--samples-grid", help="Draws per input (best-of-K) to try.")]
 Fraction = Annotated[float, typer.Option("--fraction", help="Share of the anomalous test inputs used to calibrate.")]
 Grid = Annotated[str, typer.Option("--grid", help="Comma-separated values for each lambda and the scale multiplier.")]
-CheckLimit = Annotated[int, typer.Option("--limit", help="Anomalous test inputs repaired, taken in turn from each kind.")]
+CheckLimit = Annotated[int, typer.Option("--limit", help="Anomalous test inputs repaired in all (not per kind), taken in turn from each kind.")]
 Holdout = Annotated[float, typer.Option("--holdout", min=0.0, max=0.5, help="Share of the normal training samples a "
                     "repairer is validated on (when the dataset has no validation split); 0: none.")]
 

@@ -151,7 +151,8 @@ def read_inputs(dataset: Dataset, input_path: Path | None = None, count: int = 8
     if len(anomalous) == 0:
         raise ArproError(f"dataset {dataset.name!r} has no anomalous test samples; pass --input")
     picked = anomalous.subset(anomalous.spread(count))
-    return InputBatch(picked.x, picked.ids or [str(i) for i in range(len(picked))]), picked.masks
+    meta = {} if picked.masks is None else {"truth": picked.masks}  # drawn beside omega in the domain's figure
+    return InputBatch(picked.x, picked.ids or [str(i) for i in range(len(picked))], meta), picked.masks
 
 
 def without(split: Split, ids: Sequence[str]) -> Split:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import Tensor
@@ -93,6 +93,7 @@ class RepairResult:
     settings: dict[str, Any]
     ids: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    alpha_bad: Tensor | None = None  # [B, *F] alpha(x_bad), which omega was chosen from
 
     def __len__(self) -> int:
         return self.x_bad.shape[0]
@@ -101,6 +102,15 @@ class RepairResult:
     def nothing_to_repair(self) -> Tensor:
         """[B] bool: omega is empty or the input scores 0, so no repair can lower its score: not a P1 failure."""
         return (self.omega.flatten(1).sum(1) == 0) | (self.score_bad == 0)
+
+    def select(self, rows: list[int]) -> RepairResult:
+        """The inputs at ``rows`` alone (best-of-K's other draws left out): the few a gallery draws."""
+        arms = {name: ArmResult(a.x_fix[rows], a.score[rows], {m: v[rows] for m, v in a.metrics.items()},
+                                {p: v[rows] for p, v in a.holds.items()}, a.seconds, a.failed[rows])
+                for name, a in self.arms.items()}
+        return replace(self, x_bad=self.x_bad[rows], omega=self.omega[rows], omega_input=self.omega_input[rows],
+                       score_bad=self.score_bad[rows], arms=arms, ids=[self.ids[r] for r in rows] if self.ids else [],
+                       messages=[], alpha_bad=None if self.alpha_bad is None else self.alpha_bad[rows])
 
     @property
     def x_fix(self) -> Tensor:

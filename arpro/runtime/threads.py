@@ -3,7 +3,7 @@
 In order: ``--threads N``; ``ARPRO_NUM_THREADS``; ``OMP_NUM_THREADS`` (which torch itself reads);
 else the cores this process may use (its CPU affinity, capped by a cgroup v2 CPU quota) less the
 one-minute load average, rounded down, at least 1. Threads beyond the free cores do not run in
-parallel but wait for each other at every operation (docs/results.md, "Threads").
+parallel but wait for each other at every operation (docs/reference/behaviour.md, "Threads").
 """
 
 from __future__ import annotations

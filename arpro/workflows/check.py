@@ -24,7 +24,7 @@ from arpro.io.checked import read_record, record_path, sha256
 from arpro.io.checkpoint import obtain_model
 from arpro.io.outputs import strict_json, write_atomic
 from arpro.io.run_spec import RunSpec, load_dataset, obtain_models, resolve
-from arpro.metrics import auroc, f1, scores, tnr_threshold
+from arpro.metrics import auroc, f1, localisation_stats, omega_on_truth, scores, tnr_threshold
 from arpro.plugin_api import registry
 from arpro.plugin_api.protocols import Dataset, Split
 from arpro.plugin_api.result import MIN_TNR, P1_FAILURE_SHARE
@@ -114,11 +114,14 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
         result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress)
         guided = result.arms["guided"]
         flagged = (result.score_bad >= threshold) & ~result.nothing_to_repair  # the inputs a repair is judged on
+        located = [None] * len(chosen) if chosen.masks is None else omega_on_truth(
+            result.omega, result.alpha_bad, detector.feature_mask(chosen.masks.float()))
 
         def figures(keep: torch.Tensor) -> dict:
             return {"n": int(keep.sum()), "holds": {p: float(v[keep].float().mean()) for p, v in guided.holds.items()},
                     "all_hold": float(guided.all_hold[keep].float().mean()),
-                    "tnr": float((guided.score[keep] < threshold).float().mean())}
+                    "tnr": float((guided.score[keep] < threshold).float().mean()),
+                    "omega_on_truth": localisation_stats([{"omega_on_truth": located[i]} for i in keep.nonzero().flatten()])}
 
         repair = {**figures(torch.ones_like(flagged)), "flagged": figures(flagged) if flagged.any() else {"n": 0}}
 

@@ -26,7 +26,7 @@ from arpro.algorithm.settings import ARMS, MASK_RULES
 from arpro.errors import ArproError
 from arpro.io.outputs import LOCK_FILE, exclusive, strict_json, write_atomic
 from arpro.io.run_spec import Run, RunSpec, load_dataset, resolve, without
-from arpro.metrics import tnr_threshold
+from arpro.metrics import omega_on_truth, tnr_threshold
 from arpro.plugin_api.protocols import InputBatch, Split
 from arpro.plugin_api.result import RepairResult
 from arpro.runtime.devices import launch_fabric
@@ -83,27 +83,39 @@ def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_si
     return jobs
 
 
-def write_gallery(job: Job, out_dir: Path) -> list[Path]:
-    """The domain's figures for a few inputs of a category, of every kind where kinds are known,
-    in ``gallery/CATEGORY/``."""
+def write_gallery(job: Job, result: RepairResult, start: int, out_dir: Path) -> list[Path]:
+    """The domain's files and figures, in ``gallery/CATEGORY/``, for the gallery's inputs (a few, of every
+    kind where kinds are known) among those of the chunk from ``start`` that ``result`` repaired: the
+    run's own repairs, nothing repaired twice. Files are named by the chunk, so chunks never collide."""
+    rows = [k - start for k in job.anomalous.spread(GALLERY_SIZE) if start <= k < start + len(result)]
+    if not rows:
+        return []
     folder = out_dir / "gallery" / job.category
     folder.mkdir(parents=True, exist_ok=True)
-    result = job.repair(job.anomalous.spread(GALLERY_SIZE))
-    batch = InputBatch(result.x_bad, result.ids)
-    return job.run.dataset.write_repairs(result, folder, batch) + job.run.dataset.draw_repairs(result, folder, batch)
+    shown, masks = result.select(rows), job.anomalous.masks
+    batch = InputBatch(shown.x_bad, shown.ids, {} if masks is None else {"truth": masks[[start + r for r in rows]]})
+    files = job.run.dataset.write_repairs(shown, folder, batch) + job.run.dataset.draw_repairs(shown, folder, batch)
+    return [p.rename(p.with_name(f"{p.stem}-from-{start}{p.suffix}")) for p in files]
 
 
-def run_chunk(job: Job, start: int, stop: int) -> tuple[list[dict], list[dict]]:
-    """Repair inputs ``start:stop`` of the job: one deterministic record per input, and its timings.
+def run_chunk(job: Job, start: int, stop: int, out_dir: Path | None = None) -> tuple[list[dict], list[dict]]:
+    """Repair inputs ``start:stop`` of the job: one deterministic record per input, and its timings;
+    given ``out_dir``, the gallery's inputs among them are drawn there (:func:`write_gallery`).
 
     Wall-clock seconds are kept apart from the records so that the same seed and command
     give byte-identical ``records.jsonl``.
     """
-    result = job.repair(range(start, stop))
+    result, masks = job.repair(range(start, stop)), job.anomalous.masks
+    if out_dir is not None:
+        write_gallery(job, result, start, out_dir)
     records, timings = result.rows(), []
+    located = [None] * len(records) if masks is None else omega_on_truth(
+        result.omega, result.alpha_bad, job.run.detector.feature_mask(masks[start:stop].float()))
     for offset, record in enumerate(records):
         record.update(category=job.category, index=start + offset, chunk=start,
                       input_non_anomalous=record["score_bad"] < job.threshold)  # scored normal before any repair
+        if located[offset]:  # omega against the labelled defect
+            record["omega_on_truth"] = located[offset]
         if job.anomalous.kinds:  # the anomaly kind, where the dataset knows it: tables.md breaks TNR down by it
             record["kind"] = job.anomalous.kinds[start + offset]
         timing = {"category": job.category, "index": start + offset}
@@ -157,7 +169,7 @@ def evaluate(jobs: list[Job], out_dir: Path, *, advance: Callable[[], None] = la
     write_atomic(timings_path, "".join(strict_json(t) + "\n" for t in timings.values()))
     for job, start, stop in work:
         if (job.category, start) not in finished:
-            records, timings = run_chunk(job, start, stop)
+            records, timings = run_chunk(job, start, stop, out_dir)
             append_records(timings_path, timings)
             append_records(path, records)
         for _ in range(stop - start):
@@ -288,6 +300,4 @@ def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | No
                                            "the guarantee did not hold here (are these inputs like the calibration ones?)")
             summary["calibration"] = {k: calibration[k] for k in ("file", "sha256")}
         write_tables(out, summary)
-        for job in jobs:
-            write_gallery(job, out)
         return summary

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from arpro.algorithm.settings import ARMS
 from arpro.io.outputs import strict_json, write_atomic
+from arpro.metrics import localisation_stats
 from arpro.plugin_api.result import MIN_TNR, p1_warning
 
 MIN_GROUP = 5  # a category or kind of fewer inputs is too small to warn about
@@ -77,6 +78,8 @@ def summarize(records: list[dict], timings: list[dict], properties: list[dict]) 
                  "nothing_to_repair": sum(r.get("nothing_to_repair", False) for r in rows)}
         chosen = [r for r in rows if flagged(r)]
         entry["flagged"] = group(chosen, category) if chosen else {"n": 0}
+        if located := localisation_stats(rows):  # omega against the labelled defect, where the dataset labels it
+            entry["omega_on_truth"], entry["flagged"]["omega_on_truth"] = located, localisation_stats(chosen)
         table[category] = entry
     metrics = [p["metric"] for p in properties]
     delta = {metric: median_gain([e for e in table.values()], metric) for metric in metrics}
@@ -164,11 +167,27 @@ def paper_tables(summary: dict) -> list[tuple[list[str], list[list[str]]]]:
             below = f"{entry.get('inputs_non_anomalous', 0)} of {entry['n']}" if part is entry else "–"
             verdicts.append([label, str(part["n"]), *cells, below])
     tables = [(head, rows), (verdict_head, verdicts)]
+    if any("omega_on_truth" in e for e in summary["categories"].values()):
+        tables.append(localisation_table(summary))
     if kinds := summary.get("by_kind"):
         kind_head = ["category/kind", "n", *[f"{a} {label}" for label in ("TNR", "all hold", "P1 holds") for a in arms]]
         tables.append((kind_head, [[name, str(e["n"]), *[f"{e[a][key]:.2f}" for key in ("tnr", "all_hold", "p1") for a in arms]]
                                    for name, e in kinds.items()]))
     return tables
+
+
+def localisation_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Where the dataset labels the defect: how well omega finds it, flagged inputs first."""
+    head = ["inputs", "n with a labelled defect", "ω touches it", "ω precision (mean)", "ω recall (mean)",
+            "AUROC of α on the mask (mean per input)"]
+    rows = []
+    for category, entry in summary["categories"].items():
+        for label, part in ((f"{category}, flagged", entry.get("flagged", {})), (f"{category}, all", entry)):
+            s = part.get("omega_on_truth")
+            rows.append([label, *(["0", "–", "–", "–", "–"] if not s else [
+                str(s["n"]), f"{s['touches']:.2f}", f"{s['precision']:.3f}", f"{s['recall']:.3f}",
+                "–" if s["alpha_auroc"] is None else f"{s['alpha_auroc']:.3f}"])])
+    return head, rows
 
 
 def guarantee_text(summary: dict) -> str:

@@ -1,4 +1,4 @@
-"""Checkpoints shipped with this plugin, trained by the commands in docs/results.md."""
+"""Checkpoints shipped with this plugin, trained by the commands in docs/reference/plugins.md."""
 
 from __future__ import annotations
 

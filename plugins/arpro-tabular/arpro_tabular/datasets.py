@@ -90,7 +90,8 @@ class TableDataset(arpro.Dataset):
 
     domain = "tabular"
     accepted_options: tuple[str, ...] = ()
-    evaluate_chunk = 64  # evaluate's batches: the autoencoder's 212 rows in 15.7 s against 26.7 s at 16 (cli.md)
+    # evaluate's batches: the autoencoder's 212 rows in 15.7 s against 26.7 s at 16 (docs/decisions/speed.md)
+    evaluate_chunk = 64
 
     def table(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """(the feature values ``[rows, columns]`` as float32, the feature columns, labels with 1 = anomalous)."""

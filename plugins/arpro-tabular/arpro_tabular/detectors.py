@@ -24,7 +24,7 @@ class GaussianDetector(arpro.Detector):
     is_default = True
     guidance_scale = 0.5
     # guidance at every 3rd step (scaled ×3): the same guided medians on malignant rows 64-127, for a third of
-    # the detector passes (docs/results.md, "Speed: every figure")
+    # the detector passes (docs/explanation/tabular.md)
     repair_defaults = {"guide_every": 3}
 
     def __init__(self, input_shape: list[int], min_std: float = 1e-3) -> None:
@@ -64,7 +64,7 @@ class AutoencoderDetector(arpro.Detector):
     domain = "tabular"
     guidance_scale = 4.0
     # chosen on the calibration half of the malignant test rows (arpro.workflows.calibrate's split;
-    # docs/results.md): from noise in 200 steps, P2-P4 weighted 100 against P1's 1
+    # docs/explanation/tabular.md): from noise in 200 steps, P2-P4 weighted 100 against P1's 1
     repair_defaults = {"start": "noise", "steps": 200, "weights": {"p2": 100.0, "p3": 100.0, "p4": 100.0}}
 
     def __init__(self, input_shape: list[int], hidden: int = 64, bottleneck: int = 8, epochs: int = 300) -> None:

@@ -28,7 +28,7 @@ class MlpDDPM(arpro.Repairer):
     smoke_fit_options = {"steps": 2}
     domain = "tabular"
     is_default = True
-    # one 256-wide forward: 0.89 ms at 8 rows, 1.13 at 32, 1.44 at 64 (benchmarks/arms.py): padding calls to 32 rows
+    # one 256-wide forward: 0.89 ms at 8 rows, 1.13 at 32, 1.44 at 64 (docs/decisions/stacked-arms-call-size.md): padding calls to 32 rows
     # lets `repair --arms` denoise three arms of 8 rows in one call, each still bit-identical to running alone
     min_batch = 32
 

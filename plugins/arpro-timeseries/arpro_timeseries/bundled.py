@@ -1,4 +1,4 @@
-"""Checkpoints shipped with this plugin, trained by benchmarks/timeseries_train.py (see docs/timeseries.md)."""
+"""Checkpoints shipped with this plugin, trained by scripts/train_bundled.py (see docs/reference/plugins.md)."""
 
 from __future__ import annotations
 

@@ -8,14 +8,14 @@ steps as tokens), as reconstruction models:
    sustained level shift or a change of variability — what valve manipulations and sensor
    offsets look like — is seen by the model. ``normalise="window"`` adds per-window instance
    normalisation, ``z = (x − mean_t) / sqrt(var_t + eps)`` per feature, which makes the score
-   blind to a window's level (kept as an option; docs/timeseries.md has the measurement);
+   blind to a window's level (kept as an option; docs/decisions/ts-detectors-plant.md has the measurement);
 2. each time step ``z_t`` (``D`` features) goes through a linear bottleneck of
    ``bottleneck < D`` units and up to the backbone width (the bottleneck stops the
    network from learning the identity: it must rebuild the features from their
    physical couplings and from the other time steps). By default ``fit`` sizes it as PCA
    would: the number of principal components that explain ``BOTTLENECK_VARIANCE`` (90%) of
    the training rows' variance. A fixed share of ``D`` was too narrow on real process data
-   (TEP: 17 of 52 units against PCA's 31; docs/timeseries.md) and, at ``D // 3``, left 2
+   (TEP: 17 of 52 units against PCA's 31; docs/decisions/ts-detectors-tep.md) and, at ``D // 3``, left 2
    units for an 8-sensor pump;
 3. the transformer backbone (``GPT2Model`` / ``LlamaModel`` built from a config; no hub);
 4. a linear reconstruction head back to ``D`` features (de-normalised under ``"window"``).
@@ -74,7 +74,7 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
     # holds, and a larger top share also repairs cells that score as normal ones, which P4 pays for too; 40 steps
     # (32 from t0 = 0.8) match paper mode's guided Ms at 1/12 of its time on the validation windows, and guidance
     # on the last third of them repairs as well as every step at 0.025 for 1/3 of the detector's cost; 0.005 (×3)
-    # had the highest all-hold rate for both detectors among 0.0025-0.02 (docs/results.md, docs/timeseries.md)
+    # had the highest all-hold rate for both detectors among 0.0025-0.02 (docs/decisions/ts-repair-loop.md)
     repair_defaults = {"eta_schedule": "constant", "guide_on": "x0", "infill_stop": 0.0, "t0": 0.8, "mask": "top-train",
                        "mask_quantile": 0.97, "steps": 40, "guide_every": 3, "guide_at": "end"}
     smoke_fit_options = {"steps": 5}
@@ -181,7 +181,7 @@ class ReconstructionDetector(ShippedModel, arpro.Detector):
         reconstruction part: a guided step then costs one backbone forward and no backward. The
         term it drops, through ``∂x̂/∂x``, is mostly small for a bottlenecked reconstruction (cosine
         similarity of the two gradients: median 0.996 over 64 faulty plant windows, 5% below 0.70),
-        and the guided repairs of seed 1 came out the same (docs/timeseries.md)."""
+        and the guided repairs of seed 1 came out the same (docs/decisions/ts-detectors-tep.md)."""
         fixed = self.config["gradient"] == "fixed-target"
         with torch.no_grad() if fixed else contextlib.nullcontext():
             x_hat = self.reconstruct(x)

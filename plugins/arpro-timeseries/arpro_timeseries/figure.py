@@ -1,5 +1,6 @@
-"""Figures in the layout of the paper's Figure 6: original, baseline and guided repair of
-chosen features, omega (the cells the repair may change) shaded, and each one's score."""
+"""Figures in the layout of the paper's Figure 6: the original and every arm's repair of the
+window's most flagged sensors, omega (the cells the repair may change) shaded red, the labelled
+anomalous cells (where the set labels them) hatched green, and each one's score."""
 
 from __future__ import annotations
 
@@ -44,30 +45,33 @@ def spans(flags: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def plot_repairs(result: arpro.RepairResult, columns: list[str], out_dir: Path, to_units, arms=("baseline", "guided")) -> list[Path]:
-    """One PNG per input (first ``MAX_INPUTS``): a panel per chosen feature, in the file's units."""
-    paths = []
+def plot_repairs(result: arpro.RepairResult, columns: list[str], out_dir: Path, to_units,
+                 truth: np.ndarray | None = None) -> list[Path]:
+    """One PNG per input (first ``MAX_INPUTS``): a panel per chosen feature, in the file's units,
+    with every arm run; ``truth`` ``[B, T, D]`` marks the labelled anomalous cells."""
+    paths, arms = [], list(result.arms)
     for i in range(min(len(result), MAX_INPUTS)):
         omega = result.omega_input[i].numpy() > 0.5
         features = chosen_features(omega)
         series = {"input": to_units(result.x_bad[i])}
         for arm in arms:
-            if arm in result.arms:
-                series[arm] = to_units(result.arms[arm].x_fix[i])
-        fig, axes = plt.subplots(1, len(features), figsize=(3.6 * len(features), 2.8), squeeze=False)
+            series[arm] = to_units(result.arms[arm].x_fix[i])
+        fig, axes = plt.subplots(1, len(features), figsize=(4.2 * len(features), 3.4), squeeze=False)
         steps = np.arange(omega.shape[0])
         for ax, j in zip(axes[0], features):
             for first, last in spans(omega[:, j]):
                 ax.axvspan(first - 0.5, last + 0.5, color="tab:red", alpha=0.18, lw=0)
+            for first, last in spans(truth[i][:, j] > 0.5) if truth is not None else ():
+                ax.axvspan(first - 0.5, last + 0.5, fill=False, hatch="//", edgecolor="tab:green", lw=0)
             for arm, values in series.items():
                 ax.plot(steps, values[:, j], **STYLE.get(arm, {"label": arm}))
-            ax.set_title(columns[j], fontsize=9)
-            ax.set_xlabel("time step", fontsize=8)
-            ax.tick_params(labelsize=7)
-        axes[0, 0].legend(fontsize=7, loc="best")
-        scores = f"s(x_bad) = {float(result.score_bad[i]):.2f}" + "".join(
-            f", {arm} s(x_fix) = {float(result.arms[arm].score[i]):.2f}" for arm in arms if arm in result.arms)
-        fig.suptitle(f"{result.ids[i]}: {scores}; shaded: omega, the cells the repair may change", fontsize=9)
+            ax.set_title(columns[j], fontsize=11)
+            ax.set_xlabel("time step", fontsize=10)
+            ax.tick_params(labelsize=9)
+        axes[0, 0].legend(fontsize=9, loc="best")
+        scores = ", ".join(f"{arm} {float(result.score_bad[i]):.3g} → {float(result.arms[arm].score[i]):.3g}" for arm in arms)
+        marks = "red: omega, the cells the repair may change" + ("; hatched: labelled anomalous" if truth is not None else "")
+        fig.suptitle(f"{result.ids[i]}: s {scores}\n{marks}", fontsize=11)
         fig.tight_layout()
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(result.ids[i]))
         path = Path(out_dir) / f"repair-{i:02d}-{safe}.png"

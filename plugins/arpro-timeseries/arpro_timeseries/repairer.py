@@ -26,7 +26,7 @@ property guidance (the engine); and, by default, ``parameterization="v"``:
 window's loss divided by ``1 − ᾱ_t``. That is v-prediction (Salimans & Ho, 2022) written on
 x0: at low noise x̂0 is almost ``x_t`` by construction, where a network that must output x0
 whole smooths away the sensors' measurement noise, and the detectors then flag every generated
-element as a frozen sensor (docs/timeseries.md). ``parameterization="x0"`` is the paper's.
+element as a frozen sensor (docs/explanation/timeseries.md). ``parameterization="x0"`` is the paper's.
 """
 
 from __future__ import annotations

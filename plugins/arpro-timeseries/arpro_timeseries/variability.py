@@ -1,7 +1,7 @@
 """A per-cell variability score: what a reconstruction error cannot see.
 
 A reconstruction model predicts a frozen sensor well (its value is what the model expects for a
-few dozen steps) and spreads extra measurement noise over a sum it hardly moves (docs/timeseries.md:
+few dozen steps) and spreads extra measurement noise over a sum it hardly moves (docs/explanation/timeseries.md:
 plant AUROC 0.68 for ``stuck`` and 0.80 for ``noise``). Both are changes of a feature's local
 variability, which two robust statistics per (time step, feature) measure:
 
@@ -23,7 +23,7 @@ stillness, the 99.9% quantile of roughness), and a cell scores the squared log-e
 with ``on_d = 0`` for features without measurement noise (pump states), whose every change is a
 switch. ``v`` is zero on almost every normal cell, so it adds nothing where reconstruction already
 does the job. At the edges a cell takes the statistic of the nearest full window. Every constant
-here was chosen on plant seed 1 (docs/timeseries.md).
+here was chosen on plant seed 1 (docs/decisions/ts-detectors-plant.md).
 """
 
 from __future__ import annotations

@@ -116,7 +116,8 @@ class TimeSeriesDataset(arpro.Dataset):
 
     domain = "timeseries"
     default_window = 100
-    evaluate_chunk = 64  # evaluate's batches: gpt2's 64 windows in 26.6 s against 48.2 s at 16, same records (cli.md)
+    # evaluate's batches: gpt2's 64 windows in 26.6 s against 48.2 s at 16, same records (docs/decisions/speed.md)
+    evaluate_chunk = 64
     # fit_steps: train models for this many steps instead of their default (tests, quick looks)
     accepted_options: tuple[str, ...] = ("window", "stride", "test_stride", "downsample", "fit_steps",
                                          "delimiter", "time_column", "label_column", "fill_nan")
@@ -312,4 +313,6 @@ class TimeSeriesDataset(arpro.Dataset):
     def draw_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
         from arpro_timeseries.figure import plot_repairs
 
-        return plot_repairs(result, self.columns, Path(out_dir), to_units=self.to_units)
+        truth = (batch.meta or {}).get("truth")
+        return plot_repairs(result, self.columns, Path(out_dir), to_units=self.to_units,
+                            truth=None if truth is None else truth.numpy())

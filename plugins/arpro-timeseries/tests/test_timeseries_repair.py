@@ -36,7 +36,7 @@ def models(process):
 
 
 def test_bundled_checkpoints_are_small_and_offered_for_the_embedded_dataset():
-    assert all(p.is_file() for p in BUNDLED), "a bundled checkpoint is missing (benchmarks/timeseries_train.py writes them)"
+    assert all(p.is_file() for p in BUNDLED), "a bundled checkpoint is missing (scripts/train_bundled.py writes them)"
     assert sum(p.stat().st_size for p in BUNDLED) <= 25e6
     default = registry.get("dataset", "process")()
     for path in BUNDLED:

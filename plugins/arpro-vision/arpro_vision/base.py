@@ -87,9 +87,10 @@ class ImageDataset(arpro.Dataset):
         """Per input: ``<id>_repair.png`` (guided), each other arm's repair and ``<id>_omega.png``,
         at the input's size and mode.
 
-        A user's file is composited: each arm's repair enters the original only where it
-        may differ from the input in the model's space (omega, plus any pixel the arm changed:
-        the baseline regenerates everything), so every other pixel is the input's own."""
+        A user's file is composited by omega: an in-filling arm's repair enters the original
+        only inside the written omega mask, so every other pixel is the input's own, byte for
+        byte (the core returns omega_bar as x_bad, so P1–P4 judge what is written). The
+        baseline regenerates everything, and is written whole."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         infos: list[ImageInfo | None] = list((batch.meta or {}).get("images", []))
@@ -103,15 +104,15 @@ class ImageDataset(arpro.Dataset):
             omega = result.omega_input[i].amax(0)
             for arm_name, arm in result.arms.items():
                 suffix = "repair" if arm_name == last else f"repair_{arm_name}"
-                changed = (arm.x_fix[i] != result.x_bad[i]).any(0)
-                region = torch.maximum(omega, changed.to(omega.dtype))
+                region = torch.ones_like(omega) if arm_name == "baseline" else omega
                 written.append(save_image(arm.x_fix[i], out_dir / f"{stem}_{suffix}.png", info, region))
             written.append(save_mask(omega, out_dir / f"{stem}_omega.png", info))
         return written
 
     def draw_repairs(self, result: arpro.RepairResult, out_dir: Path, batch: arpro.InputBatch) -> list[Path]:
-        """``repair.png``: the paper's Figure 4 layout for the batch."""
-        from arpro_vision.figure import figure4
+        """``repair.png`` for the batch (``arpro_vision.figure``), with the ground truth in ``meta["truth"]``."""
+        from arpro_vision.figure import repair_figure
 
-        return [figure4(result, Path(out_dir) / "repair.png", (batch.meta or {}).get("images", []))]
+        meta = batch.meta or {}
+        return [repair_figure(result, Path(out_dir) / "repair.png", meta.get("images", []), meta.get("truth"))]
 

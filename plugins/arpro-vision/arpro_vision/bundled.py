@@ -1,5 +1,5 @@
 """Checkpoints shipped with this plugin (textures:brick and surface at 64x64, trained by the
-commands in docs/vision.md), and how the plugin's models are sized from a dataset."""
+commands in docs/reference/plugins.md), and how the plugin's models are sized from a dataset."""
 
 from __future__ import annotations
 

@@ -56,8 +56,8 @@ class EfficientAdDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMi
     domain = "image"
     smoke_fit_options = {"steps": 2, "batch_size": 4}
     guidance_scale = 2e-2  # applied ×4 at each guided step (guide_every); the core caps the gradient RMS at 1
-    # guidance on a quarter of the steps, the last ones in a row, chosen on brick's defects 16-23 (docs/results.md,
-    # "Speed: every figure"): median Ms -613.5 against -578.2 guided at every 4th step
+    # guidance on a quarter of the steps, the last ones in a row, chosen on brick's defects 16-23
+    # (docs/decisions/vision-guidance.md): median Ms -613.5 against -578.2 guided at every 4th step
     repair_defaults = {"guide_on": "x0", "eta_schedule": "constant", "guide_every": 4, "guide_at": "end"}
 
     def __init__(self, input_shape: list[int], teacher_out_channels: int = 64, model_size: str = "small",

@@ -55,7 +55,7 @@ class FastFlowDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixin
     domain = "image"
     smoke_fit_options = {"steps": 2, "batch_size": 4}
     guidance_scale = 3e-3  # applied ×4 at each guided step (guide_every); the core caps the gradient RMS at 1
-    # chosen on brick's defects 16-23 against paper mode (docs/results.md, "Speed: every figure"): DDPM's 38
+    # chosen on brick's defects 16-23 against paper mode (docs/decisions/vision-guidance.md): DDPM's 38
     # reverse steps with a quarter of them guided match its 600 at 1/20 of the time (DDIM's 30 do not), and
     # guiding the last quarter (guide_at "end") beats every 4th: median Ms 3930 against 4510 (paper mode 4307)
     repair_defaults = {"guide_on": "x0", "eta_schedule": "constant", "scheduler": "ddpm", "steps": 60, "guide_every": 4,

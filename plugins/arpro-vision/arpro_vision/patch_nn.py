@@ -4,7 +4,7 @@ Why: with no downloaded ImageNet weights, FastFlow's and EfficientAD's random ba
 separate real surface defects (image AUROC ~0.5 on KolektorSDD). Grayscale surfaces are
 described well by their own small patches once the slow illumination is removed, so this
 detector needs nothing but the normal training images. Its defaults were chosen on the
-``surface`` dataset's seed-0 test pictures (docs/vision.md).
+``surface`` dataset's seed-0 test pictures (docs/decisions/vision-detectors.md).
 
 Features, differentiable in ``x``: the gray image (mean of the channels) minus its Gaussian blur
 (``highpass_sigma`` model pixels; removes uneven illumination), in units of the training
@@ -138,11 +138,12 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
     name = "patchnn"
     domain = "image"
     smoke_fit_options = {"bank_size": 64}
-    guidance_scale = 3e-3  # chosen on surface seed 0 (benchmarks/surface_repair.py); the core caps the gradient RMS at 1
+    guidance_scale = 3e-3  # chosen on surface seed 0 (guided repair, 16 defective pictures); the core caps the gradient RMS at 1
     # chosen with it: the last 10 % of the steps regenerate the whole picture, so the seams that the
-    # DDPM's in-fill leaves at omega's edge (patches outside omega see them) are smoothed under guidance;
+    # DDPM's in-fill leaves at omega's edge are smoothed under guidance (measured before the core put
+    # omega_bar back exactly after the loop, issue 30; only omega's side of a seam is smoothed now);
     # omega is the picture's top 3 % of alpha among the pixels above tau (on seed 0, all 40 defective
-    # pictures: TNR 0.97 and all-hold 0.95, against 0.75 and 0.53 with tau alone; docs/vision.md)
+    # pictures: TNR 0.97 and all-hold 0.95, against 0.75 and 0.53 with tau alone; docs/explanation/vision.md)
     repair_defaults = {"guide_on": "x0", "eta_schedule": "constant", "infill_stop": 0.1, "mask": "top-train",
                        "mask_quantile": 0.97}
 

@@ -4,7 +4,7 @@ No file is read or downloaded: training picture ``i`` is drawn from
 ``numpy.random.default_rng([0, 0, i])``, and test picture ``i`` from ``[seed, 1, i]`` (normal)
 or ``[seed, 2, i]`` (defective), so a picture depends on nothing else, and the option ``seed``
 draws a fresh test set for the same training pictures (and the same bundled models): settings
-were chosen on seed 0 (the default), and docs/vision.md reports seed 1. A picture is a
+were chosen on seed 0 (the default), and docs/explanation/vision.md reports seed 1. A picture is a
 machined metal part seen from above, at a native size of its own: the long side is 1-2.5x
 ``image_size`` and the aspect ratio (width/height) 0.45-1, so most pictures are tall, like
 KolektorSDD's. Every picture, normal or not, has
@@ -156,7 +156,7 @@ class Surface(ImageDataset):
 
     Options: ``image_size`` (64), ``n_train`` (200), ``n_test_normal`` (30),
     ``n_test_anomalous`` (40, kinds in turn), ``seed`` (0: the test pictures; settings were
-    chosen on seed 0, and docs/vision.md reports seed 1).
+    chosen on seed 0, and docs/explanation/vision.md reports seed 1).
     """
 
     name = "surface"  # needs no files, but is not the image domain's default (textures is): not ``embedded``

@@ -1,5 +1,6 @@
 """Train the bundled 64x64 checkpoints, textures:brick and surface (the same path as `arpro train`).
 
+    OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py all    # every shipped file, as below
     OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py ddpm --steps 4000 --chunk 250 --lr 2e-4
     OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py fastflow
     OMP_NUM_THREADS=1 python plugins/arpro-vision/scripts/train_bundled.py efficientad
@@ -27,11 +28,19 @@ from arpro.io import checkpoint
 from arpro_vision.bundled import CHECKPOINTS
 
 torch.set_num_threads(1)
+RECIPES = [  # the shipped files, in the docstring's order
+    ["ddpm", "--steps", "4000", "--chunk", "250", "--lr", "2e-4"],
+    ["fastflow"],
+    ["efficientad"],
+    ["ddpm", "--dataset", "surface", "--steps", "900", "--chunk", "150", "--lr", "2e-4", "--batch-size", "8",
+     "--channels", "16", "32", "32", "64"],
+    ["patchnn", "--dataset", "surface"],
+]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("model", choices=["ddpm", "fastflow", "efficientad", "patchnn"])
+    parser.add_argument("model", choices=["all", "ddpm", "fastflow", "efficientad", "patchnn"])
     parser.add_argument("--dataset", choices=["textures", "surface"], default="textures")
     parser.add_argument("--category", default="brick")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -41,6 +50,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    for recipe in RECIPES if args.model == "all" else [None]:
+        train(args if recipe is None else parser.parse_args(recipe))
+
+
+def train(args: argparse.Namespace) -> None:
+    """Fit one model as ``args`` say and save it."""
     category = args.category if args.dataset == "textures" else None
     dataset = arpro.get("dataset", args.dataset)(root=None, category=category)
     train = dataset.train().x

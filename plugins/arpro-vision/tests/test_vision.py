@@ -241,6 +241,26 @@ def test_user_file_comes_back_at_its_size_and_mode_unchanged_outside_omega(tiny_
         assert baseline.size == (70, 45) and not np.array_equal(np.asarray(baseline)[outside], before[outside])
 
 
+def test_the_figure_draws_each_arm_as_written_at_native_size_in_gray(tiny_models, tmp_path):
+    """repair.png shows a user's L file at its own 70x45 in gray, each arm as its written file, and the
+    ground truth when the batch carries it."""
+    from arpro_vision.figure import as_drawn, repair_figure
+
+    data, models = tiny_models
+    path = tmp_path / "user.png"
+    user_image("L").save(path)
+    batch, result = repair_file(data, models, path, tmp_path / "out", arms=("baseline", "infill", "guided"))
+    info, omega = batch.meta["images"][0], result.omega_input[0].amax(0)
+    for arm, region in (("infill", omega), ("guided", omega), ("baseline", torch.ones_like(omega))):
+        drawn = as_drawn(result.arms[arm].x_fix[0], info, region)
+        written = tmp_path / "out" / ("user_repair.png" if arm == "guided" else f"user_repair_{arm}.png")
+        assert drawn.shape == (45, 70) and np.array_equal(drawn, np.asarray(Image.open(written)))
+    assert as_drawn(batch.x[0], info).shape == (45, 70)  # the input: cropped to the picture, gray
+    plain = repair_figure(result, tmp_path / "plain.png", [info])
+    with_truth = repair_figure(result, tmp_path / "truth.png", [info], truth=torch.ones(1, 32, 32))
+    assert Image.open(with_truth).width > Image.open(plain).width  # one more column: the ground truth
+
+
 def test_non_square_input_is_letterboxed_not_squashed(tiny_models, tmp_path):
     """A 96x48 picture fills a 32x16 box in the 32 px square, its edge mirrored above and below;
     the padding never reaches the written file, whatever omega covers there."""
@@ -431,8 +451,8 @@ def test_cli_repairs_a_1024x768_grayscale_image_at_its_own_size(tmp_path):
 
     path = tmp_path / "big.png"
     painted_defect_image().save(path)
-    proc = run_cli("repair", "--detector", "fastflow", "--input", str(path), "--steps", "3", "--arms", "infill,guided", "--out", str(tmp_path / "out"),
-                   "--quiet")
+    proc = run_cli("repair", "--detector", "fastflow", "--input", str(path), "--steps", "3", "--infill-stop", "0.5",
+                   "--arms", "infill,guided", "--out", str(tmp_path / "out"), "--quiet")  # the last step is freed
     assert proc.returncode == 0, proc.stderr
     before = np.asarray(Image.open(path))
     omega = np.asarray(Image.open(tmp_path / "out" / "big_omega.png")) > 0
@@ -443,6 +463,33 @@ def test_cli_repairs_a_1024x768_grayscale_image_at_its_own_size(tmp_path):
             after = np.asarray(repaired)
         assert np.array_equal(after[~omega], before[~omega])
         assert not np.array_equal(after[omega], before[omega])
+
+
+def test_the_default_detector_keeps_every_pixel_outside_the_written_omega(tiny_models, tmp_path):
+    """The bar of issue 30 with the no-weights default detector (patchnn, whose defaults free the last
+    10 % of the steps): a 1024x768 L picture comes back at 1024x768 in mode L, equal to the input
+    outside the written omega mask byte for byte, and P2 is judged on that repair (M_d = 0)."""
+    data, models = tiny_models
+    detector = registry.get("detector", "patchnn")(input_shape=list(data.sample_shape()))
+    detector.fit(data.train().x, seed=0, progress=False, bank_size=64)
+    settings = arpro.RepairSettings.for_detector(detector, steps=10)
+    assert settings.infill_stop == 0.1  # with 10 DDIM steps from t0 = 0.6, the last one is freed
+    path = tmp_path / "big.png"
+    painted_defect_image().save(path)
+    batch = data.read_input(path)
+    result = arpro.repair(batch.x, detector.eval(), models["ddpm"], settings=settings, ids=batch.ids, progress=False,
+                          arms=["infill", "guided"])
+    data.write_repairs(result, tmp_path / "out", batch)
+    before = np.asarray(Image.open(path))
+    omega = np.asarray(Image.open(tmp_path / "out" / "big_omega.png")) > 0
+    assert omega.shape == (768, 1024) and 0 < omega.mean() < 1
+    for arm, name in (("guided", "big_repair.png"), ("infill", "big_repair_infill.png")):
+        outside = result.omega_input == 0
+        assert torch.equal(result.arms[arm].x_fix[outside], batch.x[outside]) and result.arms[arm].metrics["Md"].item() == 0
+        with Image.open(tmp_path / "out" / name) as repaired:
+            assert repaired.size == (1024, 768) and repaired.mode == "L"
+            after = np.asarray(repaired)
+        assert np.array_equal(after[~omega], before[~omega]) and not np.array_equal(after[omega], before[omega])
 
 
 def test_tiled_repair_runs_the_ddpm_on_full_resolution_crops_near_omega(tiny_models, tmp_path):

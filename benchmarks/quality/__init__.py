@@ -1,0 +1,1 @@
+"""Quality benchmarks: detection AUROC and repair metrics on the embedded and the shared data."""

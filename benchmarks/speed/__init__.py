@@ -1,0 +1,1 @@
+"""Speed benchmarks: wall times and their ratios, measured side by side in one run."""
