@@ -33,6 +33,7 @@ _MODULES = {
     "arpro.metrics": ("auroc", "f1", "scores", "conformal_threshold", "CONFORMAL_MINIMUM"),
     "arpro.io.limits": ("check_csv_size",),
     "arpro.runtime.threads": ("choose_threads",),
+    "arpro.runtime.progress": ("progress_bar", "progress_phase"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -99,7 +99,8 @@ def fitted_repairer(name: str, n_train: int = 32, **config: Any) -> Repairer:
 
 
 def check_infill_masks(repairer: Repairer, n: int = 3) -> None:
-    """``Repairer.infill_masks``: each is ``[n, *X]``, of 0s and 1s, and leaves something known and something to fill."""
+    """``Repairer.infill_masks``: each mask is ``[n, *X]`` of 0s and 1s, and leaves something known and something
+    to fill."""
     masks = repairer.infill_masks(n, torch.Generator().manual_seed(0))
     assert masks, "infill_masks returned no mask"
     for name, mask in masks.items():

@@ -307,8 +307,9 @@ def test_the_gallery_draws_the_runs_own_repairs(tmp_path, monkeypatch):
     run = arpro.resolve(arpro.RunSpec(detector="gaussian", settings={"steps": 4}), progress=False)
     job = Job("plant", run, run.dataset.test().anomalous().subset(list(range(6))), threshold=0.0, chunk_size=3)
     calls = []
-    repair = Job.repair
-    monkeypatch.setattr(Job, "repair", lambda self, indices, **kw: calls.append(list(indices)) or repair(self, indices, **kw))
+    repair = Job.repair_inputs
+    monkeypatch.setattr(Job, "repair_inputs",
+                        lambda self, indices, **kw: calls.append(list(indices)) or repair(self, indices, **kw))
     for start in (0, 3):
         run_chunk(job, start, start + 3, tmp_path)
     assert calls == [[0, 1, 2], [3, 4, 5]]

@@ -67,10 +67,27 @@ def check_steps(steps: int, train_timesteps: int) -> None:
         raise ArproError(f"--steps {steps} is more than the repairer's {train_timesteps} training timesteps")
 
 
-def reported_properties(guiding: Sequence[PropertySpec]) -> list[Property]:
-    """The guiding properties, then those of P1–P4 not among them: what every result reports."""
-    props = [make_property(spec) for spec in expand_properties(guiding)]
-    return props + [registry.get("property", n)() for n in DEFAULT_PROPERTIES if n not in {p.name for p in props}]
+def check_weights(weights: dict[str, float], guiding: Sequence[Property]) -> None:
+    """A lambda is given only to a property that guides: constraints act by projection."""
+    names = [p.name for p in guiding if p.guides]
+    if unknown := [name for name in weights if name not in names]:
+        raise ArproError(f"weight given for {unknown[0]!r}, which is not a guiding property ({', '.join(names)}); "
+                         "constraints act by projection and take no weight")
+
+
+def reported_properties(guiding: Sequence[Property]) -> tuple[Property, ...]:
+    """The (made) guiding properties, then those of P1–P4 not among them: what every result reports."""
+    names = {p.name for p in guiding}
+    return (*guiding, *[registry.get("property", n)() for n in DEFAULT_PROPERTIES if n not in names])
+
+
+def resolve_settings(settings: RepairSettings | None, detector: Detector, repairer: Repairer,
+                     guiding: Sequence[Property]) -> RepairSettings:
+    """The settings a repair runs with: the detector's where none are given; ``--steps`` and weights checked."""
+    settings = RepairSettings.for_detector(detector) if settings is None else settings.resolved_for(detector)
+    check_steps(settings.steps, repairer.train_timesteps)
+    check_weights(settings.weights, guiding)
+    return settings
 
 
 def data_context(detector: Detector, dataset: Dataset | None, stats: TrainingStats | None) -> dict:
@@ -81,21 +98,11 @@ def data_context(detector: Detector, dataset: Dataset | None, stats: TrainingSta
             "value_range": dataset.value_range if dataset else None}
 
 
-def repair(
-    x_bad: Tensor,
-    detector: Detector,
-    repairer: Repairer,
-    *,
-    properties: Sequence[PropertySpec] = DEFAULT_PROPERTIES,
-    settings: RepairSettings | None = None,
-    mask: str | Tensor | None = None,
-    seed: int | Sequence[int] = 0,
-    arms: Sequence[str] = ARMS,
-    ids: list[str] | None = None,
-    progress: bool = True,
-    dataset: Dataset | None = None,
-    stats: TrainingStats | None = None,
-) -> RepairResult:
+def repair(x_bad: Tensor, detector: Detector, repairer: Repairer, *,
+           properties: Sequence[PropertySpec] = DEFAULT_PROPERTIES, settings: RepairSettings | None = None,
+           mask: str | Tensor | None = None, seed: int | Sequence[int] = 0, arms: Sequence[str] = ARMS,
+           ids: list[str] | None = None, progress: bool = True, dataset: Dataset | None = None,
+           stats: TrainingStats | None = None) -> RepairResult:
     """Repair ``x_bad`` ``[B, *X]``: the guided repair and its unguided baselines, judged by P1–P4.
 
     ``properties`` names the properties that guide the repair (names, ``(name, options)`` pairs or
@@ -104,21 +111,23 @@ def repair(
     (and its training ``stats``, computed when not given) tells properties the feature names and ranges.
     Sample ``i`` draws its noise from ``seed + i`` in every arm (or from ``seed[i]``, given one per sample).
     """
-    settings = settings or RepairSettings.for_detector(detector)
+    guiding = tuple(make_property(spec) for spec in expand_properties(properties))
+    return run_arms(x_bad, detector, repairer, guiding=guiding, reported=reported_properties(guiding),
+                    settings=resolve_settings(settings, detector, repairer, guiding), mask=mask, seed=seed, arms=arms,
+                    ids=ids, progress=progress, dataset=dataset, stats=stats)
+
+
+def run_arms(x_bad: Tensor, detector: Detector, repairer: Repairer, *, guiding: Sequence[Property],
+             reported: Sequence[Property], settings: RepairSettings, mask: str | Tensor | None,
+             seed: int | Sequence[int], arms: Sequence[str], ids: list[str] | None, progress: bool,
+             dataset: Dataset | None, stats: TrainingStats | None) -> RepairResult:
+    """:func:`repair` after its resolution step (which :class:`arpro.Run` took once for all its repairs):
+    the arms on ``x_bad`` as one batch, judged by the ``reported`` properties."""
     check_input(x_bad, repairer)
-    check_steps(settings.steps, repairer.train_timesteps)
     unknown_arms = set(arms) - set(ARMS)
     if unknown_arms or not arms:
         raise ArproError(f"unknown arm(s) {sorted(unknown_arms)}; choose from {', '.join(ARMS)}" if unknown_arms
                          else f"no arm to run; choose from {', '.join(ARMS)}")
-    properties = expand_properties(properties)
-    reported = reported_properties(properties)
-    guiding = reported[: len(properties)]
-    names = [p.name for p in guiding if p.guides]
-    for name in settings.weights:
-        if name not in names:
-            raise ArproError(f"weight given for {name!r}, which is not a guiding property ({', '.join(names)}); "
-                             "constraints act by projection and take no weight")
     detector.eval().requires_grad_(False)
     repairer.eval().requires_grad_(False)
 
@@ -142,7 +151,6 @@ def repair(
         check_guidance(detector, guiding, settings.weights, ctx)
     messages = _mask_messages(omega, ids)
 
-    eta = settings.guidance_scale if settings.guidance_scale is not None else detector.guidance_scale
     k = settings.samples  # best-of-K: K draws per input in one batch, draw-major; draw 0 is the K = 1 repair
     first = [seed + i for i in range(x_bad.shape[0])] if isinstance(seed, int) else [int(s) for s in seed]
     if len(first) != x_bad.shape[0]:
@@ -171,8 +179,9 @@ def repair(
         bounds = (stack(bounds[0]), stack(bounds[1]))
     started = time.perf_counter()
     x_fix = guided_masked_diffusion(stack(draws_ctx.x_bad), stack(draws_ctx.omega_input), repairer, settings, seeds * len(run),
-                                    loss=loss, eta=eta, infill=infill, guide=guide, arm_rows=n, progress=progress,
-                                    label=f"{'+'.join(run)} repair", frozen=stack(repeat(frozen)), bounds=bounds)
+                                    loss=loss, eta=settings.guidance_scale, infill=infill, guide=guide, arm_rows=n,
+                                    progress=progress, label=f"{'+'.join(run)} repair", frozen=stack(repeat(frozen)),
+                                    bounds=bounds)
     results: dict[str, ArmResult] = {}
     for j, arm in enumerate(run):
         results[arm] = evaluate_repair(detector, reported, draws_ctx, x_fix[j * n:(j + 1) * n].clone(), 0.0)
@@ -182,7 +191,7 @@ def repair(
     for arm in results.values():  # the arms ran as one batch: each reports that batch's wall time
         arm.seconds = seconds
 
-    used = {**settings.to_dict(), "guidance_scale": eta, "properties": [property_record(p) for p in properties], "seed": seed,
+    used = {**settings.to_dict(), "properties": [property_record(p) for p in guiding], "seed": seed,
             "detector": detector.name, "repairer": repairer.name,
             "detector_checkpoint": str(detector.loaded_from) if getattr(detector, "loaded_from", None) else None}
     return RepairResult(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from arpro.errors import ArproError
@@ -93,7 +93,7 @@ class RepairSettings:
 
     @classmethod
     def for_detector(cls, detector: Any, **given: Any) -> RepairSettings:
-        """Settings from ``given``, else the detector's ``repair_defaults`` (and its ``guidance_scale``),
+        """Resolved settings: ``given``, else the detector's ``repair_defaults`` (and its ``guidance_scale``),
         else the defaults here; given weights are merged into the default ones."""
         defaults = getattr(detector, "repair_defaults", {})
         unknown = set(defaults) - {f.name for f in fields(cls)}
@@ -102,9 +102,11 @@ class RepairSettings:
         settings = {**defaults, **given}
         if "weights" in defaults and "weights" in given:  # a --weight changes the lambda it names, not the others
             settings["weights"] = {**defaults["weights"], **given["weights"]}
-        if settings.get("guidance_scale") is None:  # recorded as the value used, not as "the detector's"
-            settings["guidance_scale"] = getattr(detector, "guidance_scale", None)
-        return cls(**settings)
+        return cls(**settings).resolved_for(detector)
+
+    def resolved_for(self, detector: Any) -> RepairSettings:
+        """These settings with a number for the guidance scale: the detector's where none is given (the one place)."""
+        return self if self.guidance_scale is not None else replace(self, guidance_scale=detector.guidance_scale)
 
 
 def parse_options(items: list[str], flag: str) -> dict:

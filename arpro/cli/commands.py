@@ -149,9 +149,9 @@ def with_run_options(command):
     return wrapper
 
 
-@app.command()
+@app.command("repair")
 @with_run_options
-def repair(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile = None, count: Count = 8,
+def repair_command(spec, out: Path, overwrite: bool, quiet: bool, input_path: InputFile = None, count: Count = 8,
            keep_going: KeepGoing = False, calibration: Calibration = None, allow_uncertified: AllowUncertified = False,
            figure: Figure = False, arms: Arms = "guided") -> None:
     """Repair anomalous inputs (the guided repair; --arms adds its unguided comparisons), judged by P1–P4."""

@@ -121,6 +121,8 @@ def print_check(report: dict) -> None:
             other = f" (linear interpolation {m['linear interpolation']:.3g})" if "linear interpolation" in m else ""
             table.add_row(f"in-fill MSE, {kind}", f"repairer {m['repairer']:.3g} vs training mean {m['training mean']:.3g}{other}")
         table.add_row("in-fill ratio to the naive fill", f"{infill['ratio']:.2f} ({infill['source']}, {infill['n']} samples)")
+        if infill.get("reference"):
+            table.add_row(f"  training-free {infill['reference']['repairer']}, same samples", f"{infill['reference']['ratio']:.2f}")
         for what, part in (("flagged by the detector", r["flagged"]), ("all", r)):
             holds = " ".join(f"{p.upper()} {v:.2f}" for p, v in part.get("holds", {}).items())
             table.add_row(f"default repair, {part['n']} anomalous inputs ({what})",

@@ -23,6 +23,7 @@ from arpro.errors import ArproError
 from arpro.io.outputs import make_ordinary, staging, unmark
 from arpro.plugin_api import registry
 from arpro.plugin_api.models import Detector, Model
+from arpro.runtime.progress import progress_phase
 
 if TYPE_CHECKING:
     from arpro.plugin_api.protocols import Dataset
@@ -170,5 +171,6 @@ def obtain_model(
         return load(bundled, kind, name)
     torch.manual_seed(seed)  # the initial weights: torch seeds its global generator at random in each process
     model = cls.for_dataset(dataset)
-    model.fit(check_training_data(dataset.train().x, dataset), seed=seed, progress=progress)
+    with progress_phase(f"fitting {kind} {name}", enabled=progress):  # a fit's silent stretches included
+        model.fit(check_training_data(dataset.train().x, dataset), seed=seed, progress=progress)
     return model.eval()

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from arpro._version import __version__
 from arpro.algorithm.properties import DEFAULT_PROPERTIES, PropertySpec, expand_properties, make_property, property_record
-from arpro.algorithm.service import check_steps, repair
+from arpro.algorithm.service import check_steps, check_weights, reported_properties, resolve_settings, run_arms
 from arpro.algorithm.settings import ARMS, MASK_RULES, MAX_SEED, RepairSettings
 from arpro.errors import ArproError
 from arpro.io.checkpoint import obtain_model, read_header
@@ -29,18 +29,18 @@ from arpro.io.outputs import staged_output, strict_json
 from arpro.plugin_api import registry
 from arpro.plugin_api.constraints import load_mask
 from arpro.plugin_api.models import Detector, Repairer
-from arpro.plugin_api.protocols import Dataset, InputBatch, Split, TrainingStats
+from arpro.plugin_api.protocols import Dataset, InputBatch, Property, Split, TrainingStats
 from arpro.plugin_api.result import RepairResult
 from arpro.runtime.devices import check_device, check_precision, current_fabric, place, use_fabric
 
 
 @dataclass
 class RunSpec:
-    """Everything that decides a run's results.
+    """Everything that decides a run's results, resolved once, when the spec is made.
 
-    ``settings`` may be given as a mapping of the settings to change: the rest then come
-    from the detector's ``repair_defaults``, else :class:`RepairSettings`' defaults.
-    Names are checked when the spec is made, before any data or model is loaded.
+    ``settings`` may be given as a mapping of the settings to change: the rest then come from the
+    detector's ``repair_defaults``, else :class:`RepairSettings`' defaults; the guidance scale is a number.
+    ``properties`` are expanded and made (``guiding``) once; names are checked before any data loads.
     """
 
     detector: str
@@ -57,6 +57,8 @@ class RunSpec:
     seed: int = 0
     device: str = "auto"  # recorded as resolved: auto -> cuda where present, else cpu
     precision: str = "32"  # 32 (bit-stable), bf16-mixed or 16-mixed: Fabric's autocast
+    guiding: tuple[Property, ...] = field(init=False, repr=False, compare=False)  # the properties, made
+    reported: tuple[Property, ...] = field(init=False, repr=False, compare=False)  # and P1–P4 not among them
 
     def __post_init__(self) -> None:
         self.device = check_device(self.device)  # a missing device fails first, before any name is looked up
@@ -72,13 +74,14 @@ class RunSpec:
         self.properties = expand_properties(self.properties)
         if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
             raise ArproError(f"--seed must be an integer from 0 to {MAX_SEED}, not {self.seed!r}")
-        for spec in self.properties:
-            make_property(spec)  # an unknown name or option fails now, before any data is loaded
+        self.guiding = tuple(make_property(p) for p in self.properties)  # a bad name or option fails before data loads
+        self.reported = reported_properties(self.guiding)
         for flag in ("data_root", "detector_checkpoint", "repairer_checkpoint"):
             if getattr(self, flag) is not None and not Path(getattr(self, flag)).exists():
                 raise ArproError(f"--{flag.replace('_', '-')} {getattr(self, flag)} does not exist")
-        if not isinstance(self.settings, RepairSettings):
-            self.settings = RepairSettings.for_detector(detector_cls, **self.settings)
+        self.settings = (self.settings.resolved_for(detector_cls) if isinstance(self.settings, RepairSettings)
+                         else RepairSettings.for_detector(detector_cls, **self.settings))
+        check_weights(self.settings.weights, self.guiding)
 
     @property
     def domain(self) -> str:
@@ -86,7 +89,7 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: what ``settings.json`` and ``report.json`` record of the run."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         out.update(properties=[property_record(p) for p in self.properties], settings=self.settings.to_dict())
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
 
@@ -95,19 +98,20 @@ def dataset_defaults(detector: type[Detector], dataset: str | None, domain: str)
     """The detector's ``dataset_defaults`` for the dataset ``NAME[:CATEGORY]`` (or the domain's default);
     none for a name that is not registered (``load_dataset`` says so in its place)."""
     try:
-        cls = registry.get("dataset", dataset.partition(":")[0]) if dataset else registry.get_default("dataset", domain)
+        cls = dataset_class(dataset, domain)
     except ArproError:
         return {}
     return detector.dataset_defaults(cls)
 
 
+def dataset_class(spec: str | None, domain: str) -> type[Dataset]:
+    """The dataset class ``NAME[:CATEGORY]`` names (or the domain's embedded dataset's), nothing loaded."""
+    return registry.get("dataset", spec.partition(":")[0]) if spec else registry.get_default("dataset", domain)
+
+
 def load_dataset(spec: str | None, data_root: Path | None, *, domain: str, **options: Any) -> Dataset:
     """``NAME[:CATEGORY]`` (or the domain's embedded dataset) on ``data_root``, checked against ``domain``."""
-    if spec is None:
-        cls, category = registry.get_default("dataset", domain), None
-    else:
-        name, _, category = spec.partition(":")
-        cls = registry.get("dataset", name)
+    cls, category = dataset_class(spec, domain), spec.partition(":")[2] if spec else None
     if cls.domain != domain:
         raise ArproError(f"dataset {cls.name!r} is {cls.domain} data, but the models work on {domain} data")
     if data_root is not None and not Path(data_root).exists():
@@ -175,19 +179,20 @@ class Run:
     def repair(self, x_bad: Tensor, *, truth: Tensor | None = None, ids: list[str] | None = None,
                settings: RepairSettings | None = None, seed: int | Sequence[int] | None = None, arms: Sequence[str] = ARMS,
                progress: bool = True) -> RepairResult:
-        """Repair ``x_bad`` with the run's properties and settings (or ``settings``); sample ``i``
-        draws its noise from ``seed + i`` (default: the spec's seed)."""
-        settings = settings or self.spec.settings
-        mask = None
+        """Repair ``x_bad`` with the run's properties and settings (or ``settings``, resolved here as
+        :func:`arpro.repair` does); sample ``i`` draws its noise from ``seed + i`` (default: the spec's seed)."""
+        spec, mask = self.spec, None
+        settings = spec.settings if settings is None else resolve_settings(settings, self.detector, self.repairer,
+                                                                           spec.guiding)
         if settings.mask == "truth":
             if truth is None:
                 raise ArproError("--mask truth needs ground-truth masks: the test samples of a dataset that has them")
             mask = truth
         elif settings.mask not in MASK_RULES:
             mask = read_mask(Path(settings.mask), x_bad.shape)
-        return repair(x_bad, self.detector, self.repairer, properties=self.spec.properties, settings=settings,
-                      mask=mask, seed=self.spec.seed if seed is None else seed, arms=arms, ids=ids, progress=progress,
-                      dataset=self.dataset, stats=self.training_stats)
+        return run_arms(x_bad, self.detector, self.repairer, guiding=spec.guiding, reported=spec.reported,
+                        settings=settings, mask=mask, seed=spec.seed if seed is None else seed, arms=arms, ids=ids,
+                        progress=progress, dataset=self.dataset, stats=self.training_stats)
 
     @cached_property
     def training_stats(self) -> TrainingStats:
@@ -199,15 +204,18 @@ def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = T
             detector: Detector | None = None) -> Run:
     """Load the spec's dataset (unless given) and obtain its models: from checkpoints, bundled
     ones, or trained now (the spec's ``detector``, when already obtained, may be given).
-    ``--steps`` is checked against the repairer's schedule first."""
+    ``--steps`` is checked once, before any model is obtained (against a folder checkpoint: once it is)."""
     dataset = dataset or load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
     repairer_cls = registry.get("repairer", spec.repairer)
     path = spec.repairer_checkpoint or repairer_cls.bundled_checkpoint(dataset)
-    config = read_header(path)["config"] if path and Path(path).is_file() else {}
-    if path is None or Path(path).is_file():  # a folder's schedule is checked once it is read
+    early = path is None or Path(path).is_file()
+    if early:
+        config = read_header(path)["config"] if path else {}
         check_steps(spec.settings.steps, config.get("num_train_timesteps", repairer_cls.default_train_timesteps()))
     # the repairer first: a user's checkpoint that cannot be read fails before the detector says anything
     models = obtain_models(spec, dataset, ("repairer",) if detector else ("repairer", "detector"), progress=progress)
+    if not early:
+        check_steps(spec.settings.steps, models["repairer"].train_timesteps)
     return Run(spec, dataset, detector or models["detector"], models["repairer"])
 
 

@@ -31,7 +31,10 @@ The rules every hook below shares:
 - **Baselines**: a detector registered with ``baseline=True`` is its domain's simple, strong
   reference (PCA for windows, PatchCore for pictures); ``arpro check`` fits it on the same
   training split and says when the checked detector does worse. A plugin may decide at
-  registration (cheaply: no imports of torch) which of its detectors is the baseline.
+  registration (cheaply: no imports of torch) which of its detectors is the baseline. A repairer
+  registered with ``baseline=True`` needs no training (its ``fit`` indexes the data in seconds):
+  ``arpro check`` measures its in-fill beside a trained repairer's, and checks a repair with it
+  even where the detector is too weak to be worth training a repairer for.
 """
 
 from __future__ import annotations

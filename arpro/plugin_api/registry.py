@@ -127,9 +127,9 @@ class Registry:
         names = ", ".join(e.name for e in candidates) or "none installed"
         raise ArproError(f"no default {kind} for domain {domain!r}; pass --{kind} (available: {names})")
 
-    def baseline(self, domain: str) -> type | None:
-        """The detector registered with ``baseline=True`` for ``domain`` (the domain owner's first), or None."""
-        marked = sorted((e for e in self.entries["detector"].values() if e.baseline and e.domain == domain),
+    def baseline(self, domain: str, kind: str = "detector") -> type | None:
+        """The ``kind`` registered with ``baseline=True`` for ``domain`` (the domain owner's first), or None."""
+        marked = sorted((e for e in self.entries[kind].values() if e.baseline and e.domain == domain),
                         key=lambda e: (e.distribution != self.owner(domain), e.name))
         return marked[0].obj if marked else None
 
@@ -247,9 +247,10 @@ def get_default(kind: str, domain: str) -> type:
     return registry().default(kind, domain)
 
 
-def get_baseline(domain: str) -> type | None:
-    """The simple detector that ``arpro check`` measures every ``domain`` detector against (see :mod:`arpro.plugin_api.hookspecs`)."""
-    return registry().baseline(domain)
+def get_baseline(domain: str, kind: str = "detector") -> type | None:
+    """The simple detector (or training-free repairer) that ``arpro check`` measures every ``domain`` one against
+    (see :mod:`arpro.plugin_api.hookspecs`)."""
+    return registry().baseline(domain, kind)
 
 
 @contextmanager

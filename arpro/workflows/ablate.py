@@ -13,7 +13,6 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from arpro.algorithm.service import reported_properties
 from arpro.errors import ArproError
 from arpro.io.outputs import staged_output, strict_json
 from arpro.io.run_spec import Run, RunSpec
@@ -26,16 +25,15 @@ SCALE = "scale"
 def ablate(run: Run, inputs: Split, grid: list[float], progress: bool = True) -> list[dict]:
     """One row per (parameter, value): the mean of each metric over ``inputs`` and the all-hold rate."""
     settings = run.spec.settings
-    base_scale = settings.guidance_scale if settings.guidance_scale is not None else run.detector.guidance_scale
-    guiding = [p.name for p in reported_properties(run.spec.properties)[: len(run.spec.properties)] if p.guides]
+    guiding = [p.name for p in run.spec.guiding if p.guides]
     points = [(p, v) for p in guiding for v in grid] + [(SCALE, v) for v in grid]
     rows = []
     with progress_bar("ablation", total=len(points), enabled=progress) as advance:
         for parameter, value in points:
             if parameter == SCALE:
-                varied = replace(settings, guidance_scale=base_scale * value)
+                varied = replace(settings, guidance_scale=settings.guidance_scale * value)
             else:
-                varied = replace(settings, guidance_scale=base_scale, weights={**settings.weights, parameter: value})
+                varied = replace(settings, weights={**settings.weights, parameter: value})
             result = run.repair(inputs.x, truth=inputs.masks, ids=inputs.ids, settings=varied, arms=("guided",),
                                 progress=False)
             guided = result.arms["guided"]
@@ -93,7 +91,7 @@ def run(spec: RunSpec, out: Path, *, category: str | None = None, limit: int = 1
     with staged_output(out, overwrite) as stage:
         job = build_jobs(spec, [category] if category else [], limit, limit, progress=progress)[0]
         rows = ablate(job.run, job.anomalous, grid, progress=progress)
-        labels = {p.metric_name: p.label() for p in reported_properties(spec.properties)}
+        labels = {p.metric_name: p.label() for p in spec.reported}
         record = {"category": job.category, "spec": spec.to_dict()}
         written = [out / p.name for p in write_ablation(rows, labels, stage, record)]
     return rows, labels, f"ablation on {job.category} ({len(job.anomalous)} inputs, guided)", written

@@ -27,7 +27,6 @@ import torch
 
 from arpro._version import __version__
 from arpro.algorithm.best_of import OBJECTIVE, binomial_cdf, choose
-from arpro.algorithm.properties import expand_properties, make_property
 from arpro.algorithm.settings import MAX_SAMPLES
 from arpro.errors import ArproError, RunFailed
 from arpro.io.checked import sha256
@@ -79,11 +78,10 @@ def calibrate(spec: RunSpec, out: Path, *, risk: float, scales: list[float], wei
                          f"least {need} anomalous calibration inputs; {run.dataset.name!r} gives {n} "
                          f"({fraction:.0%} of {len(ids)}): use a larger dataset, fewer settings or a larger --risk")
     base, level, rows = run.spec.settings, (1 - confidence) / len(thetas), []
-    guiding = [make_property(p) for p in expand_properties(run.spec.properties)]
-    constraints = [p.name for p in guiding if p.guides and p.name != OBJECTIVE]  # the lambdas of the grid
+    constraints = [p.name for p in run.spec.guiding if p.guides and p.name != OBJECTIVE]  # the lambdas of the grid
     with progress_bar("calibrating", total=len(scales) * len(weights), enabled=progress) as advance:
         for scale, weight in itertools.product(scales, weights):
-            settings = replace(base, guidance_scale=(base.guidance_scale or run.detector.guidance_scale) * scale,
+            settings = replace(base, guidance_scale=base.guidance_scale * scale,
                                samples=max(samples),
                                weights={**base.weights, **{p: weight for p in constraints}})
             arm = run.repair(x, settings=settings, arms=("guided",), progress=False).arms["guided"]

@@ -28,6 +28,7 @@ from arpro.metrics import auroc, f1, localisation_stats, omega_on_truth, scores,
 from arpro.plugin_api import registry
 from arpro.plugin_api.protocols import Dataset, Split
 from arpro.plugin_api.result import MIN_TNR, P1_FAILURE_SHARE
+from arpro.runtime.progress import progress_phase
 from arpro.workflows import infill_quality
 
 NEAR_CHANCE_AUROC = 0.6  # below: the detector is near chance
@@ -63,9 +64,27 @@ def baseline_detection(spec: RunSpec, dataset: Dataset, detection: dict, *, prog
         print(f"note: the {cls.name} baseline was not measured: {error}", file=sys.stderr)
         return None
     test = dataset.test()
-    values = scores(baseline, test.x)
+    with progress_phase(f"scoring the test samples with {cls.name}", enabled=progress):
+        values = scores(baseline, test.x)
     return {"detector": cls.name, "auroc": auroc(test.labels, values), "kinds": kind_aurocs(test, values),
             "is_checked": False}
+
+
+def reference_infill(spec: RunSpec, dataset: Dataset, held_out: torch.Tensor, *, progress: bool) -> dict | None:
+    """The in-fill ratio of the domain's training-free repairer on ``held_out``, beside a trained one's: fitted on the
+    training split less the samples ``arpro train repairer`` holds out, so that it never saw ``held_out``."""
+    cls = registry.get_baseline(dataset.domain, "repairer")
+    if cls is None:
+        return None
+    try:
+        with progress_phase(f"indexing the training-free {cls.name} to compare in-fills", enabled=progress):
+            reference = cls.for_dataset(dataset)
+            reference.fit(infill_quality.split(dataset)[0], seed=spec.seed, progress=progress)
+    except ArproError as error:  # e.g. a picture size its patches do not tile
+        print(f"note: the training-free {cls.name} was not measured: {error}", file=sys.stderr)
+        return None
+    figure = infill_quality.measure(reference.eval(), held_out, settings=spec.settings, seed=spec.seed, progress=progress)
+    return {"repairer": cls.name, "ratio": figure["ratio"]}
 
 
 def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> dict:
@@ -78,8 +97,9 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
         raise ArproError(f"dataset {dataset.name!r} has no labelled test split with both normal and anomalous "
                          "samples; arpro check needs one (--dataset, --data-root)")
     detector = obtain_models(spec, dataset, ("detector",), progress=progress)["detector"]
-    threshold = tnr_threshold(dataset, detector)
-    test_scores = scores(detector, test.x)
+    with progress_phase(f"scoring the held-out and test samples with {detector.name}", enabled=progress):
+        threshold = tnr_threshold(dataset, detector)
+        test_scores = scores(detector, test.x)
     anomalous_scores = test_scores[test.labels == 1]
     detection = {"auroc": auroc(test.labels, test_scores), "f1": f1(test.labels, test_scores >= threshold), "threshold": threshold,
                  "n_normal": int((test.labels == 0).sum()), "n_anomalous": int((test.labels == 1).sum()),
@@ -88,14 +108,16 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
     baseline = baseline_detection(spec, dataset, detection, progress=progress)
     provenance = detector.provenance()
 
-    repairer_path = spec.repairer_checkpoint or registry.get("repairer", spec.repairer).bundled_checkpoint(dataset)
-    if repairer_path is None and detection["auroc"] < WEAK_AUROC:  # no repairer trained (minutes to hours) for nothing
+    repairer_cls = registry.get("repairer", spec.repairer)
+    repairer_path = spec.repairer_checkpoint or repairer_cls.bundled_checkpoint(dataset)
+    training_free = registry.get_baseline(dataset.domain, "repairer") is repairer_cls  # its fit takes seconds
+    if repairer_path is None and not training_free and detection["auroc"] < WEAK_AUROC:  # no training for nothing
         print(f"note: the repair was not checked: no repairer checkpoint, and a detector at AUROC {detection['auroc']:.3f} "
               "cannot be trusted whatever the repairer does; pass --repairer-checkpoint FILE to check it too",
               file=sys.stderr)
         infill = repair = None
     else:
-        if repairer_path is None and progress:  # what is known already, before minutes of training
+        if repairer_path is None and not training_free and progress:  # what is known already, before minutes of training
             print(f"note: detector AUROC {detection['auroc']:.3f}"
                   + (f" (baseline {baseline['detector']} {baseline['auroc']:.3f})" if baseline else "")
                   + "; no repairer checkpoint, so one is trained now to check the repair (--repairer-checkpoint FILE "
@@ -104,11 +126,14 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
         infill = infill_quality.recorded(repairer_path)
         if infill is None:
             held_out = dataset.validation()
-            normal = held_out.x if held_out is not None else test.x[test.labels == 0]
+            normal = held_out.x if held_out is not None and len(held_out) else test.x[test.labels == 0]
             infill = {**infill_quality.measure(run.repairer, normal, settings=spec.settings, seed=spec.seed,
                                                progress=progress), "source": "measured now on held-out normal samples"}
         else:
+            normal = infill_quality.split(dataset)[1]  # the samples `arpro train repairer` measured it on
             infill["source"] = "recorded when the repairer was trained"
+        if not training_free and normal is not None:
+            infill["reference"] = reference_infill(spec, dataset, normal, progress=progress)
         anomalous = test.anomalous()
         chosen = anomalous.subset(anomalous.spread(limit))
         result = run.repair(chosen.x, truth=chosen.masks, ids=chosen.ids or None, arms=("guided",), progress=progress)
@@ -158,9 +183,15 @@ def problems(detection: dict, infill: dict | None, repair: dict | None, detector
     if infill is None or repair is None:
         return found
     repair = repair["flagged"] if repair.get("flagged", {}).get("n") else repair  # judged on the flagged inputs first
+    reference = infill.get("reference")
     if not infill["beats_naive"]:
         found.append(f"repairer in-fills worse than the naive fill, the training mean (error ratio {infill['ratio']:.2f}): "
-                     "train it longer (arpro train repairer --model-option train_steps=N)")
+                     "train it longer (arpro train repairer --model-option train_steps=N)"
+                     + (f" or use --repairer {reference['repairer']}" if reference and reference["ratio"] < 1 else ""))
+    elif reference and infill["ratio"] > reference["ratio"]:
+        found.append(f"repairer in-fills worse than the training-free {reference['repairer']} (error ratio "
+                     f"{infill['ratio']:.2f} vs {reference['ratio']:.2f}): train it longer or use --repairer "
+                     f"{reference['repairer']}")
     p1 = repair["holds"].get("p1", 1.0)
     if 1 - p1 > P1_FAILURE_SHARE:
         found.append(f"guided repair raises the score (P1 fails) for {1 - p1:.0%} of inputs: raise --guidance-scale "

@@ -21,11 +21,10 @@ from pathlib import Path
 
 from arpro._version import __version__
 from arpro.algorithm.best_of import OBJECTIVE
-from arpro.algorithm.service import reported_properties
 from arpro.algorithm.settings import ARMS, MASK_RULES
 from arpro.errors import ArproError
 from arpro.io.outputs import LOCK_FILE, exclusive, strict_json, write_atomic
-from arpro.io.run_spec import Run, RunSpec, load_dataset, resolve, without
+from arpro.io.run_spec import Run, RunSpec, dataset_class, load_dataset, resolve, without
 from arpro.metrics import omega_on_truth, tnr_threshold
 from arpro.plugin_api.protocols import InputBatch, Split
 from arpro.plugin_api.result import RepairResult
@@ -53,7 +52,7 @@ class Job:
         n = len(self.anomalous)
         return [(start, min(start + self.chunk_size, n)) for start in range(0, n, self.chunk_size)]
 
-    def repair(self, indices: Sequence[int], progress: bool = False) -> RepairResult:
+    def repair_inputs(self, indices: Sequence[int], progress: bool = False) -> RepairResult:
         """The inputs at ``indices`` repaired, input ``k`` seeded by ``seed + k`` wherever it is repaired."""
         split = self.anomalous.subset(list(indices))
         return self.run.repair(split.x, truth=split.masks, ids=split.ids or [str(k) for k in indices],
@@ -63,7 +62,7 @@ class Job:
 def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_size: int, progress: bool = True,
                exclude: list[str] = ()) -> list[Job]:
     """One job per category: its resolved run, anomalous test inputs (less ``exclude``, a
-    calibration split) and conformal threshold."""
+    calibration split) and conformal threshold; each category's data is loaded once."""
     if spec.settings.mask not in (*MASK_RULES, "truth"):
         raise ArproError(f"--mask for evaluate must be {', '.join(MASK_RULES)} or truth, not {spec.settings.mask!r}")
     base = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
@@ -72,11 +71,12 @@ def build_jobs(spec: RunSpec, categories: list[str], limit: int | None, chunk_si
         raise ArproError("--detector-checkpoint/--repairer-checkpoint need a single --category")
     jobs = []
     for category in wanted:
-        run = resolve(replace(spec, dataset=f"{base.name}:{category}" if category else base.name), progress=progress)
+        named = spec if category == (base.category or "") else replace(spec, dataset=f"{base.name}:{category}")
+        run = resolve(named, dataset=base if named is spec else None, progress=progress)
         threshold = tnr_threshold(run.dataset, run.detector)
         anomalous = without(run.dataset.test().anomalous(), exclude)
         if spec.settings.mask == "truth" and anomalous.masks is None:
-            raise ArproError(f"dataset {run.spec.dataset!r} has no ground-truth masks for --mask truth")
+            raise ArproError(f"dataset {run.dataset.name!r} has no ground-truth masks for --mask truth")
         if limit is not None:
             anomalous = anomalous.subset(anomalous.spread(limit))
         jobs.append(Job(category or base.name, run, anomalous, threshold, chunk_size))
@@ -105,7 +105,7 @@ def run_chunk(job: Job, start: int, stop: int, out_dir: Path | None = None) -> t
     Wall-clock seconds are kept apart from the records so that the same seed and command
     give byte-identical ``records.jsonl``.
     """
-    result, masks = job.repair(range(start, stop)), job.anomalous.masks
+    result, masks = job.repair_inputs(range(start, stop)), job.anomalous.masks
     if out_dir is not None:
         write_gallery(job, result, start, out_dir)
     records, timings = result.rows(), []
@@ -260,9 +260,8 @@ def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | No
 
     Returns the summary on rank 0 (``None`` on other ranks of a multi-process run).
     """
-    if chunk_size is None:
-        dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
-        chunk_size = type(dataset).evaluate_chunk
+    if chunk_size is None:  # the dataset's class says it: nothing is loaded before the run folder is checked
+        chunk_size = dataset_class(spec.dataset, spec.domain).evaluate_chunk
     if chunk_size < 1 or (limit is not None and limit < 1) or devices < 1 or num_nodes < 1:
         raise ArproError("--chunk-size, --limit, --devices and --num-nodes must be at least 1")
     config = {"arpro_version": __version__, **spec.to_dict(), "categories": list(categories), "limit": limit,
@@ -286,8 +285,7 @@ def run(spec: RunSpec, out: Path, *, categories: list[str] = (), limit: int | No
         if rank != 0:
             return None
         merge_shards(out, world)
-        properties = [{"name": p.name, "metric": p.metric_name, "label": p.label()}
-                      for p in reported_properties(spec.properties)]
+        properties = [{"name": p.name, "metric": p.metric_name, "label": p.label()} for p in spec.reported]
         summary = summarize(read_jsonl(out / RECORDS), read_jsonl(out / TIMINGS), properties)
         if calibration is not None and calibration["uncertified"]:
             summary["warnings"].append(f"no guarantee: the settings are not those --calibration certified "

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from arpro.errors import ArproError
 from arpro.runtime.devices import check_device, check_precision, current_fabric, launch_fabric, use_fabric
-from arpro.runtime.progress import progress_bar
+from arpro.runtime.progress import progress_bar, progress_phase
 
 if TYPE_CHECKING:
     from arpro.plugin_api.models import Model, Repairer
@@ -229,7 +229,8 @@ def train_and_save(kind: str, name: str, out: Path, *, overwrite: bool = False, 
     distributed = devices * num_nodes > 1
     fabric = launch_fabric(devices, strategy, num_nodes, device=device, precision=precision) \
         if distributed or (device, precision) != ("cpu", "32") else None
-    with nullcontext() if fabric is None else use_fabric(fabric):  # one CPU process: the bundled checkpoints' loop
+    with nullcontext() if fabric is None else use_fabric(fabric), \
+            progress_phase(f"fitting {kind} {name}", enabled=not distributed):  # its silent stretches included
         model.fit(train, seed=seed, progress=True)
     if distributed:
         fabric.barrier()

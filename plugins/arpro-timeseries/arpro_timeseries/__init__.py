@@ -21,6 +21,8 @@ def arpro_register_repairers(register):
     register("arpro_timeseries.repairer:DiffusionTS", name="diffusion-ts", domain="timeseries", default=True,
              description="Diffusion-TS (Yuan & Qiao, ICLR 2024): interpretable trend + seasonal + residual "
                          "x0-predicting denoiser.")
+    register("arpro_timeseries.nearest:NearestWindow", name="nearest-window", domain="timeseries", baseline=True,
+             description="In-fills from the nearest normal training windows; no training (fit keeps them in seconds).")
 
 
 @arpro.hookimpl

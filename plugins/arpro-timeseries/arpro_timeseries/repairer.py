@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 import arpro
 from arpro_timeseries.bundled import ShippedModel
+from arpro_timeseries.masks import WindowMasks
 
 
 class AdaLayerNorm(nn.Module):
@@ -139,7 +140,7 @@ class DecoderBlock(nn.Module):
 PARAMETERIZATIONS = ("v", "x0")
 
 
-class DiffusionTS(ShippedModel, arpro.Repairer):
+class DiffusionTS(ShippedModel, WindowMasks, arpro.Repairer):
     """Diffusion-TS (Yuan & Qiao, ICLR 2024): interpretable trend + seasonal + residual x0-predicting denoiser."""
 
     name = "diffusion-ts"
@@ -218,19 +219,6 @@ class DiffusionTS(ShippedModel, arpro.Repairer):
         a = torch.fft.fft(x0, dim=1, norm="forward")
         b = torch.fft.fft(prediction, dim=1, norm="forward")
         return self.config["fourier_weight"] * ((a - b).real.pow(2) + (a - b).imag.pow(2)).flatten(1).mean(1)
-
-    def infill_masks(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
-        """A block of a fifth of the time steps (all features, a known step on each side) and a random quarter
-        of the features (all time steps): the regions a repair of a window regenerates."""
-        t, d = self.x_mean.shape
-        length = max(1, t // 5)
-        starts = torch.randint(1, max(2, t - length), (n,), generator=generator)
-        steps = torch.arange(t)
-        block = ((steps >= starts[:, None]) & (steps < starts[:, None] + length)).float()
-        chosen = torch.stack([torch.randperm(d, generator=generator)[: max(1, d // 4)] for _ in range(n)])
-        features = torch.zeros(n, d).scatter_(1, chosen, 1.0)
-        return {"time block": block[:, :, None].expand(n, t, d).clone(),
-                "feature subset": features[:, None, :].expand(n, t, d).clone()}
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options: Any) -> list[float]:
         """The core's denoiser loop (x0 target, weighted as v-prediction with ``parameterization="v"``) plus the

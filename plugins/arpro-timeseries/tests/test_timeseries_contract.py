@@ -62,3 +62,11 @@ def test_the_bundled_checkpoints_are_all_there():
 @pytest.mark.parametrize("path", CHECKPOINTS, ids=lambda p: p.name)
 def test_bundled_checkpoint_loads_bit_identically(path):
     check_bundled_checkpoint(path)
+
+
+@pytest.mark.parametrize("name", registered("arpro-timeseries", "repairer"))
+def test_every_repairer_in_fills_a_time_block_and_a_feature_subset(name):
+    repairer = fitted_repairer(name, n_train=8, **({"width": 16, "heads": 2} if name == "diffusion-ts" else {}))
+    check_infill_masks(repairer)
+    masks = repairer.infill_masks(2, torch.Generator().manual_seed(0))
+    assert set(masks) == {infill_quality.TIME_BLOCK, "feature subset"}

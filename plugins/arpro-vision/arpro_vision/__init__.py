@@ -32,6 +32,9 @@ def arpro_register_detectors(register):
 def arpro_register_repairers(register):
     register("arpro_vision.repairer:ImageDDPM", name="ddpm", domain="image", default=True,
              description="DDPM with a diffusers UNet2DModel noise predictor for [3, S, S] images in [-1, 1].")
+    register("arpro_vision.nearest:NearestPatches", name="nearest-patches", domain="image", baseline=True,
+             description="In-fills from the nearest normal patches of the training pictures; no training "
+                         "(fit indexes them in seconds).")
 
 
 @arpro.hookimpl

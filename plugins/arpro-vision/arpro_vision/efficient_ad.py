@@ -197,8 +197,9 @@ class EfficientAdDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMi
         trainable = [p for p in trainable if not any(p is q for q in self.model.quantiles.values())]
         arpro.fit_loop(self, self._loss, train, parameters=trainable, weight_decay=1e-5, seed=seed, progress=progress,
                  description="training efficientad", **arpro.fit_options(self, options))
-        self._map_quantiles(train)
-        self.calibrate(train)
+        with arpro.progress_phase("efficientad: the anomaly map's quantiles and the thresholds", enabled=progress):
+            self._map_quantiles(train)
+            self.calibrate(train)
 
     def _loss(self, batch: Tensor, generator: torch.Generator) -> Tensor:
         """anomalib's hard-feature student loss, plus the autoencoder terms when that branch is on."""

@@ -250,7 +250,8 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
                                                   self._fit_maps(train[1::2]), strict=True):
                 rows = torch.randperm(patch_count(bank_map, p), generator=generator)[:CORESET_POOL]
                 pool = patch_rows(bank_map, p, rows)
-                bank = greedy_coreset(pool, bank_size, generator)
+                with arpro.progress_phase(f"patchnn: coreset of window {window}", enabled=progress):
+                    bank = greedy_coreset(pool, bank_size, generator)
                 setattr(self, bank_name(window), bank)
                 d2 = nearest_distances(held_map, p, bank)
                 excess.append(torch.quantile(d2[torch.randperm(d2.shape[0], generator=generator)[:100000]],

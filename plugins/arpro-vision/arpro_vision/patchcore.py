@@ -153,11 +153,17 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
         ``greedy_coreset`` (indices kept as Python ints; measured 2.4 GB peak for the whole fit) is used."""
         bank_size = int(options.get("bank_size", self.config["bank_size"]))
         generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            embeddings = torch.cat([self.model.reshape_embedding(self._embedding(b)) for b in train.split(16)])
-            pool = embeddings[torch.randperm(embeddings.shape[0], generator=generator)[: self.config["coreset_pool"]]]
+        batches, embeddings = train.split(16), []
+        with torch.no_grad(), arpro.progress_bar("patchcore: features", total=len(batches), enabled=progress) as advance:
+            for batch in batches:
+                embeddings.append(self.model.reshape_embedding(self._embedding(batch)))
+                advance()
+        embeddings = torch.cat(embeddings)
+        pool = embeddings[torch.randperm(embeddings.shape[0], generator=generator)[: self.config["coreset_pool"]]]
+        with torch.no_grad(), arpro.progress_phase(f"patchcore: coreset of {bank_size} from {len(pool)}", enabled=progress):
             self.model.memory_bank = greedy_coreset(pool, bank_size, generator).contiguous()
-        self.calibrate(train)
+        with arpro.progress_phase("patchcore: thresholds", enabled=progress):
+            self.calibrate(train)
 
     def calibrate(self, train: Tensor, batch_size: int = 64) -> None:
         """As the core's, with ``tau`` kept above 0: alpha is 0 outside the top-k positions, and omega

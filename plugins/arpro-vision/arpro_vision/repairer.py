@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 import arpro
 from arpro_vision.bundled import ShippedModel
+from arpro_vision.masks import SquareMasks
 
 
-class ImageDDPM(ShippedModel, arpro.Repairer):
+class ImageDDPM(ShippedModel, SquareMasks, arpro.Repairer):
     """DDPM with a diffusers UNet2DModel noise predictor for [3, S, S] images in [-1, 1].
 
     Trained with ``arpro.train_denoiser`` (the standard epsilon objective, AdamW,
@@ -69,18 +69,6 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         return self.unet(x_t, t).sample
-
-    def infill_masks(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
-        """A square of a quarter of the side at a random place: the region a repair of a local defect regenerates."""
-        shape = tuple(self.x_mean.shape)
-        h, w = shape[-2:]
-        side = max(1, min(h, w) // 4)
-        mask = torch.zeros(n, *shape)
-        for i in range(n):
-            top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
-            left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
-            mask[i, ..., top : top + side, left : left + side] = 1.0
-        return {"square block": mask}
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> list[float]:
         """``options``: ``steps``, ``lr``, ``batch_size`` override the config for this call."""

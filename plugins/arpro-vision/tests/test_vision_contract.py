@@ -42,3 +42,10 @@ def test_the_bundled_checkpoints_are_all_there():
 @pytest.mark.parametrize("path", CHECKPOINTS, ids=lambda p: p.name)
 def test_bundled_checkpoint_loads_bit_identically(path):
     check_bundled_checkpoint(path)
+
+
+@pytest.mark.parametrize("name", registered("arpro-vision", "repairer"))
+def test_every_repairer_in_fills_a_square(name):
+    repairer = fitted_repairer(name, n_train=4, **({"block_out_channels": [8, 16]} if name == "ddpm" else {}))
+    check_infill_masks(repairer)
+    assert set(repairer.infill_masks(2, torch.Generator().manual_seed(0))) == {"square block"}
