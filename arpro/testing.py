@@ -14,17 +14,66 @@ The built-in plugins' tests (``plugins/*/tests``) and the example plugin's use t
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from torch import Tensor
 
-from arpro.io.checkpoint import load, save
+from arpro.algorithm.service import repair
+from arpro.cli import main
+from arpro.algorithm.settings import ARMS, RepairSettings
+from arpro.io.checkpoint import load, read_header, save
 from arpro.plugin_api import registry
-from arpro.plugin_api.models import Detector, Model
+from arpro.plugin_api.models import Detector, Model, Repairer
 from arpro.plugin_api.protocols import Property, PropertyContext
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``arpro ARGS`` in a fresh process, as a user would: the exit status, stdout and stderr to assert on."""
+    return subprocess.run([sys.executable, "-m", "arpro.cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
+
+
+def check_one_error_line(args: list[str], fragment: str, cwd: Path, *unchanged: Path) -> None:
+    """Bad input meets the project's rule: ``arpro ARGS``, run in this process (a fresh one per case would cost
+    more than the case) in ``cwd``, exits with status 2 and one ``error:`` line on stderr that holds ``fragment``,
+    prints no traceback, and writes or changes nothing in ``cwd`` or the ``unchanged`` folders."""
+    def snapshot() -> dict[str, str]:
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+                for folder in (cwd, *unchanged) for p in sorted(Path(folder).rglob("*"))}
+
+    before, err, argv, here = snapshot(), io.StringIO(), sys.argv, os.getcwd()
+    sys.argv = ["arpro", *args]
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+    text = err.getvalue()
+    assert code == 2 and "Traceback" not in text, f"exit status {code}: {text}"
+    assert text.count("\n") == 1 and text.startswith("error: ") and fragment in text, text
+    assert snapshot() == before, "a bad input wrote or changed files"
+
+
+def registered(distribution: str, kind: str = "detector") -> list[str]:
+    """The names of the ``kind``s that ``distribution`` registers, sorted: a plugin's tests parametrize over them, so
+    a model it adds is checked without being listed."""
+    return sorted(e.name for e in registry.registry().entries[kind].values() if e.distribution == distribution)
 
 
 def fitted_detector(name: str, n_train: int = 32, n_test: int = 4, **config: Any) -> tuple[Detector, Tensor]:
@@ -36,6 +85,29 @@ def fitted_detector(name: str, n_train: int = 32, n_test: int = 4, **config: Any
     detector = cls.for_dataset(dataset, **config)
     detector.fit(dataset.train().x[:n_train], seed=0, progress=False, **cls.smoke_fit_options)
     return detector.eval(), dataset.test().x[:n_test]
+
+
+def fitted_repairer(name: str, n_train: int = 32, **config: Any) -> Repairer:
+    """Repairer ``name`` fitted (with its ``smoke_fit_options``) on ``n_train`` training samples of its domain's
+    embedded dataset: to check its checkpoint round trip and its in-fill masks, not its repairs."""
+    cls = registry.get("repairer", name)
+    dataset = registry.get_default("dataset", cls.domain)()
+    torch.manual_seed(0)
+    repairer = cls.for_dataset(dataset, **config)
+    repairer.fit(dataset.train().x[:n_train], seed=0, progress=False, **cls.smoke_fit_options)
+    return repairer.eval()
+
+
+def check_infill_masks(repairer: Repairer, n: int = 3) -> None:
+    """``Repairer.infill_masks``: each mask is ``[n, *X]`` of 0s and 1s, and leaves something known and something
+    to fill."""
+    masks = repairer.infill_masks(n, torch.Generator().manual_seed(0))
+    assert masks, "infill_masks returned no mask"
+    for name, mask in masks.items():
+        assert mask.shape == (n, *repairer.x_mean.shape), f"mask {name!r} is {tuple(mask.shape)}, not [n, *X]"
+        assert ((mask == 0) | (mask == 1)).all(), f"mask {name!r} holds values other than 0 and 1"
+        assert (mask.flatten(1).sum(1) > 0).all() and (mask.flatten(1).sum(1) < mask[0].numel()).all(), \
+            f"mask {name!r} fills nothing or everything of a sample"
 
 
 def check_decomposition(detector: Detector, x: Tensor, rtol: float = 1e-5) -> None:
@@ -77,6 +149,36 @@ def check_checkpoint_round_trip(model: Model, path: Path, x: Tensor | None = Non
         with torch.no_grad():
             assert torch.allclose(model.score(x), loaded.score(x), rtol=1e-5, atol=1e-6), "scores changed"
     return loaded
+
+
+def check_bundled_checkpoint(path: Path) -> None:
+    """A checkpoint a plugin ships loads bit-identically: the file's tensors are the model's, and its header's
+    config is what the model records."""
+    header = read_header(path)
+    model = load(path, header["kind"])
+    state = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        assert set(f.keys()) == set(state), f"{path.name}: tensors differ: {sorted(set(f.keys()) ^ set(state))}"
+        for key in f.keys():
+            assert torch.equal(f.get_tensor(key), state[key]), f"{path.name}: tensor {key!r} changed"
+    for key, value in header["config"].items():
+        assert model.config[key] == value or list(model.config[key]) == value, f"{path.name}: config {key!r} changed"
+
+
+def check_stacked_arms(x: Tensor, detector: Detector, repairer: Repairer, settings: RepairSettings,
+                       arms: tuple[str, ...] = ARMS, **repair_options: Any) -> None:
+    """The arms repaired as one stacked batch give each arm's repairs, metrics and best-of-K draws bit for bit as
+    that arm repaired alone: a repairer or detector whose output for a sample depends on its batch fails."""
+    stacked = repair(x, detector, repairer, settings=settings, arms=arms, seed=5, progress=False, **repair_options)
+    assert list(stacked.arms) == [a for a in ARMS if a in arms]
+    for arm in arms:
+        alone = repair(x, detector, repairer, settings=settings, arms=(arm,), seed=5, progress=False, **repair_options)
+        assert torch.equal(stacked.arms[arm].x_fix, alone.arms[arm].x_fix), f"{arm}: stacked repairs differ"
+        for metric, value in alone.arms[arm].metrics.items():
+            assert torch.equal(stacked.arms[arm].metrics[metric], value), f"{arm}: stacked {metric} differs"
+        if settings.samples > 1:
+            assert torch.equal(stacked.arms[arm].draws.x_fix, alone.arms[arm].draws.x_fix), f"{arm}: draws differ"
+    assert len({a.seconds for a in stacked.arms.values()}) == 1, "the arms were not repaired as one batch"
 
 
 def check_property_contract(prop: Property, ctx: PropertyContext, x_fix: Tensor) -> None:

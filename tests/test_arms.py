@@ -5,27 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import arpro
 from arpro.algorithm.settings import parse_arms
 from arpro.plugin_api import registry
-
-TINY_PROCESS = dict(train_steps=1200, validation_steps=300, test_steps=1500, window=32, stride=8, test_stride=16, fit_steps=40)
-
-
-def assert_each_arm_as_alone(x, detector, repairer, settings, arms=arpro.ARMS, **kwargs) -> None:
-    stacked = arpro.repair(x, detector, repairer, settings=settings, arms=arms, seed=5, progress=False, **kwargs)
-    assert list(stacked.arms) == [a for a in arpro.ARMS if a in arms]
-    for arm in arms:
-        alone = arpro.repair(x, detector, repairer, settings=settings, arms=(arm,), seed=5, progress=False, **kwargs)
-        assert torch.equal(stacked.arms[arm].x_fix, alone.arms[arm].x_fix), arm
-        for metric, value in alone.arms[arm].metrics.items():
-            assert torch.equal(stacked.arms[arm].metrics[metric], value), (arm, metric)
-        if settings.samples > 1:  # every draw of best-of-K, not only the chosen one
-            assert torch.equal(stacked.arms[arm].draws.x_fix, alone.arms[arm].draws.x_fix), arm
-    seconds = {a.seconds for a in stacked.arms.values()}
-    assert len(seconds) == 1  # one batch, one wall time, shared by its arms
+from arpro.testing import check_stacked_arms
 
 
 @pytest.fixture(scope="module")
@@ -40,27 +24,15 @@ def wide_repairer(table):
 def test_tabular_arms_stacked_equal_each_arm_alone(gaussian, wide_repairer, table, scheduler, start, samples):
     settings = arpro.RepairSettings(steps=10, scheduler=scheduler, start=start, samples=samples)
     x = table.test().anomalous().x[:8]
-    assert_each_arm_as_alone(x, gaussian, wide_repairer, settings)
-    assert_each_arm_as_alone(x, gaussian, wide_repairer, settings, arms=("baseline", "guided"))
+    check_stacked_arms(x, gaussian, wide_repairer, settings)
+    check_stacked_arms(x, gaussian, wide_repairer, settings, arms=("baseline", "guided"))
 
 
 def test_tabular_arms_with_constraints_stacked_equal_alone(table, gaussian, tiny_repairer, anomalous_rows):
     """Frozen columns after infill_stop and per-input bounds take the stacked path too."""
     settings = arpro.RepairSettings(steps=10, infill_stop=0.3, samples=2)
-    assert_each_arm_as_alone(anomalous_rows, gaussian, tiny_repairer, settings, dataset=table,
+    check_stacked_arms(anomalous_rows, gaussian, tiny_repairer, settings, dataset=table,
                              properties=[("+immutable", {"columns": table.feature_names()[:5]}), "+range"])
-
-
-def test_timeseries_arms_stacked_equal_each_arm_alone():
-    process = registry.get("dataset", "process")(root=None, category=None, **TINY_PROCESS)
-    torch.manual_seed(0)
-    detector = registry.get("detector", "gpt2").for_dataset(process, hidden=32, intermediate=64, n_head=2, n_layer=1)
-    detector.fit(process.train().x, seed=0, progress=False)
-    repairer = registry.get("repairer", "diffusion-ts").for_dataset(process, width=32, heads=2, encoder_layers=1,
-                                                                   decoder_layers=1)
-    repairer.fit(process.train().x, seed=0, progress=False, steps=10)
-    x = process.test().anomalous().x[:3]
-    assert_each_arm_as_alone(x, detector.eval(), repairer.eval(), arpro.RepairSettings(steps=6, samples=2))
 
 
 def test_guidance_costs_the_detector_only_on_guided_rows(gaussian, tiny_repairer, anomalous_rows, monkeypatch):
@@ -85,8 +57,9 @@ def test_arms_option_parses_and_refuses():
             parse_arms(bad)
 
 
+@pytest.mark.slow
 def test_cli_repair_runs_the_guided_arm_by_default_and_the_arms_asked_for(tmp_path):
-    from conftest import run_cli
+    from arpro.testing import run_cli
 
     common = ["repair", "--detector", "gaussian", "--count", "2", "--steps", "4", "--quiet"]
     default = run_cli(*common, "--out", str(tmp_path / "default"))

@@ -36,6 +36,7 @@ def private_imports(source: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_list_names_every_benchmark_module_with_its_group_and_description():
     out = subprocess.run([sys.executable, "-m", "benchmarks", "list"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout

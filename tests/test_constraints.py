@@ -1,8 +1,8 @@
-"""Configurable properties, the add-form, and the hard constraints immutable and range in each domain."""
+"""Configurable properties, the add-form, and the hard constraints immutable and range (on rows; each plugin's own
+tests check them in its domain)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -177,67 +177,28 @@ def test_per_input_bounds_hold_for_each_input(table, gaussian, tiny_repairer, an
         assert arm.holds["around-input"].all()
 
 
-def test_builtin_default_wins_with_a_warning(capsys):
+def test_the_domain_owners_default_wins_with_a_warning(capsys):
+    """The owner is the distribution with the most default=True entries in the domain, whatever its name."""
     reg = Registry()
     for name, dist in (("mine", "arpro-other"), ("breast-cancer", "arpro-tabular")):
         reg.add(Entry("dataset", name, registry.get("dataset", "breast-cancer") if dist == "arpro-tabular" else "x:Y",
                       "tabular", "", True, dist, "1"))
+    reg.add(Entry("repairer", "mlp-ddpm", "x:Y", "tabular", "", True, "arpro-tabular", "1"))
+    assert reg.owner("tabular") == "arpro-tabular"
     assert reg.default("dataset", "tabular").name == "breast-cancer"
     err = capsys.readouterr().err
     assert "'mine' of arpro-other also claims" in err and "'breast-cancer' of arpro-tabular" in err
+    sound = Registry()
+    sound.add(Entry("dataset", "clips", "x:Y", "audio", "", True, "arpro-audio", "1"))
+    for name, dist in (("loud", "arpro-other"), ("spectral", "arpro-audio")):
+        sound.add(Entry("detector", name, registry.get("detector", "gaussian") if dist == "arpro-audio" else "x:Y",
+                        "audio", "", True, dist, "1"))
+    assert sound.default("detector", "audio") is registry.get("detector", "gaussian")  # arpro-audio's claim
     third = Registry()
     for name in ("a", "b"):
         third.add(Entry("dataset", name, "x:Y", "tabular", "", True, "arpro-other", "1"))
     with pytest.raises(arpro.ArproError, match="'a' of arpro-other and 'b' of arpro-other all claim"):
         third.default("dataset", "tabular")
-
-
-def test_timeseries_immutable_sensors_and_range():
-    process = registry.get("dataset", "process")(root=None, category=None, train_steps=600, validation_steps=100,
-                                                test_steps=800, window=16, stride=8, test_stride=16, fit_steps=10)
-    torch.manual_seed(0)
-    detector = registry.get("detector", "gpt2").for_dataset(process, hidden=16, intermediate=32, n_head=2, n_layer=1)
-    detector.fit(process.train().x, seed=0, progress=False)
-    repairer = registry.get("repairer", "diffusion-ts").for_dataset(process, width=16, heads=2, encoder_layers=1, decoder_layers=1)
-    repairer.fit(process.train().x, seed=0, progress=False, steps=10)
-    x = process.test().anomalous().x[:3]
-    sensors = process.feature_names()[:2]
-    result = arpro.repair(x, detector.eval(), repairer.eval(), dataset=process, progress=False, mask="top",
-                          properties=[("+immutable", {"columns": sensors}), "+range"],
-                          settings=arpro.RepairSettings(steps=8, infill_stop=0.2, mask_quantile=0.5))
-    keep = torch.zeros_like(x, dtype=torch.bool)
-    keep[..., :2] = True
-    changes = _changes(result, keep)
-    assert all(changes[arm] == 0.0 for arm in IN_FILLING) and changes["baseline"] > 0
-    train = process.train().x
-    low, high = train.amin(0), train.amax(0)
-    for name, arm in result.arms.items():
-        fixed = ~keep | ((x >= low) & (x <= high))  # immutable wins where x_bad itself is out of range
-        assert ((arm.x_fix >= low) & (arm.x_fix <= high))[fixed].all(), name
-
-
-def test_vision_immutable_pixels_and_range(tmp_path):
-    data = registry.get("dataset", "textures")(root=None, category="brick", image_size=32, n_train=8, n_test_normal=2,
-                                              n_test_anomalous=2, train_steps=2, batch_size=4,
-                                              ddpm_block_out_channels=[16, 32], ddpm_norm_num_groups=8)
-    torch.manual_seed(0)
-    detector = registry.get("detector", "fastflow").for_dataset(data)
-    detector.fit(data.train().x, seed=0, progress=False)
-    repairer = registry.get("repairer", "ddpm").for_dataset(data)
-    repairer.fit(data.train().x, seed=0, progress=False)
-    bad = data.test().anomalous()
-    pixels = np.zeros((32, 32), dtype=np.float32)
-    pixels[:, :16] = 1  # the left half may not change
-    np.save(tmp_path / "keep.npy", pixels)
-    result = arpro.repair(bad.x, detector.eval(), repairer.eval(), dataset=data, progress=False, mask="top",
-                          properties=[("+immutable", {"mask": str(tmp_path / "keep.npy")}), "+range"],
-                          settings=arpro.RepairSettings(steps=4, guidance_scale=20.0))
-    keep = torch.zeros_like(bad.x, dtype=torch.bool)
-    keep[..., :16] = True
-    changes = _changes(result, keep)
-    assert all(changes[arm] == 0.0 for arm in IN_FILLING) and changes["baseline"] > 0
-    for arm in result.arms.values():
-        assert arm.x_fix.min() >= -1 and arm.x_fix.max() <= 1 and arm.holds["range"].all()
 
 
 def test_training_statistics_load_the_training_split_only_when_a_property_reads_them(table):

@@ -55,9 +55,10 @@ def test_device_and_precision_checks(monkeypatch):
     assert check_device("auto") == "cuda"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_cuda_is_one_error_line(tmp_path):
-    from conftest import run_cli
+    from arpro.testing import run_cli
 
     proc = run_cli(*REPAIR, "--out", str(tmp_path / "out"), "--device", "cuda")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr

@@ -97,6 +97,7 @@ def test_help_shows_each_setting_default(command):
     assert "(default: 50)" in steps.help and " ." not in steps.help
 
 
+@pytest.mark.slow
 def test_generated_reference_pages_match_the_code():
     """The CLI pages are ``arpro ... --help`` and the settings page is RepairSettings, as of now."""
     fresh = json.loads(subprocess.run([sys.executable, str(ROOT / "docs" / "gen_reference.py"), "--json"],

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import run_cli
+from arpro.testing import run_cli
 
 import arpro
 from arpro.metrics import conformal_threshold
@@ -60,6 +60,7 @@ def test_tnr_threshold_is_never_infinite(capsys):
         tnr_threshold(*_dataset_and_detector(validation=7, test_normal=5))
 
 
+@pytest.mark.slow
 def test_outputs_and_tables(reference):
     spec = json.loads((reference / "settings.json").read_text())
     assert spec["settings"]["guidance_scale"] == 0.5  # the value used (gaussian's), not null
@@ -82,12 +83,14 @@ def test_outputs_and_tables(reference):
     assert cells[4] == f"{median:.4g}"  # Ms guided, after the row label, n, baseline and infill
 
 
+@pytest.mark.slow
 def test_same_seed_same_jsonl(reference, tmp_path):
     proc = run_cli(*ARGS, "--out", str(tmp_path / "again"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "again" / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_resume_after_a_torn_write(reference, tmp_path):
     out = tmp_path / "torn"
     out.mkdir()
@@ -109,6 +112,7 @@ def test_resume_after_a_torn_write(reference, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_resume_after_a_torn_timings_line_and_a_foreign_record_is_one_error(reference, tmp_path):
     out = tmp_path / "torn"
     out.mkdir()
@@ -128,6 +132,7 @@ def test_resume_after_a_torn_timings_line_and_a_foreign_record_is_one_error(refe
     assert (out / "records.jsonl").read_text().endswith("[]\n")  # left as it was
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(reference, tmp_path):
     out = tmp_path / "killed"
     slow = [*ARGS[:-3], "--steps", "100", "--chunk-size", "2", "--quiet"]
@@ -149,11 +154,13 @@ def test_resume_after_kill_9(reference, tmp_path):
     assert records.read_bytes() == (tmp_path / "fresh" / "records.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_other_settings_on_the_same_directory_are_refused(reference):
     proc = run_cli(*ARGS[:-3], "--steps", "11", "--quiet", "--out", str(reference))
     assert proc.returncode == 2 and "holds a run with other settings" in proc.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_tables(reference, tmp_path):
     out = tmp_path / "ddp"
     proc = run_cli(*ARGS, "--devices", "2", "--strategy", "ddp", "--out", str(out))
@@ -200,6 +207,7 @@ def test_one_seed_per_sample_matches_the_batch_it_came_from():
         assert torch.equal(picked.arms[arm].x_fix, whole.arms[arm].x_fix[[1, 3]])
 
 
+@pytest.mark.slow
 def test_the_default_chunk_size_is_the_datasets(tmp_path):
     """64 rows or windows per batch, where a batch of more costs little more; 16 images, where it does not."""
     from arpro.plugin_api import registry

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from arpro.testing import run_cli
 
 from arpro.io import outputs
 from arpro.runtime import progress
@@ -98,6 +98,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, monkeypatch, capsy
     assert sorted(p.name for p in out.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_two_evaluates_started_at_once_on_one_folder(tmp_path):
     out = tmp_path / "shared"
     args = [sys.executable, "-m", "arpro.cli", "evaluate", "--detector", "gaussian", "--limit", "96", "--chunk-size", "8",
@@ -120,6 +121,7 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_repair_killed_mid_run_leaves_nothing_after_the_next_run(tmp_path):
     out = tmp_path / "runs" / "r"
     args = ["repair", "--detector", "gaussian", "--count", "64", "--quiet", "--out", str(out)]
@@ -132,6 +134,7 @@ def test_repair_killed_mid_run_leaves_nothing_after_the_next_run(tmp_path):
     assert (out / "report.json").exists() and leftovers(tmp_path / "runs") == []
 
 
+@pytest.mark.slow
 def test_train_killed_mid_run_leaves_nothing_after_the_next_run(tmp_path):
     out = tmp_path / "models" / "ae.safetensors"
     out.parent.mkdir()
@@ -170,6 +173,7 @@ def test_a_folder_that_only_looks_like_staging_is_never_removed(tmp_path, monkey
     assert not (tmp_path / "out" / outputs.STAGING_MARKER).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_and_sigint_clean_up_and_say_interrupted(tmp_path, signum, code):
     out = tmp_path / "runs" / "r"

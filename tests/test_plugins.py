@@ -2,17 +2,18 @@
 and what starting ``arpro`` imports."""
 
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
 from arpro import ArproError
 from arpro import cli
 from arpro.plugin_api import registry
+from arpro.testing import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "arpro-example-plugin"
@@ -126,16 +127,19 @@ def modules_imported_by(*args: str) -> set[str]:
     return set(json.loads(proc.stderr.splitlines()[-1]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["repair", "--help"]], ids=" ".join)
 def test_version_and_help_load_no_plugin(args):
     assert not modules_imported_by(*args) & (HEAVY | PLUGIN_MODULES)
 
 
+@pytest.mark.slow
 def test_list_plugins_imports_no_model_library():
     imported = modules_imported_by("list-plugins")
     assert PLUGIN_MODULES <= imported and not imported & HEAVY
 
 
+@pytest.mark.slow
 def test_import_arpro_imports_no_torch():
     proc = subprocess.run([sys.executable, "-c", "import sys, arpro; print(sorted(set(sys.modules) & {'torch', 'numpy'}))"],
                           capture_output=True, text=True, timeout=60)
@@ -143,15 +147,18 @@ def test_import_arpro_imports_no_torch():
 
 
 @pytest.fixture(scope="module")
-def example_plugin_installed():
-    pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run([*pip, "install", "--no-deps", str(EXAMPLE)], check=True, capture_output=True)
-    yield
-    subprocess.run([*pip, "uninstall", "-y", "arpro-example-plugin"], check=True, capture_output=True)
+def example_plugin(tmp_path_factory) -> dict[str, str]:
+    """The environment of a process in which the example plugin is installed: pip installs it into a folder of
+    its own, put on PYTHONPATH, so the shared environment (and tests running beside this one) never sees it."""
+    target = tmp_path_factory.mktemp("example-plugin")
+    subprocess.run([sys.executable, "-m", "pip", "-q", "install", "--no-deps", "--target", str(target), str(EXAMPLE)],
+                   check=True, capture_output=True)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
 
 
-def test_installed_third_party_plugin_is_listed_and_used(example_plugin_installed, tmp_path):
-    listed = json.loads(run_cli("list-plugins", "--json").stdout)
+@pytest.mark.slow
+def test_installed_third_party_plugin_is_listed_and_used(example_plugin, tmp_path):
+    listed = json.loads(run_cli("list-plugins", "--json", env=example_plugin).stdout)
     mine = {(e["kind"], e["name"]): e for e in listed if e["distribution"] == "arpro-example-plugin"}
     assert set(mine) == {("detector", "mean-abs"), ("property", "sparsity")}
     assert mine[("detector", "mean-abs")]["version"] == "0.2.0"
@@ -159,7 +166,7 @@ def test_installed_third_party_plugin_is_listed_and_used(example_plugin_installe
     out = tmp_path / "o"
     proc = run_cli(
         "repair", "--detector", "mean-abs", "--property", "p1", "--property", "sparsity",
-        "--weight", "sparsity=0.1", "--steps", "10", "--count", "3", "--quiet", "--out", str(out),
+        "--weight", "sparsity=0.1", "--steps", "10", "--count", "3", "--quiet", "--out", str(out), env=example_plugin,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
@@ -169,29 +176,31 @@ def test_installed_third_party_plugin_is_listed_and_used(example_plugin_installe
     assert "SPARSITY M_l1" in proc.stdout
 
 
-def test_added_third_party_property_reaches_tables_report_and_ablation(example_plugin_installed, tmp_path):
+@pytest.mark.slow
+def test_added_third_party_property_reaches_tables_report_and_ablation(example_plugin, tmp_path):
     """`--property +sparsity` guides with P1–P4; its metric shows in every table and its lambda is ablated."""
     common = ["--detector", "mean-abs", "--property", "+sparsity", "--weight", "sparsity=0.1", "--steps", "5", "--quiet"]
     evaluated, ablated = tmp_path / "eval", tmp_path / "ablate"
-    proc = run_cli("evaluate", *common, "--limit", "3", "--out", str(evaluated))
+    proc = run_cli("evaluate", *common, "--limit", "3", "--out", str(evaluated), env=example_plugin)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((evaluated / "summary.json").read_text())
     assert {"name": "sparsity", "metric": "M_l1", "label": "M_l1"} in summary["properties"]
     assert "M_l1" in (evaluated / "tables.md").read_text() and "M_l1" in (evaluated / "tables.csv").read_text()
-    proc = run_cli("ablate", *common, "--limit", "2", "--grid", "0.5,2", "--out", str(ablated))
+    proc = run_cli("ablate", *common, "--limit", "2", "--grid", "0.5,2", "--out", str(ablated), env=example_plugin)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((ablated / "ablation.json").read_text())["rows"]
     assert [r["value"] for r in rows if r["parameter"] == "sparsity"] == [0.5, 2.0]
     assert {r["parameter"] for r in rows} == {"p1", "p2", "p3", "p4", "sparsity", "scale"}
     assert (ablated / "ablation_M_l1.png").is_file()
-    proc = run_cli("report", str(evaluated), "--ablation", str(ablated))
+    proc = run_cli("report", str(evaluated), "--ablation", str(ablated), env=example_plugin)
     assert proc.returncode == 0, proc.stderr
     html = (evaluated / "report.html").read_text()
     assert "M_l1" in html.split("<h2>Ablation")[0] and "<figcaption>ablation_M_l1<" in html
 
 
-def test_the_example_plugin_passes_its_own_tests_with_the_testing_kit(example_plugin_installed):
+@pytest.mark.slow
+def test_the_example_plugin_passes_its_own_tests_with_the_testing_kit(example_plugin):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-                          capture_output=True, text=True, cwd=EXAMPLE, timeout=600)
+                          capture_output=True, text=True, cwd=EXAMPLE, env=example_plugin, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout

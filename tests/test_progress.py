@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import run_cli
+import pytest
 
 from arpro.runtime import progress
+from arpro.testing import run_cli
 
 
 def test_a_phase_longer_than_the_interval_writes_lines_while_it_runs(monkeypatch, capsys):
@@ -32,6 +33,7 @@ def test_time_left_is_not_estimated_from_the_first_step(monkeypatch, capsys):
     assert left < 1  # 8 steps of 0.01 s; the first step's pace would say 4 s
 
 
+@pytest.mark.slow
 def test_a_command_logs_its_fit_as_a_phase(monkeypatch, tmp_path):
     monkeypatch.setenv("ARPRO_PROGRESS_INTERVAL", "0")
     proc = run_cli("train", "detector", "--detector", "gaussian", "--out", str(tmp_path / "g.safetensors"))

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import run_cli
+from arpro.testing import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,7 @@ def ablated(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_ablation_varies_each_lambda_and_the_scale(ablated):
     rows = json.loads((ablated / "ablation.json").read_text())["rows"]
     assert {(r["parameter"], r["value"]) for r in rows} == {(p, v) for p in ("p1", "p2", "p3", "p4", "scale") for v in (0.5, 2.0)}
@@ -36,11 +37,13 @@ def test_ablation_varies_each_lambda_and_the_scale(ablated):
         assert (ablated / f"ablation_{metric}.png").stat().st_size > 5_000
 
 
+@pytest.mark.slow
 def test_evaluate_writes_a_gallery(evaluated):
     gallery = evaluated / "gallery" / "breast-cancer"  # inputs 0-3, drawn from the chunks at 0 and 3 that repaired them
     assert (gallery / "repair-from-0.png").exists() and (gallery / "repair-from-3.png").exists()
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(evaluated, ablated):
     proc = run_cli("report", str(evaluated), "--ablation", str(ablated), "--overwrite")
     assert proc.returncode == 0, proc.stderr
@@ -51,6 +54,7 @@ def test_report_is_self_contained(evaluated, ablated):
     assert not re.search(r'src="(?!data:)', page)  # nothing loaded from outside the file
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(evaluated, ablated, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -69,11 +73,13 @@ def test_report_renders_in_headless_chromium(evaluated, ablated, tmp_path):
     assert dom.count("<table") == 2 and "<td>breast-cancer, flagged</td>" in dom
 
 
+@pytest.mark.slow
 def test_report_on_a_directory_without_results(tmp_path):
     proc = run_cli("report", str(tmp_path))
     assert proc.returncode == 2 and "neither an evaluation" in proc.stderr
 
 
+@pytest.mark.slow
 def test_report_never_embeds_a_link_out_of_the_run_folder(evaluated, tmp_path):
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"\x89PNG not the user's to publish")

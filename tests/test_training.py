@@ -16,7 +16,7 @@ from arpro import ArproError, Repairer
 from arpro.cli import app
 from arpro.io import checkpoint
 from arpro.workflows.train import fit_loop, rank_seed, train_denoiser
-from conftest import run_cli
+from arpro.testing import run_cli
 
 STEPS, BATCH, LR, SEED = 4, 5, 0.05, 7
 
@@ -62,6 +62,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_ddp_averages_the_ranks_gradients(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
@@ -117,6 +118,7 @@ def test_epochs_cover_every_sample_once_per_epoch():
         assert torch.equal(torch.cat(epoch).sort(0).values, train.sort(0).values)
 
 
+@pytest.mark.slow
 def test_train_detector_on_two_processes(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

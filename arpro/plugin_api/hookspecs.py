@@ -23,9 +23,11 @@ The rules every hook below shares:
   fails to import is an :class:`arpro.ArproError` naming the distribution, when it is used.
 - **Defaults**: when a run names no repairer or dataset, the domain's entry registered with
   ``default=True`` is used, or the only entry of that domain; otherwise the run must name one.
-  When several claim ``default=True`` in one domain, the built-in one (of ``arpro``,
-  ``arpro-tabular``, ``arpro-vision`` or ``arpro-timeseries``) wins and a warning names the
-  others; several third-party claims without a built-in one are an error.
+  A domain's *owner* is the distribution with the most ``default=True`` entries in it (for the
+  built-in domains, the built-in plugin: its embedded dataset, repairer and detector). When
+  several claim ``default=True`` for one kind and domain, the owner's claim wins and a warning
+  names the others; several claims and none of the owner's are an error.
+  ``ARPRO_LOAD_PLUGINS=tabular,vision`` loads only the entry points named.
 - **Baselines**: a detector registered with ``baseline=True`` is its domain's simple, strong
   reference (PCA for windows, PatchCore for pictures); ``arpro check`` fits it on the same
   training split and says when the checked detector does worse. A plugin may decide at

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections.abc
 import functools
+import importlib.resources
 import inspect
 import math
 import types
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from arpro.plugin_api.protocols import Dataset
 
 MAX_INPUT_ELEMENTS = 2**28  # one sample of at most 1 GiB in float32
+FIT_STEPS = "fit_steps"  # a dataset option: models built for it train this many steps (tests, quick looks)
 
 
 def _recording_config(init):
@@ -107,7 +109,7 @@ class Model(nn.Module):
     domain: ClassVar[str]  # "tabular", "image", "timeseries", or a plugin's own
     is_default: ClassVar[bool] = False  # the domain's default choice when none is given
     folder_format: ClassVar[str | None] = None  # another tool's checkpoint folder it reads and writes, e.g. "diffusers"
-    # fit() options that make training a smoke test (a few steps): what arpro.testing and the identity test pass
+    # test-only: fit() options that make training a smoke test, passed by arpro.testing (a plugin sets values)
     smoke_fit_options: ClassVar[dict[str, Any]] = {}
     config: dict[str, Any]
 
@@ -153,7 +155,11 @@ class Model(nn.Module):
 
     @classmethod
     def for_dataset(cls, dataset: Dataset, **overrides: Any) -> Model:
-        """A fresh, unfitted model sized for ``dataset``'s samples; ``overrides`` change its config."""
+        """A fresh, unfitted model sized for ``dataset``'s samples; ``overrides`` change its config. A dataset
+        option ``fit_steps`` (tests, quick looks; the dataset must accept it) sets config ``train_steps``."""
+        steps = (getattr(dataset, "options", None) or {}).get(FIT_STEPS)
+        if steps is not None and "train_steps" in (cls.config_parameters() or {}):
+            overrides.setdefault("train_steps", int(steps))
         return cls(**{"input_shape": list(dataset.sample_shape()), **overrides})
 
     @classmethod
@@ -179,8 +185,17 @@ class Model(nn.Module):
 
     @classmethod
     def bundled_checkpoint(cls, dataset: Dataset) -> Path | None:
-        """A checkpoint shipped with the plugin for ``dataset`` (its embedded default), if any."""
+        """A checkpoint shipped with the plugin for ``dataset`` (its embedded default), if any: see :meth:`shipped`."""
         return None
+
+    @classmethod
+    def shipped(cls, filename: str, dataset: Dataset) -> Path | None:
+        """``checkpoints/FILENAME`` inside the package that defines ``cls``, if it is there, for a plugin's
+        :meth:`bundled_checkpoint`; None for a dataset that sets ``fit_steps`` (it asks for models trained now)."""
+        if FIT_STEPS in (getattr(dataset, "options", None) or {}):
+            return None
+        path = Path(str(importlib.resources.files(cls.__module__.partition(".")[0]))) / "checkpoints" / filename
+        return path if path.is_file() else None
 
 
 class Detector(Model):
@@ -325,3 +340,11 @@ class Repairer(Model):
         generalised to any domain: the mean is taken over the normal training data.
         """
         return torch.where(omega_input.bool(), self.x_mean.to(x_bad.device).expand_as(x_bad), x_bad)
+
+    def infill_masks(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """Masks ``[n, *X]`` (1 = in-filled) shaped like the regions this domain's repairs regenerate, by name, for
+        ``arpro check``'s in-fill figure; a ``"time block"`` (whole steps along the first axis, known neighbours)
+        is also compared with linear interpolation. Default: a random quarter of each sample's elements."""
+        d = self.x_mean.numel()
+        chosen = torch.stack([torch.randperm(d, generator=generator)[: max(1, d // 4)] for _ in range(n)])
+        return {"feature subset": torch.zeros(n, d).scatter_(1, chosen, 1.0).reshape(n, *self.x_mean.shape)}

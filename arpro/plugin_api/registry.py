@@ -10,6 +10,7 @@ import difflib
 import importlib
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,6 @@ from arpro.plugin_api import hookspecs
 
 DEFAULT_PLUGINS = ("arpro.algorithm.properties",)
 LOAD_PLUGINS = "ARPRO_LOAD_PLUGINS"  # e.g. "tabular,vision": only these entry points load
-BUILT_IN = {"arpro", "arpro-tabular", "arpro-vision", "arpro-timeseries"}  # the project's own distributions
 KIND_PLURALS = {"detector": "detectors", "repairer": "repairers", "property": "properties", "dataset": "datasets"}
 KINDS = {
     "detector": "arpro_register_detectors",
@@ -107,18 +107,18 @@ class Registry:
     def default(self, kind: str, domain: str) -> type:
         """The class of the default (or else the only) entry of ``kind`` for ``domain``.
 
-        When several claim to be the default, a built-in one wins, with a warning naming the
-        third-party claims; several third-party claims and no built-in one are an error.
+        When several claim to be the default, the domain owner's one wins, with a warning naming the
+        other claims; several claims and none of the owner's are an error.
         """
         candidates = [e for e in self.entries[kind].values() if e.domain == domain]
         preferred = [e for e in candidates if e.default]
-        built_in = [e for e in preferred if e.distribution in BUILT_IN]
-        if len(preferred) > 1 and len(built_in) == 1:
+        owned = [e for e in preferred if e.distribution == self.owner(domain)]
+        if len(preferred) > 1 and len(owned) == 1:
             for other in preferred:
-                if other is not built_in[0]:
+                if other is not owned[0]:
                     _warn_once(f"{kind} {other.name!r} of {other.distribution} also claims to be the default {domain} "
-                               f"{kind}; the built-in {built_in[0].name!r} of {built_in[0].distribution} is used")
-            return built_in[0].obj
+                               f"{kind}; {owned[0].name!r} of {owned[0].distribution}, whose domain it is, is used")
+            return owned[0].obj
         if len(preferred) > 1:
             names = " and ".join(f"{e.name!r} of {e.distribution}" for e in preferred)
             raise ArproError(f"{names} all claim to be the default {domain} {kind}; pass --{kind}")
@@ -128,10 +128,16 @@ class Registry:
         raise ArproError(f"no default {kind} for domain {domain!r}; pass --{kind} (available: {names})")
 
     def baseline(self, domain: str, kind: str = "detector") -> type | None:
-        """The ``kind`` registered with ``baseline=True`` for ``domain`` (a built-in one first), or None."""
+        """The ``kind`` registered with ``baseline=True`` for ``domain`` (the domain owner's first), or None."""
         marked = sorted((e for e in self.entries[kind].values() if e.baseline and e.domain == domain),
-                        key=lambda e: (e.distribution not in BUILT_IN, e.name))
+                        key=lambda e: (e.distribution != self.owner(domain), e.name))
         return marked[0].obj if marked else None
+
+    def owner(self, domain: str) -> str | None:
+        """The distribution with the most ``default=True`` entries in ``domain`` (a built-in plugin registers its
+        domain's embedded dataset, repairer and detector): its claims win over others'. None on a tie."""
+        claims = Counter(e.distribution for e in self if e.domain == domain and e.default).most_common(2)
+        return claims[0][0] if claims and (len(claims) == 1 or claims[0][1] > claims[1][1]) else None
 
     def __iter__(self):
         for kind in KINDS:

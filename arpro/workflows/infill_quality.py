@@ -3,9 +3,8 @@
 A repair regenerates the masked region ω of an input from its surroundings. A repairer that
 does that worse than filling ω with the training mean (or, along time, by linear interpolation)
 makes every explanation built on it worse than no model at all; this module measures it on
-held-out normal samples, with masks of the shapes repairs use: rows ``[D]``, a random quarter of
-the features; series ``[T, D]``, a block of a fifth of the time steps (all features) and a random
-quarter of the features (all time steps); images ``[C, H, W]``, a square of a quarter of the side.
+held-out normal samples, with the masks the repairer's domain repairs with (``Repairer.infill_masks``:
+by default a random quarter of the features; the built-in plugins add time blocks and image squares).
 
 The figure is the mean squared in-fill error over the masked elements, in the model's space, of
 the repairer and of the naive fill: the training mean, which is also where a repair's in-fill
@@ -32,6 +31,7 @@ HOLDOUT_FRACTION = 0.1  # share of the normal training samples `arpro train repa
 HOLDOUT_SEED = 0  # the split is the same whatever --seed trains with
 MAX_SAMPLES = 32  # held-out samples in-filled per mask
 METADATA_KEY = "arpro_validation"  # where a checkpoint's header holds the figure
+TIME_BLOCK = "time block"  # a mask of this name (see Repairer.infill_masks) is also filled by linear interpolation
 
 
 def split(dataset, fraction: float = HOLDOUT_FRACTION) -> tuple[Tensor, Tensor | None]:
@@ -46,32 +46,6 @@ def split(dataset, fraction: float = HOLDOUT_FRACTION) -> tuple[Tensor, Tensor |
         return train, None
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
     return train[order[n_out:].sort().values], train[order[:n_out].sort().values]
-
-
-def _masks(shape: tuple[int, ...], n: int, generator: torch.Generator) -> dict[str, Tensor]:
-    """The masks of the module docstring for ``n`` samples of ``shape`` (1 = in-filled)."""
-    def features(d: int) -> Tensor:
-        k = max(1, d // 4)
-        return torch.stack([torch.zeros(d).index_fill(0, torch.randperm(d, generator=generator)[:k], 1.0)
-                            for _ in range(n)])
-
-    if len(shape) == 1:
-        return {"feature subset": features(shape[0])}
-    if len(shape) == 2:
-        t, d = shape
-        length = max(1, t // 5)
-        starts = torch.randint(1, max(2, t - length), (n,), generator=generator)  # a neighbour on each side
-        block = ((torch.arange(t) >= starts[:, None]) & (torch.arange(t) < starts[:, None] + length)).float()
-        return {"time block": block[:, :, None].expand(n, t, d).clone(),
-                "feature subset": features(d)[:, None, :].expand(n, t, d).clone()}
-    h, w = shape[-2:]
-    side = max(1, min(h, w) // 4)
-    mask = torch.zeros(n, *shape)
-    for i in range(n):
-        top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
-        left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
-        mask[i, ..., top : top + side, left : left + side] = 1.0
-    return {"square block": mask}
 
 
 def _interpolated(x: Tensor, mask: Tensor) -> Tensor:
@@ -104,11 +78,11 @@ def measure(repairer: Repairer, held_out: Tensor, *, settings: RepairSettings | 
     x = held_out[torch.linspace(0, len(held_out) - 1, min(len(held_out), MAX_SAMPLES)).round().long()].float()
     generator = torch.Generator().manual_seed(seed)
     kinds = {}
-    for kind, mask in _masks(tuple(x.shape[1:]), x.shape[0], generator).items():
+    for kind, mask in repairer.infill_masks(x.shape[0], generator).items():
         filled = guided_masked_diffusion(x, mask, repairer, settings, [seed + i for i in range(x.shape[0])], loss=None,
                                          eta=0.0, infill=True, progress=progress, label=f"in-fill check ({kind})")
         naive = {"training mean": _masked_mse(repairer.x_mean.expand_as(x), x, mask)}
-        if kind == "time block":
+        if kind == TIME_BLOCK:
             naive["linear interpolation"] = _masked_mse(_interpolated(x, mask), x, mask)
         model = _masked_mse(filled, x, mask)
         kinds[kind] = {"repairer": model, **naive, "ratio": model / max(naive["training mean"], 1e-12)}

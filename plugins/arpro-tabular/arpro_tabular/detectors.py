@@ -49,7 +49,7 @@ class GaussianDetector(arpro.Detector):
 
     @classmethod
     def bundled_checkpoint(cls, dataset):
-        return bundled(cls.name, dataset)
+        return bundled(cls, dataset)
 
 
 class AutoencoderDetector(arpro.Detector):
@@ -60,6 +60,7 @@ class AutoencoderDetector(arpro.Detector):
     """
 
     name = "autoencoder"
+    smoke_fit_options = {"epochs": 2}
     domain = "tabular"
     guidance_scale = 4.0
     # chosen on the calibration half of the malignant test rows (arpro.workflows.calibrate's split;
@@ -93,4 +94,4 @@ class AutoencoderDetector(arpro.Detector):
 
     @classmethod
     def bundled_checkpoint(cls, dataset):
-        return bundled(cls.name, dataset)
+        return bundled(cls, dataset)

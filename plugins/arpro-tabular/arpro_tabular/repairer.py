@@ -25,6 +25,7 @@ class MlpDDPM(arpro.Repairer):
     """DDPM with a residual-MLP noise predictor for table rows."""
 
     name = "mlp-ddpm"
+    smoke_fit_options = {"steps": 2}
     domain = "tabular"
     is_default = True
     # one 256-wide forward: 0.89 ms at 8 rows, 1.13 at 32, 1.44 at 64 (docs/decisions/stacked-arms-call-size.md): padding calls to 32 rows
@@ -57,4 +58,4 @@ class MlpDDPM(arpro.Repairer):
 
     @classmethod
     def bundled_checkpoint(cls, dataset):
-        return bundled(cls.name, dataset)
+        return bundled(cls, dataset)

@@ -20,11 +20,12 @@ import torch
 from torch import Tensor
 
 import arpro
+from arpro_timeseries.masks import WindowMasks
 
 QUERY_CHUNK = 1024  # windows compared with the bank at once
 
 
-class NearestWindow(arpro.Repairer):
+class NearestWindow(WindowMasks, arpro.Repairer):
     """In-fills from the nearest normal training windows; ``fit`` keeps them, trains nothing."""
 
     name = "nearest-window"

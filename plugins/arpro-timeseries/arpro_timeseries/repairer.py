@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 import arpro
 from arpro_timeseries.bundled import ShippedModel
+from arpro_timeseries.masks import WindowMasks
 
 
 class AdaLayerNorm(nn.Module):
@@ -139,10 +140,11 @@ class DecoderBlock(nn.Module):
 PARAMETERIZATIONS = ("v", "x0")
 
 
-class DiffusionTS(ShippedModel, arpro.Repairer):
+class DiffusionTS(ShippedModel, WindowMasks, arpro.Repairer):
     """Diffusion-TS (Yuan & Qiao, ICLR 2024): interpretable trend + seasonal + residual x0-predicting denoiser."""
 
     name = "diffusion-ts"
+    smoke_fit_options = {"steps": 2}
     domain = "timeseries"
     is_default = True
     prediction_type = "sample"

@@ -5,24 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CHECKPOINTS = Path(__file__).parent / "checkpoints"
+CHECKPOINTS = Path(__file__).parent / "checkpoints"  # where scripts/train_bundled.py writes; Model.shipped reads here
 BUNDLED_CATEGORY = "brick"
 BUNDLED_SIZE = 64
 
 
-def bundled(model_name: str, dataset) -> Path | None:
-    """The shipped checkpoint of ``model_name`` for ``dataset``: textures:brick, or surface with its
+def bundled(cls, dataset) -> Path | None:
+    """The shipped checkpoint of model class ``cls`` for ``dataset``: textures:brick, or surface with its
     default 200 training pictures (whatever the test ``seed``), at 64x64."""
     if tuple(dataset.sample_shape()) != (3, BUNDLED_SIZE, BUNDLED_SIZE):
         return None
     name = getattr(dataset, "name", None)
     if name == "textures" and (dataset.category or BUNDLED_CATEGORY) == BUNDLED_CATEGORY:
-        path = CHECKPOINTS / f"{model_name}-textures-brick-64.safetensors"
-    elif name == "surface" and dataset.options.get("n_train", 200) == 200:
-        path = CHECKPOINTS / f"{model_name}-surface-64.safetensors"
-    else:
-        return None
-    return path if path.is_file() else None
+        return cls.shipped(f"{cls.name}-textures-brick-64.safetensors", dataset)
+    if name == "surface" and dataset.options.get("n_train", 200) == 200:
+        return cls.shipped(f"{cls.name}-surface-64.safetensors", dataset)
+    return None
 
 
 GENERIC_MODEL_OPTIONS = ("train_steps", "batch_size", "lr")
@@ -51,4 +49,4 @@ class ShippedModel:
     def bundled_checkpoint(cls, dataset) -> Path | None:
         """None where the dataset's options set this model's own (``<name>_*``, ``train_steps``, ...): the
         shipped model was not built with them, so it is trained with them instead of silently kept."""
-        return None if model_options(dataset, f"{cls.name}_") else bundled(cls.name, dataset)
+        return None if model_options(dataset, f"{cls.name}_") else bundled(cls, dataset)

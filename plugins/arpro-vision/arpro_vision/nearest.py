@@ -30,11 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import arpro
+from arpro_vision.masks import SquareMasks
 
 QUERY_CHUNK = 4096  # patches compared with the bank at once: [chunk, bank_size] distances in memory
 
 
-class NearestPatches(arpro.Repairer):
+class NearestPatches(SquareMasks, arpro.Repairer):
     """In-fills from the nearest normal patches of the training pictures; ``fit`` indexes, trains nothing."""
 
     name = "nearest-patches"

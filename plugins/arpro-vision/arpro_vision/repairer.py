@@ -10,9 +10,10 @@ from torch import Tensor
 
 import arpro
 from arpro_vision.bundled import ShippedModel
+from arpro_vision.masks import SquareMasks
 
 
-class ImageDDPM(ShippedModel, arpro.Repairer):
+class ImageDDPM(ShippedModel, SquareMasks, arpro.Repairer):
     """DDPM with a diffusers UNet2DModel noise predictor for [3, S, S] images in [-1, 1].
 
     Trained with ``arpro.train_denoiser`` (the standard epsilon objective, AdamW,
@@ -24,6 +25,7 @@ class ImageDDPM(ShippedModel, arpro.Repairer):
     """
 
     name = "ddpm"
+    smoke_fit_options = {"steps": 2, "batch_size": 4}
     domain = "image"
     is_default = True
     folder_format = "diffusers"

@@ -15,10 +15,7 @@ import arpro
 from arpro import ArproError
 from arpro.io import checkpoint
 from arpro.plugin_api import registry
-
-pytest.importorskip("arpro_vision")
-
-from arpro_vision import backbone, weights  # noqa: E402
+from arpro_vision import backbone, weights
 
 TINY = dict(input_shape=[3, 32, 32], backbone="test_efficientnet", layers=["blocks.2", "blocks.3"], work_size=32,
             bank_size=32, coreset_pool=200)

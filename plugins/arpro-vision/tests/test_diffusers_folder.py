@@ -13,7 +13,6 @@ import arpro
 from arpro.io import checkpoint
 from arpro.plugin_api import registry
 
-pytest.importorskip("arpro_vision")
 
 OPTIONS = {"image_size": 16, "n_train": 8, "n_test_normal": 2, "n_test_anomalous": 2, "train_steps": 2, "batch_size": 4}
 CLI_OPTIONS = [arg for key, value in OPTIONS.items() for arg in ("--option", f"{key}={value}")]

@@ -381,3 +381,14 @@ def test_fit_sizes_the_bottleneck_as_pca_would(tmp_path):
     flat = registry.get("detector", "gpt2")(input_shape=[16, 2], **small)
     flat.fit(torch.ones(4, 16, 2), seed=0, progress=False, steps=1)  # no variance at all: one unit, never all D
     assert flat.config["bottleneck"] == 1
+
+
+def test_a_model_trained_now_has_the_same_weights_whatever_the_process_state():
+    """``arpro.obtain_model`` seeds torch before it builds the model: another process's random state does not
+    change the weights (``fit_steps``: no bundled checkpoint, trained now)."""
+    data = registry.get("dataset", "process")(train_steps=300, validation_steps=100, test_steps=100, window=16, fit_steps=2)
+    weights = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        weights.append(arpro.obtain_model("detector", "gpt2", data, progress=False).state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -10,7 +10,6 @@ import arpro
 from arpro.io import checkpoint
 from arpro.plugin_api import registry
 
-pytest.importorskip("arpro_vision")
 
 TINY = dict(image_size=32, n_train=8, n_test_normal=4, n_test_anomalous=8)
 
@@ -185,8 +184,9 @@ def test_patchnn_pools_over_flat_windows_for_thin_straight_defects(tmp_path):
             registry.get("detector", "patchnn").for_dataset(data, scales=bad)
 
 
+@pytest.mark.slow
 def test_cli_trains_patchnn_and_a_ddpm_and_repairs_surface_pictures(tmp_path):
-    from conftest import run_cli
+    from arpro.testing import run_cli
 
     options = ["--dataset", "surface", "--option", "image_size=32", "--option", "n_train=8",
                "--option", "n_test_normal=2", "--option", "n_test_anomalous=2"]

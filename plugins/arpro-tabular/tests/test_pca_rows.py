@@ -1,4 +1,5 @@
-"""The PCA baselines: ``pca`` (windows) and ``pca-rows`` (tables), on data built to have known components."""
+"""The tables' PCA baseline ``pca-rows`` on rows built to have known components (the time-series
+plugin's ``pca`` has the same tests in its own folder)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from arpro import ArproError
 from arpro.io import checkpoint
 from arpro.plugin_api import registry
 
+NAME = "pca-rows"
 EIGENVALUES = torch.tensor([8.0, 4.0, 2.0, 1.0])  # cumulative shares 0.533, 0.8, 0.933, 1
 
 
@@ -22,18 +24,16 @@ def rows_with_eigenvalues(n: int = 400, seed: int = 0) -> torch.Tensor:
     return (q * (n * EIGENVALUES.double()).sqrt()) @ axes.T + 3.0
 
 
-def fitted(name: str, variance: float = 0.9, n: int = 400) -> tuple:
-    """(detector, training data) of ``name`` fitted on the constructed rows: windows of 10 rows for ``pca``."""
-    rows = rows_with_eigenvalues(n).float()
-    train = rows.reshape(-1, 10, 4) if name == "pca" else rows
-    detector = registry.get("detector", name)(input_shape=list(train.shape[1:]), variance=variance)
+def fitted(variance: float = 0.9, n: int = 400) -> tuple:
+    """(detector, training data) of ``pca-rows`` fitted on the constructed rows."""
+    train = rows_with_eigenvalues(n).float()
+    detector = registry.get("detector", NAME)(input_shape=list(train.shape[1:]), variance=variance)
     detector.fit(train, progress=False)
     return detector, train
 
 
-@pytest.mark.parametrize("name", ["pca", "pca-rows"])
-def test_decomposition_is_exactly_the_independent_score(name):
-    detector, train = fitted(name)
+def test_decomposition_is_exactly_the_independent_score():
+    detector, train = fitted()
     x = train[:8] + torch.randn(train[:8].shape, generator=torch.Generator().manual_seed(1))
     d = detector.decompose(x)
     assert d.alpha.shape == x.shape and d.beta.shape == (8,)
@@ -41,17 +41,15 @@ def test_decomposition_is_exactly_the_independent_score(name):
     torch.testing.assert_close(d.score, detector.reference_score(x), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["pca", "pca-rows"])
 @pytest.mark.parametrize(("variance", "k"), [(0.5, 1), (0.8, 2), (0.9, 3), (0.95, 4), (1.0, 4)])
-def test_the_fewest_components_that_explain_the_variance_are_kept(name, variance, k):
-    detector, _ = fitted(name, variance)
+def test_the_fewest_components_that_explain_the_variance_are_kept(variance, k):
+    detector, _ = fitted(variance)
     assert detector.components.shape == (4, k)
     torch.testing.assert_close(detector.eigenvalues, EIGENVALUES[:k], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["pca", "pca-rows"])
-def test_q_and_t2_are_each_in_units_of_their_mean_over_the_normal_rows(name):
-    detector, train = fitted(name)  # 3 components kept; the discarded eigenvalue is 1
+def test_q_and_t2_are_each_in_units_of_their_mean_over_the_normal_rows():
+    detector, train = fitted()  # 3 components kept; the discarded eigenvalue is 1
     d = detector.decompose(train)
     rows = train.flatten(0, -2).shape[0]
     torch.testing.assert_close(d.alpha.sum() / rows, torch.tensor(1.0), rtol=1e-4, atol=1e-4)
@@ -70,44 +68,31 @@ def test_a_broken_tight_correlation_is_not_drowned_by_t2():
     assert arpro.auroc(sign[400:] < 0, detector.score(rows[400:])) > 0.95
 
 
-def test_window_rows_repeated_by_overlapping_windows_count_once():
-    rows = rows_with_eigenvalues().float()
-    once, _ = fitted("pca")
-    overlapping = torch.stack([rows[s : s + 10] for s in range(0, len(rows) - 10 + 1, 2)])
-    detector = registry.get("detector", "pca")(input_shape=[10, 4])
-    detector.fit(overlapping, progress=False)
-    torch.testing.assert_close(detector.eigenvalues, once.eigenvalues)
-
-
-@pytest.mark.parametrize("name", ["pca", "pca-rows"])
-def test_the_gradient_reaches_the_input(name):
-    detector, train = fitted(name)
+def test_the_gradient_reaches_the_input():
+    detector, train = fitted()
     x = (train[:2] + 1.0).requires_grad_()
     detector.score(x).sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["pca", "pca-rows"])
-def test_checkpoint_round_trip(name, tmp_path):
-    detector, train = fitted(name, variance=0.8)
-    path = checkpoint.save(detector, tmp_path / f"{name}.safetensors")
-    loaded = checkpoint.load(path, "detector", name)
+def test_checkpoint_round_trip(tmp_path):
+    detector, train = fitted(variance=0.8)
+    path = checkpoint.save(detector, tmp_path / f"{NAME}.safetensors")
+    loaded = checkpoint.load(path, "detector", NAME)
     assert loaded.config == detector.config and loaded.components.shape == (4, 2)
     torch.testing.assert_close(loaded.score(train[:4]), detector.score(train[:4]))
     torch.testing.assert_close(loaded.tau, detector.tau)
 
 
-@pytest.mark.parametrize(("domain", "name"), [("timeseries", "pca"), ("tabular", "pca-rows")])
-def test_registered_as_the_domains_baseline(domain, name):
-    entry = registry.registry().entries["detector"][name]
-    assert entry.baseline and entry.domain == domain and not entry.default
-    assert registry.get_baseline(domain).name == name
+def test_registered_as_the_domains_baseline():
+    entry = registry.registry().entries["detector"][NAME]
+    assert entry.baseline and entry.domain == "tabular" and not entry.default
+    assert registry.get_baseline("tabular").name == NAME
 
 
-@pytest.mark.parametrize("name", ["pca", "pca-rows"])
-def test_what_pca_cannot_fit_is_one_clear_error(name):
-    cls = registry.get("detector", name)
-    shape = [10, 4] if name == "pca" else [4]
+def test_what_pca_cannot_fit_is_one_clear_error():
+    cls = registry.get("detector", NAME)
+    shape = [4]
     with pytest.raises(ArproError, match="variance must be in"):
         cls(input_shape=shape, variance=1.5)
     with pytest.raises(ArproError, match="do not vary"):

@@ -13,6 +13,7 @@ import torch
 
 import arpro
 from arpro.plugin_api import registry
+from arpro.testing import check_stacked_arms
 from arpro_timeseries.bundled import CHECKPOINTS
 
 TINY = dict(train_steps=1200, validation_steps=300, test_steps=1500, window=32, stride=8, test_stride=16, fit_steps=40)
@@ -35,12 +36,10 @@ def models(process):
 
 
 def test_bundled_checkpoints_are_small_and_offered_for_the_embedded_dataset():
-    present = [p for p in BUNDLED if p.is_file()]
-    if not present:
-        pytest.skip("no bundled checkpoints yet (plugins/arpro-timeseries/scripts/train_bundled.py writes them)")
-    assert sum(p.stat().st_size for p in present) <= 25e6
+    assert all(p.is_file() for p in BUNDLED), "a bundled checkpoint is missing (scripts/train_bundled.py writes them)"
+    assert sum(p.stat().st_size for p in BUNDLED) <= 25e6
     default = registry.get("dataset", "process")()
-    for path in present:
+    for path in BUNDLED:
         name = path.name.removesuffix("-process.safetensors")
         kind = "repairer" if name == "diffusion-ts" else "detector"
         assert registry.get(kind, name).bundled_checkpoint(default) == path
@@ -48,7 +47,7 @@ def test_bundled_checkpoints_are_small_and_offered_for_the_embedded_dataset():
         assert registry.get(kind, name).bundled_checkpoint(registry.get("dataset", "process")(window=32)) is None
 
 
-@pytest.mark.skipif(not all(p.is_file() for p in BUNDLED[::2]), reason="bundled gpt2 / diffusion-ts checkpoints missing")
+@pytest.mark.slow
 def test_cli_demo_repairs_a_bundled_window(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
@@ -118,3 +117,36 @@ def test_figure_shades_the_anomalous_span():
     omega[6, 1] = True
     assert spans(omega[:, 3]) == [(2, 4), (7, 7)]
     assert chosen_features(omega, k=2) == [3, 1]
+
+
+def test_arms_stacked_equal_each_arm_alone(models, process):
+    detector, repairer = models
+    check_stacked_arms(process.test().anomalous().x[:3], detector, repairer, arpro.RepairSettings(steps=6, samples=2))
+
+def changes_where(result, keep):
+    """The largest change each arm made where ``keep`` is set."""
+    return {arm: (a.x_fix - result.x_bad).abs()[keep].max().item() for arm, a in result.arms.items()}
+
+
+def test_timeseries_immutable_sensors_and_range():
+    process = registry.get("dataset", "process")(root=None, category=None, train_steps=600, validation_steps=100,
+                                                test_steps=800, window=16, stride=8, test_stride=16, fit_steps=10)
+    torch.manual_seed(0)
+    detector = registry.get("detector", "gpt2").for_dataset(process, hidden=16, intermediate=32, n_head=2, n_layer=1)
+    detector.fit(process.train().x, seed=0, progress=False)
+    repairer = registry.get("repairer", "diffusion-ts").for_dataset(process, width=16, heads=2, encoder_layers=1, decoder_layers=1)
+    repairer.fit(process.train().x, seed=0, progress=False, steps=10)
+    x = process.test().anomalous().x[:3]
+    sensors = process.feature_names()[:2]
+    result = arpro.repair(x, detector.eval(), repairer.eval(), dataset=process, progress=False, mask="top",
+                          properties=[("+immutable", {"columns": sensors}), "+range"],
+                          settings=arpro.RepairSettings(steps=8, infill_stop=0.2, mask_quantile=0.5))
+    keep = torch.zeros_like(x, dtype=torch.bool)
+    keep[..., :2] = True
+    changes = changes_where(result, keep)
+    assert all(changes[arm] == 0.0 for arm in ("infill", "guided")) and changes["baseline"] > 0
+    train = process.train().x
+    low, high = train.amin(0), train.amax(0)
+    for name, arm in result.arms.items():
+        fixed = ~keep | ((x >= low) & (x <= high))  # immutable wins where x_bad itself is out of range
+        assert ((arm.x_fix >= low) & (arm.x_fix <= high))[fixed].all(), name

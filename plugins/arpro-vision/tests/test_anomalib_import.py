@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from arpro import ArproError
 from arpro.io.checkpoint import load, obtain_model, save
 from arpro.plugin_api import registry
+from arpro.testing import check_decomposition
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -25,6 +26,14 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 def images(size: int, count: int = 3) -> torch.Tensor:
     """Images in [0, 1], anomalib's input range (arpro's is [-1, 1])."""
     return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", ["fastflow", "efficientad"])
+def test_decomposition_identity_of_anomalib_checkpoints(name, anomalib_checkpoints):
+    """s(x) = sum(alpha) + beta for detectors read from anomalib's own ``Engine.fit`` checkpoints."""
+    detector = load(anomalib_checkpoints[name], "detector", name)
+    size = detector.config["input_shape"][-1]
+    check_decomposition(detector, torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1)
 
 
 def test_fastflow_checkpoint_scores_as_anomalib(anomalib_checkpoints):

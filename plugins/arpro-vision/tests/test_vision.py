@@ -18,7 +18,6 @@ from arpro.io import checkpoint
 from arpro.io.run_spec import read_inputs
 from arpro.plugin_api import registry
 
-pytest.importorskip("arpro_vision")
 
 TINY = dict(image_size=32, n_train=16, n_test_normal=4, n_test_anomalous=4, train_steps=2, batch_size=4)
 
@@ -436,8 +435,7 @@ def test_bundled_demo_path(tmp_path):
     dataset = dataset_cls(root=None, category=None)
     for name in ["fastflow", "efficientad", "ddpm"]:
         kind = "repairer" if name == "ddpm" else "detector"
-        if registry.get(kind, name).bundled_checkpoint(dataset) is None:
-            pytest.skip(f"no bundled checkpoint for {name}")
+        assert registry.get(kind, name).bundled_checkpoint(dataset) is not None, f"no bundled checkpoint for {name}"
     repairer = arpro.obtain_model("repairer", reg.default("repairer", "image").name, dataset, progress=False)
     bad = dataset.test().anomalous()
     for name in ["fastflow", "efficientad"]:
@@ -467,10 +465,11 @@ def painted_defect_image(size=(1024, 768), seed=0) -> Image.Image:
     return Image.fromarray(np.clip(surface, 0, 255).astype(np.uint8), mode="L")
 
 
+@pytest.mark.slow
 def test_cli_repairs_a_1024x768_grayscale_image_at_its_own_size(tmp_path):
     """The bar: `arpro repair --detector fastflow` (bundled checkpoints) on a 1024x768 L image writes
     1024x768 L PNGs whose pixels outside the written omega are the input's, byte for byte."""
-    from conftest import run_cli
+    from arpro.testing import run_cli
 
     path = tmp_path / "big.png"
     painted_defect_image().save(path)
@@ -550,3 +549,31 @@ def test_tiled_repair_runs_the_ddpm_on_full_resolution_crops_near_omega(tiny_mod
     assert np.array_equal(after[~omega], pixels[~omega]) and not np.array_equal(after[omega], pixels[omega])
     with pytest.raises(arpro.ArproError, match="tiled must be"):
         textures(tiled="yes").tiled
+
+def changes_where(result, keep):
+    """The largest change each arm made where ``keep`` is set."""
+    return {arm: (a.x_fix - result.x_bad).abs()[keep].max().item() for arm, a in result.arms.items()}
+
+
+def test_vision_immutable_pixels_and_range(tmp_path):
+    data = registry.get("dataset", "textures")(root=None, category="brick", image_size=32, n_train=8, n_test_normal=2,
+                                              n_test_anomalous=2, train_steps=2, batch_size=4,
+                                              ddpm_block_out_channels=[16, 32], ddpm_norm_num_groups=8)
+    torch.manual_seed(0)
+    detector = registry.get("detector", "fastflow").for_dataset(data)
+    detector.fit(data.train().x, seed=0, progress=False)
+    repairer = registry.get("repairer", "ddpm").for_dataset(data)
+    repairer.fit(data.train().x, seed=0, progress=False)
+    bad = data.test().anomalous()
+    pixels = np.zeros((32, 32), dtype=np.float32)
+    pixels[:, :16] = 1  # the left half may not change
+    np.save(tmp_path / "keep.npy", pixels)
+    result = arpro.repair(bad.x, detector.eval(), repairer.eval(), dataset=data, progress=False, mask="top",
+                          properties=[("+immutable", {"mask": str(tmp_path / "keep.npy")}), "+range"],
+                          settings=arpro.RepairSettings(steps=4, guidance_scale=20.0))
+    keep = torch.zeros_like(bad.x, dtype=torch.bool)
+    keep[..., :16] = True
+    changes = changes_where(result, keep)
+    assert all(changes[arm] == 0.0 for arm in ("infill", "guided")) and changes["baseline"] > 0
+    for arm in result.arms.values():
+        assert arm.x_fix.min() >= -1 and arm.x_fix.max() <= 1 and arm.holds["range"].all()
