@@ -21,6 +21,15 @@ def test_a_phase_longer_than_the_interval_writes_lines_while_it_runs(monkeypatch
     assert any(re.fullmatch(r"searching the coreset: \d+s so far", line) for line in lines[1:-1])
 
 
+def test_a_phase_over_within_two_seconds_prints_nothing(monkeypatch, capsys):
+    monkeypatch.delenv("ARPRO_PROGRESS_INTERVAL", raising=False)
+    with pytest.raises(ValueError), progress.progress_phase("fitting detector gpt2"):
+        raise ValueError("a bad option")  # the command's error line must stay its only line
+    with progress.progress_phase("indexing"):
+        pass
+    assert capsys.readouterr().err == ""
+
+
 def test_time_left_is_not_estimated_from_the_first_step(monkeypatch, capsys):
     monkeypatch.setenv("ARPRO_PROGRESS_INTERVAL", "0")
     with progress.progress_bar("evaluating", total=10) as advance:

@@ -2,7 +2,7 @@
 
 On a terminal: a rich live display, a bar per loop and a pulsing line per phase, shared when nested.
 Else (a log, CI): plain lines, a loop's at its first step, every ``interval()`` seconds and at the
-end; a phase's when it starts, every ``interval()`` seconds and when it ends. Time left comes from
+end; a phase's once it has run 2 s, every ``interval()`` seconds and when it ends. Time left comes from
 the steps after the first, whose warm-up once made one step's pace predict 2,368 s for a 42 s loop
 (rich's estimate on a terminal also starts at the second step).
 """
@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 console = Console(stderr=True)
 PLAIN_INTERVAL = 30.0  # seconds between plain progress lines; ARPRO_PROGRESS_INTERVAL overrides it
+QUIET_SECONDS = 2.0  # a phase over sooner prints nothing in a log
 _live: Progress | None = None  # the terminal's live display, shared by nested loops and phases
 
 
@@ -81,11 +82,16 @@ def _live_task(description: str, total: int | None) -> Iterator[tuple[Progress, 
 
 @contextmanager
 def _heartbeat(description: str) -> Iterator[None]:
+    """Lines for a phase that lasts: none for one over within ``QUIET_SECONDS`` (a quick failure's
+    ``error:`` line stays the only line), then started, every ``interval()`` seconds, and done."""
     started = time.monotonic()
-    print(f"{description}: started", file=sys.stderr, flush=True)
-    done = threading.Event()
+    done, announced = threading.Event(), threading.Event()
 
     def beat() -> None:
+        if done.wait(min(QUIET_SECONDS, interval())):
+            return
+        print(f"{description}: started", file=sys.stderr, flush=True)
+        announced.set()
         while not done.wait(max(interval(), 0.05)):
             print(f"{description}: {time.monotonic() - started:.0f}s so far", file=sys.stderr, flush=True)
 
@@ -96,7 +102,8 @@ def _heartbeat(description: str) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
-    print(f"{description}: done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)  # not if it failed
+    if announced.is_set():  # not if it failed
+        print(f"{description}: done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
 
 
 @contextmanager
