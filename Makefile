@@ -24,7 +24,7 @@ demo: install
 	$(VENV)/bin/arpro repair --detector gaussian --arms baseline,infill,guided --out runs/demo --overwrite --figure
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2  # two workers: the suite is CPU-bound and CI has 2 cores
 
 # the site in site/: the generated reference pages first, then a strict build (any warning fails)
 docs: install
