@@ -78,12 +78,15 @@ def tnr_threshold(dataset: Dataset, detector: Detector) -> float:
     return conformal_threshold(scores(detector, normal))
 
 
-def omega_on_truth(omega: Tensor, alpha: Tensor, truth: Tensor) -> list[dict | None]:
+def omega_on_truth(omega: Tensor, alpha: Tensor, truth: Tensor, valid: Tensor | None = None) -> list[dict | None]:
     """Per input (``[B, *F]`` each; ``truth`` 1 = anomalous feature): omega's ``precision`` and
     ``recall``, ``touches`` (they share an element) and ``alpha_auroc``; None where the mask is
-    empty (nothing labelled to find)."""
+    empty (nothing labelled to find). Only the ``valid`` features count (a letterbox's padding, where
+    omega never goes, holds no truth to find)."""
+    inside = torch.ones_like(truth, dtype=torch.bool) if valid is None else valid > 0.5
     rows: list[dict | None] = []
-    for o, a, t in zip(omega.flatten(1) > 0.5, alpha.flatten(1), truth.flatten(1) > 0.5, strict=True):
+    for o, a, t, v in zip(omega.flatten(1) > 0.5, alpha.flatten(1), truth.flatten(1) > 0.5, inside.flatten(1), strict=True):
+        o, a, t = o[v], a[v], t[v]
         hit, size = int((o & t).sum()), int(o.sum())
         rows.append(None if not t.any() else {
             "precision": hit / size if size else 0.0, "recall": hit / int(t.sum()), "touches": hit > 0,

@@ -276,6 +276,11 @@ def test_omega_against_a_labelled_defect():
     assert first == {"precision": 0.5, "recall": 0.5, "touches": True, "alpha_auroc": 0.5}
     assert second["touches"] is False and second["precision"] == 0.0 and second["alpha_auroc"] == 0.0
     assert third is None
+    # the last feature is padding: its truth (mirrored there by a letterbox) is not there to find
+    valid = torch.tensor([[1, 1, 1, 0]] * 3)
+    truth[0, 3] = 1
+    assert omega_on_truth(omega, alpha, truth, valid)[0] == {**first, "alpha_auroc": 0.0}  # over the 3 valid only
+    assert omega_on_truth(omega, alpha, truth)[0]["recall"] == 1 / 3
 
 
 def test_evaluate_records_and_tables_judge_omega_on_the_labelled_defect():

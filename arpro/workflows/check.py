@@ -140,7 +140,8 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
         guided = result.arms["guided"]
         flagged = (result.score_bad >= threshold) & ~result.nothing_to_repair  # the inputs a repair is judged on
         located = [None] * len(chosen) if chosen.masks is None else omega_on_truth(
-            result.omega, result.alpha_bad, detector.feature_mask(chosen.masks.float()))
+            result.omega, result.alpha_bad, detector.feature_mask(chosen.masks.float()),
+            None if chosen.valid is None else detector.feature_mask(chosen.valid.float()))
 
         def figures(keep: torch.Tensor) -> dict:
             return {"n": int(keep.sum()), "holds": {p: float(v[keep].float().mean()) for p, v in guided.holds.items()},

@@ -105,12 +105,13 @@ def run_chunk(job: Job, start: int, stop: int, out_dir: Path | None = None) -> t
     Wall-clock seconds are kept apart from the records so that the same seed and command
     give byte-identical ``records.jsonl``.
     """
-    result, masks = job.repair_inputs(range(start, stop)), job.anomalous.masks
+    result, masks, valid = job.repair_inputs(range(start, stop)), job.anomalous.masks, job.anomalous.valid
     if out_dir is not None:
         write_gallery(job, result, start, out_dir)
     records, timings = result.rows(), []
     located = [None] * len(records) if masks is None else omega_on_truth(
-        result.omega, result.alpha_bad, job.run.detector.feature_mask(masks[start:stop].float()))
+        result.omega, result.alpha_bad, job.run.detector.feature_mask(masks[start:stop].float()),
+        None if valid is None else job.run.detector.feature_mask(valid[start:stop].float()))
     for offset, record in enumerate(records):
         record.update(category=job.category, index=start + offset, chunk=start,
                       input_non_anomalous=record["score_bad"] < job.threshold)  # scored normal before any repair
