@@ -1,4 +1,4 @@
-"""Time to a first verdict: train the detector, train (or index) the repairer, `arpro check`, per domain (issue 31).
+"""Time to a first verdict: train the detector, train (or index) the repairer, `arpro check`, per domain.
 
     python -c "from benchmarks.speed.first_verdict import run; print(run(quick=True))"
 
