@@ -160,3 +160,35 @@ def test_check_repairs_with_the_training_free_repairer_even_for_a_weak_detector(
     spec = arpro.RunSpec(detector="pca", repairer="nearest-window", settings=RepairSettings(steps=4))
     report = run_check(spec, limit=2, progress=False)
     assert report["repair"] is not None and "reference" not in report["infill"]
+
+
+def write_plant(path, n: int = 800):
+    """A two-sensor CSV with a labelled fault near its end: a user's own series, with no bundled checkpoint."""
+    t = torch.arange(n, dtype=torch.float64)
+    a, b = (t / 5).sin(), (t / 7).cos()
+    label = ((t >= 700) & (t < 715)).long()
+    a = a + 3 * label
+    rows = [f"{i},{a[i]:.4f},{b[i]:.4f},{label[i]}" for i in range(n)]
+    path.write_text("\n".join(["time,a,b,label", *rows]) + "\n")
+    return path
+
+
+def test_a_first_repair_without_a_repairer_checkpoint_needs_no_training(tmp_path, capsys):
+    """The domain's default repairer has no checkpoint for a user's data: ``arpro repair`` and ``arpro check``
+    take the training-free one, say so and record it; a repairer named on purpose is kept (and trained)."""
+    from arpro.io.run_spec import load_dataset, repair_into, training_free_fallback
+
+    data = write_plant(tmp_path / "plant.csv")
+    options = {"window": 16, "stride": 4}
+    spec = arpro.RunSpec(detector="pca", dataset="ts-csv", data_root=data, dataset_options=options)
+    result, _ = repair_into(tmp_path / "out", spec, count=2, arms=("infill", "guided"))
+    report = __import__("json").loads((tmp_path / "out" / "report.json").read_text())
+    assert report["spec"]["repairer"] == "nearest-window" and len(result) >= 1
+    assert "training-free nearest-window repairs" in capsys.readouterr().err
+
+    dataset = load_dataset("ts-csv", data, domain="timeseries", **options)
+    named = arpro.RunSpec(detector="pca", repairer="diffusion-ts", dataset="ts-csv", data_root=data, dataset_options=options)
+    assert training_free_fallback(named, dataset) is named
+    checked = run_check(arpro.RunSpec(detector="pca", dataset="ts-csv", data_root=data, dataset_options=options), limit=2,
+                        progress=False)
+    assert checked["spec"]["repairer"] == "nearest-window" and checked["repair"] is not None

@@ -78,10 +78,12 @@ DEVICE_PARAMS = [
 RUN_PARAMS = [
     inspect.Parameter("detector", inspect.Parameter.KEYWORD_ONLY,
                       annotation=Annotated[str, typer.Option("--detector", help="Detector name (see list-plugins).")]),
-    _option("repairer", Optional[str], "Repairer name; default: the domain's."),
+    _option("repairer", Optional[str], "Repairer name; default: the domain's (repair and check take its "
+            "training-free one where the default has no checkpoint for the dataset)."),
     *DATASET_PARAMS,
     _option("detector_checkpoint", Optional[Path], "Detector checkpoint; default: the bundled one, else train now."),
-    _option("repairer_checkpoint", Optional[Path], "Repairer checkpoint; default: the bundled one, else train now."),
+    _option("repairer_checkpoint", Optional[Path], "Repairer checkpoint; default: the bundled one, else train now "
+            "(a named --repairer; see --repairer)."),
     _option("property", Optional[list[str]], "Guiding property NAME[:KEY=VALUE,...] (repeatable; a;b is a list); "
             "+NAME adds to the default p1 p2 p3 p4."),
     SEED_PARAM,

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
@@ -57,6 +58,7 @@ class RunSpec:
     seed: int = 0
     device: str = "auto"  # recorded as resolved: auto -> cuda where present, else cpu
     precision: str = "32"  # 32 (bit-stable), bf16-mixed or 16-mixed: Fabric's autocast
+    repairer_named: bool = field(init=False, repr=False, compare=False)  # False: the domain's default was taken
     guiding: tuple[Property, ...] = field(init=False, repr=False, compare=False)  # the properties, made
     reported: tuple[Property, ...] = field(init=False, repr=False, compare=False)  # and P1–P4 not among them
 
@@ -65,6 +67,7 @@ class RunSpec:
         check_precision(self.precision, self.device.partition(":")[0])
         detector_cls = registry.get("detector", self.detector)
         domain = detector_cls.domain
+        self.repairer_named = self.repairer is not None
         repairer_cls = registry.get("repairer", self.repairer) if self.repairer else registry.get_default("repairer", domain)
         if repairer_cls.domain != domain:
             raise ArproError(f"repairer {repairer_cls.name!r} works on {repairer_cls.domain} data, "
@@ -220,6 +223,21 @@ def resolve(spec: RunSpec, *, dataset: Dataset | None = None, progress: bool = T
     return Run(spec, dataset, detector or models["detector"], models["repairer"])
 
 
+def training_free_fallback(spec: RunSpec, dataset: Dataset, *, progress: bool = True) -> RunSpec:
+    """The spec a first explanation runs: where the repairer was left to the domain's default, which has no
+    checkpoint for ``dataset``, the domain's training-free repairer instead of minutes to hours of training
+    now (``arpro repair`` and ``arpro check``; naming ``--repairer`` trains it as before)."""
+    default = registry.get("repairer", spec.repairer)
+    free = registry.get_baseline(dataset.domain, "repairer")
+    if spec.repairer_named or spec.repairer_checkpoint or free in (None, default) or default.bundled_checkpoint(dataset):
+        return spec
+    if progress:
+        print(f"note: no {default.name} checkpoint for this dataset, so the training-free {free.name} repairs (it needs "
+              f"no training); for a trained one: arpro train repairer --repairer {default.name} ... --out FILE, then "
+              "--repairer-checkpoint FILE", file=sys.stderr)
+    return replace(spec, repairer=free.name)
+
+
 def obtain_models(spec: RunSpec, dataset: Dataset, kinds: Sequence[str], *, progress: bool = True) -> dict:
     """The spec's models of ``kinds`` ("detector", "repairer"): from checkpoints, bundled ones, or
     trained now, placed on the spec's device."""
@@ -239,6 +257,7 @@ def repair_into(out: Path, spec: RunSpec, *, input_path: Path | None = None, cou
     with staged_output(out, overwrite) as stage:
         dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
         batch, truth = read_inputs(dataset, input_path, count, exclude)  # a bad input fails before any model loads
+        spec = training_free_fallback(spec, dataset, progress=progress)
         run = resolve(spec, dataset=dataset, progress=progress)
         run = replace(run, **dict(zip(("detector", "repairer"), dataset.models_for(batch, run.detector, run.repairer))))
         result = run.repair(batch.x, truth=truth, ids=batch.ids, arms=arms, progress=progress, valid=batch.valid)

@@ -4,9 +4,10 @@ better than a naive fill, and does the default repair keep P1–P4? It ends with
 An explanation of a detector at chance, made by a repairer that in-fills worse than the
 training mean, misleads whoever reads it; this says so before anyone does. The detector is
 judged first, against its domain's baseline (a simple, strong detector such as PCA, fitted on
-the same training split: a detector that loses to it is not worth explaining), and where it
-cannot be trusted and no repairer checkpoint exists, none is trained (minutes to hours on a
-CPU) only to explain it.
+the same training split: a detector that loses to it is not worth explaining). Where the domain's
+default repairer has no checkpoint, the training-free one is checked (seconds, not the minutes
+to hours of training on a CPU); a repairer named on purpose is trained only if the detector can
+be trusted.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from arpro.errors import ArproError
 from arpro.io.checked import read_record, record_path, sha256
 from arpro.io.checkpoint import obtain_model
 from arpro.io.outputs import strict_json, write_atomic
-from arpro.io.run_spec import RunSpec, load_dataset, obtain_models, resolve
+from arpro.io.run_spec import RunSpec, load_dataset, obtain_models, resolve, training_free_fallback
 from arpro.metrics import auroc, f1, localisation_stats, omega_on_truth, scores, tnr_threshold
 from arpro.plugin_api import registry
 from arpro.plugin_api.protocols import Dataset, Split
@@ -92,6 +93,7 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
     if limit < 1:
         raise ArproError("--limit must be at least 1")
     dataset = load_dataset(spec.dataset, spec.data_root, domain=spec.domain, **spec.dataset_options)
+    spec = training_free_fallback(spec, dataset, progress=progress)
     test = dataset.test()
     if not (test.labels == 0).any() or not (test.labels == 1).any():
         raise ArproError(f"dataset {dataset.name!r} has no labelled test split with both normal and anomalous "

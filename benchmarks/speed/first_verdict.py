@@ -5,8 +5,8 @@
 Each domain runs the documented commands as a user types them, in fresh processes with the
 ``arpro`` console script beside this Python: ``arpro train detector``, ``arpro train repairer``,
 ``arpro check`` on the two checkpoints. The rows give the wall time of each command and of all
-three, and the quality the check prints (detector AUROC, in-fill ratio, P1, all-hold and TNR on
-the inputs the detector flags), at 1 and 2 threads (``--threads`` and ``OMP_NUM_THREADS``).
+three, and the quality the check prints (detector AUROC beside its domain's baseline detector's on
+the same split, in-fill ratio, P1, all-hold and TNR on the inputs the detector flags), at 1 and 2 threads (``--threads`` and ``OMP_NUM_THREADS``).
 
 Domains: KolektorSDD (``mvtec:commutator``) and the Tennessee Eastman data (``ts-csv``), read from
 ``../shared/data`` beside the repository (or ``ARPRO_SHARED_DATA``), and the tabular default
@@ -64,7 +64,10 @@ def check_figures(stdout: str) -> dict:
     flagged = re.search(r"\(flagged by the detector\)\s*│\s*(.*?)\s*│", stdout)
     repair = flagged.group(1) if flagged else ""
     verdict = next((line.removeprefix("verdict: ") for line in stdout.splitlines() if line.startswith("verdict:")), None)
-    return {"auroc": find(r"detector AUROC \(test split\)\s*│\s*([0-9.]+)"),
+    auroc = find(r"detector AUROC \(test split\)\s*│\s*([0-9.]+)")
+    baseline = re.search(r"baseline (\S+) AUROC, same split\s*│\s*([0-9.]+|the checked detector)", stdout)
+    return {"auroc": auroc, "baseline": baseline.group(1) if baseline else None,  # the checked one may be the baseline
+            "baseline_auroc": (_field(baseline.group(2), r"([0-9.]+)") or auroc) if baseline else None,
             "infill_ratio": find(r"in-fill ratio to the naive fill\s*│\s*([0-9.]+)"),
             "p1": _field(repair, r"P1 ([0-9.]+)"), "all_hold": _field(repair, r"all hold ([0-9.]+)"),
             "tnr": _field(repair, r"TNR ([0-9.]+)"), "verdict": verdict}
