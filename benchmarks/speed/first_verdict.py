@@ -4,16 +4,18 @@
 
 Each domain runs the documented commands as a user types them, in fresh processes with the
 ``arpro`` console script beside this Python: ``arpro train detector``, ``arpro train repairer``,
-``arpro check`` on the two checkpoints. The rows give the wall time of each command and of all
+``arpro check`` on the two checkpoints; or, in a domain with a training-free repairer, no
+``arpro train repairer`` at all (repairer "-": the check takes the training-free one, as it does
+by default where the domain's repairer has no checkpoint). The rows give the wall time of each command and of all
 three, and the quality the check prints (detector AUROC beside its domain's baseline detector's on
 the same split, in-fill ratio, P1, all-hold and TNR on the inputs the detector flags), at 1 and 2 threads (``--threads`` and ``OMP_NUM_THREADS``).
 
 Domains: KolektorSDD (``mvtec:commutator``) and the Tennessee Eastman data (``ts-csv``), read from
 ``../shared/data`` beside the repository (or ``ARPRO_SHARED_DATA``), and the tabular default
 (the embedded breast-cancer table). A domain whose data is missing gets a row that says so.
-``quick``: the training-free repairers only (``nearest-patches``, ``nearest-window``; the tabular
-default's ``mlp-ddpm`` is trained) and one thread; otherwise also the trained default repairers
-(``ddpm`` at 3,000 steps and 256 px takes hours on one CPU thread) and two threads.
+``quick``: that default only (the tabular default, which has no training-free repairer, trains
+its ``mlp-ddpm``) and one thread; otherwise also the trained default repairers (``ddpm``,
+``diffusion-ts``) and two threads.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ def domains(quick: bool) -> list[dict]:
         {"domain": "kolektorsdd", "data": kolektor, "needs": DATA / "kolektorsdd", "detector": "patchcore",
          # the repairer must see the pictures at the detector's size (patchcore reads files at 256 px)
          "repairer_data": [*kolektor, "--option", "image_size=256"],
-         "repairers": ["nearest-patches"] if quick else ["nearest-patches", "ddpm"]},
+         "repairers": [None] if quick else [None, "ddpm"]},
         {"domain": "tep", "data": tep, "needs": DATA / "tep", "detector": "gpt2", "repairer_data": tep,
-         "repairers": ["nearest-window"] if quick else ["nearest-window", "diffusion-ts"]},
+         "repairers": [None] if quick else [None, "diffusion-ts"]},
         {"domain": "tabular", "data": [], "needs": None, "detector": "gaussian", "repairer_data": [],
          "repairers": ["mlp-ddpm"]},
     ]
@@ -78,9 +80,9 @@ def _field(text: str, pattern: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def first_verdict(domain: dict, repairer: str, threads: int, work: Path) -> dict:
-    """One row: the three commands' wall times and the check's figures."""
-    row = {"domain": domain["domain"], "detector": domain["detector"], "repairer": repairer, "threads": threads}
+def first_verdict(domain: dict, repairer: str | None, threads: int, work: Path) -> dict:
+    """One row: the commands' wall times and the check's figures (``repairer`` None: none trained, the default)."""
+    row = {"domain": domain["domain"], "detector": domain["detector"], "repairer": repairer or "-", "threads": threads}
     if domain["needs"] is not None and not domain["needs"].exists():
         return {**row, "skipped": f"no data at {domain['needs']}"}
     detector, repaired = work / f"{domain['domain']}-{threads}-det.safetensors", work / f"{repairer}-{threads}.safetensors"
@@ -89,9 +91,11 @@ def first_verdict(domain: dict, repairer: str, threads: int, work: Path) -> dict
                              str(detector), "--overwrite"],
         "train_repairer_s": ["train", "repairer", "--repairer", repairer, *domain["repairer_data"], "--out",
                              str(repaired), "--overwrite"],
-        "check_s": ["check", "--detector", domain["detector"], "--detector-checkpoint", str(detector), "--repairer",
-                    repairer, "--repairer-checkpoint", str(repaired), *domain["data"]],
+        "check_s": ["check", "--detector", domain["detector"], "--detector-checkpoint", str(detector), *domain["data"],
+                    *(["--repairer", repairer, "--repairer-checkpoint", str(repaired)] if repairer else [])],
     }
+    if repairer is None:
+        del steps["train_repairer_s"]
     for key, command in steps.items():
         seconds, proc = timed(command, threads)
         row[key] = round(seconds, 1)
@@ -99,7 +103,7 @@ def first_verdict(domain: dict, repairer: str, threads: int, work: Path) -> dict
         if proc.returncode != 0 and not verdict:
             return {**row, "failed": f"arpro {' '.join(command[:2])}: {(proc.stderr.strip().splitlines() or ['?'])[-1]}"}
     row.update(check_figures(proc.stdout))
-    row["total_s"] = round(row["train_detector_s"] + row["train_repairer_s"] + row["check_s"], 1)
+    row["total_s"] = round(sum(row.get(key, 0) for key in steps), 1)
     row["bar_s"] = BARS_S[domain["domain"]]
     return row
 
