@@ -88,8 +88,8 @@ class Letterbox:
         side = x.shape[-1]
         if x.dim() != 3 or x.shape[-2] != side:
             return None
-        repeats = {"tall": (x[..., :, :-1] == x[..., :, 1:]).all(1).all(0),  # column j equals column j + 1
-                   "wide": (x[..., :-1, :] == x[..., 1:, :]).all(2).all(0)}
+        repeats = {"tall": (x[..., :, :-1] == x[..., :, 1:]).all(1).all(0).tolist(),  # column j equals column j + 1
+                   "wide": (x[..., :-1, :] == x[..., 1:, :]).all(2).all(0).tolist()}
         for shape, repeat in repeats.items():
             for extent in range(1, side):  # symmetric padding repeats the picture's edge column (row)
                 start, end = (side - extent) // 2, (side - extent) // 2 + extent
