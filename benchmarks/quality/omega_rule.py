@@ -20,7 +20,8 @@ where the picture's edge and its defects are mirrored, is never in it), grown by
 the defective pictures: ``touch`` (share whose omega, mapped onto the input, shares a pixel with
 the ground-truth mask inside the picture), omega's mean ``precision`` and ``recall`` against that
 mask, its mean ``area`` (share of the model's square) and ``edge`` (share of omega's pixels within
-``EDGE`` pixels of the picture's border). A rule is *admissible* when its mean area is at most
+``EDGE`` pixels of the picture's border); ``alpha_auroc``, the mean over the pictures of alpha's
+AUROC against the mask on the picture, as ``arpro evaluate`` reports it (the same for every rule). A rule is *admissible* when its mean area is at most
 ``MAX_AREA`` and its edge share at most ``MAX_EDGE``; among those, the one with the highest touch on
 the choose halves (then precision) is picked, and the report halves were not looked at to pick it.
 ``run(quick)`` returns the rows and the pick.
@@ -72,6 +73,8 @@ def judge(detector, test, keep: torch.Tensor, half: str, dataset_name: str) -> l
     with torch.no_grad():
         parts = [detector.decompose(batch) for batch in x.split(8)]
     bad = arpro.Decomposition(torch.cat([p.alpha for p in parts]), torch.cat([p.beta for p in parts]))
+    alpha = bad.alpha.amax(1) if bad.alpha.dim() == 4 else bad.alpha
+    alpha_auroc = float(torch.tensor([arpro.auroc(t[p], a[p]) for t, a, p in zip(truth, alpha, picture, strict=True)]).nanmean())
     rows = []
     for (mask, quantile), dilation in itertools.product(RULES, DILATIONS):
         omega = arpro.compute_omega(detector, bad, mask, quantile, valid=picture.float(), dilation=dilation)
@@ -84,7 +87,8 @@ def judge(detector, test, keep: torch.Tensor, half: str, dataset_name: str) -> l
                          precision=float((hit / area.clamp(min=1)).mean()),
                          recall=float((hit / truth.flatten(1).sum(1).clamp(min=1).float()).mean()),
                          area=float(area.mean() / on_input[0].numel()),
-                         edge=float(((on_input & ~inner).flatten(1).sum(1) / area.clamp(min=1)).mean())))
+                         edge=float(((on_input & ~inner).flatten(1).sum(1) / area.clamp(min=1)).mean()),
+                         alpha_auroc=alpha_auroc))
     return rows
 
 

@@ -4,7 +4,7 @@ Each detector is obtained as the CLI does (`arpro.obtain_model`, seed 0): the bu
 checkpoint, otherwise fitted with its defaults on the normal training pictures. Settings were
 chosen on seed 0; seed 1's test pictures are for reporting. Image AUROC ranks s(x) between the
 normal pictures and those of one kind ("all": every defective picture); pixel AUROC ranks alpha
-against the masks. patchcore needs its pretrained backbone (`make install` fetches it). Quick: patchnn only.
+against the masks, on the pictures' own pixels (not a letterbox's padding). patchcore needs its pretrained backbone (`make install` fetches it). Quick: patchnn only.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ def per_kind(test: arpro.Split, decomposition: arpro.Decomposition) -> list[dict
     for kind in [*sorted(set(kinds) - {"good"}), "all"]:
         keep = torch.tensor([k == "good" or kind in (k, "all") for k in kinds])
         labels, masks = test.labels[keep], test.masks[keep] > 0.5
+        picture = torch.ones_like(masks) if test.valid is None else test.valid[keep] > 0.5  # a letterbox's padding aside
         rows.append({"kind": kind, "n": int(labels.sum()),
                      "image AUROC": arpro.auroc(labels, decomposition.score[keep]),
-                     "pixel AUROC": arpro.auroc(masks, decomposition.alpha[keep])})
+                     "pixel AUROC": arpro.auroc(masks[picture], decomposition.alpha[keep][picture])})
     return rows
 
 

@@ -63,6 +63,44 @@ class Letterbox:
         mask[self.top : self.top + self.height, self.left : self.left + self.width] = 1.0
         return mask
 
+    def sources(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each row and each column of the square, the row (column) of the picture whose mirrored
+        copy it is (its own on the picture): :meth:`pad`'s index maps."""
+        rows = np.pad(np.arange(self.height), (self.top, self.side - self.height - self.top), mode="symmetric")
+        columns = np.pad(np.arange(self.width), (self.left, self.side - self.width - self.left), mode="symmetric")
+        return torch.from_numpy(rows + self.top), torch.from_numpy(columns + self.left)
+
+    def fold(self, values: torch.Tensor) -> torch.Tensor:
+        """``[..., side, side]`` per-pixel values with each padding pixel's value added to the picture
+        pixel it mirrors (0 left on the padding): the sum is kept, and what the padding's copy of the
+        picture contributes is put on the picture's own pixels (differentiable)."""
+        rows, columns = (i.to(values.device) for i in self.sources())
+        folded = values.new_zeros(values.shape).index_add_(-1, columns, values)
+        return values.new_zeros(values.shape).index_add_(-2, rows, folded)
+
+    @classmethod
+    def of_mirrored(cls, x: torch.Tensor) -> Letterbox | None:
+        """The box whose mirrored padding the ``[C, side, side]`` square ``x`` exactly is (as
+        :func:`letterbox_rgb` pads a picture that is not square), else None: a square picture, or
+        pixels no longer mirrored (a repair in progress). Of several, the narrowest: padding wider than
+        the picture mirrors it again and again, so wider boxes fit too (and a picture whose columns
+        are all alike fits a box one column wide)."""
+        side = x.shape[-1]
+        if x.dim() != 3 or x.shape[-2] != side:
+            return None
+        repeats = {"tall": (x[..., :, :-1] == x[..., :, 1:]).all(1).all(0).tolist(),  # column j equals column j + 1
+                   "wide": (x[..., :-1, :] == x[..., 1:, :]).all(2).all(0).tolist()}
+        for shape, repeat in repeats.items():
+            for extent in range(1, side):  # symmetric padding repeats the picture's edge column (row)
+                start, end = (side - extent) // 2, (side - extent) // 2 + extent
+                if (start and not repeat[start - 1]) or (end < side and not repeat[end - 1]):
+                    continue
+                box = cls(side, start, 0, extent, side) if shape == "tall" else cls(side, 0, start, side, extent)
+                rows, columns = box.sources()
+                if torch.equal(x[:, rows][:, :, columns], x):
+                    return box
+        return None
+
 
 @dataclass
 class ImageInfo:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,6 +92,18 @@ def test_decomposition_is_exact_and_its_gradient_reaches_x(fitted):
     x = x.clone().requires_grad_(True)
     fitted.score(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_alpha_on_a_letterboxed_picture_is_folded_off_its_padding(fitted):
+    """The padding mirrors the picture: alpha there is put on the pixels it copies, and the sum is still s."""
+    from arpro_vision.images import letterbox_rgb, to_tensor, to_uint8
+
+    tall = np.ascontiguousarray(to_uint8(pictures(1, seed=8)[0])[:, ::2])  # 32 x 16, letterboxed to 8 + 16 + 8
+    square, box = letterbox_rgb(tall, 32)
+    x = to_tensor(square)[None]
+    d = fitted.decompose(x)
+    torch.testing.assert_close(d.alpha.sum(), fitted.reference_score(x)[0], rtol=1e-5, atol=1e-5)
+    assert d.alpha[0, :, :8].abs().sum() == 0 and d.alpha[0, :, 24:].abs().sum() == 0 and d.alpha.sum() > 0
 
 
 def test_top_1_is_anomalibs_own_image_score(fitted):

@@ -289,6 +289,32 @@ def test_non_square_input_is_letterboxed_not_squashed(tiny_models, tmp_path):
         assert repaired.size == (96, 48) and np.array_equal(np.asarray(repaired), pixels)
 
 
+@pytest.mark.parametrize("size", [(26, 64), (64, 26), (64, 9), (30, 32)])
+def test_a_letterboxed_picture_is_found_from_its_mirrored_padding_and_folds_onto_itself(size):
+    """``Letterbox.of_mirrored`` finds the box ``letterbox_rgb`` padded (tall, wide, padding wider than
+    the picture, one side only); ``fold`` keeps the sum, leaves the padding 0 and puts a padding pixel's
+    value on the picture pixel it copies. A square picture, or padding no longer mirrored, has none."""
+    from arpro_vision.images import Letterbox, letterbox_rgb, to_tensor
+
+    rgb = np.random.default_rng(0).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)
+    square, box = letterbox_rgb(rgb, 64)
+    x = to_tensor(square)
+    assert Letterbox.of_mirrored(x) == box
+    values = torch.rand(64, 64)
+    folded = box.fold(values)
+    torch.testing.assert_close(folded.sum(), values.sum())
+    assert torch.equal(folded * (1 - box.valid()), torch.zeros(64, 64))
+    rows, columns = box.sources()
+    spike = torch.zeros(64, 64)
+    spike[0, 0] = 1.0  # a padding pixel (every box here pads the first row or column)
+    assert box.valid()[0, 0] == 0 and box.fold(spike)[rows[0], columns[0]] == 1.0
+    assert torch.equal(x[:, rows[0], columns[0]], x[:, 0, 0])  # the pixel it copies
+    changed = x.clone()
+    changed[:, [0, -1], [0, -1]] += 0.5  # a repair changed two corners: no longer a mirror
+    assert Letterbox.of_mirrored(changed) is None
+    assert Letterbox.of_mirrored(to_tensor(rgb[:26, :26].copy())) is None
+
+
 def test_feather_stays_inside_omega_and_fades_in(tiny_models, tmp_path):
     """Upsampling 4x: the feather is one model pixel (4 px) wide, inside the mapped omega."""
     from arpro_vision.images import feather
