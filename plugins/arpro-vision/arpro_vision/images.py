@@ -27,6 +27,7 @@ from arpro import ArproError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # images above this are refused unless max_pixels is raised
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights of PIL's RGB -> L conversion
+MIRRORED_SHARE = 0.5  # of a square's padding that must still mirror its picture for it to be read as a letterbox
 
 
 @dataclass(frozen=True)
@@ -78,29 +79,36 @@ class Letterbox:
         folded = values.new_zeros(values.shape).index_add_(-1, columns, values)
         return values.new_zeros(values.shape).index_add_(-2, rows, folded)
 
+    def mirror(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., side, side]`` with the padding made again from the picture (the picture's own pixels
+        kept): what :meth:`pad` makes of the picture that ``x`` now holds (differentiable)."""
+        rows, columns = (i.to(x.device) for i in self.sources())
+        return x[..., rows, :][..., columns]
+
     @classmethod
     def of_mirrored(cls, x: torch.Tensor) -> Letterbox | None:
-        """The box whose mirrored padding the ``[C, side, side]`` square ``x`` exactly is (as
-        :func:`letterbox_rgb` pads a picture that is not square), else None: a square picture, or
-        pixels no longer mirrored (a repair in progress). Of several, the narrowest: padding wider than
-        the picture mirrors it again and again, so wider boxes fit too (and a picture whose columns
-        are all alike fits a box one column wide)."""
+        """The box whose mirrored padding the ``[C, side, side]`` square ``x`` is (as
+        :func:`letterbox_rgb` pads a picture that is not square), else None: a square picture, or a
+        square that is not a letterbox (noise). A repair that changed the picture next to its edge
+        leaves the padding a stale copy there: a box is still found where at least half of the
+        padding's pixels equal the picture pixel they mirror (MIRRORED_SHARE). Of several, the
+        narrowest: padding wider than the picture mirrors it again and again, so wider boxes fit
+        too (and a picture whose columns are all alike fits a box one column wide)."""
         side = x.shape[-1]
         if x.dim() != 3 or x.shape[-2] != side:
             return None
-        repeats = {"tall": (x[..., :, :-1] == x[..., :, 1:]).all(1).all(0).tolist(),  # column j equals column j + 1
-                   "wide": (x[..., :-1, :] == x[..., 1:, :]).all(2).all(0).tolist()}
+        repeats = {"tall": (x[..., :, :-1] == x[..., :, 1:]).float().mean((0, 1)).tolist(),  # column j as column j + 1
+                   "wide": (x[..., :-1, :] == x[..., 1:, :]).float().mean((0, 2)).tolist()}
         for shape, repeat in repeats.items():
             for extent in range(1, side):  # symmetric padding repeats the picture's edge column (row)
                 start, end = (side - extent) // 2, (side - extent) // 2 + extent
-                if (start and not repeat[start - 1]) or (end < side and not repeat[end - 1]):
+                if (start and repeat[start - 1] < MIRRORED_SHARE) or (end < side and repeat[end - 1] < MIRRORED_SHARE):
                     continue
                 box = cls(side, start, 0, extent, side) if shape == "tall" else cls(side, 0, start, side, extent)
-                rows, columns = box.sources()
-                if torch.equal(x[:, rows][:, :, columns], x):
+                padding = box.valid() == 0
+                if (box.mirror(x) == x).all(0)[padding].float().mean() >= MIRRORED_SHARE:
                     return box
         return None
-
 
 @dataclass
 class ImageInfo:

@@ -18,7 +18,10 @@ mirrored into the padding (:class:`~arpro_vision.images.Letterbox`), and a crack
 edge (most of KolektorSDD's) is then copied there: 81 % of a cracked commutator's top positions lay
 on the copy. So alpha on the padding is folded onto the picture pixels it mirrors
 (``Letterbox.fold``, the sum kept), and omega, which stays on the picture, lands on the crack and
-not beside it on the picture's edge. The nearest neighbour is found without gradients and the
+not beside it on the picture's edge. And the padding is made again from the picture before it is
+scored (``Letterbox.mirror``): a repair changes the picture only, so the padding it keeps is a
+stale copy of the crack, which would go on scoring as if nothing had been repaired. The score is
+then the picture's alone, for the input and for its repair alike. The nearest neighbour is found without gradients and the
 distance recomputed with them, so ``∇s`` reaches ``x`` (through the backbone).
 
 Resolution: the backbone sees the picture enlarged by the whole factor that brings its shorter
@@ -127,6 +130,8 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
         return distance.reshape(batch, height, width)
 
     def decompose(self, x: Tensor) -> arpro.Decomposition:
+        boxes = [Letterbox.of_mirrored(picture) for picture in x.detach()]
+        x = torch.stack([picture if box is None else box.mirror(picture) for picture, box in zip(x, boxes, strict=True)])
         distance = self.distances(x)
         batch, h, w = distance.shape
         k = min(self.config["top_k"], h * w)
@@ -136,8 +141,7 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
         alpha = F.interpolate(share, scale_factor=self.stride, mode="nearest")  # at the working resolution
         if self.factor > 1:
             alpha = F.avg_pool2d(alpha, self.factor) * self.factor**2  # summed onto the input's pixels
-        alpha = torch.stack([a if box is None else box.fold(a)
-                             for a, box in zip(alpha[:, 0], map(Letterbox.of_mirrored, x.detach()), strict=True)])
+        alpha = torch.stack([a if box is None else box.fold(a) for a, box in zip(alpha[:, 0], boxes, strict=True)])
         return arpro.Decomposition(alpha=alpha, beta=alpha.new_zeros(batch))
 
     def reference_score(self, x: Tensor) -> Tensor:

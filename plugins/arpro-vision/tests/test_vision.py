@@ -292,9 +292,10 @@ def test_non_square_input_is_letterboxed_not_squashed(tiny_models, tmp_path):
 @pytest.mark.parametrize("size", [(26, 64), (64, 26), (64, 9), (30, 32)])
 def test_a_letterboxed_picture_is_found_from_its_mirrored_padding_and_folds_onto_itself(size):
     """``Letterbox.of_mirrored`` finds the box ``letterbox_rgb`` padded (tall, wide, padding wider than
-    the picture, one side only); ``fold`` keeps the sum, leaves the padding 0 and puts a padding pixel's
-    value on the picture pixel it copies. A square picture, or padding no longer mirrored, has none."""
-    from arpro_vision.images import Letterbox, letterbox_rgb, to_tensor
+    the picture, one side only), also once a repair left the padding a stale copy of a changed edge, and
+    ``mirror`` makes that padding again; ``fold`` keeps the sum, leaves the padding 0 and puts a padding
+    pixel's value on the picture pixel it copies. A square picture, or noise, has none."""
+    from arpro_vision.images import Letterbox, letterbox_rgb, to_tensor, to_uint8
 
     rgb = np.random.default_rng(0).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)
     square, box = letterbox_rgb(rgb, 64)
@@ -309,10 +310,17 @@ def test_a_letterboxed_picture_is_found_from_its_mirrored_padding_and_folds_onto
     spike[0, 0] = 1.0  # a padding pixel (every box here pads the first row or column)
     assert box.valid()[0, 0] == 0 and box.fold(spike)[rows[0], columns[0]] == 1.0
     assert torch.equal(x[:, rows[0], columns[0]], x[:, 0, 0])  # the pixel it copies
-    changed = x.clone()
-    changed[:, [0, -1], [0, -1]] += 0.5  # a repair changed two corners: no longer a mirror
-    assert Letterbox.of_mirrored(changed) is None
-    assert Letterbox.of_mirrored(to_tensor(rgb[:26, :26].copy())) is None
+    repaired = box.mirror(x).clone()
+    repaired[:, rows[0], columns[0]] *= -1  # a repair changed a picture pixel the padding copies: stale there
+    assert Letterbox.of_mirrored(repaired) == box and not torch.equal(box.mirror(repaired), repaired)
+    torch.testing.assert_close(box.mirror(repaired), to_tensor(letterbox_rgb(to_uint8(box_crop(box, repaired)), 64)[0]),
+                               atol=1 / 255, rtol=0)  # the padding made again: as if the repaired picture were letterboxed
+    noise = torch.rand_like(x) * 2 - 1
+    assert Letterbox.of_mirrored(noise) is None and Letterbox.of_mirrored(to_tensor(rgb[:26, :26].copy())) is None
+
+
+def box_crop(box, x: torch.Tensor) -> torch.Tensor:
+    return x[:, box.top : box.top + box.height, box.left : box.left + box.width]
 
 
 def test_feather_stays_inside_omega_and_fades_in(tiny_models, tmp_path):
