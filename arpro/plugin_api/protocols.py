@@ -225,6 +225,12 @@ class Dataset(ABC):
         """Names along the input's last axis (a table's columns, a series' sensors); None: unnamed."""
         return None
 
+    def detail_map(self, x: Tensor) -> Tensor | None:
+        """Per element of ``x`` ``[B, *X]``, its fine detail (pictures: high-frequency energy), shaped like
+        ``x``, so that ``arpro check`` can say whether a repair has the detail of normal samples in
+        the region it regenerates; None: the domain has no such figure."""
+        return None
+
     def read_input(self, path: Path) -> InputBatch:
         """Read a user's input file into the model's space."""
         raise NotImplementedError(f"dataset {self.name!r} cannot read input files")

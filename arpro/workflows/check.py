@@ -24,7 +24,7 @@ from arpro.io.checked import read_record, record_path, sha256
 from arpro.io.checkpoint import obtain_model
 from arpro.io.outputs import strict_json, write_atomic
 from arpro.io.run_spec import RunSpec, load_dataset, obtain_models, resolve
-from arpro.metrics import auroc, f1, localisation_stats, omega_on_truth, scores, tnr_threshold
+from arpro.metrics import auroc, f1, localisation_stats, omega_on_truth, region_detail, scores, tnr_threshold
 from arpro.plugin_api import registry
 from arpro.plugin_api.protocols import Dataset, Split
 from arpro.plugin_api.result import MIN_TNR, P1_FAILURE_SHARE
@@ -87,6 +87,29 @@ def reference_infill(spec: RunSpec, dataset: Dataset, held_out: torch.Tensor, *,
     return {"repairer": cls.name, "ratio": figure["ratio"]}
 
 
+def repair_detail(dataset: Dataset, x_bad: torch.Tensor, x_fix: torch.Tensor, omega_input: torch.Tensor,
+                  test: Split) -> dict[str, torch.Tensor] | None:
+    """Per repair, the detail (``Dataset.detail_map``) inside ω of the input, of the repair and of the
+    normal test samples in the same place; None where the domain has no detail map."""
+    normal = test.x[test.labels == 0]
+    normal = normal[torch.linspace(0, len(normal) - 1, min(len(normal), 32)).round().long()] if len(normal) else normal
+    maps = [dataset.detail_map(x) for x in (x_bad, x_fix, normal)]
+    if any(m is None for m in maps) or len(normal) == 0:
+        return None
+    before, normal_mean, regions = region_detail(maps[0], maps[2], omega_input)
+    return {"input": before, "repair": region_detail(maps[1], maps[2], omega_input)[0], "normal": normal_mean, "has": regions}
+
+
+def detail_ratio(detail: dict[str, torch.Tensor], keep: torch.Tensor) -> dict | None:
+    """The detail inside ω of the repairs in ``keep``, and of their inputs, over the normal samples' there (1: as much)."""
+    keep = keep & detail["has"]
+    normal = float(detail["normal"][keep].sum())
+    if not keep.any() or normal <= 0:
+        return None
+    return {"n": int(keep.sum()), "repair": float(detail["repair"][keep].sum()) / normal,
+            "input": float(detail["input"][keep].sum()) / normal}
+
+
 def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> dict:
     """Every figure of the check, the problems found (each with what to do) and the verdict."""
     if limit < 1:
@@ -143,11 +166,14 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
             result.omega, result.alpha_bad, detector.feature_mask(chosen.masks.float()),
             None if chosen.valid is None else detector.feature_mask(chosen.valid.float()))
 
+        detail = repair_detail(dataset, chosen.x, guided.x_fix, result.omega_input, test)
+
         def figures(keep: torch.Tensor) -> dict:
             return {"n": int(keep.sum()), "holds": {p: float(v[keep].float().mean()) for p, v in guided.holds.items()},
                     "all_hold": float(guided.all_hold[keep].float().mean()),
                     "tnr": float((guided.score[keep] < threshold).float().mean()),
-                    "omega_on_truth": localisation_stats([{"omega_on_truth": located[i]} for i in keep.nonzero().flatten()])}
+                    "omega_on_truth": localisation_stats([{"omega_on_truth": located[i]} for i in keep.nonzero().flatten()]),
+                    "detail": None if detail is None else detail_ratio(detail, keep)}
 
         repair = {**figures(torch.ones_like(flagged)), "flagged": figures(flagged) if flagged.any() else {"n": 0}}
 

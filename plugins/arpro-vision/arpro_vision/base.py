@@ -57,6 +57,20 @@ class ImageDataset(arpro.Dataset):
     def sample_shape(self) -> tuple[int, ...]:
         return (3, self.image_size, self.image_size)
 
+    def grayscale(self) -> bool:
+        """Whether every normal training picture is gray (its three channels equal): a repairer of
+        such a set needs one channel, and then no colour can appear in a repair."""
+        x = self.train().x
+        return bool(len(x) > 0 and (x[:, 1:] == x[:, :1]).all())
+
+    def detail_map(self, x: torch.Tensor) -> torch.Tensor:
+        """High-frequency energy: the squared Laplacian of the gray level (edges replicated), per pixel,
+        repeated over the channels. A blurred in-fill has little of it; a crack, much more than normal."""
+        gray = x.float().mean(1, keepdim=True)
+        kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+        laplacian = torch.nn.functional.conv2d(torch.nn.functional.pad(gray, (1, 1, 1, 1), mode="replicate"), kernel)
+        return laplacian.pow(2).expand_as(x)
+
     def read_input(self, path: Path) -> arpro.InputBatch:
         """One PNG/JPEG of any size and mode, letterboxed into the model's square (with ``tiled``:
         kept at full resolution); its original pixels ride along in ``meta["images"]`` for
