@@ -107,11 +107,8 @@ def localisation_stats(records: list[dict]) -> dict | None:
 
 
 def region_detail(detail: Tensor, normal_detail: Tensor, region: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per sample, the mean ``detail`` ``[B, *X]`` inside its ``region`` (0/1, shaped like it), the mean of
-    ``normal_detail`` ``[M, *X]`` (normal samples) inside the same region, and whether the region is
-    non-empty: a repair's detail is then judged against what normal samples have in that very place."""
-    region = region.float()
-    area = region.flatten(1).sum(1)
+    """Per sample, the mean ``detail`` ``[B, *X]`` inside its 0/1 ``region``, the normal samples' ``normal_detail``
+    ``[M, *X]`` (their mean) inside the same region, and whether the region is non-empty."""
+    area = region.float().flatten(1).sum(1)
     inside = (detail * region).flatten(1).sum(1) / area.clamp_min(1)
-    normal = (normal_detail.float().mean(0) * region).flatten(1).sum(1) / area.clamp_min(1)
-    return inside, normal, area > 0
+    return inside, (normal_detail.float().mean(0) * region).flatten(1).sum(1) / area.clamp_min(1), area > 0

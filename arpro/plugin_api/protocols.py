@@ -226,9 +226,8 @@ class Dataset(ABC):
         return None
 
     def detail_map(self, x: Tensor) -> Tensor | None:
-        """Per element of ``x`` ``[B, *X]``, its fine detail (pictures: high-frequency energy), shaped like
-        ``x``, so that ``arpro check`` can say whether a repair has the detail of normal samples in
-        the region it regenerates; None: the domain has no such figure."""
+        """Fine detail per element of ``x`` (pictures: high-frequency energy), shaped like it, for check's
+        figure of a repair's detail in ω against normal samples'; None: the domain has none."""
         return None
 
     def read_input(self, path: Path) -> InputBatch:

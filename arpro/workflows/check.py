@@ -89,25 +89,13 @@ def reference_infill(spec: RunSpec, dataset: Dataset, held_out: torch.Tensor, *,
 
 def repair_detail(dataset: Dataset, x_bad: torch.Tensor, x_fix: torch.Tensor, omega_input: torch.Tensor,
                   test: Split) -> dict[str, torch.Tensor] | None:
-    """Per repair, the detail (``Dataset.detail_map``) inside ω of the input, of the repair and of the
-    normal test samples in the same place; None where the domain has no detail map."""
-    normal = test.x[test.labels == 0]
-    normal = normal[torch.linspace(0, len(normal) - 1, min(len(normal), 32)).round().long()] if len(normal) else normal
+    """Per repair, the detail (``Dataset.detail_map``) inside ω of the input, of the repair and of normal test samples there."""
+    normal = test.x[test.labels == 0][:32]
     maps = [dataset.detail_map(x) for x in (x_bad, x_fix, normal)]
-    if any(m is None for m in maps) or len(normal) == 0:
+    if maps[0] is None or len(normal) == 0:
         return None
-    before, normal_mean, regions = region_detail(maps[0], maps[2], omega_input)
-    return {"input": before, "repair": region_detail(maps[1], maps[2], omega_input)[0], "normal": normal_mean, "has": regions}
-
-
-def detail_ratio(detail: dict[str, torch.Tensor], keep: torch.Tensor) -> dict | None:
-    """The detail inside ω of the repairs in ``keep``, and of their inputs, over the normal samples' there (1: as much)."""
-    keep = keep & detail["has"]
-    normal = float(detail["normal"][keep].sum())
-    if not keep.any() or normal <= 0:
-        return None
-    return {"n": int(keep.sum()), "repair": float(detail["repair"][keep].sum()) / normal,
-            "input": float(detail["input"][keep].sum()) / normal}
+    (before, there, has), after = region_detail(maps[0], maps[2], omega_input), region_detail(maps[1], maps[2], omega_input)[0]
+    return {"input": before, "repair": after, "normal": there, "has": has}
 
 
 def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> dict:
@@ -173,7 +161,9 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
                     "all_hold": float(guided.all_hold[keep].float().mean()),
                     "tnr": float((guided.score[keep] < threshold).float().mean()),
                     "omega_on_truth": localisation_stats([{"omega_on_truth": located[i]} for i in keep.nonzero().flatten()]),
-                    "detail": None if detail is None else detail_ratio(detail, keep)}
+                    "detail": None if detail is None or not (keep & detail["has"]).any() else {  # 1: the normal samples' detail
+                        k: float(detail[k][keep & detail["has"]].sum() / detail["normal"][keep & detail["has"]].sum().clamp_min(1e-12))
+                        for k in ("repair", "input")} | {"n": int((keep & detail["has"]).sum())}}
 
         repair = {**figures(torch.ones_like(flagged)), "flagged": figures(flagged) if flagged.any() else {"n": 0}}
 

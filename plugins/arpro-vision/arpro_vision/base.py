@@ -8,7 +8,7 @@ import torch
 
 import arpro
 from arpro import ArproError
-from arpro_vision.images import (DEFAULT_MAX_PIXELS, ImageInfo, open_image, read_image, safe_name, save_image, save_mask,
+from arpro_vision.images import (DEFAULT_MAX_PIXELS, ImageInfo, Letterbox, open_image, read_image, safe_name, save_image, save_mask,
                                  to_tensor)
 
 DEFAULT_IMAGE_SIZE = 64  # CPU default; 256 and 512 are options (--image-size / image_size=)
@@ -80,7 +80,8 @@ class ImageDataset(arpro.Dataset):
             if min(info.size) < self.image_size:
                 raise ArproError(f"tiled repair needs an image at least {self.image_size} px on each side (the DDPM's "
                                  f"crops), not {info.size[0]}x{info.size[1]}; leave tiled off for it")
-            x, valid = to_tensor(rgb), None  # no padding: the tiled detector crops its own
+            x = to_tensor(rgb)  # valid: where the picture lies in the tiled detector's letterboxed square
+            valid = Letterbox.fit(info.size, self.image_size).valid().unsqueeze(0)
         else:
             x, info = read_image(Path(path), self.image_size, self.max_pixels)
             valid = info.box.valid().unsqueeze(0)

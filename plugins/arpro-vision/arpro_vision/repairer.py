@@ -152,7 +152,7 @@ class ImageDDPM(ShippedModel, SquareMasks, arpro.Repairer):
                 f"the UNet in {unet_dir} takes {'x'.join(map(str, takes))} images and returns {unet.get('out_channels', 3)} "
                 f"channels, but dataset {dataset.name!r} has {'x'.join(map(str, wanted))} samples; give the dataset "
                 f"the UNet's size (--option image_size={takes[-1]}) or use a UNet of the dataset's")
-        model = cls(input_shape=wanted, unet=unet, **{k: schedule[k] for k in keys if k in schedule})
+        model = cls(input_shape=wanted, unet=unet, channels=takes[0], **{k: schedule[k] for k in keys if k in schedule})
         try:
             model.unet.load_state_dict(load_file(str(weights)))
         except Exception as error:
