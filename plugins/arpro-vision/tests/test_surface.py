@@ -257,3 +257,18 @@ def test_the_detail_figure_tells_a_blurred_in_fill_from_the_surface_texture():
     assert has.all() and torch.allclose(same.sum() / reference.sum(), torch.tensor(1.0))
     assert float(soft.sum() / reference.sum()) < 0.5  # an upsampled blur has little of the surface's detail
     assert registry.get("dataset", "textures")(root=None, category=None).detail_map(normal).shape == normal.shape
+
+
+def test_check_weighs_the_detail_in_omega_of_input_and_repair_against_normal_pictures_there():
+    from arpro.workflows.check import repair_detail
+
+    data = surface(n_test_anomalous=2)
+    test = data.test()
+    bad = test.anomalous()
+    omega = torch.zeros_like(bad.x)
+    omega[..., 8:24, 8:24] = 1.0
+    blurred = torch.where(omega.bool(), torch.nn.functional.avg_pool2d(bad.x, 5, 1, 2), bad.x)
+    detail = repair_detail(data, bad.x, blurred, omega, test)
+    assert detail["has"].all() and (detail["repair"] < detail["input"]).all() and (detail["normal"] > 0).all()
+    omega[1] = 0.0  # nothing repaired: no region to weigh
+    assert repair_detail(data, bad.x, blurred, omega, test)["has"].tolist() == [True, False]
