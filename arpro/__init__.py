@@ -30,7 +30,7 @@ _MODULES = {
     "arpro.workflows.train": ("fit_loop", "fit_options", "train_denoiser"),
     "arpro.runtime.devices": ("launch_fabric", "place"),
     "arpro.plugin_api.schedulers": ("make_scheduler",),
-    "arpro.metrics": ("auroc", "f1", "scores", "conformal_threshold", "CONFORMAL_MINIMUM"),
+    "arpro.metrics": ("auroc", "f1", "scores", "conformal_threshold", "CONFORMAL_MINIMUM", "tnr_threshold", "region_detail"),
     "arpro.io.limits": ("check_csv_size",),
     "arpro.runtime.threads": ("choose_threads",),
     "arpro.runtime.progress": ("progress_bar", "progress_phase"),

@@ -104,3 +104,11 @@ def localisation_stats(records: list[dict]) -> dict | None:
     return {"n": len(rows), "touches": statistics.fmean(r["touches"] for r in rows),
             "precision": statistics.fmean(r["precision"] for r in rows), "recall": statistics.fmean(r["recall"] for r in rows),
             "alpha_auroc": statistics.fmean(aurocs) if aurocs else None}
+
+
+def region_detail(detail: Tensor, normal_detail: Tensor, region: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per sample, the mean ``detail`` ``[B, *X]`` inside its 0/1 ``region``, the normal samples' ``normal_detail``
+    ``[M, *X]`` (their mean) inside the same region, and whether the region is non-empty."""
+    area = region.float().flatten(1).sum(1)
+    inside = (detail * region).flatten(1).sum(1) / area.clamp_min(1)
+    return inside, (normal_detail.float().mean(0) * region).flatten(1).sum(1) / area.clamp_min(1), area > 0

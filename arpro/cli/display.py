@@ -132,5 +132,8 @@ def print_check(report: dict) -> None:
                 table.add_row(f"  ω on the labelled defect ({located['n']} inputs)",
                               f"touches it {located['touches']:.2f}; precision {located['precision']:.3f}, recall "
                               f"{located['recall']:.3f}; AUROC of α on the mask {auc}")
+            if detail := part.get("detail"):
+                table.add_row(f"  detail in ω over normal samples' there ({detail['n']} inputs)",
+                              f"repair {detail['repair']:.2f}, input {detail['input']:.2f} (1: as much fine detail)")
     console.print(table)
     print(f"verdict: {report['verdict']}", flush=True)  # one line, however wide the terminal

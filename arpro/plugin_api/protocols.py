@@ -225,6 +225,11 @@ class Dataset(ABC):
         """Names along the input's last axis (a table's columns, a series' sensors); None: unnamed."""
         return None
 
+    def detail_map(self, x: Tensor) -> Tensor | None:
+        """Fine detail per element of ``x`` (pictures: high-frequency energy), shaped like it, for check's
+        figure of a repair's detail in ω against normal samples'; None: the domain has none."""
+        return None
+
     def read_input(self, path: Path) -> InputBatch:
         """Read a user's input file into the model's space."""
         raise NotImplementedError(f"dataset {self.name!r} cannot read input files")

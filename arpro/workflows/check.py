@@ -25,7 +25,7 @@ from arpro.io.checked import read_record, record_path, sha256
 from arpro.io.checkpoint import obtain_model
 from arpro.io.outputs import strict_json, write_atomic
 from arpro.io.run_spec import RunSpec, load_dataset, obtain_models, resolve, training_free_fallback
-from arpro.metrics import auroc, f1, localisation_stats, omega_on_truth, scores, tnr_threshold
+from arpro.metrics import auroc, f1, localisation_stats, omega_on_truth, region_detail, scores, tnr_threshold
 from arpro.plugin_api import registry
 from arpro.plugin_api.protocols import Dataset, Split
 from arpro.plugin_api.result import MIN_TNR, P1_FAILURE_SHARE
@@ -88,6 +88,17 @@ def reference_infill(spec: RunSpec, dataset: Dataset, held_out: torch.Tensor, *,
     return {"repairer": cls.name, "ratio": figure["ratio"]}
 
 
+def repair_detail(dataset: Dataset, x_bad: torch.Tensor, x_fix: torch.Tensor, omega_input: torch.Tensor,
+                  test: Split) -> dict[str, torch.Tensor] | None:
+    """Per repair, the detail (``Dataset.detail_map``) inside ω of the input, of the repair and of normal test samples there."""
+    normal = test.x[test.labels == 0][:32]
+    maps = [dataset.detail_map(x) for x in (x_bad, x_fix, normal)]
+    if maps[0] is None or len(normal) == 0:
+        return None
+    (before, there, has), after = region_detail(maps[0], maps[2], omega_input), region_detail(maps[1], maps[2], omega_input)[0]
+    return {"input": before, "repair": after, "normal": there, "has": has}
+
+
 def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> dict:
     """Every figure of the check, the problems found (each with what to do) and the verdict."""
     if limit < 1:
@@ -145,11 +156,16 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
             result.omega, result.alpha_bad, detector.feature_mask(chosen.masks.float()),
             None if chosen.valid is None else detector.feature_mask(chosen.valid.float()))
 
+        detail = repair_detail(dataset, chosen.x, guided.x_fix, result.omega_input, test)
+
         def figures(keep: torch.Tensor) -> dict:
             return {"n": int(keep.sum()), "holds": {p: float(v[keep].float().mean()) for p, v in guided.holds.items()},
                     "all_hold": float(guided.all_hold[keep].float().mean()),
                     "tnr": float((guided.score[keep] < threshold).float().mean()),
-                    "omega_on_truth": localisation_stats([{"omega_on_truth": located[i]} for i in keep.nonzero().flatten()])}
+                    "omega_on_truth": localisation_stats([{"omega_on_truth": located[i]} for i in keep.nonzero().flatten()]),
+                    "detail": None if detail is None or not (keep & detail["has"]).any() else {  # 1: the normal samples' detail
+                        k: float(detail[k][keep & detail["has"]].sum() / detail["normal"][keep & detail["has"]].sum().clamp_min(1e-12))
+                        for k in ("repair", "input")} | {"n": int((keep & detail["has"]).sum())}}
 
         repair = {**figures(torch.ones_like(flagged)), "flagged": figures(flagged) if flagged.any() else {"n": 0}}
 

@@ -8,7 +8,7 @@ import torch
 
 import arpro
 from arpro import ArproError
-from arpro_vision.images import (DEFAULT_MAX_PIXELS, ImageInfo, open_image, read_image, safe_name, save_image, save_mask,
+from arpro_vision.images import (DEFAULT_MAX_PIXELS, ImageInfo, Letterbox, open_image, read_image, safe_name, save_image, save_mask,
                                  to_tensor)
 
 DEFAULT_IMAGE_SIZE = 64  # CPU default; 256 and 512 are options (--image-size / image_size=)
@@ -57,6 +57,20 @@ class ImageDataset(arpro.Dataset):
     def sample_shape(self) -> tuple[int, ...]:
         return (3, self.image_size, self.image_size)
 
+    def grayscale(self) -> bool:
+        """Whether every normal training picture is gray (its three channels equal): a repairer of
+        such a set needs one channel, and then no colour can appear in a repair."""
+        x = self.train().x
+        return bool(len(x) > 0 and (x[:, 1:] == x[:, :1]).all())
+
+    def detail_map(self, x: torch.Tensor) -> torch.Tensor:
+        """High-frequency energy: the squared Laplacian of the gray level (edges replicated), per pixel,
+        repeated over the channels. A blurred in-fill has little of it; a crack, much more than normal."""
+        gray = x.float().mean(1, keepdim=True)
+        kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+        laplacian = torch.nn.functional.conv2d(torch.nn.functional.pad(gray, (1, 1, 1, 1), mode="replicate"), kernel)
+        return laplacian.pow(2).expand_as(x)
+
     def read_input(self, path: Path) -> arpro.InputBatch:
         """One PNG/JPEG of any size and mode, letterboxed into the model's square (with ``tiled``:
         kept at full resolution); its original pixels ride along in ``meta["images"]`` for
@@ -66,7 +80,8 @@ class ImageDataset(arpro.Dataset):
             if min(info.size) < self.image_size:
                 raise ArproError(f"tiled repair needs an image at least {self.image_size} px on each side (the DDPM's "
                                  f"crops), not {info.size[0]}x{info.size[1]}; leave tiled off for it")
-            x, valid = to_tensor(rgb), None  # no padding: the tiled detector crops its own
+            x = to_tensor(rgb)  # valid: where the picture lies in the tiled detector's letterboxed square
+            valid = Letterbox.fit(info.size, self.image_size).valid().unsqueeze(0)
         else:
             x, info = read_image(Path(path), self.image_size, self.max_pixels)
             valid = info.box.valid().unsqueeze(0)

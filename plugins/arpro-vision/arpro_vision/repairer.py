@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 import arpro
@@ -15,6 +16,11 @@ from arpro_vision.masks import SquareMasks
 
 class ImageDDPM(ShippedModel, SquareMasks, arpro.Repairer):
     """DDPM with a diffusers UNet2DModel noise predictor for [3, S, S] images in [-1, 1].
+
+    ``channels`` 1 (chosen by :meth:`for_dataset` for a set whose pictures are all gray) trains
+    and runs a 1-channel UNet on the pictures' gray level, so that no colour can appear: the
+    engine's three-channel chain is read through it (:meth:`forward`). A checkpoint records the
+    count in its config; one saved before it existed is 3-channel, and still repairs gray sets.
 
     Trained with ``arpro.train_denoiser`` (the standard epsilon objective, AdamW,
     ``lr`` 1e-4 by default as in the paper; 2e-4 trains faster on a small CPU budget).
@@ -34,16 +40,20 @@ class ImageDDPM(ShippedModel, SquareMasks, arpro.Repairer):
                  layers_per_block: int = 1, norm_num_groups: int = 8, attention: bool = False,
                  train_steps: int = 3000, batch_size: int = 16, lr: float = 1e-4, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", beta_start: float = 0.0001, beta_end: float = 0.02,
-                 prediction_type: str = "epsilon", unet: dict | None = None) -> None:
+                 prediction_type: str = "epsilon", unet: dict | None = None, channels: int = 3) -> None:
         super().__init__()
         from diffusers.models.unets.unet_2d import UNet2DModel
 
-        channels, height, width = input_shape
+        data_channels, height, width = input_shape
         if height != width:
             raise arpro.ArproError(f"ddpm needs square images, got {height}x{width}")
         if prediction_type not in ("epsilon", "sample"):
             raise arpro.ArproError(f"ddpm repairs with prediction_type epsilon or sample, not {prediction_type!r}")
         self.prediction_type = prediction_type
+        if channels not in (1, data_channels):
+            raise arpro.ArproError(f"ddpm: channels must be 1 or the samples' {data_channels}, not {channels}")
+        self.channels = channels if unet is None else int(unet.get("in_channels", channels))
+        self.register_buffer("alphas", self.make_scheduler("ddpm").alphas_cumprod.float(), persistent=False)
         if unet is not None:
             try:
                 self.unet = UNet2DModel.from_config(unet)
@@ -58,8 +68,8 @@ class ImageDDPM(ShippedModel, SquareMasks, arpro.Repairer):
             down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
         self.unet = UNet2DModel(
             sample_size=height,
-            in_channels=channels,
-            out_channels=channels,
+            in_channels=self.channels,
+            out_channels=self.channels,
             block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block,
             down_block_types=tuple(down),
@@ -67,12 +77,44 @@ class ImageDDPM(ShippedModel, SquareMasks, arpro.Repairer):
             norm_num_groups=norm_num_groups,
         )
 
+    @classmethod
+    def for_dataset(cls, dataset, **overrides) -> ImageDDPM:
+        """Sized for ``dataset``; 1 channel where all its normal training pictures are gray."""
+        gray = getattr(dataset, "grayscale", None)
+        if "channels" not in overrides and "ddpm_channels" not in getattr(dataset, "options", {}) and callable(gray):
+            overrides["channels"] = 1 if gray() else 3
+        return super().for_dataset(dataset, **overrides)
+
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
-        return self.unet(x_t, t).sample
+        if x_t.shape[1] == self.channels:
+            return self.unet(x_t, t).sample
+        return self._gray_forward(x_t, t)
+
+    def _gray_forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """The 1-channel UNet's output for a 3-channel ``x_t`` of a gray picture.
+
+        With ``x_t = sqrt(a) x0 + sqrt(1 - a) eps`` and x0's channels equal, the channels' mean
+        is x0 at a third of the noise variance: it is rescaled to the timestep t' of that noise
+        level, where the UNet predicts x0; each channel's output is then the one for that x0
+        (the noise, or x0 itself), so the scheduler's x0 is gray."""
+        a = self.alphas.to(x_t.device)
+        a_t = a[t].view(-1, 1, 1, 1)
+        ratio = (1 - a_t.flatten()) / (3 * a_t.flatten())  # the mean's noise-to-signal variance
+        t_gray = torch.searchsorted((1 - a) / a, ratio.contiguous()).clamp(max=len(a) - 1)
+        a_g = a[t_gray].view(-1, 1, 1, 1)
+        x_gray = x_t.mean(1, keepdim=True) * (a_g / a_t).sqrt()
+        out = self.unet(x_gray, t_gray).sample
+        x0 = out if self.prediction_type == "sample" else (x_gray - (1 - a_g).sqrt() * out) / a_g.sqrt()
+        x0 = x0.expand_as(x_t)
+        return x0 if self.prediction_type == "sample" else (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()
 
     def fit(self, train: Tensor, *, seed: int = 0, progress: bool = True, **options) -> list[float]:
-        """``options``: ``steps``, ``lr``, ``batch_size`` override the config for this call."""
-        return arpro.train_denoiser(self, train, seed=seed, progress=progress, **arpro.fit_options(self, options))
+        """``options``: ``steps``, ``lr``, ``batch_size`` override the config for this call. A 1-channel
+        model trains on the pictures' first channel (of gray pictures, their gray level)."""
+        data = train[:, : self.channels]
+        losses = arpro.train_denoiser(self, data, seed=seed, progress=progress, **arpro.fit_options(self, options))
+        self.x_mean = train.mean(0)  # in the samples' space: the SDEdit start and the naive fill
+        return losses
 
     @classmethod
     def from_folder(cls, folder: Path, dataset: arpro.Dataset) -> ImageDDPM:
@@ -104,12 +146,13 @@ class ImageDDPM(ShippedModel, SquareMasks, arpro.Repairer):
         cls.check_config({k: schedule[k] for k in keys if k in schedule}, str(scheduler_file))
         takes = [unet.get("in_channels", 3), *([size, size] if isinstance(size, int) else size)]
         wanted = list(dataset.sample_shape())
-        if takes != wanted or unet.get("out_channels", 3) != takes[0]:
+        gray = takes[0] == 1 and takes[1:] == wanted[1:] and getattr(dataset, "grayscale", lambda: False)()
+        if (takes != wanted and not gray) or unet.get("out_channels", 3) != takes[0]:
             raise arpro.ArproError(
                 f"the UNet in {unet_dir} takes {'x'.join(map(str, takes))} images and returns {unet.get('out_channels', 3)} "
                 f"channels, but dataset {dataset.name!r} has {'x'.join(map(str, wanted))} samples; give the dataset "
                 f"the UNet's size (--option image_size={takes[-1]}) or use a UNet of the dataset's")
-        model = cls(input_shape=wanted, unet=unet, **{k: schedule[k] for k in keys if k in schedule})
+        model = cls(input_shape=wanted, unet=unet, channels=takes[0], **{k: schedule[k] for k in keys if k in schedule})
         try:
             model.unet.load_state_dict(load_file(str(weights)))
         except Exception as error:

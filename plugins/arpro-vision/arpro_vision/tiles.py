@@ -60,7 +60,10 @@ class TiledDetector(arpro.Detector):
         return full.expand(-1, input_shape[1], -1, -1).to(omega.dtype)
 
     def feature_mask(self, input_mask: Tensor) -> Tensor:
-        """A full-resolution mask on the detector's square: a feature is in it when half its area is."""
+        """A full-resolution mask on the detector's square: a feature is in it when half its area is. A mask
+        already on the square (``InputBatch.valid``: where the picture lies in it) is kept as it is."""
+        if input_mask.dim() == 3 and tuple(input_mask.shape[-2:]) == tuple(self.tau.shape[-2:]):
+            return input_mask
         mask = input_mask.amax(1, keepdim=True) if input_mask.dim() == 4 else input_mask.unsqueeze(1)
         square = letterbox_tensor(mask.float(), self.box)
         return (square[:, 0] >= 0.5).to(input_mask.dtype)

@@ -8,6 +8,7 @@ import torch
 
 import arpro
 from arpro.io import checkpoint
+from arpro.metrics import region_detail
 from arpro.plugin_api import registry
 
 
@@ -203,3 +204,71 @@ def test_cli_trains_patchnn_and_a_ddpm_and_repairs_surface_pictures(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").glob("*_repair.png"))  # the guided repairs were written
     assert (tmp_path / "out" / "report.json").is_file()
+
+
+def test_a_gray_set_trains_and_repairs_a_one_channel_ddpm_that_adds_no_colour(fitted, tmp_path):
+    data, detector = fitted
+    ddpm = registry.get("repairer", "ddpm")
+    model = ddpm.for_dataset(data, block_out_channels=[16, 32], train_steps=2, batch_size=4)
+    assert data.grayscale() and model.config["channels"] == 1 and model.unet.config.in_channels == 1
+    model.fit(data.train().x, seed=0, progress=False)
+    assert model.x_mean.shape == (3, 32, 32)  # the samples' space: the SDEdit start and the naive fill
+    checkpoint.save(model, tmp_path / "gray.safetensors")
+    loaded = checkpoint.load(tmp_path / "gray.safetensors", "repairer").eval()
+    assert loaded.config["channels"] == 1 and loaded.unet.config.in_channels == 1
+    bad = data.test().anomalous().subset([0, 1])
+    result = arpro.repair(bad.x, detector, loaded, settings=arpro.RepairSettings(steps=3, guidance_scale=0.0),
+                          ids=bad.ids, progress=False, valid=bad.valid)
+    for arm in result.arms.values():
+        x = arm.x_fix
+        assert float((x - x[:, :1]).abs().max()) < 1e-4, float((x - x[:, :1]).abs().max())  # gray in, gray out
+    # a 3-channel model (as every checkpoint saved before the channel count) still repairs the gray set
+    old = ddpm.for_dataset(data, block_out_channels=[16, 32], channels=3, train_steps=1, batch_size=4)
+    old.fit(data.train().x, seed=0, progress=False)
+    checkpoint.save(old, tmp_path / "rgb.safetensors")
+    again = checkpoint.load(tmp_path / "rgb.safetensors", "repairer").eval()
+    assert again.unet.config.in_channels == 3
+    arpro.repair(bad.x, detector, again, settings=arpro.RepairSettings(steps=2), progress=False, valid=bad.valid)
+
+
+def test_the_gray_ddpm_reads_three_channels_as_their_mean_at_the_matching_noise_level():
+    model = registry.get("repairer", "ddpm")(input_shape=[3, 16, 16], block_out_channels=[16, 32], channels=1)
+    a = model.alphas
+    t = torch.tensor([0, 200, 999])
+    x0, noise = torch.rand(3, 1, 16, 16) * 2 - 1, torch.randn(3, 3, 16, 16)
+    x_t = a[t].sqrt().view(-1, 1, 1, 1) * x0 + (1 - a[t]).sqrt().view(-1, 1, 1, 1) * noise
+    with torch.no_grad():
+        eps = model(x_t, t)
+    x0_hat = (x_t - (1 - a[t]).sqrt().view(-1, 1, 1, 1) * eps) / a[t].sqrt().view(-1, 1, 1, 1)
+    assert eps.shape == x_t.shape and torch.allclose(x0_hat[:, 1:], x0_hat[:, :1].expand(-1, 2, -1, -1), atol=1e-4)
+    with pytest.raises(arpro.ArproError, match="channels must be 1 or"):
+        registry.get("repairer", "ddpm")(input_shape=[3, 16, 16], channels=2)
+
+
+def test_the_detail_figure_tells_a_blurred_in_fill_from_the_surface_texture():
+    data = surface(n_test_anomalous=2)
+    test = data.test()
+    normal = test.x[test.labels == 0]
+    region = torch.zeros_like(normal)
+    region[..., 8:24, 8:24] = 1.0
+    blurred = torch.where(region.bool(), torch.nn.functional.avg_pool2d(normal, 5, 1, 2), normal)
+    same, reference, has = region_detail(data.detail_map(normal), data.detail_map(normal), region)
+    soft = region_detail(data.detail_map(blurred), data.detail_map(normal), region)[0]
+    assert has.all() and torch.allclose(same.sum() / reference.sum(), torch.tensor(1.0))
+    assert float(soft.sum() / reference.sum()) < 0.5  # an upsampled blur has little of the surface's detail
+    assert registry.get("dataset", "textures")(root=None, category=None).detail_map(normal).shape == normal.shape
+
+
+def test_check_weighs_the_detail_in_omega_of_input_and_repair_against_normal_pictures_there():
+    from arpro.workflows.check import repair_detail
+
+    data = surface(n_test_anomalous=2)
+    test = data.test()
+    bad = test.anomalous()
+    omega = torch.zeros_like(bad.x)
+    omega[..., 8:24, 8:24] = 1.0
+    blurred = torch.where(omega.bool(), torch.nn.functional.avg_pool2d(bad.x, 5, 1, 2), bad.x)
+    detail = repair_detail(data, bad.x, blurred, omega, test)
+    assert detail["has"].all() and (detail["repair"] < detail["input"]).all() and (detail["normal"] > 0).all()
+    omega[1] = 0.0  # nothing repaired: no region to weigh
+    assert repair_detail(data, bad.x, blurred, omega, test)["has"].tolist() == [True, False]

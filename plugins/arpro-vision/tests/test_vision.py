@@ -569,9 +569,13 @@ def test_tiled_repair_runs_the_ddpm_on_full_resolution_crops_near_omega(tiny_mod
     mask[..., 10:30, 5:25] = 1  # a defect on the left: crops on the right are never run
     result = arpro.repair(batch.x, detector, repairer, settings=arpro.RepairSettings(steps=3), mask=mask, ids=batch.ids,
                           progress=False, arms=["infill", "guided"])
+    assert torch.equal(batch.valid[0], detector.box.valid())  # the picture's place in the detector's square
     windows = repairer.windows(batch.x.shape)
     assert tile_starts(48, 32, 24) == [0, 16] and tile_starts(100, 32, 24) == [0, 24, 48, 68]  # 8 crops cover it
     assert windows == [(0, 0, 0), (0, 0, 24), (0, 16, 0), (0, 16, 24)]
+    top = arpro.repair(batch.x, detector, repairer, settings=arpro.RepairSettings(steps=1, mask="top", mask_quantile=0.5),
+                       progress=False, arms=["infill"], valid=batch.valid)
+    assert top.omega.any() and not ((top.omega[0] > 0) & ~detector.box.valid().bool()).any()  # omega is never on the padding
     assert result.arms["guided"].x_fix.shape == (1, 3, 48, 100)
     outside = result.omega_input == 0
     assert torch.equal(result.arms["guided"].x_fix[outside], batch.x[outside])
