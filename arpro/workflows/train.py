@@ -232,7 +232,7 @@ def train_denoiser(
     weighting: str = "uniform",
     warmup: float = 0.0,
     cosine: bool = False,
-    ema_decay: float = 0.0,
+    ema_decay: float = 0.999,
 ) -> list[float]:
     """Train a repairer's network on normal samples with the standard DDPM objective.
 
@@ -243,8 +243,9 @@ def train_denoiser(
     low-noise steps, where x0 is almost the input, weigh as much as the others. ``steps``,
     ``batch_size`` and ``lr`` default to the model's config (``train_steps``, ``batch_size``,
     ``lr``; else batch 64, lr 1e-4). AdamW, as in the paper, through
-    :func:`arpro.workflows.train.fit_loop`, with a ``warmup`` share of the steps, ``cosine`` decay
-    and ``ema_decay`` as it takes them. Returns the loss per step.
+    :func:`arpro.workflows.train.fit_loop`, with a ``warmup`` share of the steps and ``cosine``
+    decay (off: no help, docs/decisions/denoiser-lr-schedule.md) and EMA weights (``ema_decay``, on:
+    diffusers' training examples' 0.999). Returns the loss per step.
     """
     if weighting not in ("uniform", "snr+1") or (weighting == "snr+1" and model.prediction_type != "sample"):
         raise ArproError(f"weighting {weighting!r} is not one for prediction_type {model.prediction_type!r}")
