@@ -20,7 +20,7 @@ def wide_repairer(table):
     return repairer.eval()
 
 
-@pytest.mark.parametrize("scheduler,start,samples", [("ddim", "sdedit", 1), ("ddpm", "noise", 3)])
+@pytest.mark.parametrize("scheduler,start,samples", [("ddim", "sdedit", 1), ("ddpm", "noise", 3), ("dpm++", "sdedit", 2)])
 def test_tabular_arms_stacked_equal_each_arm_alone(gaussian, wide_repairer, table, scheduler, start, samples):
     settings = arpro.RepairSettings(steps=10, scheduler=scheduler, start=start, samples=samples)
     x = table.test().anomalous().x[:8]

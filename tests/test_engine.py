@@ -41,7 +41,7 @@ def test_infill_stop_out_of_range_is_refused(stop, t0):
         RepairSettings(infill_stop=stop, t0=t0).validate()
 
 
-@pytest.mark.parametrize("scheduler,start,guide_on", [("ddpm", "noise", "xt"), ("ddim", "sdedit", "x0")])
+@pytest.mark.parametrize("scheduler,start,guide_on", [("ddpm", "noise", "xt"), ("ddim", "sdedit", "x0"), ("dpm++", "sdedit", "x0")])
 def test_same_seed_is_bit_identical(gaussian, tiny_repairer, anomalous_rows, scheduler, start, guide_on):
     settings = RepairSettings(scheduler=scheduler, start=start, guide_on=guide_on, **FAST)
     a = arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=settings, seed=3, progress=False)

@@ -156,7 +156,7 @@ def guided_masked_diffusion(
             step = scheduler.step(output, t, x_t, generator=chain)
             x_hat = step.prev_sample  # (4), denoising part
             if loss is not None and guided_step(len(timesteps) - 1 - i, len(timesteps), settings):
-                at = x_t if settings.guide_on == "xt" else step.pred_original_sample
+                at = x_t if settings.guide_on == "xt" else _x0(step, scheduler)
                 eta_t = eta * settings.guide_every  # a step guided for the unguided ones before it
                 eta_t *= math.sqrt(1 - alphas_cumprod[t].item()) if settings.eta_schedule == "sigma" else 1.0
                 if guided is None:
@@ -180,6 +180,11 @@ def guided_masked_diffusion(
     if len(fill):  # omega_bar may have drifted after infill_stop: the repair is omega's part of it, in x_bad
         x_t = x_t.index_copy(0, fill, torch.where(omega_f > 0, x_t[fill], x_bad_f))
     return x_t.detach() if bounds is None else x_t.detach().clamp(*bounds)
+
+
+def _x0(step, scheduler) -> Tensor:
+    """The step's x̂0: DDPM and DDIM return it; DPM-Solver++ keeps it as its last model output."""
+    return step.pred_original_sample if hasattr(step, "pred_original_sample") else scheduler.model_outputs[-1]
 
 
 def guided_step(back: int, steps: int, settings: RepairSettings) -> bool:

@@ -40,7 +40,8 @@ class RepairSettings:
     """The repair loop and how omega and the tolerances are chosen. Defaults are the fast,
     measured choice (docs/concepts.md); a detector's ``repair_defaults`` override them."""
 
-    scheduler: str = setting("ddim", "ddpm (paper) or ddim.", choices=("ddpm", "ddim"))
+    scheduler: str = setting("ddim", "ddpm (paper), ddim, or dpm++ (DPM-Solver++, multistep).",
+                             choices=("ddpm", "ddim", "dpm++"))
     steps: int = setting(50, "Denoising steps over the full schedule.", check=lambda v: v >= 1, rule="at least 1")
     start: str = setting("sdedit", "noise: from x_T (paper); sdedit: from the prefilled input noised to t0.",
                          choices=("noise", "sdedit"))

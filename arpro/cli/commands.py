@@ -24,7 +24,7 @@ from arpro._version import __version__
 from arpro.algorithm.settings import (MAX_SAMPLES, MAX_SEED, RepairSettings, option_name, parse_arms, parse_counts,
                                       parse_grid, parse_options, parse_weights)
 from arpro.cli.options import (AblateLimit, AllowUncertified, Arms, Calibration, Categories, Category, CheckLimit,
-                               ChunkSize, Count, Devices, Figure, Fraction, Grid, Holdout, InputFile, KeepGoing, Limit,
+                               ChunkSize, Count, Devices, EarlyStop, Figure, Fraction, Grid, Holdout, InputFile, KeepGoing, Limit,
                                NumNodes, Risk, SamplesGrid, ScaleGrid, Strategy, WeightGrid)
 from arpro.errors import ArproError
 
@@ -278,6 +278,7 @@ def train_command(kind: str):
         num_nodes: NumNodes = 1,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing checkpoint.")] = False,
         holdout: Holdout = 0.1,
+        early_stop: EarlyStop = True,
         checkpoint_format: Annotated[str, typer.Option("--format", help="arpro (a .safetensors file) or the model's "
                                                        "own folder format, e.g. diffusers for ddpm.")] = "arpro",
         **dataset_options,
@@ -289,13 +290,13 @@ def train_command(kind: str):
         use_threads(dataset_options.pop("threads"))
         dataset_options["dataset_options"] = parse_options(dataset_options.pop("option") or [], "--option")
         model = train_and_save(kind, name, out, overwrite=overwrite, model_options=parse_options(model_option or [], "--model-option"),
-                               devices=devices, strategy=strategy, num_nodes=num_nodes, holdout=holdout,
+                               devices=devices, strategy=strategy, num_nodes=num_nodes, holdout=holdout, early_stop=early_stop,
                                checkpoint_format=checkpoint_format, **dataset_options)
         if model is not None:
             console.print(f"saved {kind} {name!r} to {out}")
 
     own = [p for p in list(inspect.signature(train, eval_str=True, locals={"kind": kind}).parameters.values())[:-1]
-           if kind == "repairer" or p.name != "holdout"]  # only a repairer is validated
+           if kind == "repairer" or p.name not in ("holdout", "early_stop")]  # only a repairer is validated
     train.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
                                             + [SEED_PARAM, *DEVICE_PARAMS, *DATASET_PARAMS])
     train.__annotations__ = {}

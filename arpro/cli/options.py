@@ -39,3 +39,5 @@ CheckLimit = Annotated[int, typer.Option("--limit", help="Anomalous test inputs 
 Holdout = Annotated[float, typer.Option("--holdout", min=0.0, max=0.5, help="Share of the normal training samples a "
                     "repairer is validated on (when the dataset has no validation split); 0: none.")]
 
+EarlyStop = Annotated[bool, typer.Option("--early-stop/--no-early-stop", help="Score the held-out in-fill ratio every "
+                      "tenth of the training steps and stop when it has not improved twice in a row.")]

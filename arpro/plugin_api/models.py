@@ -324,7 +324,7 @@ class Repairer(Model):
         return self.config.get("num_train_timesteps", 1000)
 
     def make_scheduler(self, kind: str = "ddpm"):
-        """A fresh diffusers scheduler (``"ddpm"`` or ``"ddim"``) matching this model's training."""
+        """A fresh diffusers scheduler (``"ddpm"``, ``"ddim"`` or ``"dpm++"``) matching this model's training."""
         return make_scheduler(
             kind,
             num_train_timesteps=self.train_timesteps,

@@ -32,8 +32,8 @@ class MlpDDPM(arpro.Repairer):
     # lets `repair --arms` denoise three arms of 8 rows in one call, each still bit-identical to running alone
     min_batch = 32
 
-    def __init__(self, input_shape: list[int], width: int = 256, depth: int = 3, train_steps: int = 4000, batch_size:
-                 int = 128, lr: float = 1e-3, num_train_timesteps: int = 1000, beta_schedule: str = "linear") -> None:
+    def __init__(self, input_shape: list[int], width: int = 256, depth: int = 3, train_steps: int = 1500, batch_size:
+                 int = 128, lr: float = 3e-3, num_train_timesteps: int = 1000, beta_schedule: str = "linear") -> None:
         super().__init__()
         (d,) = input_shape
         self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
