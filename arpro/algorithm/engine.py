@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ from arpro.algorithm.settings import RepairSettings
 from arpro.errors import ArproError
 from arpro.plugin_api import registry
 from arpro.plugin_api.models import Detector, Repairer
-from arpro.plugin_api.protocols import Property, PropertyContext
+from arpro.plugin_api.protocols import Decomposition, Property, PropertyContext
 from arpro.runtime.progress import progress_bar
 
 Loss = Callable[[Tensor], Tensor]  # x -> per-sample L(x), [B]
@@ -73,12 +74,15 @@ def property_call(prop: Property, method: str, *args: object) -> Any:
 def check_guidance(detector: Detector, properties: Sequence[Property], weights: dict[str, float],
                    ctx: PropertyContext) -> None:
     """Refuse a guiding property with a positive weight whose loss has no gradient to ``x``:
-    it would silently guide nothing. Probed once, at ``x_bad``."""
-    x = ctx.x_bad.detach().requires_grad_(True)
+    it would silently guide nothing. Probed once, at the first input of ``x_bad`` (the wiring of a loss
+    does not depend on the batch; a probe of all inputs cost as much as a guided step's forward)."""
+    one = replace(ctx, x_bad=ctx.x_bad[:1], bad=Decomposition(ctx.bad.alpha[:1], ctx.bad.beta[:1]), omega=ctx.omega[:1],
+                  omega_input=ctx.omega_input[:1], delta2=ctx.delta2[:1], delta4=ctx.delta4[:1])
+    x = one.x_bad.detach().requires_grad_(True)
     with torch.enable_grad():
         fix = detector.decompose(x) if any(p.needs_detector for p in properties) else None
         for p in properties:
-            if p.guides and weights.get(p.name, 1.0) > 0 and not property_call(p, "loss", ctx, x, fix).requires_grad:
+            if p.guides and weights.get(p.name, 1.0) > 0 and not property_call(p, "loss", one, x, fix).requires_grad:
                 raise ArproError(f"property {p.name!r} guides the repair, but its loss has no gradient with respect "
                                  f"to x; make it differentiable, give it --weight {p.name}=0, or set guides = False")
 

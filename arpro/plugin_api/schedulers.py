@@ -6,6 +6,8 @@ not diffusers' package root, which would import much of diffusers.
 
 from __future__ import annotations
 
+import sys
+
 from arpro.errors import ArproError
 
 SCHEDULERS = ("ddpm", "ddim")
@@ -16,6 +18,7 @@ def make_scheduler(kind: str, *, num_train_timesteps: int, beta_schedule: str, p
     (``betas``: ``beta_start``, ``beta_end``, default diffusers')."""
     options = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type,
                    clip_sample=False, **betas)
+    import_diffusers()
     if kind == "ddpm":
         from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
@@ -25,3 +28,18 @@ def make_scheduler(kind: str, *, num_train_timesteps: int, beta_schedule: str, p
 
         return DDIMScheduler(**options, set_alpha_to_one=True)
     raise ArproError(f"unknown scheduler {kind!r}; choose one of: {', '.join(SCHEDULERS)}")
+
+
+def import_diffusers() -> None:
+    """Import diffusers (its package root and ``diffusers.utils``) without torch's compiler: call it
+    before a first ``from diffusers... import``. ``diffusers.utils`` imports ``torch._dynamo`` only for
+    ``allow_in_graph``, a hint to ``torch.compile`` that arpro never calls, and falls back to a no-op
+    when the import fails; blocking it here takes about 2 s off every command that repairs
+    (``benchmarks/speed/startup.py``). A later ``import torch._dynamo`` still loads it."""
+    if "diffusers" in sys.modules or "torch._dynamo" in sys.modules:
+        return
+    sys.modules["torch._dynamo"] = None  # type: ignore[assignment]  # None in sys.modules: that import fails
+    try:
+        import diffusers  # noqa: F401
+    finally:
+        del sys.modules["torch._dynamo"]
