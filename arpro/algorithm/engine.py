@@ -136,7 +136,10 @@ def guided_masked_diffusion(
     fill = everyone[infill] if isinstance(infill, Tensor) else everyone if infill else everyone[:0]  # rows of (5)–(6)
     guided = None if guide is None else everyone[guide]
     chain = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    infill_noise = [torch.Generator().manual_seed(int(seeds[j]) + 1_000_003) for j in fill.tolist()]
+    fill_seeds = [int(seeds[j]) for j in fill.tolist()]  # stacked arms repeat their seeds: one stream per seed
+    distinct = {s: n for n, s in enumerate(dict.fromkeys(fill_seeds))}
+    infill_noise = [torch.Generator().manual_seed(s + 1_000_003) for s in distinct]
+    noise_rows = torch.tensor([distinct[s] for s in fill_seeds], dtype=torch.long)
     alphas_cumprod = scheduler.alphas_cumprod
     x_bad_f, omega_f = x_bad[fill], omega_input[fill]
     omega_bar_f, frozen_f = 1 - omega_f, None if frozen is None else frozen[fill].bool()
@@ -170,7 +173,8 @@ def guided_masked_diffusion(
                     x_hat = x_hat.index_copy(0, guided, x_hat[guided] - term)
             if len(fill) and (t >= infill_from or frozen is not None):
                 if i + 1 < len(timesteps):  # (5) at the next step's noise level
-                    x_bad_t = scheduler.add_noise(x_bad_f, _per_sample_noise(x_bad_f.shape, infill_noise), timesteps[i + 1 : i + 2])
+                    x_bad_t = scheduler.add_noise(x_bad_f, _per_sample_noise(x_bad_f.shape, infill_noise)[noise_rows],
+                                                  timesteps[i + 1 : i + 2])
                 else:
                     x_bad_t = x_bad_f  # a_0 = 1: the last step keeps x_bad exactly
                 if t >= infill_from:
