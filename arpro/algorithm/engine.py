@@ -74,8 +74,7 @@ def property_call(prop: Property, method: str, *args: object) -> Any:
 def check_guidance(detector: Detector, properties: Sequence[Property], weights: dict[str, float],
                    ctx: PropertyContext) -> None:
     """Refuse a guiding property with a positive weight whose loss has no gradient to ``x``:
-    it would silently guide nothing. Probed once, at the first input of ``x_bad`` (the wiring of a loss
-    does not depend on the batch; a probe of all inputs cost as much as a guided step's forward)."""
+    it would silently guide nothing. Probed once, at ``x_bad``'s first input (not a guided step's cost)."""
     one = replace(ctx, x_bad=ctx.x_bad[:1], bad=Decomposition(ctx.bad.alpha[:1], ctx.bad.beta[:1]), omega=ctx.omega[:1],
                   omega_input=ctx.omega_input[:1], delta2=ctx.delta2[:1], delta4=ctx.delta4[:1])
     x = one.x_bad.detach().requires_grad_(True)
@@ -136,8 +135,8 @@ def guided_masked_diffusion(
     fill = everyone[infill] if isinstance(infill, Tensor) else everyone if infill else everyone[:0]  # rows of (5)–(6)
     guided = None if guide is None else everyone[guide]
     chain = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    fill_seeds = [int(seeds[j]) for j in fill.tolist()]  # stacked arms repeat their seeds: one stream per seed
-    distinct = {s: n for n, s in enumerate(dict.fromkeys(fill_seeds))}
+    fill_seeds = [int(seeds[j]) for j in fill.tolist()]
+    distinct = {s: n for n, s in enumerate(dict.fromkeys(fill_seeds))}  # stacked arms share seeds: one stream each
     infill_noise = [torch.Generator().manual_seed(s + 1_000_003) for s in distinct]
     noise_rows = torch.tensor([distinct[s] for s in fill_seeds], dtype=torch.long)
     alphas_cumprod = scheduler.alphas_cumprod

@@ -31,14 +31,11 @@ def make_scheduler(kind: str, *, num_train_timesteps: int, beta_schedule: str, p
 
 
 def import_diffusers() -> None:
-    """Import diffusers (its package root and ``diffusers.utils``) without torch's compiler: call it
-    before a first ``from diffusers... import``. ``diffusers.utils`` imports ``torch._dynamo`` only for
-    ``allow_in_graph``, a hint to ``torch.compile`` that arpro never calls, and falls back to a no-op
-    when the import fails; blocking it here takes about 2 s off every command that repairs
-    (``benchmarks/speed/startup.py``). A later ``import torch._dynamo`` still loads it."""
+    """Import diffusers' root before a first ``from diffusers... import``, without ``torch._dynamo`` (2 s of
+    start-up): ``diffusers.utils`` imports it only for a ``torch.compile`` hint, with a no-op fallback."""
     if "diffusers" in sys.modules or "torch._dynamo" in sys.modules:
         return
-    sys.modules["torch._dynamo"] = None  # type: ignore[assignment]  # None in sys.modules: that import fails
+    sys.modules["torch._dynamo"] = None  # type: ignore[assignment]  # makes that import fail; later ones work
     try:
         import diffusers  # noqa: F401
     finally:
