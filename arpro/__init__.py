@@ -29,7 +29,7 @@ _MODULES = {
     "arpro.algorithm.service": ("repair", "compute_omega"),
     "arpro.workflows.train": ("fit_loop", "fit_options", "train_denoiser"),
     "arpro.runtime.devices": ("launch_fabric", "place"),
-    "arpro.plugin_api.schedulers": ("make_scheduler",),
+    "arpro.plugin_api.schedulers": ("make_scheduler", "import_diffusers"),
     "arpro.metrics": ("auroc", "f1", "scores", "conformal_threshold", "CONFORMAL_MINIMUM", "tnr_threshold", "region_detail"),
     "arpro.io.limits": ("check_csv_size",),
     "arpro.runtime.threads": ("choose_threads",),

@@ -46,8 +46,8 @@ def test_guidance_costs_the_detector_only_on_guided_rows(gaussian, tiny_repairer
 
     monkeypatch.setattr(type(gaussian), "decompose", counting)
     arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=arpro.RepairSettings(steps=4, samples=2), progress=False)
-    probe, *steps = seen  # check_guidance probes once at x_bad; then each step sees the guided arm's K draws alone
-    assert probe == len(anomalous_rows) and steps and set(steps) == {2 * len(anomalous_rows)}
+    probe, *steps = seen  # check_guidance probes once at x_bad's first input; then each step sees the guided arm's K draws alone
+    assert probe == 1 and steps and set(steps) == {2 * len(anomalous_rows)}
 
 
 def test_arms_option_parses_and_refuses():

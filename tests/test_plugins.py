@@ -204,3 +204,16 @@ def test_the_example_plugin_passes_its_own_tests_with_the_testing_kit(example_pl
                           capture_output=True, text=True, cwd=EXAMPLE, env=example_plugin, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_tabular_repair_leaves_torch_compiler_unloaded(tmp_path):
+    """diffusers comes in through arpro.import_diffusers, without torch._dynamo (about 2 s of start-up),
+    and torch._dynamo still imports afterwards for whoever needs it."""
+    code = ("import sys\nfrom arpro.cli import main\nsys.argv = ['arpro', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('diffusers' in sys.modules, 'torch._dynamo' in sys.modules)\n"
+            "import torch._dynamo\nprint(torch._dynamo.allow_in_graph is not None)")
+    proc = subprocess.run([sys.executable, "-c", code, "repair", "--detector", "gaussian", "--count", "2", "--steps", "4",
+                           "--quiet", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.splitlines()[-2:] == ["True False", "True"], proc.stdout + proc.stderr

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ from arpro.algorithm.settings import RepairSettings
 from arpro.errors import ArproError
 from arpro.plugin_api import registry
 from arpro.plugin_api.models import Detector, Repairer
-from arpro.plugin_api.protocols import Property, PropertyContext
+from arpro.plugin_api.protocols import Decomposition, Property, PropertyContext
 from arpro.runtime.progress import progress_bar
 
 Loss = Callable[[Tensor], Tensor]  # x -> per-sample L(x), [B]
@@ -73,12 +74,14 @@ def property_call(prop: Property, method: str, *args: object) -> Any:
 def check_guidance(detector: Detector, properties: Sequence[Property], weights: dict[str, float],
                    ctx: PropertyContext) -> None:
     """Refuse a guiding property with a positive weight whose loss has no gradient to ``x``:
-    it would silently guide nothing. Probed once, at ``x_bad``."""
-    x = ctx.x_bad.detach().requires_grad_(True)
+    it would silently guide nothing. Probed once, at ``x_bad``'s first input (not a guided step's cost)."""
+    one = replace(ctx, x_bad=ctx.x_bad[:1], bad=Decomposition(ctx.bad.alpha[:1], ctx.bad.beta[:1]), omega=ctx.omega[:1],
+                  omega_input=ctx.omega_input[:1], delta2=ctx.delta2[:1], delta4=ctx.delta4[:1])
+    x = one.x_bad.detach().requires_grad_(True)
     with torch.enable_grad():
         fix = detector.decompose(x) if any(p.needs_detector for p in properties) else None
         for p in properties:
-            if p.guides and weights.get(p.name, 1.0) > 0 and not property_call(p, "loss", ctx, x, fix).requires_grad:
+            if p.guides and weights.get(p.name, 1.0) > 0 and not property_call(p, "loss", one, x, fix).requires_grad:
                 raise ArproError(f"property {p.name!r} guides the repair, but its loss has no gradient with respect "
                                  f"to x; make it differentiable, give it --weight {p.name}=0, or set guides = False")
 
@@ -132,7 +135,10 @@ def guided_masked_diffusion(
     fill = everyone[infill] if isinstance(infill, Tensor) else everyone if infill else everyone[:0]  # rows of (5)–(6)
     guided = None if guide is None else everyone[guide]
     chain = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    infill_noise = [torch.Generator().manual_seed(int(seeds[j]) + 1_000_003) for j in fill.tolist()]
+    fill_seeds = [int(seeds[j]) for j in fill.tolist()]
+    distinct = {s: n for n, s in enumerate(dict.fromkeys(fill_seeds))}  # stacked arms share seeds: one stream each
+    infill_noise = [torch.Generator().manual_seed(s + 1_000_003) for s in distinct]
+    noise_rows = torch.tensor([distinct[s] for s in fill_seeds], dtype=torch.long)
     alphas_cumprod = scheduler.alphas_cumprod
     x_bad_f, omega_f = x_bad[fill], omega_input[fill]
     omega_bar_f, frozen_f = 1 - omega_f, None if frozen is None else frozen[fill].bool()
@@ -166,7 +172,8 @@ def guided_masked_diffusion(
                     x_hat = x_hat.index_copy(0, guided, x_hat[guided] - term)
             if len(fill) and (t >= infill_from or frozen is not None):
                 if i + 1 < len(timesteps):  # (5) at the next step's noise level
-                    x_bad_t = scheduler.add_noise(x_bad_f, _per_sample_noise(x_bad_f.shape, infill_noise), timesteps[i + 1 : i + 2])
+                    x_bad_t = scheduler.add_noise(x_bad_f, _per_sample_noise(x_bad_f.shape, infill_noise)[noise_rows],
+                                                  timesteps[i + 1 : i + 2])
                 else:
                     x_bad_t = x_bad_f  # a_0 = 1: the last step keeps x_bad exactly
                 if t >= infill_from:

@@ -11,6 +11,8 @@ would undo them (docs/decisions/multistep-schedulers.md).
 
 from __future__ import annotations
 
+import sys
+
 from arpro.errors import ArproError
 
 SCHEDULERS = ("ddpm", "ddim", "dpm++")
@@ -21,6 +23,7 @@ def make_scheduler(kind: str, *, num_train_timesteps: int, beta_schedule: str, p
     (``betas``: ``beta_start``, ``beta_end``, default diffusers')."""
     options = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, prediction_type=prediction_type,
                    **betas)
+    import_diffusers()
     if kind == "ddpm":
         from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
@@ -34,3 +37,15 @@ def make_scheduler(kind: str, *, num_train_timesteps: int, beta_schedule: str, p
 
         return DPMSolverMultistepScheduler(**options, algorithm_type="dpmsolver++", solver_order=2)
     raise ArproError(f"unknown scheduler {kind!r}; choose one of: {', '.join(SCHEDULERS)}")
+
+
+def import_diffusers() -> None:
+    """Import diffusers' root before a first ``from diffusers... import``, without ``torch._dynamo`` (2 s of
+    start-up): ``diffusers.utils`` imports it only for a ``torch.compile`` hint, with a no-op fallback."""
+    if "diffusers" in sys.modules or "torch._dynamo" in sys.modules:
+        return
+    sys.modules["torch._dynamo"] = None  # type: ignore[assignment]  # makes that import fail; later ones work
+    try:
+        import diffusers  # noqa: F401
+    finally:
+        del sys.modules["torch._dynamo"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
 import arpro
@@ -36,6 +35,9 @@ class MlpDDPM(arpro.Repairer):
                  int = 128, lr: float = 3e-3, num_train_timesteps: int = 1000, beta_schedule: str = "linear") -> None:
         super().__init__()
         (d,) = input_shape
+        arpro.import_diffusers()
+        from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+
         self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(width, width)
         self.inp = nn.Linear(d, width)

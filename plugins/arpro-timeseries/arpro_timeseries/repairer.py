@@ -35,7 +35,6 @@ import math
 from typing import Any
 
 import torch
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
 import arpro
@@ -163,6 +162,9 @@ class DiffusionTS(ShippedModel, WindowMasks, arpro.Repairer):
         self.embed = nn.Conv1d(d, width, kernel_size=3, padding=1)
         self.pos_enc = nn.Parameter(torch.randn(1, t, width) * 0.02)
         self.pos_dec = nn.Parameter(torch.randn(1, t, width) * 0.02)
+        arpro.import_diffusers()
+        from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+
         self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(width, width)
         self.encoder = nn.ModuleList(EncoderBlock(width, heads, mlp_ratio) for _ in range(encoder_layers))
