@@ -144,8 +144,9 @@ def test_core_size():
     # bundled checkpoints, in-fill masks, stacked arms, bad input) and the in-fill masks each repairer declares;
     # then the training-free fallback of a first repair or check (run_spec.training_free_fallback),
     # check's detail in omega against normal samples' (Dataset.detail_map, metrics.region_detail), and
-    # training that converges sooner: EMA weights, warm-up, early stopping on the in-fill ratio, DPM-Solver++
-    assert sum(lengths.values()) <= 6080
+    # training that converges sooner: EMA weights, warm-up, early stopping on the in-fill ratio, DPM-Solver++;
+    # and diffusers imported without torch._dynamo (import_diffusers: 2 s of start-up)
+    assert sum(lengths.values()) <= 6100
 
 
 def test_public_api_exports_resolve():
