@@ -4,6 +4,7 @@ training mean, through the engine's arms."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import torch
@@ -182,7 +183,7 @@ def test_a_first_repair_without_a_repairer_checkpoint_needs_no_training(tmp_path
     options = {"window": 16, "stride": 4}
     spec = arpro.RunSpec(detector="pca", dataset="ts-csv", data_root=data, dataset_options=options)
     result, _ = repair_into(tmp_path / "out", spec, count=2, arms=("infill", "guided"))
-    report = __import__("json").loads((tmp_path / "out" / "report.json").read_text())
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["spec"]["repairer"] == "nearest-window" and len(result) >= 1
     assert "training-free nearest-window repairs" in capsys.readouterr().err
 

@@ -99,6 +99,15 @@ def repair_detail(dataset: Dataset, x_bad: torch.Tensor, x_fix: torch.Tensor, om
     return {"input": before, "repair": after, "normal": there, "has": has}
 
 
+def relative_detail(detail: dict[str, torch.Tensor], keep: torch.Tensor) -> dict | None:
+    """The repairs' and inputs' detail in ω over the normal samples' there, summed over ``keep`` (1: as much)."""
+    if not keep.any():
+        return None
+    normal = detail["normal"][keep].sum().clamp_min(1e-12)
+    return {"repair": float(detail["repair"][keep].sum() / normal), "input": float(detail["input"][keep].sum() / normal),
+            "n": int(keep.sum())}
+
+
 def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True) -> dict:
     """Every figure of the check, the problems found (each with what to do) and the verdict."""
     if limit < 1:
@@ -163,9 +172,7 @@ def run_check(spec: RunSpec, *, limit: int = CHECK_LIMIT, progress: bool = True)
                     "all_hold": float(guided.all_hold[keep].float().mean()),
                     "tnr": float((guided.score[keep] < threshold).float().mean()),
                     "omega_on_truth": localisation_stats([{"omega_on_truth": located[i]} for i in keep.nonzero().flatten()]),
-                    "detail": None if detail is None or not (keep & detail["has"]).any() else {  # 1: the normal samples' detail
-                        k: float(detail[k][keep & detail["has"]].sum() / detail["normal"][keep & detail["has"]].sum().clamp_min(1e-12))
-                        for k in ("repair", "input")} | {"n": int((keep & detail["has"]).sum())}}
+                    "detail": None if detail is None else relative_detail(detail, keep & detail["has"])}
 
         repair = {**figures(torch.ones_like(flagged)), "flagged": figures(flagged) if flagged.any() else {"n": 0}}
 

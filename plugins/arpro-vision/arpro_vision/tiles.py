@@ -17,7 +17,6 @@ models to it (``ImageDataset.models_for`` puts them in place for a user's ``--in
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,9 +29,8 @@ from arpro_vision.images import Letterbox
 def letterbox_tensor(x: Tensor, box: Letterbox) -> Tensor:
     """``[B, C, H, W]`` -> ``[B, C, S, S]`` as :func:`~arpro_vision.images.letterbox_rgb` does, differentiably."""
     inner = F.interpolate(x, size=(box.height, box.width), mode="bicubic", antialias=True, align_corners=False)
-    rows = torch.from_numpy(box.pad(np.arange(box.height)[:, None])[:, 0])
-    cols = torch.from_numpy(box.pad(np.arange(box.width)[None, :])[0])
-    return inner[:, :, rows][:, :, :, cols]
+    rows, columns = box.sources()  # the square's index maps into the picture's place in it
+    return inner[:, :, rows - box.top][:, :, :, columns - box.left]
 
 
 class TiledDetector(arpro.Detector):
