@@ -5,6 +5,7 @@ import torch
 
 import arpro
 from arpro import ArproError, RepairSettings
+from arpro.algorithm import engine
 from arpro.algorithm.engine import guided_masked_diffusion
 
 FAST = dict(steps=20)
@@ -57,6 +58,18 @@ def test_a_sample_does_not_depend_on_its_batch(gaussian, tiny_repairer, anomalou
     batch = arpro.repair(anomalous_rows[:3], gaussian, tiny_repairer, settings=settings, seed=10, progress=False)
     alone = arpro.repair(anomalous_rows[2:3], gaussian, tiny_repairer, settings=settings, seed=12, progress=False)
     assert torch.allclose(batch.arms["guided"].x_fix[2], alone.arms["guided"].x_fix[0], atol=1e-5)
+
+
+def test_infilling_noise_is_drawn_per_sample_in_blocks_of_steps(monkeypatch):
+    """A sample's step noise is its own generator's, whatever else is drawn beside it, across blocks."""
+    monkeypatch.setattr(engine, "NOISE_BLOCK_BYTES", 2 * 4 * 6)  # two steps of a [6] sample per draw
+    def steps(seeds):
+        stream = engine._noise_per_step(torch.Size([1, 6]), [torch.Generator().manual_seed(s) for s in seeds], 5)
+        return torch.stack([next(stream) for _ in range(5)], 1)  # [generators, steps, 6]
+    both, alone = steps([1, 2]), steps([2])
+    assert torch.equal(both[1], alone[0])
+    assert len({tuple(step.tolist()) for step in alone[0]}) == 5  # a fresh draw every step, blocks refilled
+    assert not torch.equal(both[0], both[1])
 
 
 def test_guidance_lowers_the_score_against_unguided_infilling(gaussian, tiny_repairer, table):
