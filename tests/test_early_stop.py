@@ -65,3 +65,14 @@ def test_train_repairer_stops_early_on_the_in_fill_ratio(tmp_path, monkeypatch, 
     assert "early stop at step 6 of 20: the held-out in-fill ratio has not improved on 0.5 (step 2)" in capsys.readouterr().out
     train_and_save("repairer", "mlp-ddpm", tmp_path / "b.safetensors", model_options=options, early_stop=False)
     assert "early stop" not in capsys.readouterr().out
+
+
+def test_too_few_held_out_samples_train_every_step_and_say_so(tmp_path, monkeypatch, capsys):
+    """A ratio on a handful of samples is noise: it must not end training (2 TEP windows once did)."""
+    monkeypatch.setattr(infill_quality, "measure", lambda *a, **k: {"ratio": 0.5, "n": 1, "masks": {}, "beats_naive": True})
+    monkeypatch.setattr(infill_quality, "split", lambda data, holdout: (data.train().x[5:], data.train().x[:5]))
+    train_and_save("repairer", "mlp-ddpm", tmp_path / "a.safetensors",
+                   model_options={"train_steps": 20, "width": 16, "depth": 1})
+    out = capsys.readouterr()
+    assert "early stop" not in out.out
+    assert "5 held-out samples are too few to stop early on; training every step" in out.err
