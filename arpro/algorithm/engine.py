@@ -89,14 +89,9 @@ def check_guidance(detector: Detector, properties: Sequence[Property], weights: 
 NOISE_BLOCK_BYTES = 2**20  # per sample: in-filling noise is drawn a block of steps at a time, up to this size
 
 
-def _per_sample_noise(shape: torch.Size, generators: list[torch.Generator]) -> Tensor:
-    return torch.stack([torch.randn(shape[1:], generator=g) for g in generators])
-
-
 def _noise_per_step(shape: torch.Size, generators: list[torch.Generator], steps: int) -> Iterator[Tensor]:
-    """Each step's ``[len(generators), *shape[1:]]`` noise, one draw per generator for a block of
-    steps: one draw per generator per step was an eighth of a 16-draw tabular repair's time. The
-    block depends on the sample's shape alone, so a sample's noise does not depend on its batch."""
+    """Each step's ``[len(generators), *shape[1:]]`` noise, drawn per generator a block of steps at a time
+    (a call per step was an eighth of a 16-draw tabular repair); the block depends on the shape alone."""
     block = max(1, min(steps, NOISE_BLOCK_BYTES // (4 * math.prod(shape[1:]))))
     while True:
         yield from torch.stack([torch.randn((block, *shape[1:]), generator=g) for g in generators], 1)
@@ -149,8 +144,8 @@ def guided_masked_diffusion(
     chain = [torch.Generator().manual_seed(int(s)) for s in seeds]
     fill_seeds = [int(seeds[j]) for j in fill.tolist()]
     distinct = {s: n for n, s in enumerate(dict.fromkeys(fill_seeds))}  # stacked arms share seeds: one stream each
-    infill_noise = _noise_per_step(x_bad.shape, [torch.Generator().manual_seed(s + 1_000_003) for s in distinct],
-                                   len(timesteps)) if distinct else None
+    infill_gens = [torch.Generator().manual_seed(s + 1_000_003) for s in distinct]
+    infill_noise = _noise_per_step(x_bad.shape, infill_gens, len(timesteps))  # drawn from at the first next()
     noise_rows = torch.tensor([distinct[s] for s in fill_seeds], dtype=torch.long)
     alphas_cumprod = scheduler.alphas_cumprod
     x_bad_f, omega_f = x_bad[fill], omega_input[fill]
@@ -159,7 +154,7 @@ def guided_masked_diffusion(
 
     arm_rows = arm_rows or len(x_bad)
     blocks = [slice(i, i + arm_rows) for i in range(0, len(x_bad), arm_rows)]
-    eps = _per_sample_noise(x_bad.shape, chain)
+    eps = next(_noise_per_step(x_bad.shape, chain, 1))
     if settings.start == "noise":
         x_t = eps
     else:  # each block's prefill: the arms' blocks hold the same inputs, so a repairer's remembered prefill fits all
