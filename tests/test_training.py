@@ -104,6 +104,22 @@ def test_same_seed_same_weights_in_one_process():
     assert train_tiny(SEED + 1)[1] != losses
 
 
+def test_one_cpu_process_trains_as_fabric_does_without_importing_lightning():
+    """The default single CPU process skips Fabric (its import costs seconds) and changes no weight."""
+    from arpro.runtime.devices import launch_fabric, use_fabric
+
+    alone, losses = train_tiny()
+    with use_fabric(launch_fabric()):
+        fabric, fabric_losses = train_tiny()
+    assert losses == fabric_losses
+    for key, value in alone.state_dict().items():
+        assert torch.equal(value, fabric.state_dict()[key])
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from test_training import train_tiny; "
+              "train_tiny(); assert not any(m.startswith('lightning') for m in sys.modules), 'lightning imported'")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
+
+
 def test_epochs_cover_every_sample_once_per_epoch():
     model, train = make()
     seen: list[torch.Tensor] = []
