@@ -1,7 +1,7 @@
-"""The one training loop every ``fit`` uses, on Lightning Fabric (one CPU process by default;
-under :func:`use_fabric` with several, data-parallel: each rank draws its own batches, DDP
-averages the gradients), on the device and at the precision the Fabric is given, and the
-denoiser objective every repairer trains with."""
+"""The one training loop every ``fit`` uses, in one plain CPU process by default, else on Lightning
+Fabric (under :func:`use_fabric` with several processes, data-parallel: each rank draws its own
+batches, DDP averages the gradients), on the device and at the precision the Fabric is given, and
+the denoiser objective every repairer trains with."""
 
 from __future__ import annotations
 
