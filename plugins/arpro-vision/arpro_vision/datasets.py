@@ -168,20 +168,22 @@ class FolderLayoutDataset(ImageDataset):
 
     @cached_property
     def _splits(self) -> tuple[arpro.Split, arpro.Split]:
-        samples = self._samples_checked()
-        train = samples[(samples.split == "train") & (samples.label_index == 0)]
-        test = samples[samples.split == "test"]
-        if len(train) == 0:
-            raise ArproError(f"dataset {self.name}: no normal training images under {self.root} (layout: {self.layout})")
-        return self._load(train), self._load(test)
+        with arpro.progress_phase(f"reading dataset {self.name}"):  # anomalib's parsers import for 15 s on a small CPU
+            samples = self._samples_checked()
+            train = samples[(samples.split == "train") & (samples.label_index == 0)]
+            test = samples[samples.split == "test"]
+            if len(train) == 0:
+                raise ArproError(f"dataset {self.name}: no normal training images under {self.root} (layout: {self.layout})")
+            return self._load(train), self._load(test)
 
     def train(self) -> arpro.Split:
         count = self.options.get("crops")
         if count is not None:
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 raise ArproError(f"crops must be a positive integer, not {count!r}")
-            samples = self._samples_checked()
-            return self._crops(samples[(samples.split == "train") & (samples.label_index == 0)], count)
+            with arpro.progress_phase(f"reading dataset {self.name}: {count} crops per picture"):
+                samples = self._samples_checked()
+                return self._crops(samples[(samples.split == "train") & (samples.label_index == 0)], count)
         split = self._splits[0]
         return arpro.Split(split.x, split.labels, None, split.ids)
 

@@ -452,6 +452,20 @@ def test_folder_dataset_holds_out_normals(tmp_path):
         registry.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=0).train()
 
 
+def test_reading_pictures_is_a_logged_phase(tmp_path, monkeypatch, capsys):
+    """Parsing a layout and reading its pictures took 23 s before a first line on KolektorSDD: a phase, never silent."""
+    monkeypatch.setenv("ARPRO_PROGRESS_INTERVAL", "0")  # every phase writes its lines, however short
+    for sub, n in [("normal", 5), ("abnormal", 1)]:
+        (tmp_path / sub).mkdir()
+        for i in range(n):
+            Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(tmp_path / sub / f"{i:03d}.png")
+    registry.get("dataset", "folder")(root=tmp_path, category=None, image_size=16).test()
+    registry.get("dataset", "folder")(root=tmp_path, category=None, image_size=16, crops=2).train()
+    err = capsys.readouterr().err
+    assert "reading dataset folder: started" in err and "reading dataset folder: done in " in err
+    assert "reading dataset folder: 2 crops per picture: done in " in err
+
+
 def test_model_options_are_never_silently_ignored_for_a_bundled_checkpoint():
     """`--option fastflow_backbone_weights=...` on the embedded default: no shipped model was built with it."""
     textures = registry.get("dataset", "textures")
