@@ -68,6 +68,10 @@ class FolderLayoutDataset(ImageDataset):
     layout = ""  # how the files are expected to be arranged, for error messages
     category_names: tuple[str, ...] = ()
 
+    @property
+    def _label(self) -> str:
+        return f"{self.name}:{self.category}" if self.category else self.name
+
     def categories(self) -> list[str]:
         if self.root is not None and Path(self.root).is_dir():
             found = sorted(p.name for p in Path(self.root).iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -168,7 +172,7 @@ class FolderLayoutDataset(ImageDataset):
 
     @cached_property
     def _splits(self) -> tuple[arpro.Split, arpro.Split]:
-        with arpro.progress_phase(f"reading dataset {self.name}"):  # anomalib's parsers import for 15 s on a small CPU
+        with arpro.progress_phase(f"reading dataset {self._label}"):  # anomalib's parsers import for 15 s on a small CPU
             samples = self._samples_checked()
             train = samples[(samples.split == "train") & (samples.label_index == 0)]
             test = samples[samples.split == "test"]
@@ -181,7 +185,7 @@ class FolderLayoutDataset(ImageDataset):
         if count is not None:
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 raise ArproError(f"crops must be a positive integer, not {count!r}")
-            with arpro.progress_phase(f"reading dataset {self.name}: {count} crops per picture"):
+            with arpro.progress_phase(f"reading dataset {self._label}: {count} crops per picture"):
                 samples = self._samples_checked()
                 return self._crops(samples[(samples.split == "train") & (samples.label_index == 0)], count)
         split = self._splits[0]
