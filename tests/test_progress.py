@@ -48,3 +48,15 @@ def test_a_command_logs_its_fit_as_a_phase(monkeypatch, tmp_path):
     proc = run_cli("train", "detector", "--detector", "gaussian", "--out", str(tmp_path / "g.safetensors"))
     assert proc.returncode == 0, proc.stderr
     assert "fitting detector gaussian: started" in proc.stderr and "fitting detector gaussian: done in " in proc.stderr
+
+
+def test_a_slow_repairer_start_is_a_logged_phase(gaussian, tiny_repairer, anomalous_rows, monkeypatch, capsys):
+    """nearest-patches fills ω before the first denoising step: 36 s at 256 px, once silent."""
+    import arpro
+    from arpro import RepairSettings
+
+    monkeypatch.setenv("ARPRO_PROGRESS_INTERVAL", "0")
+    monkeypatch.setattr(tiny_repairer, "prefill", lambda x_bad, omega: x_bad)
+    arpro.repair(anomalous_rows, gaussian, tiny_repairer, settings=RepairSettings(steps=4, start="sdedit"), arms=("guided",))
+    err = capsys.readouterr().err
+    assert "guided repair: the repairer's start: started" in err and "guided repair: the repairer's start: done in" in err

@@ -45,7 +45,7 @@ from arpro.errors import ArproError
 from arpro.plugin_api import registry
 from arpro.plugin_api.models import Detector, Repairer
 from arpro.plugin_api.protocols import Decomposition, Property, PropertyContext
-from arpro.runtime.progress import progress_bar
+from arpro.runtime.progress import progress_bar, progress_phase
 
 Loss = Callable[[Tensor], Tensor]  # x -> per-sample L(x), [B]
 
@@ -158,7 +158,8 @@ def guided_masked_diffusion(
     if settings.start == "noise":
         x_t = eps
     else:  # each block's prefill: the arms' blocks hold the same inputs, so a repairer's remembered prefill fits all
-        prefilled = torch.cat([repairer.prefill(x_bad[b], omega_input[b]) for b in blocks])
+        with progress_phase(f"{label}: the repairer's start", enabled=progress):  # nearest-patches: 36 s at 256 px
+            prefilled = torch.cat([repairer.prefill(x_bad[b], omega_input[b]) for b in blocks])
         x_t = scheduler.add_noise(prefilled, eps, timesteps[:1])
 
     with progress_bar(label, total=len(timesteps), enabled=progress) as advance:
