@@ -63,16 +63,27 @@ def figures(run: arpro.Run, threshold: float, x: torch.Tensor, ids: list[str], v
     region = result.omega_input
     fix, normal_in, has = arpro.region_detail(run.dataset.detail_map(guided.x_fix), normal_map, region)
     before = arpro.region_detail(run.dataset.detail_map(x), normal_map, region)[0]
-    flagged = (result.score_bad >= threshold) & ~result.nothing_to_repair
     out = {}
-    for name, keep in (("flagged", flagged), ("all", torch.ones_like(flagged))):
+    for name, keep in (("flagged", flagged(result, threshold)), ("all", torch.ones_like(result.score_bad, dtype=torch.bool))):
         k = keep & has
-        out[name] = {"n": int(keep.sum()), "P1": float(guided.holds["p1"][keep].float().mean()) if keep.any() else None,
-                     "all_hold": float(guided.all_hold[keep].float().mean()) if keep.any() else None,
-                     "TNR": float((guided.score[keep] < threshold).float().mean()) if keep.any() else None,
+        out[name] = {**property_figures(guided, keep, threshold),
                      "detail_repair": float(fix[k].sum() / normal_in[k].sum()) if k.any() else None,
                      "detail_input": float(before[k].sum() / normal_in[k].sum()) if k.any() else None}
     return out
+
+
+def flagged(result, threshold: float) -> torch.Tensor:
+    """The inputs the detector flags (score at or above the check's TNR threshold) with something to repair."""
+    return (result.score_bad >= threshold) & ~result.nothing_to_repair
+
+
+def property_figures(arm, keep: torch.Tensor, threshold: float) -> dict:
+    """Of the repairs ``keep`` selects: how many, and the shares where P1 holds, all four hold, and the score is normal."""
+    if not keep.any():
+        return {"n": 0, "P1": None, "all_hold": None, "TNR": None}
+    return {"n": int(keep.sum()), "P1": float(arm.holds["p1"][keep].float().mean()),
+            "all_hold": float(arm.all_hold[keep].float().mean()),
+            "TNR": float((arm.score[keep] < threshold).float().mean())}
 
 
 def run(quick: bool) -> dict:
