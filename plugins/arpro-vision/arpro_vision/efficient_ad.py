@@ -18,6 +18,7 @@ import arpro
 from arpro import ArproError
 from arpro_vision.backbone import FrozenModulesMixin, PretrainedBackboneMixin, check_input_size, image_hw, seeded
 from arpro_vision.bundled import ShippedModel
+from arpro_vision.images import on_the_picture
 
 # anomalib's distilled teachers (pretrained_teacher_small.pth / _medium.pth, 384 output channels), fetched
 # by anomalib's own downloader into ./efficientad_pretrained_weights/
@@ -132,6 +133,10 @@ class EfficientAdDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMi
         return maps[0], maps[1]
 
     def decompose(self, x: Tensor) -> arpro.Decomposition:
+        """Scored on a letterboxed picture alone (:func:`~arpro_vision.images.on_the_picture`)."""
+        return on_the_picture(self._decompose, x)
+
+    def _decompose(self, x: Tensor) -> arpro.Decomposition:
         map_st, map_stae = self.maps(x)
         q = self.model.quantiles
         if bool(self.model._is_set_tensor(q)):

@@ -28,6 +28,7 @@ from arpro_vision.backbone import (
     seeded,
 )
 from arpro_vision.bundled import ShippedModel
+from arpro_vision.images import on_the_picture
 
 WEIGHTS_RECIPES = {  # torchvision's ImageNet weights, in the key layout timm (and so anomalib) reads
     "resnet18": 'python -c "import torch, torchvision; torch.save(torchvision.models.resnet18('
@@ -113,6 +114,10 @@ class FastFlowDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixin
         return outputs
 
     def decompose(self, x: Tensor) -> arpro.Decomposition:
+        """Scored on a letterboxed picture alone (:func:`~arpro_vision.images.on_the_picture`)."""
+        return on_the_picture(self._decompose, x)
+
+    def _decompose(self, x: Tensor) -> arpro.Decomposition:
         height, width = x.shape[-2:]
         alpha = x.new_zeros(x.shape[0], height, width)
         beta = x.new_zeros(x.shape[0])

@@ -16,6 +16,7 @@ for byte, in the input's own size and mode; the padding is cropped away first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from arpro import ArproError
+from arpro import ArproError, Decomposition
 
 DEFAULT_MAX_PIXELS = 40_000_000  # images above this are refused unless max_pixels is raised
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights of PIL's RGB -> L conversion
@@ -109,6 +110,22 @@ class Letterbox:
                 if (box.mirror(x) == x).all(0)[padding].float().mean() >= MIRRORED_SHARE:
                     return box
         return None
+
+def on_the_picture(decompose: Callable[[torch.Tensor], Decomposition], x: torch.Tensor) -> Decomposition:
+    """``decompose(x)`` scored on each letterboxed square's picture alone: the padding made again from
+    the picture (:meth:`Letterbox.mirror`) before it is scored, and alpha on the padding folded onto the
+    picture pixels it copies (:meth:`Letterbox.fold`, the sum kept). A defect at the picture's edge is
+    mirrored into the padding, so without the fold omega (which stays on the picture) misses the
+    defect's copy, and without the fresh padding a repair, which changes the picture only, goes on
+    scoring the stale copy. Squares that are not letterboxes are decomposed as they are."""
+    boxes = [Letterbox.of_mirrored(picture) for picture in x.detach()]
+    if all(box is None for box in boxes):
+        return decompose(x)
+    x = torch.stack([picture if box is None else box.mirror(picture) for picture, box in zip(x, boxes, strict=True)])
+    found = decompose(x)
+    alpha = torch.stack([a if box is None else box.fold(a) for a, box in zip(found.alpha, boxes, strict=True)])
+    return Decomposition(alpha=alpha, beta=found.beta)
+
 
 @dataclass
 class ImageInfo:

@@ -42,6 +42,7 @@ import arpro
 from arpro import ArproError
 from arpro_vision.backbone import check_input_size, image_hw
 from arpro_vision.bundled import ShippedModel
+from arpro_vision.images import on_the_picture
 
 SEARCH_CHUNK = 4096  # query patches per nearest-neighbour block: bounds the patches' and distance matrix's memory
 FIT_IMAGES = 16  # training pictures whose feature maps fit computes at once (blur buffers: ~17x a gray picture)
@@ -214,6 +215,10 @@ class PatchNNDetector(ShippedModel, arpro.Detector):
         return out
 
     def decompose(self, x: Tensor) -> arpro.Decomposition:
+        """Scored on a letterboxed picture alone (:func:`~arpro_vision.images.on_the_picture`)."""
+        return on_the_picture(self._decompose, x)
+
+    def _decompose(self, x: Tensor) -> arpro.Decomposition:
         if self.excess.numel() == 0:
             raise ArproError("patchnn is not fitted: train it (arpro train detector --detector patchnn) first")
         height, width = x.shape[-2:]

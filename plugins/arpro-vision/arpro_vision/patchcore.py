@@ -49,7 +49,7 @@ from arpro_vision.backbone import (
     seeded,
 )
 from arpro_vision.bundled import ShippedModel
-from arpro_vision.images import Letterbox
+from arpro_vision.images import on_the_picture
 from arpro_vision.patch_nn import greedy_coreset, nearest
 from arpro_vision.weights import PACKAGE_ARCH
 
@@ -130,8 +130,10 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
         return distance.reshape(batch, height, width)
 
     def decompose(self, x: Tensor) -> arpro.Decomposition:
-        boxes = [Letterbox.of_mirrored(picture) for picture in x.detach()]
-        x = torch.stack([picture if box is None else box.mirror(picture) for picture, box in zip(x, boxes, strict=True)])
+        """Scored on a letterboxed picture alone (:func:`~arpro_vision.images.on_the_picture`)."""
+        return on_the_picture(self._decompose, x)
+
+    def _decompose(self, x: Tensor) -> arpro.Decomposition:
         distance = self.distances(x)
         batch, h, w = distance.shape
         k = min(self.config["top_k"], h * w)
@@ -141,8 +143,7 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
         alpha = F.interpolate(share, scale_factor=self.stride, mode="nearest")  # at the working resolution
         if self.factor > 1:
             alpha = F.avg_pool2d(alpha, self.factor) * self.factor**2  # summed onto the input's pixels
-        alpha = torch.stack([a if box is None else box.fold(a) for a, box in zip(alpha[:, 0], boxes, strict=True)])
-        return arpro.Decomposition(alpha=alpha, beta=alpha.new_zeros(batch))
+        return arpro.Decomposition(alpha=alpha[:, 0], beta=alpha.new_zeros(batch))
 
     def reference_score(self, x: Tensor) -> Tensor:
         """anomalib's own nearest-neighbour search (``PatchcoreModel.nearest_neighbors``, the full distance

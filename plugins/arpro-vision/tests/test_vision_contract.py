@@ -3,12 +3,14 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from arpro.testing import (check_bundled_checkpoint, check_checkpoint_round_trip, check_decomposition,
                            check_infill_masks, fitted_detector, fitted_repairer, registered)
 import arpro_vision
+from arpro_vision.images import letterbox_rgb, to_tensor, to_uint8
 
 DETECTORS = registered("arpro-vision")
 CHECKPOINTS = sorted((Path(arpro_vision.__file__).parent / "checkpoints").glob("*.safetensors"))
@@ -22,6 +24,33 @@ def test_every_detector_of_the_plugin_is_checked():
 def test_decomposition_identity(name):
     detector, x = fitted_detector(name)
     check_decomposition(detector, x)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_letterboxed_picture_is_scored_on_itself_not_on_its_padding(name):
+    """A picture half as wide as tall, letterboxed: alpha on the mirrored padding is folded onto the
+    picture (none left there, s kept), and a repair, which changes the picture only and keeps the
+    padding as a stale copy of its edge, is scored as the repaired picture letterboxed afresh,
+    with no gradient on the padding."""
+    detector, x = fitted_detector(name)
+    side = x.shape[-1]
+    tall = np.ascontiguousarray(to_uint8(x[0])[:, ::2])  # side x side/2: padded by side/4 left and right
+    x_bad = to_tensor(letterbox_rgb(tall, side)[0])[None]
+    padding = slice(0, side // 4)
+    d = detector.decompose(x_bad)
+    assert d.alpha[0, :, padding].abs().sum() == 0 and d.alpha[0, :, -side // 4:].abs().sum() == 0
+    torch.testing.assert_close(d.score, detector.score(x_bad))
+    edited = tall.copy()
+    edited[side // 8 : 3 * side // 8, :2] = 255 - edited[side // 8 : 3 * side // 8, :2]  # a defect at the edge, repaired
+    fresh = to_tensor(letterbox_rgb(edited, side)[0])[None]
+    stale = fresh.clone()
+    stale[..., padding] = x_bad[..., padding]  # the padding the repair keeps: the input's
+    assert not torch.equal(stale, fresh)
+    torch.testing.assert_close(detector.score(stale), detector.score(fresh))
+    assert not torch.allclose(detector.score(stale), detector.score(x_bad))
+    stale.requires_grad_(True)
+    detector.score(stale).sum().backward()
+    assert stale.grad[..., padding].abs().sum() == 0 and stale.grad[..., side // 4 : -side // 4].abs().sum() > 0
 
 
 def test_ddpm_round_trips_and_in_fills_a_square_of_a_quarter_of_the_side(tmp_path):
