@@ -10,6 +10,7 @@ import arpro
 from arpro.io import checkpoint
 from arpro.metrics import region_detail
 from arpro.plugin_api import registry
+from arpro_vision.images import Letterbox
 
 
 TINY = dict(image_size=32, n_train=8, n_test_normal=4, n_test_anomalous=8)
@@ -163,16 +164,19 @@ def test_patchnn_pools_over_flat_windows_for_thin_straight_defects(tmp_path):
     assert detector.config["scales"] == [[1, 8], 2] and detector.bank_1x8.shape == (128, 25)
     normal = data.train().x[1:2]  # an odd-numbered picture: held out of the bank
     line, specks = normal.clone(), normal.clone()
-    line[..., 16, 4:28] -= 1.0  # 24 pixels in one row
-    specks[..., torch.arange(4, 28) % 6 * 5 + 2, torch.arange(4, 28)] -= 1.0  # the same 24, scattered
+    # on the picture (columns 5-25 of the letterbox), whose padding is mirrored afresh from it before scoring
+    line[..., 16, 8:24] -= 1.0  # 16 pixels in one row
+    specks[..., torch.arange(8, 24) % 6 * 5 + 2, torch.arange(8, 24)] -= 1.0  # the same 16, scattered
     x = torch.cat([normal, line, specks])
+    box = Letterbox.of_mirrored(normal[0])
     with torch.no_grad():
         d = detector.decompose(x)
-        assert torch.allclose(d.score, detector.reference_score(x), rtol=1e-4, atol=1e-4)
+        assert torch.allclose(d.score, detector.reference_score(box.mirror(x)), rtol=1e-4, atol=1e-4)
         flat = registry.get("detector", "patchnn").for_dataset(data, scales=[[1, 8]], bank_size=128)
         flat.fit(data.train().x, seed=0, progress=False)
         alpha = flat.decompose(x).alpha
-    assert torch.equal(alpha, alpha[..., ::8].repeat_interleave(8, -1))  # even over each 1 x 8 window
+        pooled = flat._decompose(box.mirror(x)).alpha  # before alpha is folded off the letterbox's padding
+    assert torch.equal(pooled, pooled[..., ::8].repeat_interleave(8, -1))  # even over each 1 x 8 window
     assert alpha[1].sum() > alpha[2].sum() and alpha[1].sum() > alpha[0].sum()
     path = tmp_path / "flat.safetensors"
     checkpoint.save(flat, path)
