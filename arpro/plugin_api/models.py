@@ -277,15 +277,19 @@ class Detector(Model):
         """Store ``tau`` (per-feature ``threshold_quantile`` of training alpha) and training scores."""
         was_training = self.training
         self.eval()
+        self.calibrate_on(self.decompose(batch) for batch in train.split(batch_size))
+        self.train(was_training)
+
+    def calibrate_on(self, decompositions: collections.abc.Iterable[Decomposition]) -> None:
+        """:meth:`calibrate` from the decompositions of the normal training data, however they were made:
+        a detector whose fit already holds the training data's features need not compute them again."""
         alphas, scores = [], []
-        for batch in train.split(batch_size):
-            d = self.decompose(batch)
+        for d in decompositions:
             alphas.append(d.alpha.float())
             scores.append(d.score.float())
         alpha = torch.cat(alphas)
         self.tau = torch.quantile(alpha.flatten(1), self.threshold_quantile, dim=0).reshape(alpha.shape[1:])
         self.train_scores = torch.cat(scores)
-        self.train(was_training)
 
     @property
     def is_calibrated(self) -> bool:

@@ -33,6 +33,8 @@ KolektorSDD commutator is 26 px wide and its cracks are gone before any detector
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -118,23 +120,26 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
         return self.model.generate_embedding({k: self.model.feature_pooler(v) for k, v in features.items()})
 
     def distances(self, x: Tensor) -> Tensor:
-        """Each position's euclidean distance to its nearest bank row, ``[B, h, w]``: the neighbour found
-        without gradients, in chunks (``patch_nn.nearest``), the distance recomputed with them."""
+        """Each position's euclidean distance to its nearest bank row, ``[B, h, w]``."""
         if self.model.memory_bank.numel() == 0:
             raise ArproError("patchcore is not fitted: train it (arpro train detector --detector patchcore) first")
         embedding = self._embedding(x)
-        batch, _, height, width = embedding.shape
-        flat, bank = self.model.reshape_embedding(embedding), self.model.memory_bank
+        return self._distances_of(self.model.reshape_embedding(embedding), embedding.shape[-2:])
+
+    def _distances_of(self, flat: Tensor, size: torch.Size) -> Tensor:
+        """The distances of the patch embeddings ``flat`` ``[B·h·w, D]`` (anomalib's ``reshape_embedding``), ``[B, h, w]``:
+        the neighbour found without gradients, in chunks (``patch_nn.nearest``), the distance recomputed with them."""
+        bank = self.model.memory_bank
         index = nearest(flat.detach(), bank)
         distance = (flat - bank[index]).pow(2).sum(1).clamp_min(1e-12).sqrt()  # clamped: a finite gradient at 0
-        return distance.reshape(batch, height, width)
+        return distance.reshape(-1, *size)
 
     def decompose(self, x: Tensor) -> arpro.Decomposition:
         """Scored on a letterboxed picture alone (:func:`~arpro_vision.images.on_the_picture`)."""
-        return on_the_picture(self._decompose, x)
+        return on_the_picture(lambda x: self._decomposition_of(self.distances(x)), x)
 
-    def _decompose(self, x: Tensor) -> arpro.Decomposition:
-        distance = self.distances(x)
+    def _decomposition_of(self, distance: Tensor) -> arpro.Decomposition:
+        """The top-k positions' distances spread over their pixels, before the fold off a letterbox's padding."""
         batch, h, w = distance.shape
         k = min(self.config["top_k"], h * w)
         flat = distance.flatten(1)
@@ -170,17 +175,22 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
         batches, embeddings = train.split(16), []
         with torch.no_grad(), arpro.progress_bar("patchcore: features", total=len(batches), enabled=progress) as advance:
             for batch in batches:
-                embeddings.append(self.model.reshape_embedding(self._embedding(batch)))
+                embedding = self._embedding(batch)
+                embeddings.append(self.model.reshape_embedding(embedding))
                 advance()
-        embeddings = torch.cat(embeddings)
-        pool = embeddings[torch.randperm(embeddings.shape[0], generator=generator)[: self.config["coreset_pool"]]]
+        size = embedding.shape[-2:]
+        pool = torch.cat(embeddings)[torch.randperm(sum(map(len, embeddings)), generator=generator)[: self.config["coreset_pool"]]]
         with torch.no_grad(), arpro.progress_phase(f"patchcore: coreset of {bank_size} from {len(pool)}", enabled=progress):
             self.model.memory_bank = greedy_coreset(pool, bank_size, generator).contiguous()
-        with arpro.progress_phase("patchcore: thresholds", enabled=progress):
-            self.calibrate(train)
+        # The thresholds from the embeddings above, not a second backbone pass (a third of the fit's time on
+        # KolektorSDD). A training picture's letterbox padding already mirrors it, so it is its own fresh copy.
+        with torch.no_grad(), arpro.progress_phase("patchcore: thresholds", enabled=progress):
+            self.eval()
+            self.calibrate_on(on_the_picture(lambda _, flat=flat: self._decomposition_of(self._distances_of(flat, size)), batch)
+                              for flat, batch in zip(embeddings, batches, strict=True))
 
-    def calibrate(self, train: Tensor, batch_size: int = 64) -> None:
+    def calibrate_on(self, decompositions: Iterable[arpro.Decomposition]) -> None:
         """As the core's, with ``tau`` kept above 0: alpha is 0 outside the top-k positions, and omega
         (alpha >= tau) must not take those."""
-        super().calibrate(train, batch_size)
+        super().calibrate_on(decompositions)
         self.tau = self.tau.clamp_min(torch.finfo(self.tau.dtype).tiny)

@@ -106,6 +106,25 @@ def test_alpha_on_a_letterboxed_picture_is_folded_off_its_padding(fitted):
     assert d.alpha[0, :, :8].abs().sum() == 0 and d.alpha[0, :, 24:].abs().sum() == 0 and d.alpha.sum() > 0
 
 
+def test_the_fit_calibrates_from_its_own_features_as_a_second_pass_would(tmp_path):
+    """The fit's thresholds come from the embeddings it computed for the bank, letterboxed pictures'
+    alpha folded as ``decompose`` folds it: the same tau and training scores as ``calibrate`` on the
+    training pictures, which runs the backbone again."""
+    from arpro_vision.images import letterbox_rgb, to_tensor, to_uint8
+
+    path, _ = tiny_state(tmp_path, seed=1)
+    torch.manual_seed(0)
+    detector = registry.get("detector", "patchcore")(**TINY, top_k=3, backbone_weights=str(path))
+    tall = [to_tensor(letterbox_rgb(np.ascontiguousarray(to_uint8(p)[:, ::2]), 32)[0]) for p in pictures(4, seed=3)]
+    train = torch.cat([pictures(20, seed=0), torch.stack(tall)])  # two batches of 16: the fit's batches
+    detector.fit(train, progress=False)
+    tau, scores = detector.tau.clone(), detector.train_scores.clone()
+    detector.calibrate(train)
+    torch.testing.assert_close(tau, detector.tau)
+    torch.testing.assert_close(scores, detector.train_scores)
+    assert (tau > 0).all() and scores.shape == (24,)
+
+
 def test_top_1_is_anomalibs_own_image_score(fitted):
     """With one neighbour and the top 1 position, s(x) is what PatchcoreModel.forward returns as pred_score."""
     x = pictures(3, seed=7)
