@@ -281,15 +281,11 @@ class Detector(Model):
         self.train(was_training)
 
     def calibrate_on(self, decompositions: collections.abc.Iterable[Decomposition]) -> None:
-        """:meth:`calibrate` from the decompositions of the normal training data, however they were made:
-        a detector whose fit already holds the training data's features need not compute them again."""
-        alphas, scores = [], []
-        for d in decompositions:
-            alphas.append(d.alpha.float())
-            scores.append(d.score.float())
-        alpha = torch.cat(alphas)
+        """:meth:`calibrate` from the training data's decompositions, made however the detector's fit can."""
+        pairs = [(d.alpha.float(), d.score.float()) for d in decompositions]
+        alpha = torch.cat([a for a, _ in pairs])
         self.tau = torch.quantile(alpha.flatten(1), self.threshold_quantile, dim=0).reshape(alpha.shape[1:])
-        self.train_scores = torch.cat(scores)
+        self.train_scores = torch.cat([score for _, score in pairs])
 
     @property
     def is_calibrated(self) -> bool:
