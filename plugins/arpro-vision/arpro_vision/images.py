@@ -111,6 +111,7 @@ class Letterbox:
                     return box
         return None
 
+
 def on_the_picture(decompose: Callable[[torch.Tensor], Decomposition], x: torch.Tensor) -> Decomposition:
     """``decompose(x)`` scored on each letterboxed square's picture alone: the padding made again from
     the picture (:meth:`Letterbox.mirror`) before it is scored, and alpha on the padding folded onto the

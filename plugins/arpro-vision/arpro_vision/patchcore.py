@@ -185,7 +185,6 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
         # The thresholds from the embeddings above, not a second backbone pass (a third of the fit's time on
         # KolektorSDD). A training picture's letterbox padding already mirrors it, so it is its own fresh copy.
         with torch.no_grad(), arpro.progress_phase("patchcore: thresholds", enabled=progress):
-            self.eval()
             self.calibrate_on(on_the_picture(lambda _, flat=flat: self._decomposition_of(self._distances_of(flat, size)), batch)
                               for flat, batch in zip(embeddings, batches, strict=True))
 
