@@ -34,6 +34,19 @@ def test_repairer_round_trips_and_masks_a_quarter_of_the_columns(tmp_path):
     assert mask.sum(1).tolist() == [7.0, 7.0]  # 30 columns // 4
 
 
+@pytest.mark.parametrize(("options", "cosine"), [({}, True), ({"lr_schedule": "constant"}, False)])
+def test_repairer_trains_on_the_learning_rate_schedule_its_config_names(options, cosine, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(arpro, "train_denoiser", lambda model, train, **kw: seen.update(kw))
+    arpro.get("repairer", "mlp-ddpm")(input_shape=[3], width=8, depth=1, **options).fit(torch.zeros(4, 3))
+    assert seen["cosine"] is cosine
+
+
+def test_repairer_refuses_an_unknown_learning_rate_schedule():
+    with pytest.raises(arpro.ArproError, match="lr_schedule must be cosine or constant"):
+        arpro.get("repairer", "mlp-ddpm")(input_shape=[3], lr_schedule="linear")
+
+
 @pytest.mark.parametrize("name", ["p1", "p2", "p3", "p4", "range"])
 def test_properties_keep_their_contract_on_rows(name):
     detector, x = fitted_detector("gaussian")
