@@ -240,7 +240,7 @@ def train_denoiser(
     ``batch_size`` and ``lr`` default to the model's config (``train_steps``, ``batch_size``,
     ``lr``; else batch 64, lr 1e-4). AdamW, as in the paper, through
     :func:`arpro.workflows.train.fit_loop`, with a ``warmup`` share of the steps and ``cosine``
-    decay (off: no help, docs/decisions/denoiser-lr-schedule.md) and EMA weights (``ema_decay``, on:
+    decay (off unless a model asks: docs/decisions/denoiser-lr-schedule.md) and EMA weights (``ema_decay``, on:
     diffusers' training examples' 0.999). Returns the loss per step.
     """
     if weighting not in ("uniform", "snr+1") or (weighting == "snr+1" and model.prediction_type != "sample"):

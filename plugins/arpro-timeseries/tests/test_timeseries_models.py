@@ -392,3 +392,13 @@ def test_a_model_trained_now_has_the_same_weights_whatever_the_process_state():
         torch.manual_seed(state)
         weights.append(arpro.obtain_model("detector", "gpt2", data, progress=False).state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize(("windows", "steps", "noted"), [(13, 10_000, True), (993, 10_000, False)])
+def test_diffusion_ts_says_when_its_steps_pass_over_few_windows_far_more_than_needed(windows, steps, noted, tiny_ts,
+                                                                                      monkeypatch, capsys):
+    monkeypatch.setattr(arpro, "train_denoiser", lambda *args, **kwargs: [])
+    tiny_ts.fit(torch.zeros(windows, *tiny_ts.config["input_shape"]), steps=steps, batch_size=32)
+    note = capsys.readouterr().err
+    assert ("pass over these 13 training windows 24,615 times" in note and "train_steps=2100" in note) is noted
+    assert noted or note == ""
