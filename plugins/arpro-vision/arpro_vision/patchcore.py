@@ -127,8 +127,9 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
         return self._distances_of(self.model.reshape_embedding(embedding), embedding.shape[-2:])
 
     def _distances_of(self, flat: Tensor, size: torch.Size) -> Tensor:
-        """The distances of the patch embeddings ``flat`` ``[B·h·w, D]`` (anomalib's ``reshape_embedding``), ``[B, h, w]``:
-        the neighbour found without gradients, in chunks (``patch_nn.nearest``), the distance recomputed with them."""
+        """The distances ``[B, h, w]`` of the patch embeddings ``flat`` ``[B·h·w, D]`` (anomalib's
+        ``reshape_embedding``): the neighbour found without gradients, in chunks (``patch_nn.nearest``),
+        the distance recomputed with them."""
         bank = self.model.memory_bank
         index = nearest(flat.detach(), bank)
         distance = (flat - bank[index]).pow(2).sum(1).clamp_min(1e-12).sqrt()  # clamped: a finite gradient at 0
@@ -178,15 +179,17 @@ class PatchCoreDetector(ShippedModel, PretrainedBackboneMixin, FrozenModulesMixi
                 embedding = self._embedding(batch)
                 embeddings.append(self.model.reshape_embedding(embedding))
                 advance()
-        size = embedding.shape[-2:]
-        pool = torch.cat(embeddings)[torch.randperm(sum(map(len, embeddings)), generator=generator)[: self.config["coreset_pool"]]]
+        size = embedding.shape[-2:]  # every picture's grid of positions
+        pool = torch.cat(embeddings)
+        pool = pool[torch.randperm(len(pool), generator=generator)[: self.config["coreset_pool"]]]
         with torch.no_grad(), arpro.progress_phase(f"patchcore: coreset of {bank_size} from {len(pool)}", enabled=progress):
             self.model.memory_bank = greedy_coreset(pool, bank_size, generator).contiguous()
         # The thresholds from the embeddings above, not a second backbone pass (a third of the fit's time on
         # KolektorSDD). A training picture's letterbox padding already mirrors it, so it is its own fresh copy.
         with torch.no_grad(), arpro.progress_phase("patchcore: thresholds", enabled=progress):
-            self.calibrate_on(on_the_picture(lambda _, flat=flat: self._decomposition_of(self._distances_of(flat, size)), batch)
-                              for flat, batch in zip(embeddings, batches, strict=True))
+            own = (on_the_picture(lambda _, flat=flat: self._decomposition_of(self._distances_of(flat, size)), batch)
+                   for flat, batch in zip(embeddings, batches, strict=True))
+            self.calibrate_on(own)
 
     def calibrate_on(self, decompositions: Iterable[arpro.Decomposition]) -> None:
         """As the core's, with ``tau`` kept above 0: alpha is 0 outside the top-k positions, and omega
