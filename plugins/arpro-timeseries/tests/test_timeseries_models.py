@@ -395,8 +395,8 @@ def test_a_model_trained_now_has_the_same_weights_whatever_the_process_state():
 
 
 @pytest.mark.parametrize(("windows", "steps", "noted"), [(13, 10_000, True), (993, 10_000, False)])
-def test_diffusion_ts_says_when_its_steps_pass_over_few_windows_far_more_than_needed(windows, steps, noted, tiny_ts,
-                                                                                      monkeypatch, capsys):
+def test_diffusion_ts_says_when_its_steps_pass_over_few_windows_far_more_often_than_the_plant(
+        windows, steps, noted, tiny_ts, monkeypatch, capsys):
     monkeypatch.setattr(arpro, "train_denoiser", lambda *args, **kwargs: [])
     tiny_ts.fit(torch.zeros(windows, *tiny_ts.config["input_shape"]), steps=steps, batch_size=32)
     note = capsys.readouterr().err
